@@ -1,0 +1,161 @@
+// Package client is the Go library services use to reach MCP servers through
+// mcpgw. A service names what it wants — a target URL, an org and an
+// account — and gets a live go-sdk *mcp.ClientSession; the gateway picks the
+// route and injects the credential, which the service never sees.
+//
+// The package must not depend on the gateway's internals (node).
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpgw/mcpgw/transport"
+)
+
+// Environment variables read when the matching option is not given.
+const (
+	EnvAddr  = "MCPGW_ADDR"  // gateway address, e.g. ws://gw.internal:7420
+	EnvToken = "MCPGW_TOKEN" // service token
+)
+
+// DefaultAddr is the gateway address used when neither WithGateway nor
+// MCPGW_ADDR says otherwise.
+const DefaultAddr = "ws://127.0.0.1:7420"
+
+type options struct {
+	addr       string
+	token      string
+	impl       *mcp.Implementation
+	clientOpts *mcp.ClientOptions
+	httpClient *http.Client
+	maxMessage int64
+	protocol   string
+}
+
+// Option configures Connect.
+type Option func(*options)
+
+// WithGateway sets the gateway address: ws://host:port, wss://host:port,
+// http(s)://host:port (mapped to ws/wss) or host:port.
+func WithGateway(addr string) Option { return func(o *options) { o.addr = addr } }
+
+// WithToken sets the service token sent to the gateway.
+func WithToken(token string) Option { return func(o *options) { o.token = token } }
+
+// WithImplementation sets the client's name and version as sent in
+// initialize. Default: mcpgw-client.
+func WithImplementation(impl *mcp.Implementation) Option {
+	return func(o *options) { o.impl = impl }
+}
+
+// WithClientOptions passes go-sdk client options: sampling, elicitation and
+// roots handlers, notification handlers, keepalive. They behave exactly as
+// with a direct go-sdk client.
+func WithClientOptions(opts *mcp.ClientOptions) Option {
+	return func(o *options) { o.clientOpts = opts }
+}
+
+// WithHTTPClient sets the HTTP client used for the WebSocket handshake
+// (custom TLS roots, for example).
+func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.httpClient = c } }
+
+// WithMaxMessageBytes caps one message received from the gateway. Default
+// 4 MiB.
+func WithMaxMessageBytes(n int64) Option { return func(o *options) { o.maxMessage = n } }
+
+// WithProtocolVersion asks for a specific MCP protocol version instead of
+// the newest the SDK knows (the server may still negotiate another).
+func WithProtocolVersion(v string) Option { return func(o *options) { o.protocol = v } }
+
+// Connect opens an MCP session to target for (org, account) through the
+// gateway and returns it initialized.
+func Connect(ctx context.Context, target, org, account string, opts ...Option) (*mcp.ClientSession, error) {
+	o := options{addr: os.Getenv(EnvAddr), token: os.Getenv(EnvToken)}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.addr == "" {
+		o.addr = DefaultAddr
+	}
+	if o.impl == nil {
+		o.impl = &mcp.Implementation{Name: "mcpgw-client", Version: "1"}
+	}
+	t, err := NewTransport(o.addr, target, org, account, opts...)
+	if err != nil {
+		return nil, err
+	}
+	var sessOpts *mcp.ClientSessionOptions
+	if o.protocol != "" {
+		sessOpts = &mcp.ClientSessionOptions{ProtocolVersion: o.protocol}
+	}
+	sess, err := mcp.NewClient(o.impl, o.clientOpts).Connect(ctx, t, sessOpts)
+	if err != nil {
+		return nil, fmt.Errorf("mcpgw: connect to %s via %s: %w", target, o.addr, err)
+	}
+	return sess, nil
+}
+
+// Transport is an mcp.Transport that opens a session through the gateway,
+// for callers that build their own mcp.Client.
+type Transport struct {
+	url    string
+	header http.Header
+	client *http.Client
+	max    int64
+}
+
+// NewTransport returns a transport for (target, org, account) through the
+// gateway at addr.
+func NewTransport(addr, target, org, account string, opts ...Option) (*Transport, error) {
+	o := options{addr: addr, token: os.Getenv(EnvToken)}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if target == "" || org == "" || account == "" {
+		return nil, errors.New("mcpgw: target, org and account are all required")
+	}
+	base, err := wsBase(addr)
+	if err != nil {
+		return nil, err
+	}
+	q := url.Values{"target": {target}, "org": {org}, "account": {account}}
+	h := http.Header{}
+	if o.token != "" {
+		h.Set("Authorization", "Bearer "+o.token)
+	}
+	return &Transport{url: base + "/v1/mcp?" + q.Encode(), header: h, client: o.httpClient, max: o.maxMessage}, nil
+}
+
+// Connect implements mcp.Transport.
+func (t *Transport) Connect(ctx context.Context) (mcp.Connection, error) {
+	return transport.DialWebSocket(ctx, t.url, t.header, t.client, transport.WebSocketOptions{MaxMessageBytes: t.max})
+}
+
+// wsBase turns a gateway address into a ws:// or wss:// base URL.
+func wsBase(addr string) (string, error) {
+	if !strings.Contains(addr, "://") {
+		addr = "ws://" + addr
+	}
+	u, err := url.Parse(addr)
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("mcpgw: gateway address %q is not ws://host:port", addr)
+	}
+	switch u.Scheme {
+	case "ws", "wss":
+	case "http":
+		u.Scheme = "ws"
+	case "https":
+		u.Scheme = "wss"
+	default:
+		return "", fmt.Errorf("mcpgw: gateway address %q: scheme must be ws, wss, http or https", addr)
+	}
+	return u.Scheme + "://" + u.Host + strings.TrimSuffix(u.Path, "/"), nil
+}

@@ -1,0 +1,170 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/mcpgw/mcpgw/storage"
+)
+
+// Op names what a Command does.
+type Op uint8
+
+// Operations. Values are part of the log format: never renumber, only add.
+const (
+	OpPutRoute Op = iota + 1
+	OpDeleteRoute
+	OpPutCredential
+	OpDeleteCredential
+	OpPutRule
+	OpDeleteRule
+	OpPutLimit
+	OpDeleteLimit
+	OpPutTokenKey
+	OpRevokeToken
+	OpBatch
+)
+
+var opNames = map[Op]string{
+	OpPutRoute:         "put-route",
+	OpDeleteRoute:      "delete-route",
+	OpPutCredential:    "put-credential",
+	OpDeleteCredential: "delete-credential",
+	OpPutRule:          "put-rule",
+	OpDeleteRule:       "delete-rule",
+	OpPutLimit:         "put-limit",
+	OpDeleteLimit:      "delete-limit",
+	OpPutTokenKey:      "put-token-key",
+	OpRevokeToken:      "revoke-token",
+	OpBatch:            "batch",
+}
+
+func (o Op) String() string {
+	if s, ok := opNames[o]; ok {
+		return s
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// CommandVersion is the command encoding this build writes.
+const CommandVersion = 1
+
+// Command is one replicated write. Exactly the fields its Op needs are set.
+// Credentials and signing keys inside are already sealed by the vault.
+type Command struct {
+	Op Op    `json:"op"`
+	V  uint8 `json:"v"`
+
+	Route      *storage.Route      `json:"route,omitempty"`
+	Credential *storage.Credential `json:"credential,omitempty"`
+	Rule       *storage.Rule       `json:"rule,omitempty"`
+	Limit      *storage.Limit      `json:"limit,omitempty"`
+	TokenKey   *storage.TokenKey   `json:"token_key,omitempty"`
+	Revocation *storage.Revocation `json:"revocation,omitempty"`
+
+	// Name is the key of a delete: route name, rule id or limit id.
+	Name string `json:"name,omitempty"`
+	// Org, Account and RouteName identify a credential to delete.
+	Org       string `json:"org,omitempty"`
+	Account   string `json:"account,omitempty"`
+	RouteName string `json:"route_name,omitempty"`
+
+	// Batch holds the commands of an OpBatch, applied in one transaction.
+	Batch []Command `json:"batch,omitempty"`
+}
+
+// ErrInvalidCommand is returned for a command that cannot be applied.
+var ErrInvalidCommand = errors.New("invalid command")
+
+// Encode returns the command's log encoding.
+func (c Command) Encode() ([]byte, error) {
+	c.V = CommandVersion
+	return json.Marshal(c)
+}
+
+// DecodeCommand parses a log entry written by Encode.
+func DecodeCommand(b []byte) (Command, error) {
+	var c Command
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("%w: %v", ErrInvalidCommand, err)
+	}
+	if c.V != CommandVersion {
+		return c, fmt.Errorf("%w: version %d, this build applies %d", ErrInvalidCommand, c.V, CommandVersion)
+	}
+	return c, nil
+}
+
+// Apply applies cmd to store in one transaction and records index as the
+// last applied raft index (0 for a write that bypasses raft). It is
+// deterministic: no clock, no randomness, no I/O beyond the store.
+func Apply(store *storage.Store, index uint64, cmd Command) error {
+	return store.Update(func(tx *storage.Tx) error {
+		if err := applyTx(tx, cmd, 0); err != nil {
+			return err
+		}
+		if index == 0 {
+			return nil
+		}
+		return tx.SetAppliedIndex(index)
+	})
+}
+
+func applyTx(tx *storage.Tx, c Command, depth int) error {
+	missing := func(field string) error {
+		return fmt.Errorf("%w: %s without %s", ErrInvalidCommand, c.Op, field)
+	}
+	var err error
+	switch c.Op {
+	case OpPutRoute:
+		if c.Route == nil {
+			return missing("route")
+		}
+		err = tx.PutRoute(*c.Route)
+	case OpDeleteRoute:
+		_, err = tx.DeleteRoute(c.Name)
+	case OpPutCredential:
+		if c.Credential == nil {
+			return missing("credential")
+		}
+		err = tx.PutCredential(*c.Credential)
+	case OpDeleteCredential:
+		_, err = tx.DeleteCredential(c.Org, c.Account, c.RouteName)
+	case OpPutRule:
+		if c.Rule == nil {
+			return missing("rule")
+		}
+		err = tx.PutRule(*c.Rule)
+	case OpDeleteRule:
+		_, err = tx.DeleteRule(c.Name)
+	case OpPutLimit:
+		if c.Limit == nil {
+			return missing("limit")
+		}
+		err = tx.PutLimit(*c.Limit)
+	case OpDeleteLimit:
+		_, err = tx.DeleteLimit(c.Name)
+	case OpPutTokenKey:
+		if c.TokenKey == nil {
+			return missing("token key")
+		}
+		err = tx.PutTokenKey(*c.TokenKey)
+	case OpRevokeToken:
+		if c.Revocation == nil {
+			return missing("revocation")
+		}
+		err = tx.PutRevocation(*c.Revocation)
+	case OpBatch:
+		if depth > 0 {
+			return fmt.Errorf("%w: nested batch", ErrInvalidCommand)
+		}
+		for _, sub := range c.Batch {
+			if err := applyTx(tx, sub, depth+1); err != nil {
+				return err
+			}
+		}
+	default:
+		return fmt.Errorf("%w: unknown op %d", ErrInvalidCommand, uint8(c.Op))
+	}
+	return err
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/mcpgw/mcpgw/node"
+)
+
+func serveCommand() *cli.Command {
+	def := node.DefaultConfig()
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "run a gateway node (no flags: a single node on loopback, data in ./data)",
+		Flags: []cli.Flag{
+			dataDirFlag(),
+			&cli.StringFlag{Name: "http", Value: def.HTTPAddr, EnvVars: []string{"MCPGW_HTTP"}, Usage: "listen address for WebSocket and streamable HTTP sessions"},
+			&cli.StringFlag{Name: "admin", Value: def.AdminAddr, EnvVars: []string{"MCPGW_ADMIN_ADDR"}, Usage: "listen address for the admin API and /metrics"},
+			&cli.StringSliceFlag{Name: "allowed-origin", EnvVars: []string{"MCPGW_ALLOWED_ORIGINS"}, Usage: "browser Origin allowed to open sessions (repeatable); requests without Origin are unaffected"},
+			&cli.Int64Flag{Name: "max-message-bytes", Value: def.MaxMessageBytes, EnvVars: []string{"MCPGW_MAX_MESSAGE_BYTES"}, Usage: "largest JSON-RPC message accepted in either direction"},
+			&cli.DurationFlag{Name: "connect-timeout", Value: def.ConnectTimeout, EnvVars: []string{"MCPGW_CONNECT_TIMEOUT"}, Usage: "how long opening an upstream connection may take"},
+			&cli.DurationFlag{Name: "shutdown-timeout", Value: def.ShutdownTimeout, EnvVars: []string{"MCPGW_SHUTDOWN_TIMEOUT"}, Usage: "how long SIGTERM waits for sessions to drain"},
+			&cli.DurationFlag{Name: "session-idle-timeout", Value: def.SessionIdleTimeout, EnvVars: []string{"MCPGW_SESSION_IDLE_TIMEOUT"}, Usage: "close streamable HTTP sessions idle this long"},
+			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"MCPGW_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+		},
+		Action: runServe,
+	}
+}
+
+func dataDirFlag() *cli.StringFlag {
+	return &cli.StringFlag{Name: "data-dir", Value: node.DefaultConfig().DataDir, EnvVars: []string{"MCPGW_DATA_DIR"}, Usage: "directory for the node's databases and admin token"}
+}
+
+func runServe(c *cli.Context) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return fmt.Errorf("--log-level %q: use debug, info, warn or error", c.String("log-level"))
+	}
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	cfg := node.DefaultConfig()
+	cfg.DataDir = c.String("data-dir")
+	cfg.HTTPAddr = c.String("http")
+	cfg.AdminAddr = c.String("admin")
+	cfg.AllowedOrigins = splitList(c.StringSlice("allowed-origin"))
+	cfg.MaxMessageBytes = c.Int64("max-message-bytes")
+	cfg.ConnectTimeout = c.Duration("connect-timeout")
+	cfg.ShutdownTimeout = c.Duration("shutdown-timeout")
+	cfg.SessionIdleTimeout = c.Duration("session-idle-timeout")
+	cfg.Logger = logger
+
+	n, err := node.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := n.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	logger.Info("shutting down: draining sessions", slog.Duration("deadline", cfg.ShutdownTimeout))
+	return n.Close()
+}
+
+// splitList accepts repeated flags and comma-separated env values alike.
+func splitList(in []string) []string {
+	var out []string
+	for _, v := range in {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// background is the context for commands that do not run a server.
+func background(c *cli.Context) context.Context {
+	if c.Context != nil {
+		return c.Context
+	}
+	return context.Background()
+}

@@ -1,0 +1,113 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mcpgw/mcpgw/cluster"
+	"github.com/mcpgw/mcpgw/storage"
+)
+
+// adminError is the admin API's error body.
+type adminError struct {
+	Error string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeAdminError(w http.ResponseWriter, status int, format string, args ...any) {
+	writeJSON(w, status, adminError{Error: fmt.Sprintf(format, args...)})
+}
+
+// adminHandler serves the admin API: /healthz and /metrics openly, every
+// /v1/ endpoint with the admin token.
+func (n *Node) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /v1/routes", n.listRoutes)
+	mux.HandleFunc("POST /v1/routes", n.putRoute)
+	mux.HandleFunc("DELETE /v1/routes/{name}", n.deleteRoute)
+	return http.MaxBytesHandler(n.requireAdmin(mux), 1<<20)
+}
+
+func (n *Node) requireAdmin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/") {
+			tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || !n.checkAdminToken(tok) {
+				writeAdminError(w, http.StatusUnauthorized, "admin token missing or wrong: send Authorization: Bearer <token from %s/%s>", n.cfg.DataDir, AdminTokenFile)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (n *Node) listRoutes(w http.ResponseWriter, r *http.Request) {
+	routes, err := n.store.Routes()
+	if err != nil {
+		writeAdminError(w, http.StatusInternalServerError, "read routes: %v", err)
+		return
+	}
+	if routes == nil {
+		routes = []storage.Route{}
+	}
+	writeJSON(w, http.StatusOK, routes)
+}
+
+func (n *Node) putRoute(w http.ResponseWriter, r *http.Request) {
+	var route storage.Route
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&route); err != nil {
+		writeAdminError(w, http.StatusBadRequest, "route body is not valid JSON: %v", err)
+		return
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		writeAdminError(w, http.StatusBadRequest, "route body must hold one JSON object")
+		return
+	}
+	if err := validateRoute(&route); err != nil {
+		writeAdminError(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	status := http.StatusCreated
+	if old, err := n.store.Route(route.Name); err == nil {
+		route.Created = old.Created
+		status = http.StatusOK
+	} else {
+		route.Created = time.Now().UTC().Truncate(time.Second)
+	}
+	if err := n.writes.Apply(r.Context(), cluster.Command{Op: cluster.OpPutRoute, Route: &route}); err != nil {
+		writeAdminError(w, http.StatusInternalServerError, "write route: %v", err)
+		return
+	}
+	writeJSON(w, status, route)
+}
+
+func (n *Node) deleteRoute(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if _, err := n.store.Route(name); errors.Is(err, storage.ErrNotFound) {
+		writeAdminError(w, http.StatusNotFound, "no route named %q; list them with `mcpgw route list`", name)
+		return
+	}
+	if err := n.writes.Apply(r.Context(), cluster.Command{Op: cluster.OpDeleteRoute, Name: name}); err != nil {
+		writeAdminError(w, http.StatusInternalServerError, "delete route: %v", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,77 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/mcpgw/mcpgw/transport"
+)
+
+// Config configures one node. The zero value is not valid; start from
+// DefaultConfig.
+type Config struct {
+	// DataDir holds the node's bbolt files and admin token. Default "./data".
+	DataDir string
+	// HTTPAddr is the listener for WebSocket and streamable HTTP sessions.
+	// Default "127.0.0.1:7420".
+	HTTPAddr string
+	// AdminAddr is the admin API and /metrics listener. Default
+	// "127.0.0.1:7422".
+	AdminAddr string
+	// AllowedOrigins lists the browser Origins (scheme://host[:port]) that
+	// may open sessions. Requests without an Origin header (non-browser
+	// clients) are allowed; any other Origin gets 403. Default: none.
+	AllowedOrigins []string
+	// MaxMessageBytes caps one JSON-RPC message in either direction.
+	// Default 4 MiB.
+	MaxMessageBytes int64
+	// ConnectTimeout bounds opening an upstream connection. Default 10s.
+	ConnectTimeout time.Duration
+	// ShutdownTimeout bounds draining sessions on Close. Default 10s.
+	ShutdownTimeout time.Duration
+	// SessionIdleTimeout closes streamable HTTP sessions without requests
+	// for this long. Default 30m.
+	SessionIdleTimeout time.Duration
+	// Logger receives structured logs. Default: discard.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the configuration `mcpgw serve` uses with no flags.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:            "./data",
+		HTTPAddr:           "127.0.0.1:7420",
+		AdminAddr:          "127.0.0.1:7422",
+		MaxMessageBytes:    transport.DefaultMaxMessageBytes,
+		ConnectTimeout:     10 * time.Second,
+		ShutdownTimeout:    10 * time.Second,
+		SessionIdleTimeout: 30 * time.Minute,
+	}
+}
+
+// Validate reports the first invalid setting, naming the flag to fix.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("data dir is empty: set --data-dir")
+	}
+	for name, addr := range map[string]string{"--http": c.HTTPAddr, "--admin": c.AdminAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("%s %q is not host:port: %v", name, addr, err)
+		}
+	}
+	if c.MaxMessageBytes < 1024 {
+		return fmt.Errorf("--max-message-bytes %d is too small: use at least 1024", c.MaxMessageBytes)
+	}
+	if c.ConnectTimeout <= 0 || c.ShutdownTimeout <= 0 || c.SessionIdleTimeout <= 0 {
+		return errors.New("timeouts must be positive")
+	}
+	for _, o := range c.AllowedOrigins {
+		if _, err := parseOrigin(o); err != nil {
+			return fmt.Errorf("--allowed-origin %q: %v", o, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,48 @@
+package node
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the node's Prometheus instruments, registered on the node's
+// own registry (never the global one, so tests can run many nodes).
+type metrics struct {
+	registry *prometheus.Registry
+
+	sessionsActive *prometheus.GaugeVec     // transport
+	sessionsTotal  *prometheus.CounterVec   // transport, outcome
+	messagesTotal  *prometheus.CounterVec   // direction
+	callsTotal     *prometheus.CounterVec   // route, outcome
+	callSeconds    *prometheus.HistogramVec // route
+	refusalsTotal  *prometheus.CounterVec   // kind
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		sessionsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mcpgw_proxy_sessions_active", Help: "Open proxied MCP sessions.",
+		}, []string{"transport"}),
+		sessionsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_proxy_sessions_total", Help: "Proxied MCP sessions opened.",
+		}, []string{"transport"}),
+		messagesTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_proxy_messages_total", Help: "JSON-RPC messages forwarded.",
+		}, []string{"direction"}),
+		callsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_proxy_tool_calls_total", Help: "tools/call requests by outcome (ok, error, refused).",
+		}, []string{"route", "outcome"}),
+		callSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "mcpgw_proxy_tool_call_duration_seconds",
+			Help:    "Time from a tools/call reaching the gateway to its response leaving it.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"route"}),
+		refusalsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_proxy_refusals_total", Help: "Requests and sessions refused, by kind.",
+		}, []string{"kind"}),
+	}
+	m.registry.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.callsTotal, m.callSeconds, m.refusalsTotal,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

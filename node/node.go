@@ -1,0 +1,212 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mcpgw/mcpgw/cluster"
+	"github.com/mcpgw/mcpgw/storage"
+	"github.com/mcpgw/mcpgw/transport"
+)
+
+// AdminTokenFile is the file under the data dir holding the admin API token.
+const AdminTokenFile = "admin.token"
+
+// applier is the write path: raft in a cluster, the local store otherwise.
+type applier interface {
+	Apply(ctx context.Context, cmd cluster.Command) error
+}
+
+// Node is one running gateway node.
+type Node struct {
+	cfg     Config
+	logger  *slog.Logger
+	metrics *metrics
+
+	store   *storage.Store
+	writes  applier
+	routes  atomic.Pointer[routeTable]
+	routeMu sync.Mutex // serialises route table rebuilds
+	routeAt atomic.Uint64
+
+	adminToken []byte
+
+	httpLn, adminLn net.Listener
+	httpSrv         *http.Server
+	adminSrv        *http.Server
+	streamable      *transport.StreamableServer
+
+	ctx      context.Context // ends when the node closes
+	cancel   context.CancelFunc
+	sessions sync.WaitGroup
+	served   sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New checks cfg and prepares a node. It does no I/O.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Node{cfg: cfg, logger: logger, metrics: newMetrics(), ctx: ctx, cancel: cancel}, nil
+}
+
+// Start opens storage and starts the listeners.
+func (n *Node) Start(ctx context.Context) error {
+	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir %s: %w", n.cfg.DataDir, err)
+	}
+	store, err := storage.Open(filepath.Join(n.cfg.DataDir, storage.StateFile))
+	if err != nil {
+		return err
+	}
+	n.store = store
+	n.writes = &cluster.Local{Store: store}
+	if n.adminToken, err = loadOrCreateAdminToken(filepath.Join(n.cfg.DataDir, AdminTokenFile)); err != nil {
+		store.Close()
+		return err
+	}
+
+	n.streamable = &transport.StreamableServer{
+		Open:            n.openStreamable,
+		Owner:           n.authenticate,
+		MaxMessageBytes: n.cfg.MaxMessageBytes,
+		IdleTimeout:     n.cfg.SessionIdleTimeout,
+		Logger:          n.logger,
+	}
+	var lc net.ListenConfig
+	if n.httpLn, err = lc.Listen(ctx, "tcp", n.cfg.HTTPAddr); err != nil {
+		store.Close()
+		return fmt.Errorf("listen --http %s: %w", n.cfg.HTTPAddr, err)
+	}
+	if n.adminLn, err = lc.Listen(ctx, "tcp", n.cfg.AdminAddr); err != nil {
+		n.httpLn.Close()
+		store.Close()
+		return fmt.Errorf("listen --admin %s: %w", n.cfg.AdminAddr, err)
+	}
+	n.httpSrv = &http.Server{Handler: n.sessionHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.logger.Handler(), slog.LevelWarn)}
+	n.adminSrv = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.logger.Handler(), slog.LevelWarn)}
+	n.serve(n.httpSrv, n.httpLn)
+	n.serve(n.adminSrv, n.adminLn)
+	n.logger.Info("listening", slog.String("http", n.HTTPAddr()), slog.String("admin", n.AdminAddr()), slog.String("data_dir", n.cfg.DataDir))
+	return nil
+}
+
+func (n *Node) serve(srv *http.Server, ln net.Listener) {
+	n.served.Add(1)
+	go func() {
+		defer n.served.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.logger.Error("listener failed", slog.String("addr", ln.Addr().String()), slog.Any("error", err))
+		}
+	}()
+}
+
+// HTTPAddr returns the session listener's address.
+func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
+
+// AdminAddr returns the admin listener's address.
+func (n *Node) AdminAddr() string { return n.adminLn.Addr().String() }
+
+// AdminToken returns the token the admin API requires.
+func (n *Node) AdminToken() string { return string(n.adminToken) }
+
+// Close stops accepting sessions, drains open ones for up to
+// ShutdownTimeout, then ends the rest. It is safe to call more than once.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
+		defer cancel()
+		if n.httpSrv != nil {
+			// Stop new sessions; in-flight HTTP requests finish or time out.
+			if err := n.httpSrv.Shutdown(ctx); err != nil {
+				n.httpSrv.Close()
+			}
+		}
+		n.cancel() // ends WebSocket and streamable sessions
+		if n.streamable != nil {
+			n.streamable.Close()
+		}
+		drained := make(chan struct{})
+		go func() { n.sessions.Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-ctx.Done():
+			n.logger.Warn("sessions did not drain before the shutdown deadline")
+		}
+		if n.adminSrv != nil {
+			n.adminSrv.Close()
+		}
+		n.served.Wait()
+		if n.store != nil {
+			n.closeErr = n.store.Close()
+		}
+	})
+	return n.closeErr
+}
+
+// routeTable returns the current routes, rebuilding the table after writes.
+func (n *Node) routeTable() (*routeTable, error) {
+	gen := n.store.Generation()
+	if t := n.routes.Load(); t != nil && n.routeAt.Load() == gen {
+		return t, nil
+	}
+	n.routeMu.Lock()
+	defer n.routeMu.Unlock()
+	if t := n.routes.Load(); t != nil && n.routeAt.Load() == gen {
+		return t, nil
+	}
+	routes, err := n.store.Routes()
+	if err != nil {
+		return nil, err
+	}
+	t := newRouteTable(routes)
+	n.routes.Store(t)
+	n.routeAt.Store(gen)
+	return t, nil
+}
+
+// loadOrCreateAdminToken reads the admin token, creating a random one (0600)
+// on first start.
+func loadOrCreateAdminToken(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		tok := []byte(strings.TrimSpace(string(b)))
+		if len(tok) < 32 {
+			return nil, fmt.Errorf("admin token in %s is too short; delete the file to have a new one generated", path)
+		}
+		return tok, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read admin token: %w", err)
+	}
+	tok := []byte(rand.Text() + rand.Text())
+	if err := os.WriteFile(path, append(tok, '\n'), 0o600); err != nil {
+		return nil, fmt.Errorf("write admin token: %w", err)
+	}
+	return tok, nil
+}
+
+// checkAdminToken compares in constant time.
+func (n *Node) checkAdminToken(got string) bool {
+	return subtle.ConstantTimeCompare([]byte(got), n.adminToken) == 1
+}

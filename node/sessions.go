@@ -1,0 +1,240 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpgw/mcpgw/storage"
+	"github.com/mcpgw/mcpgw/transport"
+)
+
+// Downstream request parameters.
+const (
+	paramTarget  = "target"
+	paramOrg     = "org"
+	paramAccount = "account"
+	headerOrg    = "Mcpgw-Org"
+	headerAcct   = "Mcpgw-Account"
+)
+
+// sessionSpec is what a downstream request asks for, resolved against the
+// routes.
+type sessionSpec struct {
+	route   storage.Route
+	dialURL string
+	org     string
+	account string
+}
+
+// sessionHandler serves /v1/mcp (target in the query) and /v1/mcp/<route>:
+// a WebSocket upgrade becomes a WebSocket session, anything else is
+// streamable HTTP.
+func (n *Node) sessionHandler() http.Handler {
+	mux := http.NewServeMux()
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if err := n.checkOrigin(r); err != nil {
+			n.metrics.refusalsTotal.WithLabelValues("origin").Inc()
+			transport.WriteHTTPError(w, err)
+			return
+		}
+		if isWebSocketUpgrade(r) {
+			n.serveWebSocket(w, r)
+			return
+		}
+		n.streamable.ServeHTTP(w, r)
+	}
+	mux.HandleFunc("/v1/mcp", h)
+	mux.HandleFunc("/v1/mcp/{route}", h)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		transport.WriteHTTPError(w, &transport.HTTPError{Status: http.StatusNotFound, Code: jsonrpc.CodeInvalidRequest,
+			Message: fmt.Sprintf("no endpoint at %s: MCP sessions live at /v1/mcp?target=<url>&org=<org>&account=<account> or /v1/mcp/<route>", r.URL.Path)})
+	})
+	return mux
+}
+
+func isWebSocketUpgrade(r *http.Request) bool {
+	return r.Method == http.MethodGet && strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
+// checkOrigin defends against DNS rebinding and cross-site use, as the MCP
+// specification requires: a browser Origin must be on the allow-list, and a
+// request reaching a loopback listener must name a loopback Host.
+func (n *Node) checkOrigin(r *http.Request) error {
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && isLoopbackAddr(la.String()) && !isLoopbackAddr(r.Host) {
+		return &transport.HTTPError{Status: http.StatusForbidden, Code: jsonrpc.CodeInvalidRequest,
+			Message: fmt.Sprintf("Host %q refused on a loopback listener (DNS rebinding defence); connect via localhost or 127.0.0.1", r.Host)}
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return nil
+	}
+	o, err := parseOrigin(origin)
+	if err == nil {
+		for _, allowed := range n.cfg.AllowedOrigins {
+			if a, _ := parseOrigin(allowed); a == o {
+				return nil
+			}
+		}
+	}
+	return &transport.HTTPError{Status: http.StatusForbidden, Code: jsonrpc.CodeInvalidRequest,
+		Message: fmt.Sprintf("Origin %q is not allowed; the operator can add it with --allowed-origin", origin)}
+}
+
+// parseOrigin canonicalizes scheme://host[:port].
+func parseOrigin(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || (u.Path != "" && u.Path != "/") {
+		return "", errors.New("an origin is scheme://host[:port], e.g. https://app.example.com")
+	}
+	return strings.ToLower(u.Scheme + "://" + u.Host), nil
+}
+
+func isLoopbackAddr(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// authenticate identifies the calling service. It returns the principal
+// that owns sessions the request opens.
+func (n *Node) authenticate(r *http.Request) (string, error) {
+	return "anonymous", nil
+}
+
+// resolve reads what the request asks for and finds the route that allows it.
+func (n *Node) resolve(r *http.Request) (sessionSpec, error) {
+	q := r.URL.Query()
+	spec := sessionSpec{org: q.Get(paramOrg), account: q.Get(paramAccount)}
+	if spec.org == "" {
+		spec.org = r.Header.Get(headerOrg)
+	}
+	if spec.account == "" {
+		spec.account = r.Header.Get(headerAcct)
+	}
+	bad := func(msg string) error {
+		n.metrics.refusalsTotal.WithLabelValues("bad_request").Inc()
+		return &transport.HTTPError{Status: http.StatusBadRequest, Code: jsonrpc.CodeInvalidParams, Message: msg}
+	}
+	if err := validName("org", spec.org); err != nil {
+		return spec, bad(err.Error() + "; pass ?org=<org>")
+	}
+	if err := validName("account", spec.account); err != nil {
+		return spec, bad(err.Error() + "; pass ?account=<account>")
+	}
+	table, err := n.routeTable()
+	if err != nil {
+		return spec, err
+	}
+	name, target := r.PathValue("route"), q.Get(paramTarget)
+	switch {
+	case name != "":
+		spec.route, spec.dialURL, err = table.byRouteName(name)
+	case target != "":
+		spec.route, spec.dialURL, err = table.match(target)
+	default:
+		return spec, bad("no target: pass ?target=<upstream MCP URL> or use /v1/mcp/<route>")
+	}
+	if err != nil {
+		if errors.Is(err, ErrNoRoute) {
+			n.metrics.refusalsTotal.WithLabelValues("no_route").Inc()
+			return spec, &transport.HTTPError{Status: http.StatusNotFound, Code: CodeNoRoute, Message: err.Error()}
+		}
+		return spec, bad(err.Error())
+	}
+	return spec, nil
+}
+
+// dial opens the upstream connection for a session.
+func (n *Node) dial(ctx context.Context, spec sessionSpec) (mcp.Connection, error) {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ConnectTimeout)
+	defer cancel()
+	up, err := transport.Dial(ctx, transport.Upstream{
+		Kind:            string(spec.route.Transport),
+		URL:             spec.dialURL,
+		Command:         spec.route.Command,
+		MaxMessageBytes: n.cfg.MaxMessageBytes,
+		Logger:          n.logger.With(slog.String("route", spec.route.Name)),
+	})
+	if err != nil {
+		n.metrics.refusalsTotal.WithLabelValues("upstream_error").Inc()
+		n.logger.Warn("upstream connect failed", slog.String("route", spec.route.Name), slog.Any("error", err))
+		return nil, &transport.HTTPError{Status: http.StatusBadGateway, Code: CodeUpstreamError,
+			Message: fmt.Sprintf("upstream of route %q is unreachable: %v; check the server is up and the route is right (`mcpgw route list`)", spec.route.Name, err)}
+	}
+	return up, nil
+}
+
+// prepare authenticates, resolves and dials: everything that can refuse a
+// session before it starts.
+func (n *Node) prepare(r *http.Request, transportName string) (*session, error) {
+	principal, err := n.authenticate(r)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := n.resolve(r)
+	if err != nil {
+		return nil, err
+	}
+	up, err := n.dial(r.Context(), spec)
+	if err != nil {
+		return nil, err
+	}
+	id := rand.Text()
+	return &session{
+		n: n, id: id, transport: transportName, route: spec.route,
+		org: spec.org, account: spec.account, principal: principal,
+		up:       up,
+		pending:  make(map[jsonrpc.ID]pendingCall),
+		inflight: make(chan struct{}, maxInFlight),
+		logger: n.logger.With(slog.String("session", id), slog.String("transport", transportName),
+			slog.String("route", spec.route.Name), slog.String("org", spec.org), slog.String("account", spec.account)),
+	}, nil
+}
+
+func (n *Node) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	s, err := n.prepare(r, "websocket")
+	if err != nil {
+		transport.WriteHTTPError(w, err)
+		return
+	}
+	down, err := transport.AcceptWebSocket(w, r, transport.WebSocketOptions{MaxMessageBytes: n.cfg.MaxMessageBytes})
+	if err != nil {
+		s.up.Close()
+		return // Accept has written the HTTP error
+	}
+	s.down = down
+	n.sessions.Add(1)
+	defer n.sessions.Done()
+	s.run(n.ctx)
+}
+
+// openStreamable starts a streamable HTTP session for the transport layer.
+func (n *Node) openStreamable(r *http.Request) (string, func(mcp.Connection), error) {
+	s, err := n.prepare(r, "streamable")
+	if err != nil {
+		return "", nil, err
+	}
+	n.sessions.Add(1)
+	return s.principal, func(down mcp.Connection) {
+		defer n.sessions.Done()
+		s.down = down
+		s.run(n.ctx)
+	}, nil
+}

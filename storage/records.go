@@ -1,0 +1,105 @@
+package storage
+
+import (
+	"time"
+)
+
+// Transport names an upstream wire protocol.
+type Transport string
+
+// Upstream transports a route can use.
+const (
+	TransportStreamable Transport = "streamable" // streamable HTTP, the default
+	TransportSSE        Transport = "sse"        // legacy HTTP+SSE (2024-11-05)
+	TransportWebSocket  Transport = "websocket"  // one JSON-RPC message per text frame
+	TransportStdio      Transport = "stdio"      // a local command speaking newline-delimited JSON
+)
+
+// RouteKind says whether a route leaves the company network.
+type RouteKind string
+
+// Route kinds.
+const (
+	KindInternal RouteKind = "internal"
+	KindExternal RouteKind = "external"
+)
+
+// Route is one entry of the gateway's allow-list: a named upstream MCP server
+// and the target URLs it answers for.
+type Route struct {
+	// Name identifies the route in URLs (/v1/mcp/<name>), rules and credentials.
+	Name string `json:"name"`
+	// URL is the upstream endpoint and, at the same time, the prefix of the
+	// target URLs callers may ask for. For stdio routes it is "stdio://<name>".
+	URL string `json:"url"`
+	// Transport is the upstream wire protocol.
+	Transport Transport `json:"transport"`
+	// Command is the argv of a stdio upstream; empty for network transports.
+	Command []string `json:"command,omitempty"`
+	// Kind records whether the upstream is internal or external.
+	Kind RouteKind `json:"kind"`
+	// Created is when the route was first added.
+	Created time.Time `json:"created"`
+}
+
+// Credential is a sealed credential as stored: the vault's ciphertext plus
+// the metadata operators may see. It never holds plaintext.
+type Credential struct {
+	Org     string    `json:"org"`
+	Account string    `json:"account"`
+	Route   string    `json:"route"`
+	Kind    string    `json:"kind"`
+	KeyID   string    `json:"key_id"` // vault identity that sealed it
+	Sealed  []byte    `json:"sealed"`
+	Created time.Time `json:"created"`
+	Rotated time.Time `json:"rotated"` // last replacement; equals Created until then
+}
+
+// CredentialKey returns the storage key of the credential for (org, account,
+// route). NUL cannot occur in any of the three (they are validated names).
+func CredentialKey(org, account, route string) string {
+	return org + "\x00" + account + "\x00" + route
+}
+
+// Key returns the credential's storage key.
+func (c Credential) Key() string { return CredentialKey(c.Org, c.Account, c.Route) }
+
+// Rule is a stored access rule; the policy package gives it meaning.
+type Rule struct {
+	ID      string `json:"id"`
+	Service string `json:"service"`
+	Org     string `json:"org"`
+	Account string `json:"account"`
+	Route   string `json:"route"`
+	Tool    string `json:"tool"`
+	Effect  string `json:"effect"`
+}
+
+// Limit is a stored cluster-wide rate limit.
+type Limit struct {
+	ID      string  `json:"id"`
+	Service string  `json:"service"`
+	Org     string  `json:"org"`
+	Account string  `json:"account"`
+	Route   string  `json:"route"`
+	Tool    string  `json:"tool"`
+	Rate    float64 `json:"rate"`
+	Burst   int     `json:"burst"`
+}
+
+// TokenKey is a service-token signing key. The private half is sealed by the
+// vault; the public half is stored in the clear.
+type TokenKey struct {
+	ID      string    `json:"id"`
+	Public  []byte    `json:"public"`
+	Sealed  []byte    `json:"sealed"`
+	Created time.Time `json:"created"`
+	Retired time.Time `json:"retired,omitzero"`
+}
+
+// Revocation marks a service token id as revoked until the token would have
+// expired anyway.
+type Revocation struct {
+	ID      string    `json:"id"`
+	Expires time.Time `json:"expires"`
+}

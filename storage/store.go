@@ -1,0 +1,308 @@
+package storage
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrNotFound is returned by typed getters when no record has the key.
+var ErrNotFound = errors.New("not found")
+
+// Store is the replicated state database of one node. Reads run on their own
+// read transactions; every write goes through Update, which the cluster's FSM
+// (or, for a lone node, the local applier) calls.
+type Store struct {
+	path string
+
+	mu sync.RWMutex // guards db against Restore swapping it
+	db *bolt.DB
+
+	// generation counts committed writes, so readers can cache derived data
+	// (route tables, compiled rules) and rebuild only after a change.
+	generation atomic.Uint64
+}
+
+// Open opens (creating if needed) the state database at path. The file is
+// created 0600 and its directory 0700.
+func Open(path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir for %s: %w", path, err)
+	}
+	db, err := openDB(path)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{path: path, db: db}
+	s.generation.Store(1)
+	return s, nil
+}
+
+func openDB(path string) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open %s: the file is locked by another process (is another mcpgw running with this data dir?)", path)
+		}
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		switch v := meta.Get(metaSchemaVersion); {
+		case v == nil:
+			return meta.Put(metaSchemaVersion, []byte{schemaVersion})
+		case len(v) != 1 || v[0] != schemaVersion:
+			return fmt.Errorf("schema version %v, this build reads %d: use the mcpgw release that wrote it", v, schemaVersion)
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// Path returns the database file's path.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the database. It is safe to call more than once.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db == nil {
+		return nil
+	}
+	err := s.db.Close()
+	s.db = nil
+	return err
+}
+
+// Generation returns a number that changes after every committed write.
+func (s *Store) Generation() uint64 { return s.generation.Load() }
+
+func (s *Store) view(fn func(*bolt.Tx) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return errors.New("state database is closed")
+	}
+	return s.db.View(fn)
+}
+
+// Update runs fn in one write transaction and commits it atomically.
+func (s *Store) Update(fn func(*Tx) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return errors.New("state database is closed")
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+	if err == nil {
+		s.generation.Add(1)
+	}
+	return err
+}
+
+// Tx is a write transaction with typed accessors.
+type Tx struct{ tx *bolt.Tx }
+
+func putJSON(tx *bolt.Tx, bucket []byte, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucket).Put([]byte(key), b)
+}
+
+func deleteKey(tx *bolt.Tx, bucket []byte, key string) (bool, error) {
+	b := tx.Bucket(bucket)
+	if b.Get([]byte(key)) == nil {
+		return false, nil
+	}
+	return true, b.Delete([]byte(key))
+}
+
+// PutRoute creates or replaces a route.
+func (t *Tx) PutRoute(r Route) error { return putJSON(t.tx, bucketRoutes, r.Name, r) }
+
+// DeleteRoute removes a route; it reports whether the route existed.
+func (t *Tx) DeleteRoute(name string) (bool, error) { return deleteKey(t.tx, bucketRoutes, name) }
+
+// PutCredential creates or replaces a sealed credential.
+func (t *Tx) PutCredential(c Credential) error {
+	return putJSON(t.tx, bucketCredentials, c.Key(), c)
+}
+
+// DeleteCredential removes a credential; it reports whether it existed.
+func (t *Tx) DeleteCredential(org, account, route string) (bool, error) {
+	return deleteKey(t.tx, bucketCredentials, CredentialKey(org, account, route))
+}
+
+// PutRule creates or replaces an access rule.
+func (t *Tx) PutRule(r Rule) error { return putJSON(t.tx, bucketRules, r.ID, r) }
+
+// DeleteRule removes an access rule.
+func (t *Tx) DeleteRule(id string) (bool, error) { return deleteKey(t.tx, bucketRules, id) }
+
+// PutLimit creates or replaces a rate limit.
+func (t *Tx) PutLimit(l Limit) error { return putJSON(t.tx, bucketLimits, l.ID, l) }
+
+// DeleteLimit removes a rate limit.
+func (t *Tx) DeleteLimit(id string) (bool, error) { return deleteKey(t.tx, bucketLimits, id) }
+
+// PutTokenKey creates or replaces a token signing key.
+func (t *Tx) PutTokenKey(k TokenKey) error { return putJSON(t.tx, bucketTokenKeys, k.ID, k) }
+
+// PutRevocation records a revoked token id.
+func (t *Tx) PutRevocation(r Revocation) error { return putJSON(t.tx, bucketRevocations, r.ID, r) }
+
+// SetAppliedIndex records the last raft index applied.
+func (t *Tx) SetAppliedIndex(i uint64) error {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], i)
+	return t.tx.Bucket(bucketMeta).Put(metaAppliedIndex, b[:])
+}
+
+func getJSON[T any](s *Store, bucket []byte, key string) (T, error) {
+	var v T
+	err := s.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucket).Get([]byte(key))
+		if b == nil {
+			return ErrNotFound
+		}
+		return json.Unmarshal(b, &v)
+	})
+	return v, err
+}
+
+func listJSON[T any](s *Store, bucket []byte) ([]T, error) {
+	var out []T
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).ForEach(func(k, b []byte) error {
+			var v T
+			if err := json.Unmarshal(b, &v); err != nil {
+				return fmt.Errorf("decode %s/%q: %w", bucket, k, err)
+			}
+			out = append(out, v)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Route returns the named route or ErrNotFound.
+func (s *Store) Route(name string) (Route, error) { return getJSON[Route](s, bucketRoutes, name) }
+
+// Routes returns every route, ordered by name.
+func (s *Store) Routes() ([]Route, error) { return listJSON[Route](s, bucketRoutes) }
+
+// Credential returns the sealed credential for (org, account, route) or
+// ErrNotFound.
+func (s *Store) Credential(org, account, route string) (Credential, error) {
+	return getJSON[Credential](s, bucketCredentials, CredentialKey(org, account, route))
+}
+
+// Credentials returns every sealed credential, ordered by key.
+func (s *Store) Credentials() ([]Credential, error) {
+	return listJSON[Credential](s, bucketCredentials)
+}
+
+// Rules returns every access rule, ordered by id.
+func (s *Store) Rules() ([]Rule, error) { return listJSON[Rule](s, bucketRules) }
+
+// Limits returns every rate limit, ordered by id.
+func (s *Store) Limits() ([]Limit, error) { return listJSON[Limit](s, bucketLimits) }
+
+// TokenKeys returns every token signing key, ordered by id.
+func (s *Store) TokenKeys() ([]TokenKey, error) { return listJSON[TokenKey](s, bucketTokenKeys) }
+
+// Revocations returns every revoked token id.
+func (s *Store) Revocations() ([]Revocation, error) {
+	return listJSON[Revocation](s, bucketRevocations)
+}
+
+// AppliedIndex returns the last raft index applied, 0 if none.
+func (s *Store) AppliedIndex() (uint64, error) {
+	var i uint64
+	err := s.view(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketMeta).Get(metaAppliedIndex); len(b) == 8 {
+			i = binary.BigEndian.Uint64(b)
+		}
+		return nil
+	})
+	return i, err
+}
+
+// Snapshot writes a consistent copy of the whole database to w.
+func (s *Store) Snapshot(w io.Writer) (int64, error) {
+	var n int64
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, err
+}
+
+// Restore replaces the whole database with the snapshot read from r,
+// atomically: the snapshot is written beside the database, checked, and
+// renamed over it.
+func (s *Store) Restore(r io.Reader) error {
+	tmp := s.path + ".restore"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	_, err = io.Copy(f, r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("restore: write snapshot: %w", err)
+	}
+	// Check the snapshot opens before replacing anything.
+	check, err := openDB(tmp)
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("restore: snapshot is not a valid state database: %w", err)
+	}
+	check.Close()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db != nil {
+		if err := s.db.Close(); err != nil {
+			return fmt.Errorf("restore: close current database: %w", err)
+		}
+		s.db = nil
+	}
+	if err := os.Rename(tmp, s.path); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	db, err := openDB(s.path)
+	if err != nil {
+		return fmt.Errorf("restore: reopen: %w", err)
+	}
+	s.db = db
+	s.generation.Add(1)
+	return nil
+}

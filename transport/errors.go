@@ -1,0 +1,112 @@
+package transport
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+)
+
+// MessageError reports that one incoming message was unusable (malformed
+// JSON, over the size cap) while the connection itself is still fine. Read
+// returns it so the caller can answer that message with a JSON-RPC error and
+// read on.
+type MessageError struct {
+	Code    int64  // JSON-RPC error code to answer with
+	Message string // what was wrong and what to do
+}
+
+func (e *MessageError) Error() string { return e.Message }
+
+// AsMessageError reports whether err is a per-message error.
+func AsMessageError(err error) (*MessageError, bool) {
+	var me *MessageError
+	ok := errors.As(err, &me)
+	return me, ok
+}
+
+// decodeMessage decodes one JSON-RPC message, turning a decode failure into
+// a MessageError that names the problem.
+func decodeMessage(data []byte) (jsonrpc.Message, error) {
+	msg, err := jsonrpc.DecodeMessage(data)
+	if err != nil {
+		return nil, &MessageError{
+			Code:    jsonrpc.CodeParseError,
+			Message: fmt.Sprintf("malformed JSON-RPC message: %v; send one JSON-RPC 2.0 object per message", err),
+		}
+	}
+	return msg, nil
+}
+
+// tooLarge is the MessageError for a message over the cap.
+func tooLarge(limit int64) *MessageError {
+	return &MessageError{
+		Code:    jsonrpc.CodeInvalidRequest,
+		Message: fmt.Sprintf("message larger than %d bytes refused; split it or ask the operator to raise --max-message-bytes", limit),
+	}
+}
+
+// HTTPError is a refusal before a session starts: an HTTP status plus a
+// JSON-RPC error body that says what was wrong and what to do.
+type HTTPError struct {
+	Status  int
+	Code    int64
+	Message string
+	// RetryAfter, when positive, is sent as a Retry-After header (seconds).
+	RetryAfter int
+}
+
+func (e *HTTPError) Error() string { return e.Message }
+
+// WriteHTTPError writes err as an HTTP error response with a JSON-RPC error
+// body. Errors that are not *HTTPError become 500s without their text, so
+// internal details never leak to callers.
+func WriteHTTPError(w http.ResponseWriter, err error) {
+	var he *HTTPError
+	if !errors.As(err, &he) {
+		he = &HTTPError{Status: http.StatusInternalServerError, Code: jsonrpc.CodeInternalError, Message: "internal error; see the gateway log"}
+	}
+	if he.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(he.RetryAfter))
+	}
+	body, _ := encodeMessage(&jsonrpc.Response{Error: &jsonrpc.Error{Code: he.Code, Message: he.Message}})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(he.Status)
+	w.Write(body)
+}
+
+// encodeMessage encodes msg for the wire. An error response with no id (the
+// request could not be parsed) is written with "id": null as JSON-RPC 2.0
+// requires; the SDK's encoder would leave the id out.
+func encodeMessage(msg jsonrpc.Message) ([]byte, error) {
+	if r, ok := msg.(*jsonrpc.Response); ok && !r.ID.IsValid() && r.Error != nil {
+		var werr *jsonrpc.Error
+		if !errors.As(r.Error, &werr) {
+			werr = &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: r.Error.Error()}
+		}
+		return json.Marshal(nullIDError{Version: "2.0", Error: werr})
+	}
+	return jsonrpc.EncodeMessage(msg)
+}
+
+type nullIDError struct {
+	Version string         `json:"jsonrpc"`
+	ID      *struct{}      `json:"id"` // always null
+	Error   *jsonrpc.Error `json:"error"`
+}
+
+// decodeErrorBody reads the JSON-RPC error of an HTTP error body, whatever
+// its id.
+func decodeErrorBody(body []byte) (*jsonrpc.Error, bool) {
+	var v struct {
+		Error *jsonrpc.Error `json:"error"`
+	}
+	if json.Unmarshal(body, &v) != nil || v.Error == nil || v.Error.Message == "" {
+		return nil, false
+	}
+	return v.Error, true
+}

@@ -1,0 +1,193 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// Subprotocol is the WebSocket subprotocol MCP sessions speak: one JSON-RPC
+// message per text frame, as the TypeScript SDK's WebSocket transport does.
+const Subprotocol = "mcp"
+
+// DefaultMaxMessageBytes caps one JSON-RPC message unless configured.
+const DefaultMaxMessageBytes = 4 << 20
+
+// WebSocketOptions tune a WebSocket connection.
+type WebSocketOptions struct {
+	// MaxMessageBytes caps one incoming message. Default DefaultMaxMessageBytes.
+	MaxMessageBytes int64
+	// PingInterval is how often a ping keeps an idle session alive through
+	// proxies and detects dead peers. Default 30s; negative disables.
+	PingInterval time.Duration
+}
+
+func (o WebSocketOptions) withDefaults() WebSocketOptions {
+	if o.MaxMessageBytes <= 0 {
+		o.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if o.PingInterval == 0 {
+		o.PingInterval = 30 * time.Second
+	}
+	return o
+}
+
+// AcceptWebSocket upgrades r to a WebSocket MCP connection. The caller must
+// have authenticated r and checked its Origin already: the upgrade itself
+// accepts any origin the caller let through.
+func AcceptWebSocket(w http.ResponseWriter, r *http.Request, opts WebSocketOptions) (mcp.Connection, error) {
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols:       []string{Subprotocol},
+		InsecureSkipVerify: true, // Origin is checked by the caller's allow-list
+	})
+	if err != nil {
+		return nil, err
+	}
+	return newWSConn(c, opts), nil
+}
+
+// DialWebSocket opens a WebSocket MCP connection to url with the given
+// request headers.
+func DialWebSocket(ctx context.Context, url string, header http.Header, client *http.Client, opts WebSocketOptions) (mcp.Connection, error) {
+	c, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{
+		HTTPClient:   client,
+		HTTPHeader:   header,
+		Subprotocols: []string{Subprotocol},
+	})
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			return nil, refusalFromResponse(resp, err)
+		}
+		return nil, fmt.Errorf("websocket dial %s: %w", url, err)
+	}
+	return newWSConn(c, opts), nil
+}
+
+// wsConn is an mcp.Connection over one WebSocket.
+type wsConn struct {
+	c    *websocket.Conn
+	opts WebSocketOptions
+
+	ctx    context.Context // ends when the connection closes
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the ping loop
+
+	closeOnce sync.Once
+}
+
+func newWSConn(c *websocket.Conn, opts WebSocketOptions) *wsConn {
+	opts = opts.withDefaults()
+	// The library's own limit would close the connection; we enforce the cap
+	// per message in Read instead, so an oversized message costs only itself.
+	c.SetReadLimit(-1)
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &wsConn{c: c, opts: opts, ctx: ctx, cancel: cancel}
+	if opts.PingInterval > 0 {
+		w.wg.Add(1)
+		go w.pingLoop()
+	}
+	return w
+}
+
+func (w *wsConn) pingLoop() {
+	defer w.wg.Done()
+	t := time.NewTicker(w.opts.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(w.ctx, w.opts.PingInterval)
+			err := w.c.Ping(ctx)
+			cancel()
+			if err != nil {
+				w.c.Close(websocket.StatusGoingAway, "ping timeout")
+				return
+			}
+		}
+	}
+}
+
+func (w *wsConn) Read(ctx context.Context) (jsonrpc.Message, error) {
+	typ, r, err := w.c.Reader(ctx)
+	if err != nil {
+		return nil, closedErr(err)
+	}
+	data, err := io.ReadAll(io.LimitReader(r, w.opts.MaxMessageBytes+1))
+	if err != nil {
+		return nil, closedErr(err)
+	}
+	if int64(len(data)) > w.opts.MaxMessageBytes {
+		// Drain the rest of the frame so the next message starts cleanly.
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return nil, closedErr(err)
+		}
+		return nil, tooLarge(w.opts.MaxMessageBytes)
+	}
+	if typ != websocket.MessageText {
+		return nil, &MessageError{Code: jsonrpc.CodeInvalidRequest, Message: "binary WebSocket frame refused; send each JSON-RPC message as one text frame"}
+	}
+	return decodeMessage(data)
+}
+
+func (w *wsConn) Write(ctx context.Context, msg jsonrpc.Message) error {
+	data, err := encodeMessage(msg)
+	if err != nil {
+		return err
+	}
+	if err := w.c.Write(ctx, websocket.MessageText, data); err != nil {
+		return closedErr(err)
+	}
+	return nil
+}
+
+func (w *wsConn) Close() error {
+	w.closeOnce.Do(func() {
+		w.cancel()
+		w.c.Close(websocket.StatusNormalClosure, "session closed")
+		w.wg.Wait()
+	})
+	return nil
+}
+
+func (w *wsConn) SessionID() string { return "" }
+
+// closedErr maps the library's close errors to the sentinel the go-sdk uses,
+// so callers can tell a peer hanging up from a failure.
+func closedErr(err error) error {
+	if websocket.CloseStatus(err) != -1 || errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: %v", mcp.ErrConnectionClosed, err)
+	}
+	return err
+}
+
+// RefusalError is an HTTP refusal a server answered before a session
+// started, with the message from its JSON-RPC error body.
+type RefusalError struct {
+	Status  int
+	Code    int64
+	Message string
+}
+
+func (e *RefusalError) Error() string {
+	return fmt.Sprintf("refused with HTTP %d: %s", e.Status, e.Message)
+}
+
+// refusalFromResponse reads the error body of a refused handshake.
+func refusalFromResponse(resp *http.Response, cause error) error {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	resp.Body.Close()
+	if werr, ok := decodeErrorBody(body); ok {
+		return &RefusalError{Status: resp.StatusCode, Code: werr.Code, Message: werr.Message}
+	}
+	return &RefusalError{Status: resp.StatusCode, Message: fmt.Sprintf("%s (%v)", http.StatusText(resp.StatusCode), cause)}
+}
