@@ -1,5 +1,7 @@
 package node
 
+//lint:file-ignore SA1019 sampling is deprecated from 2026-07-28 on, but the gateway carries the older protocol versions that have it
+
 import (
 	"context"
 	"fmt"

@@ -67,8 +67,9 @@ func isWebSocketUpgrade(r *http.Request) bool {
 }
 
 // checkOrigin defends against DNS rebinding and cross-site use, as the MCP
-// specification requires: a browser Origin must be on the allow-list, and a
-// request reaching a loopback listener must name a loopback Host.
+// specification requires: a request reaching a loopback listener must name a
+// loopback Host, and a browser Origin must be a loopback origin or on the
+// allow-list.
 func (n *Node) checkOrigin(r *http.Request) error {
 	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && isLoopbackAddr(la.String()) && !isLoopbackAddr(r.Host) {
 		return &transport.HTTPError{Status: http.StatusForbidden, Code: jsonrpc.CodeInvalidRequest,
@@ -80,6 +81,9 @@ func (n *Node) checkOrigin(r *http.Request) error {
 	}
 	o, err := parseOrigin(origin)
 	if err == nil {
+		if u, _ := url.Parse(o); isLoopbackAddr(u.Host) {
+			return nil
+		}
 		for _, allowed := range n.cfg.AllowedOrigins {
 			if a, _ := parseOrigin(allowed); a == o {
 				return nil

@@ -47,11 +47,14 @@ GW_SERVE_CMD=(serve)
 GW_FLAG_DATA_DIR="--data-dir"
 GW_FLAG_HTTP="--http"
 GW_FLAG_ADMIN="--admin"
-GW_FLAG_INSECURE="--insecure-dev"
+# Extra serve flags for an unauthenticated local trial gateway.
+GW_SERVE_EXTRA=()
 GW_ROUTE_ADD_CMD=(route add)
 GW_FLAG_ROUTE_ADMIN="--admin"
 # Downstream streamable-HTTP path of a named route on the gateway.
 GW_ROUTE_PATH_PREFIX="/v1/mcp/"
+# Query naming the org and account the conformance client acts for.
+GW_ROUTE_QUERY="?org=conformance&account=conformance"
 # Path the everything-server is registered under (it serves MCP on any path).
 UPSTREAM_PATH="/mcp"
 # -----------------------------------------------------------------------------
@@ -213,7 +216,7 @@ run_through_gateway() {
 	adminport="$(free_port)"
 	while [[ "$adminport" == "$gwport" ]]; do adminport="$(free_port)"; done
 	local admin_url="http://127.0.0.1:$adminport"
-	local gw_url="http://127.0.0.1:$gwport${GW_ROUTE_PATH_PREFIX}$GW_ROUTE_NAME"
+	local gw_url="http://127.0.0.1:$gwport${GW_ROUTE_PATH_PREFIX}$GW_ROUTE_NAME$GW_ROUTE_QUERY"
 
 	# (a) start the gateway.
 	mkdir -p "$TMP/gw/data"
@@ -222,7 +225,7 @@ run_through_gateway() {
 		"$GW_FLAG_DATA_DIR" "$TMP/gw/data" \
 		"$GW_FLAG_HTTP" "127.0.0.1:$gwport" \
 		"$GW_FLAG_ADMIN" "127.0.0.1:$adminport" \
-		"$GW_FLAG_INSECURE" \
+		"${GW_SERVE_EXTRA[@]}" \
 		>"$TMP/gw/mcpgw.log" 2>&1 &
 	local gwpid=$!
 	PIDS+=("$gwpid")
@@ -234,7 +237,7 @@ run_through_gateway() {
 
 	# (b) register the upstream as a named route.
 	log "adding route $GW_ROUTE_NAME -> $upstream"
-	if ! "$MCPGW_BIN" "${GW_ROUTE_ADD_CMD[@]}" "$GW_FLAG_ROUTE_ADMIN" "$admin_url" \
+	if ! "$MCPGW_BIN" "${GW_ROUTE_ADD_CMD[@]}" "$GW_FLAG_ROUTE_ADMIN" "$admin_url" "$GW_FLAG_DATA_DIR" "$TMP/gw/data" \
 		"$GW_ROUTE_NAME" "$upstream" >"$TMP/gw/route-add.log" 2>&1; then
 		log "route add failed:"
 		cat "$TMP/gw/route-add.log" >&2

@@ -4,6 +4,8 @@
 // one that adds a tool (so the server announces list_changed).
 package upstreamtest
 
+//lint:file-ignore SA1019 sampling is deprecated from 2026-07-28 on, but the gateway carries the older protocol versions that have it
+
 import (
 	"context"
 	"fmt"
@@ -37,9 +39,7 @@ type Server struct {
 // New builds the test server.
 func New() *Server {
 	s := &Server{}
-	srv := mcp.NewServer(&mcp.Implementation{Name: "upstreamtest", Version: "1"}, &mcp.ServerOptions{
-		HasTools: true, HasResources: true, HasPrompts: true,
-	})
+	srv := mcp.NewServer(&mcp.Implementation{Name: "upstreamtest", Version: "1"}, nil)
 	mcp.AddTool(srv, &mcp.Tool{Name: "echo", Description: "echoes text"}, func(ctx context.Context, req *mcp.CallToolRequest, a EchoArgs) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: a.Text}}}, nil, nil
 	})
