@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/mcpgw/mcpgw/node"
+	"github.com/mcpgw/mcpgw/storage"
 )
 
 func serveCommand() *cli.Command {
@@ -21,6 +23,7 @@ func serveCommand() *cli.Command {
 		Usage: "run a gateway node (no flags: a single node on loopback, data in ./data)",
 		Flags: []cli.Flag{
 			dataDirFlag(),
+			vaultKeyFlag(),
 			&cli.StringFlag{Name: "http", Value: def.HTTPAddr, EnvVars: []string{"MCPGW_HTTP"}, Usage: "listen address for WebSocket and streamable HTTP sessions"},
 			&cli.StringFlag{Name: "admin", Value: def.AdminAddr, EnvVars: []string{"MCPGW_ADMIN_ADDR"}, Usage: "listen address for the admin API and /metrics"},
 			&cli.StringSliceFlag{Name: "allowed-origin", EnvVars: []string{"MCPGW_ALLOWED_ORIGINS"}, Usage: "browser Origin allowed to open sessions (repeatable); requests without Origin are unaffected"},
@@ -40,7 +43,8 @@ func dataDirFlag() *cli.StringFlag {
 
 func runServe(c *cli.Context) error {
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+	var err error
+	if err = level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return fmt.Errorf("--log-level %q: use debug, info, warn or error", c.String("log-level"))
 	}
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
@@ -55,6 +59,12 @@ func runServe(c *cli.Context) error {
 	cfg.ShutdownTimeout = c.Duration("shutdown-timeout")
 	cfg.SessionIdleTimeout = c.Duration("session-idle-timeout")
 	cfg.Logger = logger
+	_, statErr := os.Stat(filepath.Join(cfg.DataDir, storage.StateFile))
+	cfg.VaultKeyFile = c.String("vault-key")
+	cfg.VaultKeys, cfg.VaultPassphrase, err = loadVaultKeys(cfg.VaultKeyFile, statErr == nil, logger)
+	if err != nil {
+		return err
+	}
 
 	n, err := node.New(cfg)
 	if err != nil {

@@ -19,8 +19,10 @@ func main() {
 		Usage:   "MCP gateway: one endpoint for every MCP server your services use",
 		Version: version,
 		Commands: []*cli.Command{
+			initCommand(),
 			serveCommand(),
 			routeCommand(),
+			vaultCommand(),
 			callCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits

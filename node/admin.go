@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -41,6 +40,7 @@ func (n *Node) adminHandler() http.Handler {
 	mux.HandleFunc("GET /v1/routes", n.listRoutes)
 	mux.HandleFunc("POST /v1/routes", n.putRoute)
 	mux.HandleFunc("DELETE /v1/routes/{name}", n.deleteRoute)
+	n.registerVaultAdmin(mux)
 	return http.MaxBytesHandler(n.requireAdmin(mux), 1<<20)
 }
 
@@ -71,14 +71,8 @@ func (n *Node) listRoutes(w http.ResponseWriter, r *http.Request) {
 
 func (n *Node) putRoute(w http.ResponseWriter, r *http.Request) {
 	var route storage.Route
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&route); err != nil {
-		writeAdminError(w, http.StatusBadRequest, "route body is not valid JSON: %v", err)
-		return
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		writeAdminError(w, http.StatusBadRequest, "route body must hold one JSON object")
+	if err := decodeAdminBody(r, &route); err != nil {
+		writeAdminError(w, http.StatusBadRequest, "route: %v", err)
 		return
 	}
 	if err := validateRoute(&route); err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/transport"
+	"github.com/mcpgw/mcpgw/vault"
 )
 
 // Config configures one node. The zero value is not valid; start from
@@ -35,6 +36,14 @@ type Config struct {
 	// SessionIdleTimeout closes streamable HTTP sessions without requests
 	// for this long. Default 30m.
 	SessionIdleTimeout time.Duration
+	// VaultKeys seals and unseals credentials. Required.
+	VaultKeys *vault.Keys
+	// VaultKeyFile is where VaultKeys came from; a key rotation rewrites it.
+	// Empty disables rotation through the admin API.
+	VaultKeyFile string
+	// VaultPassphrase protects VaultKeyFile when rewritten; nil writes it
+	// unencrypted (0600).
+	VaultPassphrase []byte
 	// Logger receives structured logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -54,6 +63,9 @@ func DefaultConfig() Config {
 
 // Validate reports the first invalid setting, naming the flag to fix.
 func (c *Config) Validate() error {
+	if c.VaultKeys == nil {
+		return errors.New("no vault keys: run `mcpgw init` or pass --vault-key")
+	}
 	if c.DataDir == "" {
 		return errors.New("data dir is empty: set --data-dir")
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/transport"
+	"github.com/mcpgw/mcpgw/vault"
 )
 
 // AdminTokenFile is the file under the data dir holding the admin API token.
@@ -42,6 +43,8 @@ type Node struct {
 	routeAt atomic.Uint64
 
 	adminToken []byte
+	keys       atomic.Pointer[vault.Keys]
+	rotateMu   sync.Mutex // serialises vault key rotations
 
 	httpLn, adminLn net.Listener
 	httpSrv         *http.Server
@@ -67,7 +70,9 @@ func New(cfg Config) (*Node, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Node{cfg: cfg, logger: logger, metrics: newMetrics(), ctx: ctx, cancel: cancel}, nil
+	n := &Node{cfg: cfg, logger: logger, metrics: newMetrics(), ctx: ctx, cancel: cancel}
+	n.keys.Store(cfg.VaultKeys)
+	return n, nil
 }
 
 // Start opens storage and starts the listeners.
@@ -163,6 +168,9 @@ func (n *Node) Close() error {
 	})
 	return n.closeErr
 }
+
+// vaultKeys returns the vault keys in force.
+func (n *Node) vaultKeys() *vault.Keys { return n.keys.Load() }
 
 // routeTable returns the current routes, rebuilding the table after writes.
 func (n *Node) routeTable() (*routeTable, error) {

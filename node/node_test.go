@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/storage"
+	"github.com/mcpgw/mcpgw/vault"
 )
 
 func TestMain(m *testing.M) {
@@ -34,6 +36,15 @@ func startNode(t testing.TB, mutate ...func(*Config)) *Node {
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.AdminAddr = "127.0.0.1:0"
 	cfg.ShutdownTimeout = 2 * time.Second
+	cfg.VaultKeyFile = filepath.Join(t.TempDir(), "vault.key")
+	id, err := vault.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := vault.WriteKeyFile(cfg.VaultKeyFile, id); err != nil {
+		t.Fatal(err)
+	}
+	cfg.VaultKeys = vault.NewKeys(id)
 	for _, f := range mutate {
 		f(&cfg)
 	}

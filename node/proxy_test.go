@@ -98,7 +98,7 @@ func testProxyEndToEnd(t *testing.T, tc upstreamCase, protocol string) {
 			if err != nil {
 				t.Fatalf("ListTools: %v", err)
 			}
-			if got, want := len(tools.Tools), 6; got != want {
+			if got, want := len(tools.Tools), 7; got != want {
 				t.Fatalf("ListTools returned %d tools, want %d", got, want)
 			}
 

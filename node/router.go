@@ -158,6 +158,17 @@ func validateRoute(r *storage.Route) error {
 	default:
 		return fmt.Errorf("route kind %q is invalid: use internal or external", r.Kind)
 	}
+	if r.Credential == "" {
+		r.Credential = storage.CredentialOptional
+		if r.Kind == storage.KindExternal {
+			r.Credential = storage.CredentialRequired
+		}
+	}
+	switch r.Credential {
+	case storage.CredentialRequired, storage.CredentialOptional, storage.CredentialNone:
+	default:
+		return fmt.Errorf("route credential mode %q is invalid: use required, optional or none", r.Credential)
+	}
 	switch r.Transport {
 	case storage.TransportStdio:
 		if len(r.Command) == 0 {

@@ -165,14 +165,24 @@ func (n *Node) resolve(r *http.Request) (sessionSpec, error) {
 	return spec, nil
 }
 
-// dial opens the upstream connection for a session.
+// dial opens the upstream connection for a session, with the account's
+// credential injected: as headers on every HTTP request (read afresh each
+// time, so a rotated credential applies from the next request) or as
+// environment variables of a stdio command.
 func (n *Node) dial(ctx context.Context, spec sessionSpec) (mcp.Connection, error) {
+	creds := n.credentialSource(spec)
+	env, err := creds.environ()
+	if err != nil {
+		return nil, n.credentialRefusal(err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ConnectTimeout)
 	defer cancel()
 	up, err := transport.Dial(ctx, transport.Upstream{
 		Kind:            string(spec.route.Transport),
 		URL:             spec.dialURL,
 		Command:         spec.route.Command,
+		Header:          creds.header,
+		Env:             env,
 		MaxMessageBytes: n.cfg.MaxMessageBytes,
 		Logger:          n.logger.With(slog.String("route", spec.route.Name)),
 	})
@@ -183,6 +193,21 @@ func (n *Node) dial(ctx context.Context, spec sessionSpec) (mcp.Connection, erro
 			Message: fmt.Sprintf("upstream of route %q is unreachable: %v; check the server is up and the route is right (`mcpgw route list`)", spec.route.Name, err)}
 	}
 	return up, nil
+}
+
+// credentialRefusal turns a credential lookup failure into the refusal a
+// caller sees before its session starts.
+func (n *Node) credentialRefusal(err error) error {
+	var he *transport.HTTPError
+	switch {
+	case errors.As(err, &he):
+		n.metrics.refusalsTotal.WithLabelValues("credential_broken").Inc()
+		return he
+	case errors.Is(err, errNoCredential):
+		n.metrics.refusalsTotal.WithLabelValues("no_credential").Inc()
+		return &transport.HTTPError{Status: http.StatusForbidden, Code: CodeNoCredential, Message: err.Error()}
+	}
+	return err
 }
 
 // prepare authenticates, resolves and dials: everything that can refuse a

@@ -24,6 +24,16 @@ const (
 	KindExternal RouteKind = "external"
 )
 
+// CredentialMode says whether a route's sessions need a credential.
+type CredentialMode string
+
+// Credential modes.
+const (
+	CredentialRequired CredentialMode = "required"
+	CredentialOptional CredentialMode = "optional"
+	CredentialNone     CredentialMode = "none"
+)
+
 // Route is one entry of the gateway's allow-list: a named upstream MCP server
 // and the target URLs it answers for.
 type Route struct {
@@ -38,6 +48,10 @@ type Route struct {
 	Command []string `json:"command,omitempty"`
 	// Kind records whether the upstream is internal or external.
 	Kind RouteKind `json:"kind"`
+	// Credential says whether sessions need a stored credential: "required",
+	// "optional" (inject one when the account has it) or "none". Empty means
+	// required for external routes and optional for internal ones.
+	Credential CredentialMode `json:"credential,omitempty"`
 	// Created is when the route was first added.
 	Created time.Time `json:"created"`
 }

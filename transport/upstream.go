@@ -169,7 +169,7 @@ func (t *injectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 			return nil, err
 		}
 		for k, vs := range h {
-			req.Header[http.CanonicalHeaderKey(k)] = vs
+			req.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
 		}
 	}
 	if v := t.version.Load(); v != nil && req.Header.Get(HeaderProtocolVersion) == "" {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -43,7 +44,7 @@ func New() *Server {
 	mcp.AddTool(srv, &mcp.Tool{Name: "echo", Description: "echoes text"}, func(ctx context.Context, req *mcp.CallToolRequest, a EchoArgs) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: a.Text}}}, nil, nil
 	})
-	mcp.AddTool(srv, &mcp.Tool{Name: "whoami", Description: "returns the Authorization header the upstream saw"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+	mcp.AddTool(srv, &mcp.Tool{Name: "whoami", Description: "returns the Authorization header the upstream saw"}, func(ctx context.Context, req *mcp.CallToolRequest, _ EchoArgs) (*mcp.CallToolResult, any, error) {
 		auth := ""
 		if req.Extra != nil && req.Extra.Header != nil {
 			auth = req.Extra.Header.Get("Authorization")
@@ -80,6 +81,9 @@ func New() *Server {
 	})
 	mcp.AddTool(srv, &mcp.Tool{Name: "cancelled", Description: "how many slow calls saw their cancellation (works across processes, for stdio)"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprint(s.Cancelled.Load())}}}, nil, nil
+	})
+	mcp.AddTool(srv, &mcp.Tool{Name: "getenv", Description: "returns the server process's environment variable named by text (for stdio credential injection)"}, func(ctx context.Context, req *mcp.CallToolRequest, a EchoArgs) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: os.Getenv(a.Text)}}}, nil, nil
 	})
 	mcp.AddTool(srv, &mcp.Tool{Name: "add_tool", Description: "adds a tool named by text, so the server announces tools/list_changed"}, func(ctx context.Context, req *mcp.CallToolRequest, a EchoArgs) (*mcp.CallToolResult, any, error) {
 		mcp.AddTool(srv, &mcp.Tool{Name: a.Text}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {

@@ -1,0 +1,99 @@
+package node
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+
+	"github.com/mcpgw/mcpgw/storage"
+	"github.com/mcpgw/mcpgw/transport"
+	"github.com/mcpgw/mcpgw/vault"
+)
+
+// errNoCredential marks a session refused for want of a credential.
+var errNoCredential = errors.New("no credential")
+
+// credentialSource hands a session's upstream connection the credential of
+// its (org, account, route), fresh on every request: a credential replaced
+// while the session is open is used from the next upstream request on.
+//
+// It keeps the unsealed credential in memory for the session's lifetime and
+// unseals again only when the stored ciphertext changes: unsealing costs an
+// X25519 operation (~150µs), too much to pay on every forwarded request.
+// Plaintext never leaves process memory.
+type credentialSource struct {
+	n     *Node
+	route storage.Route
+	aad   vault.AAD
+
+	mu     sync.Mutex
+	gen    uint64            // store generation last checked; guarded by mu
+	sealed []byte            // ciphertext the cache was unsealed from; guarded by mu
+	cred   *vault.Credential // nil when the account has none; guarded by mu
+	hdr    http.Header       // cred.HTTPHeaders(), built once per unseal; guarded by mu
+}
+
+func (n *Node) credentialSource(spec sessionSpec) *credentialSource {
+	return &credentialSource{n: n, route: spec.route, aad: vault.AAD{Org: spec.org, Account: spec.account, Route: spec.route.Name}}
+}
+
+// current returns the credential to inject now, nil when the account has
+// none and the route does not require one.
+func (c *credentialSource) current() (*vault.Credential, error) {
+	if c.route.Credential == storage.CredentialNone {
+		return nil, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	gen := c.n.store.Generation()
+	if gen == c.gen && c.gen != 0 {
+		return c.cred, nil
+	}
+	rec, err := c.n.store.Credential(c.aad.Org, c.aad.Account, c.aad.Route)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		c.gen, c.sealed, c.cred, c.hdr = gen, nil, nil, nil
+		if c.route.Credential == storage.CredentialRequired {
+			return nil, fmt.Errorf("%w is configured for org %q, account %q on route %q: store one with `mcpgw vault put --org %s --account %s --route %s --kind bearer`",
+				errNoCredential, c.aad.Org, c.aad.Account, c.aad.Route, c.aad.Org, c.aad.Account, c.aad.Route)
+		}
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("read credential: %w", err)
+	}
+	if c.cred != nil && bytes.Equal(rec.Sealed, c.sealed) {
+		c.gen = gen
+		return c.cred, nil
+	}
+	cred, err := c.n.vaultKeys().Unseal(rec.Sealed, c.aad)
+	if err != nil {
+		c.n.logger.Error("credential cannot be unsealed", "org", c.aad.Org, "account", c.aad.Account, "route", c.aad.Route, "key_id", rec.KeyID, "error", err)
+		return nil, &transport.HTTPError{Status: http.StatusBadGateway, Code: CodeCredentialBroken,
+			Message: fmt.Sprintf("the credential for org %q, account %q on route %q cannot be unsealed (%v); put it again with `mcpgw vault put`", c.aad.Org, c.aad.Account, c.aad.Route, err)}
+	}
+	c.gen, c.sealed, c.cred, c.hdr = gen, rec.Sealed, &cred, cred.HTTPHeaders()
+	return c.cred, nil
+}
+
+// header returns the HTTP headers to inject into one upstream request. The
+// map is shared between requests: callers must only read it.
+func (c *credentialSource) header() (http.Header, error) {
+	cred, err := c.current()
+	if err != nil || cred == nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hdr, nil
+}
+
+// environ returns the environment to give a stdio upstream.
+func (c *credentialSource) environ() ([]string, error) {
+	cred, err := c.current()
+	if err != nil || cred == nil {
+		return nil, err
+	}
+	return cred.Environ(), nil
+}

@@ -1,0 +1,38 @@
+package node
+
+import (
+	"testing"
+
+	"github.com/mcpgw/mcpgw/storage"
+)
+
+// BenchmarkCredentialHeader measures what injecting a credential costs per
+// upstream request once a session has unsealed it (the steady state), and
+// what a session's first request (or the first after a rotation) costs.
+func BenchmarkCredentialHeader(b *testing.B) {
+	n := startNode(b)
+	addRoute(b, n, storage.Route{Name: "gh", URL: "https://api.example.com/mcp"})
+	putCredential(b, n, "acme", "alice", "gh", "bearer", "bench-token")
+	spec := sessionSpec{route: storage.Route{Name: "gh", Credential: storage.CredentialRequired}, org: "acme", account: "alice"}
+
+	b.Run("per-request", func(b *testing.B) {
+		src := n.credentialSource(spec)
+		if _, err := src.header(); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := src.header(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("session-open", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := n.credentialSource(spec).header(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
