@@ -31,6 +31,8 @@ func serveCommand() *cli.Command {
 			&cli.DurationFlag{Name: "connect-timeout", Value: def.ConnectTimeout, EnvVars: []string{"MCPGW_CONNECT_TIMEOUT"}, Usage: "how long opening an upstream connection may take"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: def.ShutdownTimeout, EnvVars: []string{"MCPGW_SHUTDOWN_TIMEOUT"}, Usage: "how long SIGTERM waits for sessions to drain"},
 			&cli.DurationFlag{Name: "session-idle-timeout", Value: def.SessionIdleTimeout, EnvVars: []string{"MCPGW_SESSION_IDLE_TIMEOUT"}, Usage: "close streamable HTTP sessions idle this long"},
+			&cli.IntFlag{Name: "max-inflight", Value: def.MaxInFlightCalls, EnvVars: []string{"MCPGW_MAX_INFLIGHT"}, Usage: "tools/call requests this node forwards at once"},
+			&cli.BoolFlag{Name: "insecure-dev", EnvVars: []string{"MCPGW_INSECURE_DEV"}, Usage: "accept sessions WITHOUT a service token (local trials only)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"MCPGW_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		},
 		Action: runServe,
@@ -58,6 +60,8 @@ func runServe(c *cli.Context) error {
 	cfg.ConnectTimeout = c.Duration("connect-timeout")
 	cfg.ShutdownTimeout = c.Duration("shutdown-timeout")
 	cfg.SessionIdleTimeout = c.Duration("session-idle-timeout")
+	cfg.MaxInFlightCalls = c.Int("max-inflight")
+	cfg.InsecureDev = c.Bool("insecure-dev")
 	cfg.Logger = logger
 	_, statErr := os.Stat(filepath.Join(cfg.DataDir, storage.StateFile))
 	cfg.VaultKeyFile = c.String("vault-key")

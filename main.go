@@ -23,6 +23,9 @@ func main() {
 			serveCommand(),
 			routeCommand(),
 			vaultCommand(),
+			tokenCommand(),
+			ruleCommand(),
+			limitCommand(),
 			callCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits

@@ -24,6 +24,7 @@ const (
 	OpPutTokenKey
 	OpRevokeToken
 	OpBatch
+	OpPutToken
 )
 
 var opNames = map[Op]string{
@@ -38,6 +39,7 @@ var opNames = map[Op]string{
 	OpPutTokenKey:      "put-token-key",
 	OpRevokeToken:      "revoke-token",
 	OpBatch:            "batch",
+	OpPutToken:         "put-token",
 }
 
 func (o Op) String() string {
@@ -62,6 +64,7 @@ type Command struct {
 	Limit      *storage.Limit      `json:"limit,omitempty"`
 	TokenKey   *storage.TokenKey   `json:"token_key,omitempty"`
 	Revocation *storage.Revocation `json:"revocation,omitempty"`
+	Token      *storage.Token      `json:"token,omitempty"`
 
 	// Name is the key of a delete: route name, rule id or limit id.
 	Name string `json:"name,omitempty"`
@@ -154,6 +157,11 @@ func applyTx(tx *storage.Tx, c Command, depth int) error {
 			return missing("revocation")
 		}
 		err = tx.PutRevocation(*c.Revocation)
+	case OpPutToken:
+		if c.Token == nil {
+			return missing("token")
+		}
+		err = tx.PutToken(*c.Token)
 	case OpBatch:
 		if depth > 0 {
 			return fmt.Errorf("%w: nested batch", ErrInvalidCommand)

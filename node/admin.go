@@ -41,6 +41,7 @@ func (n *Node) adminHandler() http.Handler {
 	mux.HandleFunc("POST /v1/routes", n.putRoute)
 	mux.HandleFunc("DELETE /v1/routes/{name}", n.deleteRoute)
 	n.registerVaultAdmin(mux)
+	n.registerPolicyAdmin(mux)
 	return http.MaxBytesHandler(n.requireAdmin(mux), 1<<20)
 }
 
@@ -63,10 +64,7 @@ func (n *Node) listRoutes(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, http.StatusInternalServerError, "read routes: %v", err)
 		return
 	}
-	if routes == nil {
-		routes = []storage.Route{}
-	}
-	writeJSON(w, http.StatusOK, routes)
+	writeJSON(w, http.StatusOK, nonNil(routes))
 }
 
 func (n *Node) putRoute(w http.ResponseWriter, r *http.Request) {

@@ -36,6 +36,12 @@ type Config struct {
 	// SessionIdleTimeout closes streamable HTTP sessions without requests
 	// for this long. Default 30m.
 	SessionIdleTimeout time.Duration
+	// InsecureDev accepts sessions without a service token, as service
+	// "insecure-dev" with every org. For local trials only. Default false.
+	InsecureDev bool
+	// MaxInFlightCalls caps the tools/call requests a node forwards at once.
+	// Default 10000.
+	MaxInFlightCalls int
 	// VaultKeys seals and unseals credentials. Required.
 	VaultKeys *vault.Keys
 	// VaultKeyFile is where VaultKeys came from; a key rotation rewrites it.
@@ -46,6 +52,9 @@ type Config struct {
 	VaultPassphrase []byte
 	// Logger receives structured logs. Default: discard.
 	Logger *slog.Logger
+	// Clock returns the current time for token expiry and rate limits.
+	// Default time.Now; tests set a fake clock.
+	Clock func() time.Time
 }
 
 // DefaultConfig returns the configuration `mcpgw serve` uses with no flags.
@@ -58,6 +67,7 @@ func DefaultConfig() Config {
 		ConnectTimeout:     10 * time.Second,
 		ShutdownTimeout:    10 * time.Second,
 		SessionIdleTimeout: 30 * time.Minute,
+		MaxInFlightCalls:   10000,
 	}
 }
 
@@ -76,6 +86,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxMessageBytes < 1024 {
 		return fmt.Errorf("--max-message-bytes %d is too small: use at least 1024", c.MaxMessageBytes)
+	}
+	if c.MaxInFlightCalls <= 0 {
+		return fmt.Errorf("--max-inflight %d must be positive", c.MaxInFlightCalls)
 	}
 	if c.ConnectTimeout <= 0 || c.ShutdownTimeout <= 0 || c.SessionIdleTimeout <= 0 {
 		return errors.New("timeouts must be positive")

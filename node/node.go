@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/cluster"
+	"github.com/mcpgw/mcpgw/policy"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/transport"
 	"github.com/mcpgw/mcpgw/vault"
@@ -44,6 +45,7 @@ type Node struct {
 
 	adminToken []byte
 	keys       atomic.Pointer[vault.Keys]
+	pol        policyCache
 	rotateMu   sync.Mutex // serialises vault key rotations
 
 	httpLn, adminLn net.Listener
@@ -72,6 +74,8 @@ func New(cfg Config) (*Node, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, logger: logger, metrics: newMetrics(), ctx: ctx, cancel: cancel}
 	n.keys.Store(cfg.VaultKeys)
+	n.pol.inflight = policy.NewGate(cfg.MaxInFlightCalls)
+	n.pol.limiter, _ = policy.NewLimiter(nil)
 	return n, nil
 }
 
@@ -93,10 +97,17 @@ func (n *Node) Start(ctx context.Context) error {
 
 	n.streamable = &transport.StreamableServer{
 		Open:            n.openStreamable,
-		Owner:           n.authenticate,
+		Owner:           n.owner,
 		MaxMessageBytes: n.cfg.MaxMessageBytes,
 		IdleTimeout:     n.cfg.SessionIdleTimeout,
 		Logger:          n.logger,
+	}
+	if err := n.ensureSigningKey(ctx); err != nil {
+		store.Close()
+		return fmt.Errorf("create service token signing key: %w", err)
+	}
+	if n.cfg.InsecureDev {
+		n.logger.Warn("INSECURE: --insecure-dev is set; sessions are accepted WITHOUT a service token. Never run this way outside a local trial.")
 	}
 	var lc net.ListenConfig
 	if n.httpLn, err = lc.Listen(ctx, "tcp", n.cfg.HTTPAddr); err != nil {
@@ -167,6 +178,14 @@ func (n *Node) Close() error {
 		}
 	})
 	return n.closeErr
+}
+
+// now reads the node's clock.
+func (n *Node) now() time.Time {
+	if n.cfg.Clock != nil {
+		return n.cfg.Clock()
+	}
+	return time.Now()
 }
 
 // vaultKeys returns the vault keys in force.

@@ -8,9 +8,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/mcpgw/mcpgw/client"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/vault"
@@ -56,7 +58,37 @@ func startNode(t testing.TB, mutate ...func(*Config)) *Node {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
+	if !cfg.InsecureDev {
+		testTokens.Store(n, issueToken(t, n, "test-svc", []string{"*"}, "1h").Token)
+	}
 	return n
+}
+
+// testTokens holds the service token startNode issued for each node.
+var testTokens sync.Map // *Node → string
+
+// gateway returns the client options that reach n's WebSocket endpoint
+// with the token startNode issued.
+func gateway(n *Node) []client.Option {
+	opts := []client.Option{client.WithGateway("ws://" + n.HTTPAddr())}
+	if tok, ok := testTokens.Load(n); ok {
+		opts = append(opts, client.WithToken(tok.(string)))
+	}
+	return opts
+}
+
+// issueToken issues a service token through the admin API.
+func issueToken(t testing.TB, n *Node, service string, orgs []string, ttl string) IssuedToken {
+	t.Helper()
+	resp := adminDo(t, n, http.MethodPost, "/v1/tokens", IssueTokenRequest{Service: service, Orgs: orgs, TTL: ttl})
+	var tok IssuedToken
+	if resp.StatusCode != http.StatusCreated {
+		var e adminError
+		json.NewDecoder(resp.Body).Decode(&e)
+		t.Fatalf("issue token: HTTP %d: %s", resp.StatusCode, e.Error)
+	}
+	json.NewDecoder(resp.Body).Decode(&tok)
+	return tok
 }
 
 // adminDo calls the admin API with the node's token.

@@ -12,6 +12,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpgw/mcpgw/policy"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/transport"
 )
@@ -28,7 +29,7 @@ type session struct {
 	route     storage.Route
 	org       string
 	account   string
-	principal string
+	claims    *policy.Claims // the service token's claims
 	logger    *slog.Logger
 
 	down, up mcp.Connection
@@ -44,6 +45,8 @@ type pendingCall struct {
 	method string
 	tool   string
 	start  time.Time
+	// gated is set when the call holds a node-wide in-flight slot.
+	gated bool
 	// cancel ends the upstream write of the call: for streamable HTTP that
 	// aborts the request, which is how a stateless upstream learns of a
 	// cancellation.
@@ -143,12 +146,26 @@ func (s *session) admit(ctx context.Context, req *jsonrpc.Request) (context.Cont
 		}
 		pc.tool = p.Name
 	}
+	s.mu.Lock()
+	_, dup := s.pending[req.ID]
+	s.mu.Unlock()
+	if dup {
+		return nil, rpcError(jsonrpc.CodeInvalidRequest, fmt.Sprintf("request id %v is already in flight; use a new id", req.ID.Raw()), nil)
+	}
+	if pc.tool != "" {
+		if rerr := s.admitToolCall(pc.tool); rerr != nil {
+			s.n.metrics.callsTotal.WithLabelValues(s.route.Name, "refused").Inc()
+			return nil, rerr
+		}
+		pc.gated = true
+	}
 	callCtx, cancel := context.WithCancel(ctx)
 	pc.cancel = cancel
 	s.mu.Lock()
 	if _, dup := s.pending[req.ID]; dup {
 		s.mu.Unlock()
 		cancel()
+		s.release(pc)
 		return nil, rpcError(jsonrpc.CodeInvalidRequest, fmt.Sprintf("request id %v is already in flight; use a new id", req.ID.Raw()), nil)
 	}
 	s.pending[req.ID] = pc
@@ -176,6 +193,14 @@ func (s *session) abandon(note *jsonrpc.Request) {
 	s.mu.Unlock()
 	if ok {
 		pc.cancel()
+		s.release(pc)
+	}
+}
+
+// release gives back what an admitted call holds.
+func (s *session) release(pc pendingCall) {
+	if pc.gated {
+		s.n.pol.inflight.Release()
 	}
 }
 
@@ -226,6 +251,10 @@ func (s *session) complete(ctx context.Context, resp *jsonrpc.Response) {
 	s.mu.Unlock()
 	if ok {
 		pc.cancel()
+		s.release(pc)
+		if pc.method == "tools/list" && resp.Error == nil {
+			resp = s.filterTools(resp)
+		}
 	}
 	if ok && pc.method == "tools/call" {
 		outcome := "ok"
@@ -258,4 +287,49 @@ func (s *session) writeDown(ctx context.Context, msg jsonrpc.Message) {
 	if err := s.down.Write(wctx, msg); err != nil {
 		s.logger.Debug("downstream write failed", slog.Any("error", err))
 	}
+}
+
+// filterTools removes from a tools/list result the tools the rules deny
+// this session, so callers see only what they may call.
+func (s *session) filterTools(resp *jsonrpc.Response) *jsonrpc.Response {
+	st, err := s.n.policy()
+	if err != nil || st.rules.Len() == 0 {
+		return resp
+	}
+	var result map[string]json.RawMessage
+	if json.Unmarshal(resp.Result, &result) != nil {
+		return resp
+	}
+	var tools []json.RawMessage
+	if json.Unmarshal(result["tools"], &tools) != nil {
+		return resp
+	}
+	names := make([]string, len(tools))
+	for i, t := range tools {
+		var v struct {
+			Name string `json:"name"`
+		}
+		json.Unmarshal(t, &v)
+		names[i] = v.Name
+	}
+	allowed := st.rules.FilterTools(policy.Request{Service: s.claims.Service, Org: s.org, Account: s.account, Route: s.route.Name}, names)
+	kept := tools[:0]
+	for i, t := range tools {
+		if allowed[i] {
+			kept = append(kept, t)
+		}
+	}
+	if len(kept) == len(names) {
+		return resp
+	}
+	b, err := json.Marshal(kept)
+	if err != nil {
+		return resp
+	}
+	result["tools"] = b
+	out, err := json.Marshal(result)
+	if err != nil {
+		return resp
+	}
+	return &jsonrpc.Response{ID: resp.ID, Result: out}
 }

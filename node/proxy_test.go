@@ -62,8 +62,7 @@ func testProxyEndToEnd(t *testing.T, tc upstreamCase, protocol string) {
 			var mu sync.Mutex
 			var progress []float64
 			listChanged := make(chan struct{}, 1)
-			sess, err := client.Connect(ctx, route.URL, "org1", "acct1",
-				client.WithGateway("ws://"+n.HTTPAddr()),
+			sess, err := client.Connect(ctx, route.URL, "org1", "acct1", append(gateway(n),
 				client.WithProtocolVersion(protocol),
 				client.WithClientOptions(&mcp.ClientOptions{
 					CreateMessageHandler: func(ctx context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
@@ -81,7 +80,7 @@ func testProxyEndToEnd(t *testing.T, tc upstreamCase, protocol string) {
 						default:
 						}
 					},
-				}))
+				}))...)
 			if err != nil {
 				t.Fatalf("Connect: %v", err)
 			}

@@ -116,12 +116,6 @@ func isLoopbackAddr(hostport string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// authenticate identifies the calling service. It returns the principal
-// that owns sessions the request opens.
-func (n *Node) authenticate(r *http.Request) (string, error) {
-	return "anonymous", nil
-}
-
 // resolve reads what the request asks for and finds the route that allows it.
 func (n *Node) resolve(r *http.Request) (sessionSpec, error) {
 	q := r.URL.Query()
@@ -213,12 +207,15 @@ func (n *Node) credentialRefusal(err error) error {
 // prepare authenticates, resolves and dials: everything that can refuse a
 // session before it starts.
 func (n *Node) prepare(r *http.Request, transportName string) (*session, error) {
-	principal, err := n.authenticate(r)
+	claims, err := n.authenticate(r)
 	if err != nil {
 		return nil, err
 	}
 	spec, err := n.resolve(r)
 	if err != nil {
+		return nil, err
+	}
+	if err := n.authorizeSession(claims, spec); err != nil {
 		return nil, err
 	}
 	up, err := n.dial(r.Context(), spec)
@@ -228,7 +225,7 @@ func (n *Node) prepare(r *http.Request, transportName string) (*session, error) 
 	id := rand.Text()
 	return &session{
 		n: n, id: id, transport: transportName, route: spec.route,
-		org: spec.org, account: spec.account, principal: principal,
+		org: spec.org, account: spec.account, claims: claims,
 		up:       up,
 		pending:  make(map[jsonrpc.ID]pendingCall),
 		inflight: make(chan struct{}, maxInFlight),
@@ -261,7 +258,7 @@ func (n *Node) openStreamable(r *http.Request) (string, func(mcp.Connection), er
 		return "", nil, err
 	}
 	n.sessions.Add(1)
-	return s.principal, func(down mcp.Connection) {
+	return s.claims.Service, func(down mcp.Connection) {
 		defer n.sessions.Done()
 		s.down = down
 		s.run(n.ctx)

@@ -51,7 +51,7 @@ func callText(t testing.TB, ctx context.Context, sess *mcp.ClientSession, tool, 
 
 func connect(t testing.TB, ctx context.Context, n *Node, target, org, account string, opts ...client.Option) (*mcp.ClientSession, error) {
 	t.Helper()
-	sess, err := client.Connect(ctx, target, org, account, append([]client.Option{client.WithGateway("ws://" + n.HTTPAddr())}, opts...)...)
+	sess, err := client.Connect(ctx, target, org, account, append(gateway(n), opts...)...)
 	if err == nil {
 		t.Cleanup(func() { sess.Close() })
 	}
@@ -73,7 +73,7 @@ func TestCredentialInjection(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
-	sess, err := connect(t, ctx, n, route.URL, "acme", "alice", client.WithToken("service-token-never-forwarded"))
+	sess, err := connect(t, ctx, n, route.URL, "acme", "alice")
 	if err != nil {
 		t.Fatalf("Connect alice: %v", err)
 	}

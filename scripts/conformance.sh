@@ -245,8 +245,18 @@ run_through_gateway() {
 		return 1
 	fi
 
-	# (c) run the suite through the gateway.
-	run_suite "$gw_url" "$outdir" "$logfile"
+	# (c) issue a service token; the suite's client cannot set headers, so it
+	# rides in the access_token query parameter.
+	local token
+	if ! token="$("$MCPGW_BIN" token issue --admin "$admin_url" "$GW_FLAG_DATA_DIR" "$TMP/gw/data" \
+		--service conformance --org conformance --ttl 1h 2>"$TMP/gw/token.log")"; then
+		log "token issue failed:"
+		cat "$TMP/gw/token.log" >&2
+		return 1
+	fi
+
+	# (d) run the suite through the gateway.
+	run_suite "$gw_url&access_token=$token" "$outdir" "$logfile"
 }
 
 # ---- main ---------------------------------------------------------------------

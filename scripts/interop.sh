@@ -51,6 +51,8 @@ PIDS+=($!)
 wait_http mcpgw "${PIDS[-1]}" "http://127.0.0.1:$adminport/healthz"
 "$MCPGW_BIN" route add --admin "http://127.0.0.1:$adminport" --data-dir "$TMP/data" echo "http://127.0.0.1:$upport/mcp" >&2
 
+MCPGW_TOKEN="$("$MCPGW_BIN" token issue --admin "http://127.0.0.1:$adminport" --data-dir "$TMP/data" --service interop --org interop --ttl 10m)"
+export MCPGW_TOKEN
 target="http://127.0.0.1:$upport/mcp"
 url="ws://127.0.0.1:$gwport/v1/mcp?target=$(python3 -c 'import sys,urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$target")&org=interop&account=interop"
 out="$("$SCRIPT_DIR/ts-interop.sh" "$url" echo '{"text":"hello from typescript"}')" || {

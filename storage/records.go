@@ -99,6 +99,9 @@ type Limit struct {
 	Tool    string  `json:"tool"`
 	Rate    float64 `json:"rate"`
 	Burst   int     `json:"burst"`
+	// Pool names the fields whose values share one bucket (e.g.
+	// "org,account"); empty means one bucket per distinct key.
+	Pool string `json:"pool,omitempty"`
 }
 
 // TokenKey is a service-token signing key. The private half is sealed by the
@@ -116,4 +119,15 @@ type TokenKey struct {
 type Revocation struct {
 	ID      string    `json:"id"`
 	Expires time.Time `json:"expires"`
+}
+
+// Token is the metadata of an issued service token, kept so operators can
+// list and revoke tokens. The token itself is never stored.
+type Token struct {
+	ID        string    `json:"id"`
+	Service   string    `json:"service"`
+	Orgs      []string  `json:"orgs"`
+	KeyID     string    `json:"key_id"`
+	IssuedAt  time.Time `json:"issued_at"`
+	ExpiresAt time.Time `json:"expires_at"`
 }

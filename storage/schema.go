@@ -10,6 +10,7 @@ var (
 	bucketLimits      = []byte("limits")
 	bucketTokenKeys   = []byte("token_keys")
 	bucketRevocations = []byte("revocations")
+	bucketTokens      = []byte("tokens")
 )
 
 // allBuckets lists every bucket Open creates.
@@ -21,6 +22,7 @@ var allBuckets = [][]byte{
 	bucketLimits,
 	bucketTokenKeys,
 	bucketRevocations,
+	bucketTokens,
 }
 
 // Keys inside bucketMeta.

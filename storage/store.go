@@ -172,6 +172,9 @@ func (t *Tx) PutTokenKey(k TokenKey) error { return putJSON(t.tx, bucketTokenKey
 // PutRevocation records a revoked token id.
 func (t *Tx) PutRevocation(r Revocation) error { return putJSON(t.tx, bucketRevocations, r.ID, r) }
 
+// PutToken records an issued token's metadata.
+func (t *Tx) PutToken(k Token) error { return putJSON(t.tx, bucketTokens, k.ID, k) }
+
 // SetAppliedIndex records the last raft index applied.
 func (t *Tx) SetAppliedIndex(i uint64) error {
 	var b [8]byte
@@ -236,6 +239,9 @@ func (s *Store) TokenKeys() ([]TokenKey, error) { return listJSON[TokenKey](s, b
 func (s *Store) Revocations() ([]Revocation, error) {
 	return listJSON[Revocation](s, bucketRevocations)
 }
+
+// Tokens returns the metadata of every issued token.
+func (s *Store) Tokens() ([]Token, error) { return listJSON[Token](s, bucketTokens) }
 
 // AppliedIndex returns the last raft index applied, 0 if none.
 func (s *Store) AppliedIndex() (uint64, error) {

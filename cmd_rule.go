@@ -1,0 +1,149 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/mcpgw/mcpgw/storage"
+)
+
+// selectorFlags are the who/what fields rules and limits share.
+func selectorFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "id", Required: true, Usage: "id of the entry (adding an existing id replaces it)"},
+		&cli.StringFlag{Name: "service", Value: "*", Usage: "service name or *"},
+		&cli.StringFlag{Name: "org", Value: "*", Usage: "org or *"},
+		&cli.StringFlag{Name: "account", Value: "*", Usage: "account or *"},
+		&cli.StringFlag{Name: "route", Value: "*", Usage: "route name or *"},
+		&cli.StringFlag{Name: "tool", Value: "*", Usage: "tool name, prefix pattern like list_*, or *"},
+	}
+}
+
+func ruleCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "rule",
+		Usage: "allow/deny rules: once a route has a rule, what no rule allows is denied",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "add",
+				Usage: "add or replace a rule",
+				Flags: append(append(adminFlags(), selectorFlags()...),
+					&cli.StringFlag{Name: "effect", Required: true, Usage: "allow or deny"}),
+				Action: func(c *cli.Context) error {
+					a, err := newAdminClient(c)
+					if err != nil {
+						return err
+					}
+					r := storage.Rule{ID: c.String("id"), Service: c.String("service"), Org: c.String("org"), Account: c.String("account"), Route: c.String("route"), Tool: c.String("tool"), Effect: c.String("effect")}
+					if err := a.do("POST", "/v1/rules", r, &r); err != nil {
+						return err
+					}
+					fmt.Printf("rule %s: %s service=%s org=%s account=%s route=%s tool=%s\n", r.ID, r.Effect, r.Service, r.Org, r.Account, r.Route, r.Tool)
+					return nil
+				},
+			},
+			{
+				Name:  "list",
+				Usage: "list rules",
+				Flags: adminFlags(),
+				Action: func(c *cli.Context) error {
+					a, err := newAdminClient(c)
+					if err != nil {
+						return err
+					}
+					var rules []storage.Rule
+					if err := a.do("GET", "/v1/rules", nil, &rules); err != nil {
+						return err
+					}
+					w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(w, "ID\tEFFECT\tSERVICE\tORG\tACCOUNT\tROUTE\tTOOL")
+					for _, r := range rules {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Effect, r.Service, r.Org, r.Account, r.Route, r.Tool)
+					}
+					return w.Flush()
+				},
+			},
+			removeCommand("rule", "/v1/rules/"),
+		},
+	}
+}
+
+func limitCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "limit",
+		Usage: "cluster-wide token-bucket rate limits on tools/call",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "set",
+				Usage: "add or replace a limit",
+				Flags: append(append(adminFlags(), selectorFlags()...),
+					&cli.Float64Flag{Name: "rate", Required: true, Usage: "calls per second, cluster-wide"},
+					&cli.IntFlag{Name: "burst", Required: true, Usage: "calls allowed at once, cluster-wide"},
+					&cli.StringFlag{Name: "pool", Usage: "fields whose values share one bucket, e.g. org,account (default: one bucket per distinct caller)"}),
+				Action: func(c *cli.Context) error {
+					a, err := newAdminClient(c)
+					if err != nil {
+						return err
+					}
+					l := storage.Limit{ID: c.String("id"), Service: c.String("service"), Org: c.String("org"), Account: c.String("account"), Route: c.String("route"), Tool: c.String("tool"),
+						Rate: c.Float64("rate"), Burst: c.Int("burst"), Pool: c.String("pool")}
+					if err := a.do("POST", "/v1/limits", l, &l); err != nil {
+						return err
+					}
+					fmt.Printf("limit %s: %g/s burst %d on service=%s org=%s account=%s route=%s tool=%s\n", l.ID, l.Rate, l.Burst, l.Service, l.Org, l.Account, l.Route, l.Tool)
+					return nil
+				},
+			},
+			{
+				Name:  "list",
+				Usage: "list limits",
+				Flags: adminFlags(),
+				Action: func(c *cli.Context) error {
+					a, err := newAdminClient(c)
+					if err != nil {
+						return err
+					}
+					var limits []storage.Limit
+					if err := a.do("GET", "/v1/limits", nil, &limits); err != nil {
+						return err
+					}
+					w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(w, "ID\tRATE\tBURST\tSERVICE\tORG\tACCOUNT\tROUTE\tTOOL\tPOOL")
+					for _, l := range limits {
+						fmt.Fprintf(w, "%s\t%g\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", l.ID, l.Rate, l.Burst, l.Service, l.Org, l.Account, l.Route, l.Tool, l.Pool)
+					}
+					return w.Flush()
+				},
+			},
+			removeCommand("limit", "/v1/limits/"),
+		},
+	}
+}
+
+// removeCommand deletes a rule or limit by id.
+func removeCommand(what, path string) *cli.Command {
+	return &cli.Command{
+		Name:      "rm",
+		Usage:     "remove a " + what,
+		ArgsUsage: "<id>",
+		Flags:     adminFlags(),
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return cli.Exit(fmt.Sprintf("usage: mcpgw %s rm <id>", what), 2)
+			}
+			a, err := newAdminClient(c)
+			if err != nil {
+				return err
+			}
+			if err := a.do("DELETE", path+url.PathEscape(c.Args().First()), nil, nil); err != nil {
+				return err
+			}
+			fmt.Printf("%s %s removed\n", what, c.Args().First())
+			return nil
+		},
+	}
+}

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/mcpgw/mcpgw/node"
+)
+
+func tokenCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "token",
+		Usage: "issue, list and revoke service tokens",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "issue",
+				Usage: "issue a service token (printed once, on stdout)",
+				Flags: append(adminFlags(),
+					&cli.StringFlag{Name: "service", Required: true, Usage: "name of the service the token identifies"},
+					&cli.StringSliceFlag{Name: "org", Required: true, Usage: "org the service may act for (repeatable; * for any)"},
+					&cli.StringFlag{Name: "ttl", Value: "720h", Usage: "lifetime, at most 720h"},
+				),
+				Action: func(c *cli.Context) error {
+					a, err := newAdminClient(c)
+					if err != nil {
+						return err
+					}
+					var tok node.IssuedToken
+					if err := a.do("POST", "/v1/tokens", node.IssueTokenRequest{Service: c.String("service"), Orgs: splitList(c.StringSlice("org")), TTL: c.String("ttl")}, &tok); err != nil {
+						return err
+					}
+					fmt.Fprintf(os.Stderr, "token %s for service %s, orgs %s, expires %s\n", tok.ID, tok.Service, strings.Join(tok.Orgs, ","), tok.ExpiresAt.Format("2006-01-02T15:04:05Z"))
+					fmt.Println(tok.Token)
+					return nil
+				},
+			},
+			{
+				Name:  "list",
+				Usage: "list issued tokens (ids and claims; never the tokens)",
+				Flags: adminFlags(),
+				Action: func(c *cli.Context) error {
+					a, err := newAdminClient(c)
+					if err != nil {
+						return err
+					}
+					var toks []node.TokenInfo
+					if err := a.do("GET", "/v1/tokens", nil, &toks); err != nil {
+						return err
+					}
+					w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(w, "ID\tSERVICE\tORGS\tISSUED\tEXPIRES\tREVOKED")
+					for _, t := range toks {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%v\n", t.ID, t.Service, strings.Join(t.Orgs, ","), t.IssuedAt.Format("2006-01-02T15:04:05Z"), t.ExpiresAt.Format("2006-01-02T15:04:05Z"), t.Revoked)
+					}
+					return w.Flush()
+				},
+			},
+			{
+				Name:      "revoke",
+				Usage:     "revoke a token on every node",
+				ArgsUsage: "<token id>",
+				Flags:     adminFlags(),
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 1 {
+						return cli.Exit("usage: mcpgw token revoke <token id>  (ids: mcpgw token list)", 2)
+					}
+					a, err := newAdminClient(c)
+					if err != nil {
+						return err
+					}
+					if err := a.do("POST", "/v1/tokens/"+url.PathEscape(c.Args().First())+"/revoke", nil, nil); err != nil {
+						return err
+					}
+					fmt.Printf("token %s revoked\n", c.Args().First())
+					return nil
+				},
+			},
+			{
+				Name:  "rotate-key",
+				Usage: "start signing with a new key; tokens signed by the old one stay valid until they expire",
+				Flags: adminFlags(),
+				Action: func(c *cli.Context) error {
+					a, err := newAdminClient(c)
+					if err != nil {
+						return err
+					}
+					var res map[string]string
+					if err := a.do("POST", "/v1/token-keys/rotate", nil, &res); err != nil {
+						return err
+					}
+					fmt.Printf("signing key is now %s\n", res["key_id"])
+					return nil
+				},
+			},
+		},
+	}
+}

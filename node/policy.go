@@ -1,0 +1,269 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+
+	"github.com/mcpgw/mcpgw/cluster"
+	"github.com/mcpgw/mcpgw/policy"
+	"github.com/mcpgw/mcpgw/storage"
+	"github.com/mcpgw/mcpgw/transport"
+	"github.com/mcpgw/mcpgw/vault"
+)
+
+// insecureClaims stand in for a service token when --insecure-dev is set.
+var insecureClaims = &policy.Claims{ID: "insecure-dev", Service: "insecure-dev", Orgs: []string{"*"}}
+
+// policyState is an immutable view of the replicated policy, rebuilt after
+// every write to the store.
+type policyState struct {
+	gen     uint64
+	keyring *policy.Keyring
+	rules   *policy.Rules
+}
+
+// policyCache owns the node's policy view and its rate limiter, whose
+// buckets outlive rebuilds.
+type policyCache struct {
+	state    atomic.Pointer[policyState]
+	mu       sync.Mutex // serialises rebuilds
+	limiter  *policy.Limiter
+	inflight *policy.Gate // node-wide cap on calls being forwarded
+}
+
+// tokenKeyAAD binds a sealed signing key to its id.
+func tokenKeyAAD(id string) vault.AAD {
+	return vault.AAD{Org: "mcpgw", Account: "token-signing-key", Route: id}
+}
+
+// policy returns the current policy view, rebuilding it after writes.
+func (n *Node) policy() (*policyState, error) {
+	gen := n.store.Generation()
+	if st := n.pol.state.Load(); st != nil && st.gen == gen {
+		return st, nil
+	}
+	n.pol.mu.Lock()
+	defer n.pol.mu.Unlock()
+	if st := n.pol.state.Load(); st != nil && st.gen == gen {
+		return st, nil
+	}
+	st, err := n.buildPolicy(gen)
+	if err != nil {
+		return nil, err
+	}
+	n.pol.state.Store(st)
+	return st, nil
+}
+
+func (n *Node) buildPolicy(gen uint64) (*policyState, error) {
+	stored, err := n.store.TokenKeys()
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]policy.SigningKey, 0, len(stored))
+	for _, k := range stored {
+		cred, err := n.vaultKeys().Unseal(k.Sealed, tokenKeyAAD(k.ID))
+		if err != nil {
+			n.logger.Error("token signing key cannot be unsealed; tokens it signed will not verify", "key_id", k.ID, "error", err)
+			continue
+		}
+		seed, err := base64.StdEncoding.DecodeString(cred.Token)
+		if err != nil || len(seed) != ed25519.SeedSize {
+			n.logger.Error("token signing key is malformed", "key_id", k.ID)
+			continue
+		}
+		priv := ed25519.NewKeyFromSeed(seed)
+		keys = append(keys, policy.SigningKey{ID: k.ID, Private: priv, Public: priv.Public().(ed25519.PublicKey), Created: k.Created, Retired: k.Retired})
+	}
+	revs, err := n.store.Revocations()
+	if err != nil {
+		return nil, err
+	}
+	revoked := make(map[string]time.Time, len(revs))
+	for _, r := range revs {
+		revoked[r.ID] = r.Expires
+	}
+	storedRules, err := n.store.Rules()
+	if err != nil {
+		return nil, err
+	}
+	rules := make([]policy.Rule, 0, len(storedRules))
+	for _, r := range storedRules {
+		rules = append(rules, policy.Rule{ID: r.ID, Service: r.Service, Org: r.Org, Account: r.Account, Route: r.Route, Tool: r.Tool, Effect: policy.Effect(r.Effect)})
+	}
+	compiled, err := policy.CompileRules(rules)
+	if err != nil {
+		return nil, fmt.Errorf("stored rules: %w", err)
+	}
+	storedLimits, err := n.store.Limits()
+	if err != nil {
+		return nil, err
+	}
+	limits := make([]policy.Limit, 0, len(storedLimits))
+	for _, l := range storedLimits {
+		pl, err := toPolicyLimit(l)
+		if err != nil {
+			return nil, err
+		}
+		limits = append(limits, pl)
+	}
+	if err := n.pol.limiter.SetLimits(limits); err != nil {
+		return nil, fmt.Errorf("stored limits: %w", err)
+	}
+	return &policyState{gen: gen, keyring: policy.NewKeyring(keys, revoked, policy.KeyringOptions{}), rules: compiled}, nil
+}
+
+func toPolicyLimit(l storage.Limit) (policy.Limit, error) {
+	pool, err := policy.ParseDims(l.Pool)
+	if err != nil {
+		return policy.Limit{}, err
+	}
+	return policy.Limit{ID: l.ID, Service: l.Service, Org: l.Org, Account: l.Account, Route: l.Route, Tool: l.Tool, Rate: l.Rate, Burst: l.Burst, Pool: pool}, nil
+}
+
+// ensureSigningKey creates the first service-token signing key of a fresh
+// cluster.
+func (n *Node) ensureSigningKey(ctx context.Context) error {
+	keys, err := n.store.TokenKeys()
+	if err != nil || len(keys) > 0 {
+		return err
+	}
+	return n.addSigningKey(ctx, nil)
+}
+
+// addSigningKey creates a signing key and, in the same batch, retires the
+// given ones.
+func (n *Node) addSigningKey(ctx context.Context, retire []storage.TokenKey) error {
+	now := n.now().UTC()
+	k, err := policy.NewSigningKey(now)
+	if err != nil {
+		return err
+	}
+	seed := base64.StdEncoding.EncodeToString(k.Private.Seed())
+	sealed, err := n.vaultKeys().Seal(vault.Credential{Kind: vault.KindBearer, Token: seed}, tokenKeyAAD(k.ID))
+	if err != nil {
+		return fmt.Errorf("seal token signing key: %w", err)
+	}
+	batch := []cluster.Command{{Op: cluster.OpPutTokenKey, TokenKey: &storage.TokenKey{ID: k.ID, Public: k.Public, Sealed: sealed, Created: now}}}
+	for _, old := range retire {
+		old.Retired = now
+		batch = append(batch, cluster.Command{Op: cluster.OpPutTokenKey, TokenKey: &old})
+	}
+	return n.writes.Apply(ctx, cluster.Command{Op: cluster.OpBatch, Batch: batch})
+}
+
+// bearerToken extracts a service token: the Authorization header, or the
+// access_token query parameter for clients that cannot set headers
+// (browsers, the TypeScript SDK's WebSocket transport).
+func bearerToken(r *http.Request) string {
+	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return strings.TrimSpace(tok)
+	}
+	return r.URL.Query().Get("access_token")
+}
+
+// verifyToken checks a service token and returns its claims; errors are
+// HTTP 401 refusals that say what was wrong, never quoting the token.
+func (n *Node) verifyToken(token string) (*policy.Claims, error) {
+	if n.cfg.InsecureDev {
+		return insecureClaims, nil
+	}
+	refuse := func(kind, msg string) error {
+		n.metrics.refusalsTotal.WithLabelValues(kind).Inc()
+		return &transport.HTTPError{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: msg}
+	}
+	if token == "" {
+		return nil, refuse("token_missing", "no service token: send Authorization: Bearer <token> (or access_token=<token>); get one with `mcpgw token issue`")
+	}
+	st, err := n.policy()
+	if err != nil {
+		return nil, err
+	}
+	claims, err := st.keyring.Verify(token, n.now())
+	if err != nil {
+		kind := "token_invalid"
+		for _, k := range []struct {
+			err  error
+			kind string
+		}{{policy.ErrTokenExpired, "token_expired"}, {policy.ErrTokenRevoked, "token_revoked"}, {policy.ErrTokenSignature, "token_signature"},
+			{policy.ErrTokenMalformed, "token_malformed"}, {policy.ErrTokenAudience, "token_audience"}, {policy.ErrTokenUnknownKey, "token_unknown_key"}} {
+			if errors.Is(err, k.err) {
+				kind = k.kind
+				break
+			}
+		}
+		return nil, refuse(kind, err.Error())
+	}
+	return claims, nil
+}
+
+// authenticate identifies the service behind an HTTP request.
+func (n *Node) authenticate(r *http.Request) (*policy.Claims, error) {
+	return n.verifyToken(bearerToken(r))
+}
+
+// owner returns the principal owning sessions the request may use.
+func (n *Node) owner(r *http.Request) (string, error) {
+	c, err := n.authenticate(r)
+	if err != nil {
+		return "", err
+	}
+	return c.Service, nil
+}
+
+// authorizeSession applies the token's org list and the access rules to a
+// session about to open.
+func (n *Node) authorizeSession(claims *policy.Claims, spec sessionSpec) error {
+	if !claims.AllowsOrg(spec.org) {
+		n.metrics.refusalsTotal.WithLabelValues("org_forbidden").Inc()
+		return &transport.HTTPError{Status: http.StatusForbidden, Code: CodeForbidden,
+			Message: fmt.Sprintf("service %q may not act for org %q; issue it a token with --org %s", claims.Service, spec.org, spec.org)}
+	}
+	st, err := n.policy()
+	if err != nil {
+		return err
+	}
+	d := st.rules.Decide(policy.Request{Service: claims.Service, Org: spec.org, Account: spec.account, Route: spec.route.Name})
+	if !d.Allowed {
+		n.metrics.refusalsTotal.WithLabelValues("rule_denied").Inc()
+		return &transport.HTTPError{Status: http.StatusForbidden, Code: CodeForbidden, Message: d.Reason}
+	}
+	return nil
+}
+
+// admitToolCall applies rules, rate limits and the in-flight cap to one
+// tools/call. A nil error admits it; the caller must then release the
+// in-flight slot when the call completes.
+func (s *session) admitToolCall(tool string) *jsonrpc.Error {
+	n := s.n
+	st, err := n.policy()
+	if err != nil {
+		return rpcError(jsonrpc.CodeInternalError, "policy unavailable; see the gateway log", nil)
+	}
+	req := policy.Request{Service: s.claims.Service, Org: s.org, Account: s.account, Route: s.route.Name, Tool: tool}
+	if d := st.rules.Decide(req); !d.Allowed {
+		n.metrics.refusalsTotal.WithLabelValues("rule_denied").Inc()
+		return rpcError(CodeForbidden, d.Reason, map[string]string{"rule": d.RuleID})
+	}
+	if ok, retry, limitID := n.pol.limiter.Allow(policy.Key(req), n.now()); !ok {
+		n.metrics.refusalsTotal.WithLabelValues("rate_limited").Inc()
+		ms := retry.Milliseconds() + 1
+		return rpcError(CodeRateLimited, fmt.Sprintf("rate limit %q reached for tool %q on route %q; retry in %dms", limitID, tool, s.route.Name, ms),
+			map[string]any{"retryAfterMs": ms, "limit": limitID})
+	}
+	if !n.pol.inflight.TryAcquire() {
+		n.metrics.refusalsTotal.WithLabelValues("overloaded").Inc()
+		return rpcError(CodeOverloaded, fmt.Sprintf("this node is forwarding its maximum of %d calls; retry shortly or on another node", n.pol.inflight.Max()), nil)
+	}
+	return nil
+}
