@@ -24,9 +24,10 @@ func routeCommand() *cli.Command {
 				Flags: append(adminFlags(),
 					&cli.StringFlag{Name: "transport", Value: "streamable", Usage: "upstream transport: streamable, sse, websocket or stdio"},
 					&cli.StringFlag{Name: "kind", Value: "internal", Usage: "internal or external"},
+					&cli.StringFlag{Name: "credential", Usage: "required, optional or none (default: required for external, optional for internal)"},
 				),
 				Action: func(c *cli.Context) error {
-					r := storage.Route{Name: c.Args().First(), Transport: storage.Transport(c.String("transport")), Kind: storage.RouteKind(c.String("kind"))}
+					r := storage.Route{Name: c.Args().First(), Transport: storage.Transport(c.String("transport")), Kind: storage.RouteKind(c.String("kind")), Credential: storage.CredentialMode(c.String("credential"))}
 					if r.Name == "" {
 						return cli.Exit("usage: mcpgw route add <name> <url>  (or --transport stdio -- <command> [args...])", 2)
 					}
@@ -46,7 +47,7 @@ func routeCommand() *cli.Command {
 					if err := a.do("POST", "/v1/routes", r, &got); err != nil {
 						return err
 					}
-					fmt.Printf("route %s → %s (%s, %s)\n", got.Name, got.URL, got.Transport, got.Kind)
+					fmt.Printf("route %s → %s (%s, %s, credential %s)\n", got.Name, got.URL, got.Transport, got.Kind, got.Credential)
 					return nil
 				},
 			},
@@ -64,9 +65,9 @@ func routeCommand() *cli.Command {
 						return err
 					}
 					w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(w, "NAME\tURL\tTRANSPORT\tKIND\tCOMMAND")
+					fmt.Fprintln(w, "NAME\tURL\tTRANSPORT\tKIND\tCREDENTIAL\tCOMMAND")
 					for _, r := range routes {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.Name, r.URL, r.Transport, r.Kind, strings.Join(r.Command, " "))
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.URL, r.Transport, r.Kind, r.Credential, strings.Join(r.Command, " "))
 					}
 					return w.Flush()
 				},

@@ -229,7 +229,7 @@ func (n *Node) prepare(r *http.Request, transportName string) (*session, error) 
 		up:       up,
 		pending:  make(map[jsonrpc.ID]pendingCall),
 		inflight: make(chan struct{}, maxInFlight),
-		logger: n.logger.With(slog.String("session", id), slog.String("transport", transportName),
+		logger: n.logger.With(slog.String("session", id), slog.String("transport", transportName), slog.String("service", claims.Service),
 			slog.String("route", spec.route.Name), slog.String("org", spec.org), slog.String("account", spec.account)),
 	}, nil
 }
