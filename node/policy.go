@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -30,7 +31,16 @@ type policyState struct {
 	gen     uint64
 	keyring *policy.Keyring
 	rules   *policy.Rules
+	// verified caches the claims of tokens this view has verified, keyed
+	// by the token's SHA-256, so a client of the stateless protocol (one
+	// HTTP request per call) pays the Ed25519 check once, not per call. A
+	// new view (any write: a revocation, a key rotation) starts empty.
+	verified sync.Map // [32]byte → *policy.Claims
+	cached   atomic.Int64
 }
+
+// maxVerifiedTokens bounds the verified-token cache of one policy view.
+const maxVerifiedTokens = 10000
 
 // policyCache owns the node's policy view and its rate limiter, whose
 // buckets outlive rebuilds.
@@ -189,7 +199,18 @@ func (n *Node) verifyToken(token string) (*policy.Claims, error) {
 	if err != nil {
 		return nil, err
 	}
-	claims, err := st.keyring.Verify(token, n.now())
+	now := n.now()
+	sum := sha256.Sum256([]byte(token))
+	if v, ok := st.verified.Load(sum); ok {
+		if c := v.(*policy.Claims); now.Before(c.ExpiresAt) {
+			return c, nil
+		}
+		st.verified.Delete(sum)
+	}
+	claims, err := st.keyring.Verify(token, now)
+	if err == nil && st.cached.Add(1) <= maxVerifiedTokens {
+		st.verified.Store(sum, claims)
+	}
 	if err != nil {
 		kind := "token_invalid"
 		for _, k := range []struct {

@@ -1,0 +1,266 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// CodeNodeLost is the JSON-RPC error code a call gets when the gateway node
+// carrying it went away before answering. The session itself has moved to
+// another node; the call may be retried.
+const CodeNodeLost = -32089
+
+// failoverTimeout bounds the search for a live node after one is lost.
+const failoverTimeout = 30 * time.Second
+
+// dialFunc opens a connection through one gateway node.
+type dialFunc func(ctx context.Context) (mcp.Connection, error)
+
+// failoverConn is an mcp.Connection through one of several gateway nodes.
+// When the node it uses goes away, it connects through the next one and
+// replays the session's initialize handshake there, so the caller's
+// *mcp.ClientSession goes on. Calls that were in flight on the lost node
+// are answered with CodeNodeLost: the gateway cannot know whether the
+// upstream executed them, so only the caller may decide to retry.
+//
+// What does not survive a failover is upstream session state: resource
+// subscriptions, logging level and anything else the server keeps per
+// session start afresh on the new upstream session.
+type failoverConn struct {
+	dialers []dialFunc
+
+	in     chan jsonrpc.Message
+	done   chan struct{}
+	closed sync.Once
+	wg     sync.WaitGroup
+
+	mu          sync.Mutex
+	cur         mcp.Connection          // guarded by mu
+	next        int                     // index of the dialer to try after cur fails; guarded by mu
+	gen         int                     // increments per reconnection; guarded by mu
+	initReq     *jsonrpc.Request        // the session's initialize, replayed on a new node; guarded by mu
+	initialized *jsonrpc.Request        // notifications/initialized, replayed too; guarded by mu
+	pending     map[jsonrpc.ID]struct{} // calls sent and not answered; guarded by mu
+	replayIDs   map[jsonrpc.ID]struct{} // replayed initialize ids whose responses are swallowed; guarded by mu
+	failed      error                   // set once no node can be reached; guarded by mu
+}
+
+func newFailoverConn(ctx context.Context, dialers []dialFunc) (*failoverConn, error) {
+	c := &failoverConn{
+		dialers:   dialers,
+		in:        make(chan jsonrpc.Message, 16),
+		done:      make(chan struct{}),
+		pending:   make(map[jsonrpc.ID]struct{}),
+		replayIDs: make(map[jsonrpc.ID]struct{}),
+	}
+	conn, idx, err := c.dialAny(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	c.cur, c.next = conn, (idx+1)%len(dialers)
+	c.wg.Add(1)
+	go c.readLoop(conn, 0)
+	return c, nil
+}
+
+// dialAny tries every dialer once, starting at start.
+func (c *failoverConn) dialAny(ctx context.Context, start int) (mcp.Connection, int, error) {
+	var errs []error
+	for i := range c.dialers {
+		idx := (start + i) % len(c.dialers)
+		conn, err := c.dialers[idx](ctx)
+		if err == nil {
+			return conn, idx, nil
+		}
+		errs = append(errs, err)
+		// A refusal (bad token, no route) would be the same on every node.
+		var re interface{ Refused() bool }
+		if errors.As(err, &re) && re.Refused() {
+			break
+		}
+	}
+	return nil, 0, errors.Join(errs...)
+}
+
+// readLoop forwards messages from one node until it fails, then fails over.
+func (c *failoverConn) readLoop(conn mcp.Connection, gen int) {
+	defer c.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	defer cancel()
+	for {
+		msg, err := conn.Read(ctx)
+		if err != nil {
+			select {
+			case <-c.done:
+				return
+			default:
+			}
+			c.failover(gen)
+			return
+		}
+		if resp, ok := msg.(*jsonrpc.Response); ok && !c.settle(resp) {
+			continue
+		}
+		select {
+		case c.in <- msg:
+		case <-c.done:
+			return
+		}
+	}
+}
+
+// settle records a response's arrival; it reports false for the response
+// to a replayed initialize, which the caller never asked for.
+func (c *failoverConn) settle(resp *jsonrpc.Response) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.replayIDs[resp.ID]; ok {
+		delete(c.replayIDs, resp.ID)
+		return false
+	}
+	delete(c.pending, resp.ID)
+	return true
+}
+
+// failover moves the session to another node after the one of generation
+// gen failed.
+func (c *failoverConn) failover(gen int) {
+	c.mu.Lock()
+	if gen != c.gen || c.failed != nil {
+		c.mu.Unlock()
+		return
+	}
+	lost := c.pending
+	c.pending = make(map[jsonrpc.ID]struct{})
+	c.cur.Close()
+	start := c.next
+	c.mu.Unlock()
+
+	for id := range lost {
+		c.deliver(&jsonrpc.Response{ID: id, Error: &jsonrpc.Error{Code: CodeNodeLost,
+			Message: "the gateway node carrying this call went away before it was answered; the session moved to another node, retry the call if it is safe to repeat"}})
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), failoverTimeout)
+	defer cancel()
+	var conn mcp.Connection
+	var idx int
+	var err error
+	for backoff := 50 * time.Millisecond; ; backoff = min(backoff*2, 2*time.Second) {
+		conn, idx, err = c.dialAny(ctx, start)
+		if err == nil {
+			break
+		}
+		select {
+		case <-c.done:
+			return
+		case <-ctx.Done():
+			c.mu.Lock()
+			c.failed = fmt.Errorf("%w: no gateway node reachable for %s: %v", mcp.ErrConnectionClosed, failoverTimeout, err)
+			c.mu.Unlock()
+			c.Close()
+			return
+		case <-time.After(backoff):
+		}
+	}
+
+	c.mu.Lock()
+	c.cur, c.next = conn, (idx+1)%len(c.dialers)
+	c.gen++
+	gen = c.gen
+	initReq, initialized := c.initReq, c.initialized
+	if initReq != nil {
+		c.replayIDs[initReq.ID] = struct{}{}
+	}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go c.readLoop(conn, gen)
+
+	// Replay the handshake; the stateless protocol has none.
+	if initReq != nil {
+		if err := conn.Write(ctx, initReq); err != nil {
+			c.failover(gen)
+			return
+		}
+		if initialized != nil {
+			conn.Write(ctx, initialized)
+		}
+	}
+}
+
+func (c *failoverConn) deliver(msg jsonrpc.Message) {
+	select {
+	case c.in <- msg:
+	case <-c.done:
+	}
+}
+
+func (c *failoverConn) Read(ctx context.Context) (jsonrpc.Message, error) {
+	select {
+	case m := <-c.in:
+		return m, nil
+	case <-c.done:
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.failed != nil {
+			return nil, c.failed
+		}
+		return nil, mcp.ErrConnectionClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (c *failoverConn) Write(ctx context.Context, msg jsonrpc.Message) error {
+	c.mu.Lock()
+	if c.failed != nil {
+		err := c.failed
+		c.mu.Unlock()
+		return err
+	}
+	if req, ok := msg.(*jsonrpc.Request); ok {
+		switch {
+		case req.Method == "initialize":
+			c.initReq = cloneRequest(req)
+		case req.Method == "notifications/initialized":
+			c.initialized = cloneRequest(req)
+		}
+		if req.IsCall() {
+			c.pending[req.ID] = struct{}{}
+		}
+	}
+	conn := c.cur
+	c.mu.Unlock()
+	return conn.Write(ctx, msg)
+}
+
+func (c *failoverConn) Close() error {
+	c.closed.Do(func() {
+		close(c.done)
+		c.mu.Lock()
+		cur := c.cur
+		c.mu.Unlock()
+		cur.Close()
+	})
+	return nil
+}
+
+func (c *failoverConn) SessionID() string { return "" }
+
+func cloneRequest(r *jsonrpc.Request) *jsonrpc.Request {
+	return &jsonrpc.Request{ID: r.ID, Method: r.Method, Params: append(json.RawMessage(nil), r.Params...)}
+}
