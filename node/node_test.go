@@ -3,10 +3,12 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -33,6 +35,8 @@ func startNode(t testing.TB, mutate ...func(*Config)) *Node {
 	cfg.DataDir = t.TempDir()
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.AdminAddr = "127.0.0.1:0"
+	cfg.QUICAddr = "127.0.0.1:0"
+	cfg.UnixPath = filepath.Join(shortTempDir(t), "gw.sock")
 	cfg.ShutdownTimeout = 2 * time.Second
 	for _, f := range mutate {
 		f(&cfg)
@@ -46,6 +50,18 @@ func startNode(t testing.TB, mutate ...func(*Config)) *Node {
 	}
 	t.Cleanup(func() { n.Close() })
 	return n
+}
+
+// shortTempDir returns a temporary directory with a short path: a Unix
+// socket path must fit in about 100 bytes, which t.TempDir may exceed.
+func shortTempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "mcpgw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // adminDo calls the admin API with the node's token.
@@ -80,4 +96,18 @@ func addRoute(t testing.TB, n *Node, r storage.Route) storage.Route {
 	var got storage.Route
 	json.NewDecoder(resp.Body).Decode(&got)
 	return got
+}
+
+// nodeRoots returns a pool trusting n's QUIC certificate.
+func nodeRoots(t testing.TB, n *Node) *x509.CertPool {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(n.cfg.DataDir, TLSDir, TLSCertName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		t.Fatal("node certificate is not PEM")
+	}
+	return pool
 }

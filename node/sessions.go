@@ -112,44 +112,86 @@ func isLoopbackAddr(hostport string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// authenticate identifies the calling service. It returns the principal
-// that owns sessions the request opens.
+// sessionRequest is what a downstream asks for, whatever its transport.
+type sessionRequest struct {
+	token   string // service token
+	target  string // upstream URL, or
+	route   string // a route name
+	org     string
+	account string
+	framed  bool // from an open frame rather than an HTTP request
+}
+
+// hint picks the advice that matches where the request came from.
+func (req sessionRequest) hint(http, framed string) string {
+	if req.framed {
+		return framed
+	}
+	return http
+}
+
+// httpSessionRequest reads a session request from r.
+func httpSessionRequest(r *http.Request) sessionRequest {
+	q := r.URL.Query()
+	req := sessionRequest{
+		token:  bearerToken(r),
+		target: q.Get(paramTarget), route: r.PathValue("route"),
+		org: q.Get(paramOrg), account: q.Get(paramAccount),
+	}
+	if req.org == "" {
+		req.org = r.Header.Get(headerOrg)
+	}
+	if req.account == "" {
+		req.account = r.Header.Get(headerAcct)
+	}
+	return req
+}
+
+// bearerToken returns the service token of r: the Authorization bearer, or
+// the access_token query parameter for clients that cannot set headers.
+func bearerToken(r *http.Request) string {
+	if auth := r.Header.Get("Authorization"); len(auth) > 7 && strings.EqualFold(auth[:7], "bearer ") {
+		return strings.TrimSpace(auth[7:])
+	}
+	return r.URL.Query().Get("access_token")
+}
+
+// authenticate identifies the service behind an HTTP request.
 func (n *Node) authenticate(r *http.Request) (string, error) {
+	return n.authenticateToken(bearerToken(r))
+}
+
+// authenticateToken identifies the calling service by its token. It
+// returns the principal that owns sessions the request opens.
+func (n *Node) authenticateToken(token string) (string, error) {
 	return "anonymous", nil
 }
 
-// resolve reads what the request asks for and finds the route that allows it.
-func (n *Node) resolve(r *http.Request) (sessionSpec, error) {
-	q := r.URL.Query()
-	spec := sessionSpec{org: q.Get(paramOrg), account: q.Get(paramAccount)}
-	if spec.org == "" {
-		spec.org = r.Header.Get(headerOrg)
-	}
-	if spec.account == "" {
-		spec.account = r.Header.Get(headerAcct)
-	}
+// resolve finds the route that allows what the request asks for.
+func (n *Node) resolve(req sessionRequest) (sessionSpec, error) {
+	spec := sessionSpec{org: req.org, account: req.account}
 	bad := func(msg string) error {
 		n.metrics.refusalsTotal.WithLabelValues("bad_request").Inc()
 		return &transport.HTTPError{Status: http.StatusBadRequest, Code: jsonrpc.CodeInvalidParams, Message: msg}
 	}
 	if err := validName("org", spec.org); err != nil {
-		return spec, bad(err.Error() + "; pass ?org=<org>")
+		return spec, bad(err.Error() + req.hint("; pass ?org=<org>", `; set "org" in the open frame`))
 	}
 	if err := validName("account", spec.account); err != nil {
-		return spec, bad(err.Error() + "; pass ?account=<account>")
+		return spec, bad(err.Error() + req.hint("; pass ?account=<account>", `; set "account" in the open frame`))
 	}
 	table, err := n.routeTable()
 	if err != nil {
 		return spec, err
 	}
-	name, target := r.PathValue("route"), q.Get(paramTarget)
 	switch {
-	case name != "":
-		spec.route, spec.dialURL, err = table.byRouteName(name)
-	case target != "":
-		spec.route, spec.dialURL, err = table.match(target)
+	case req.route != "":
+		spec.route, spec.dialURL, err = table.byRouteName(req.route)
+	case req.target != "":
+		spec.route, spec.dialURL, err = table.match(req.target)
 	default:
-		return spec, bad("no target: pass ?target=<upstream MCP URL> or use /v1/mcp/<route>")
+		return spec, bad(req.hint("no target: pass ?target=<upstream MCP URL> or use /v1/mcp/<route>",
+			`no target: set "target" (the upstream MCP URL) or "route" in the open frame`))
 	}
 	if err != nil {
 		if errors.Is(err, ErrNoRoute) {
@@ -181,19 +223,32 @@ func (n *Node) dial(ctx context.Context, spec sessionSpec) (mcp.Connection, erro
 	return up, nil
 }
 
-// prepare authenticates, resolves and dials: everything that can refuse a
-// session before it starts.
+// prepare is prepareSession for an HTTP request.
 func (n *Node) prepare(r *http.Request, transportName string) (*session, error) {
-	principal, err := n.authenticate(r)
+	return n.prepareSession(r.Context(), httpSessionRequest(r), transportName)
+}
+
+// prepareSession authenticates, resolves, takes a session slot and dials:
+// everything that can refuse a session before it starts, for every
+// transport. The session holds its slot until run returns or discard is
+// called.
+func (n *Node) prepareSession(ctx context.Context, req sessionRequest, transportName string) (*session, error) {
+	principal, err := n.authenticateToken(req.token)
 	if err != nil {
 		return nil, err
 	}
-	spec, err := n.resolve(r)
+	spec, err := n.resolve(req)
 	if err != nil {
 		return nil, err
 	}
-	up, err := n.dial(r.Context(), spec)
+	if !n.takeSessionSlot() {
+		n.metrics.refusalsTotal.WithLabelValues("overloaded").Inc()
+		return nil, &transport.HTTPError{Status: http.StatusServiceUnavailable, Code: CodeOverloaded, RetryAfter: 1,
+			Message: fmt.Sprintf("this gateway node is at its limit of %d concurrent sessions; retry shortly or connect to another node", n.cfg.MaxSessions)}
+	}
+	up, err := n.dial(ctx, spec)
 	if err != nil {
+		n.releaseSessionSlot()
 		return nil, err
 	}
 	id := rand.Text()
@@ -208,6 +263,24 @@ func (n *Node) prepare(r *http.Request, transportName string) (*session, error) 
 	}, nil
 }
 
+// takeSessionSlot counts a session against MaxSessions, reporting false
+// when the node is full.
+func (n *Node) takeSessionSlot() bool {
+	if n.activeSessions.Add(1) > int64(n.cfg.MaxSessions) {
+		n.activeSessions.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (n *Node) releaseSessionSlot() { n.activeSessions.Add(-1) }
+
+// discard drops a prepared session that never ran.
+func (s *session) discard() {
+	s.up.Close()
+	s.n.releaseSessionSlot()
+}
+
 func (n *Node) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	s, err := n.prepare(r, "websocket")
 	if err != nil {
@@ -216,7 +289,7 @@ func (n *Node) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	down, err := transport.AcceptWebSocket(w, r, transport.WebSocketOptions{MaxMessageBytes: n.cfg.MaxMessageBytes})
 	if err != nil {
-		s.up.Close()
+		s.discard()
 		return // Accept has written the HTTP error
 	}
 	s.down = down
