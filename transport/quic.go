@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -133,14 +134,33 @@ func DialQUIC(ctx context.Context, addr string, tlsConf *tls.Config) (*quic.Conn
 	})
 }
 
-// QUICStream adapts a QUIC stream to a FramedStream. Its Close ends both
-// directions: it finishes sending and stops receiving, so a blocked Read
-// returns.
-func QUICStream(s *quic.Stream) FramedStream { return quicStream{s} }
+// QUICStream adapts a QUIC stream to a FramedStream.
+func QUICStream(s *quic.Stream) FramedStream { return &quicStream{Stream: s} }
 
-type quicStream struct{ *quic.Stream }
+type quicStream struct {
+	*quic.Stream
+	wmu       sync.Mutex // held by Write: quic-go forbids Close during a Write
+	closeOnce sync.Once
+}
 
-func (s quicStream) Close() error {
-	s.CancelRead(StreamCodeClosed)
-	return s.Stream.Close()
+func (s *quicStream) Write(p []byte) (int, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.Stream.Write(p)
+}
+
+// Close ends both directions: it stops receiving, so a blocked Read
+// returns, and finishes sending, after the buffered data unless a Write is
+// still under way (a peer that stopped reading), which it aborts.
+func (s *quicStream) Close() error {
+	s.closeOnce.Do(func() {
+		s.CancelRead(StreamCodeClosed)
+		if s.wmu.TryLock() {
+			s.Stream.Close()
+			s.wmu.Unlock()
+		} else {
+			s.CancelWrite(StreamCodeClosed)
+		}
+	})
+	return nil
 }
