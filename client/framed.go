@@ -63,6 +63,13 @@ func framedOpener(addr, target, org, account string, o options) (open func(conte
 // gateway address and trust setting, each carrying a stream per session.
 var quicConns = &quicPool{conns: make(map[poolKey]*pooledConn)}
 
+// CloseConnections closes this process's QUIC connections to gateways,
+// ending the sessions they carry; later sessions dial anew. Call it before
+// the process exits: UDP has no connection the kernel would close, so a
+// gateway would otherwise hold those sessions, and their upstreams, until
+// its idle timeout.
+func CloseConnections() { quicConns.closeAll() }
+
 // poolKey names a pooled connection. Callers that pass WithRootCAs share a
 // connection only when they pass the same pool.
 type poolKey struct {
@@ -135,6 +142,24 @@ func (p *quicPool) dialLocked(ctx context.Context, key poolKey, e *pooledConn) (
 		p.mu.Unlock()
 	})
 	return conn, nil
+}
+
+// closeAll closes every pooled connection, telling the gateways.
+func (p *quicPool) closeAll() {
+	p.mu.Lock()
+	entries := make([]*pooledConn, 0, len(p.conns))
+	for _, e := range p.conns {
+		entries = append(entries, e)
+	}
+	p.mu.Unlock()
+	for _, e := range entries {
+		e.mu.Lock()
+		conn := e.conn
+		e.mu.Unlock()
+		if conn != nil {
+			conn.CloseWithError(transport.ConnCodeClosed, "client process closing")
+		}
+	}
 }
 
 // openStream opens a stream for a new session, waiting while the gateway's

@@ -147,6 +147,33 @@ func TestQUICPoolSharesAndRedials(t *testing.T) {
 	}
 }
 
+func TestQUICPoolCloseAll(t *testing.T) {
+	addr, roots, accepted := startQUICServer(t)
+	p := &quicPool{conns: make(map[poolKey]*pooledConn)}
+	key := poolKey{addr: addr, roots: roots}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := p.get(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	server := <-accepted
+	p.closeAll()
+	select {
+	case <-server.Context().Done():
+	case <-ctx.Done():
+		t.Fatal("gateway side did not learn the connection closed")
+	}
+	// The pool forgets the closed connection and dials anew.
+	c, err := p.get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseWithError(0, "")
+	if c.Context().Err() != nil {
+		t.Fatal("pool returned a closed connection")
+	}
+}
+
 func TestFramedOpenerAddresses(t *testing.T) {
 	tests := []struct {
 		addr    string

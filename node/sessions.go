@@ -123,11 +123,11 @@ type sessionRequest struct {
 }
 
 // hint picks the advice that matches where the request came from.
-func (req sessionRequest) hint(http, framed string) string {
+func (req sessionRequest) hint(httpHint, frameHint string) string {
 	if req.framed {
-		return framed
+		return frameHint
 	}
-	return http
+	return httpHint
 }
 
 // httpSessionRequest reads a session request from r.
