@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -532,5 +534,16 @@ func TestCloseEndsFramedSessions(t *testing.T) {
 	waitFor(t, "upstream sessions to end", func() bool { return upstreamSessions(up) == 0 })
 	if _, err := net.Dial("unix", n.cfg.UnixPath); err == nil {
 		t.Fatal("unix socket still accepts after Close")
+	}
+}
+
+// TestQUICDisabled checks an empty QUICAddr turns QUIC off entirely.
+func TestQUICDisabled(t *testing.T) {
+	n := startNode(t, func(c *Config) { c.QUICAddr = "" })
+	if got := n.QUICAddr(); got != "" {
+		t.Fatalf("QUICAddr() = %q with QUIC disabled", got)
+	}
+	if _, err := os.Stat(filepath.Join(n.cfg.DataDir, TLSDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("TLS files generated with QUIC disabled: %v", err)
 	}
 }
