@@ -32,9 +32,14 @@ func (n *Node) listenFramed(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		resetKey, err := statelessResetKey(cert)
+		if err != nil {
+			return err
+		}
 		ln, err := transport.ListenQUIC(ctx, n.cfg.QUICAddr, cert, transport.QUICOptions{
 			MaxStreamsPerConn: n.cfg.MaxStreamsPerConn,
 			IdleTimeout:       n.cfg.QUICIdleTimeout,
+			StatelessResetKey: resetKey,
 		})
 		if err != nil {
 			return fmt.Errorf("listen --quic %s: %w", n.cfg.QUICAddr, err)

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -15,6 +16,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/quic-go/quic-go"
 )
 
 // Files of the self-signed certificate under the data dir, used when the
@@ -119,6 +122,21 @@ func selfSignedCert() (certPEM, keyPEM []byte, err error) {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
+}
+
+// statelessResetKey derives the QUIC stateless reset key from the node's
+// private key, so it survives restarts without a file of its own.
+func statelessResetKey(cert tls.Certificate) (*quic.StatelessResetKey, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("derive QUIC stateless reset key: %w", err)
+	}
+	h := sha256.New()
+	h.Write([]byte("mcpgw quic stateless reset key v1\x00"))
+	h.Write(der)
+	var key quic.StatelessResetKey
+	copy(key[:], h.Sum(nil))
+	return &key, nil
 }
 
 // writeFileAtomic writes data to path with mode perm through a temporary

@@ -49,6 +49,17 @@ func TestLoadOrCreateTLS(t *testing.T) {
 		t.Fatal("second start generated a new certificate instead of reusing the first")
 	}
 
+	k1, err := statelessResetKey(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, _ := statelessResetKey(again)
+	other, _ := loadOrCreateTLS(t.TempDir(), "", "")
+	k3, _ := statelessResetKey(other)
+	if *k1 != *k2 || *k1 == *k3 {
+		t.Fatal("QUIC stateless reset key must be stable per node and differ between nodes")
+	}
+
 	t.Run("operator certificate", func(t *testing.T) {
 		opDir := t.TempDir()
 		certPEM, keyPEM, err := selfSignedCert()

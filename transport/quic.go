@@ -49,6 +49,11 @@ type QUICOptions struct {
 	// IdleTimeout closes a connection without packets for this long.
 	// Default DefaultQUICIdleTimeout.
 	IdleTimeout time.Duration
+	// StatelessResetKey, kept across restarts, lets a listener that lost a
+	// connection's state (a crash) reset it when the client next sends, so
+	// the client reconnects at once. Default: none; such clients learn only
+	// by their idle timeout.
+	StatelessResetKey *quic.StatelessResetKey
 }
 
 // QUICListener accepts QUIC connections that carry MCP sessions, one per
@@ -73,7 +78,7 @@ func ListenQUIC(ctx context.Context, addr string, cert tls.Certificate, opts QUI
 		return nil, err
 	}
 	udp := pc.(*net.UDPConn)
-	tr := &quic.Transport{Conn: udp}
+	tr := &quic.Transport{Conn: udp, StatelessResetKey: opts.StatelessResetKey}
 	ln, err := tr.Listen(&tls.Config{
 		Certificates: []tls.Certificate{cert},
 		NextProtos:   []string{ALPN},

@@ -17,9 +17,8 @@ import (
 	"github.com/quic-go/quic-go"
 )
 
-// quicPair returns the two ends of one QUIC stream on loopback: the one the
-// client opened and the one the server accepted.
-func quicPair(t *testing.T) (client, server *quic.Stream) {
+// testCert returns a certificate for 127.0.0.1 and a pool trusting it.
+func testCert(t *testing.T) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -35,13 +34,23 @@ func quicPair(t *testing.T) (client, server *quic.Stream) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, _ := x509.ParseCertificate(der)
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
 	roots := x509.NewCertPool()
 	roots.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, roots
+}
 
+// quicPair returns the two ends of one QUIC stream on loopback: the one the
+// client opened and the one the server accepted.
+func quicPair(t *testing.T) (client, server *quic.Stream) {
+	t.Helper()
+	cert, roots := testCert(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ln, err := ListenQUIC(ctx, "127.0.0.1:0", tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, QUICOptions{})
+	ln, err := ListenQUIC(ctx, "127.0.0.1:0", cert, QUICOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,5 +124,49 @@ func TestQUICStreamCloseAbortsStuckWrite(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close left the Write stuck")
+	}
+}
+
+// TestQUICStatelessResetAfterCrash checks that a listener restarted with
+// the same reset key resets connections its predecessor lost, so clients
+// notice at once instead of after their idle timeout.
+func TestQUICStatelessResetAfterCrash(t *testing.T) {
+	cert, roots := testCert(t)
+	key := &quic.StatelessResetKey{1, 2, 3}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first, err := ListenQUIC(ctx, "127.0.0.1:0", cert, QUICOptions{StatelessResetKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := first.Addr().String()
+	cc, err := DialQUIC(ctx, addr, &tls.Config{RootCAs: roots})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.CloseWithError(ConnCodeClosed, "")
+	if _, err := first.Accept(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first.Close() // drops every connection without telling the peer, as a crash would
+
+	second, err := ListenQUIC(ctx, addr, cert, QUICOptions{StatelessResetKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	st, err := cc.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write(make([]byte, 200)) // any packet from the client draws the reset
+	select {
+	case <-cc.Context().Done():
+		var reset *quic.StatelessResetError
+		if err := context.Cause(cc.Context()); !errors.As(err, &reset) {
+			t.Fatalf("connection ended with %v, want a stateless reset", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("client did not learn its connection was lost")
 	}
 }
