@@ -53,6 +53,7 @@ func runCall(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	defer client.CloseConnections() // a QUIC gateway learns at once that this process is gone
 	conn, err := t.Connect(ctx)
 	if err != nil {
 		return fmt.Errorf("open session: %w", err)

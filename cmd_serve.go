@@ -26,6 +26,12 @@ func serveCommand() *cli.Command {
 			vaultKeyFlag(),
 			&cli.StringFlag{Name: "http", Value: def.HTTPAddr, EnvVars: []string{"MCPGW_HTTP"}, Usage: "listen address for WebSocket and streamable HTTP sessions"},
 			&cli.StringFlag{Name: "admin", Value: def.AdminAddr, EnvVars: []string{"MCPGW_ADMIN_ADDR"}, Usage: "listen address for the admin API and /metrics"},
+			&cli.StringFlag{Name: "quic", Value: def.QUICAddr, EnvVars: []string{"MCPGW_QUIC"}, Usage: "UDP listen address for QUIC sessions (ALPN mcp, a session per stream); empty disables"},
+			&cli.StringFlag{Name: "unix", Value: def.UnixPath, EnvVars: []string{"MCPGW_UNIX"}, Usage: "Unix socket path for sessions (mode 0660, a session per connection); empty disables"},
+			&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"MCPGW_TLS_CERT"}, Usage: "PEM certificate for the QUIC listener (default: self-signed, generated into <data-dir>/tls)"},
+			&cli.StringFlag{Name: "tls-key", EnvVars: []string{"MCPGW_TLS_KEY"}, Usage: "PEM private key of --tls-cert"},
+			&cli.IntFlag{Name: "max-sessions", Value: def.MaxSessions, EnvVars: []string{"MCPGW_MAX_SESSIONS"}, Usage: "concurrent sessions this node accepts across transports; more get an overloaded error"},
+			&cli.Int64Flag{Name: "max-streams-per-conn", Value: def.MaxStreamsPerConn, EnvVars: []string{"MCPGW_MAX_STREAMS_PER_CONN"}, Usage: "concurrent sessions one QUIC connection may carry"},
 			&cli.StringSliceFlag{Name: "allowed-origin", EnvVars: []string{"MCPGW_ALLOWED_ORIGINS"}, Usage: "browser Origin allowed to open sessions (repeatable); requests without Origin are unaffected"},
 			&cli.Int64Flag{Name: "max-message-bytes", Value: def.MaxMessageBytes, EnvVars: []string{"MCPGW_MAX_MESSAGE_BYTES"}, Usage: "largest JSON-RPC message accepted in either direction"},
 			&cli.DurationFlag{Name: "connect-timeout", Value: def.ConnectTimeout, EnvVars: []string{"MCPGW_CONNECT_TIMEOUT"}, Usage: "how long opening an upstream connection may take"},
@@ -55,6 +61,12 @@ func runServe(c *cli.Context) error {
 	cfg.DataDir = c.String("data-dir")
 	cfg.HTTPAddr = c.String("http")
 	cfg.AdminAddr = c.String("admin")
+	cfg.QUICAddr = c.String("quic")
+	cfg.UnixPath = c.String("unix")
+	cfg.TLSCertFile = c.String("tls-cert")
+	cfg.TLSKeyFile = c.String("tls-key")
+	cfg.MaxSessions = c.Int("max-sessions")
+	cfg.MaxStreamsPerConn = c.Int64("max-streams-per-conn")
 	cfg.AllowedOrigins = splitList(c.StringSlice("allowed-origin"))
 	cfg.MaxMessageBytes = c.Int64("max-message-bytes")
 	cfg.ConnectTimeout = c.Duration("connect-timeout")

@@ -8,6 +8,7 @@ package client
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -22,8 +23,9 @@ import (
 
 // Environment variables read when the matching option is not given.
 const (
-	EnvAddr  = "MCPGW_ADDR"  // gateway address, e.g. ws://gw.internal:7420
-	EnvToken = "MCPGW_TOKEN" // service token
+	EnvAddr   = "MCPGW_ADDR"    // gateway address, e.g. ws://gw.internal:7420 or quic://gw.internal:7421
+	EnvToken  = "MCPGW_TOKEN"   // service token
+	EnvCAFile = "MCPGW_CA_FILE" // PEM bundle of CAs to trust for quic:// gateways
 )
 
 // DefaultAddr is the gateway address used when neither WithGateway nor
@@ -38,13 +40,17 @@ type options struct {
 	httpClient *http.Client
 	maxMessage int64
 	protocol   string
+	rootCAs    *x509.CertPool
+	caFile     string
 }
 
 // Option configures Connect.
 type Option func(*options)
 
 // WithGateway sets the gateway address: ws://host:port, wss://host:port,
-// http(s)://host:port (mapped to ws/wss) or host:port.
+// http(s)://host:port (mapped to ws/wss), host:port (WebSocket),
+// quic://host:port (one QUIC connection per gateway per process, a stream
+// per session) or unix:///path/to.sock.
 func WithGateway(addr string) Option { return func(o *options) { o.addr = addr } }
 
 // WithToken sets the service token sent to the gateway.
@@ -66,6 +72,10 @@ func WithClientOptions(opts *mcp.ClientOptions) Option {
 // WithHTTPClient sets the HTTP client used for the WebSocket handshake
 // (custom TLS roots, for example).
 func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.httpClient = c } }
+
+// WithRootCAs sets the CAs trusted for quic:// gateways. Default: the file
+// MCPGW_CA_FILE names, else the system roots.
+func WithRootCAs(pool *x509.CertPool) Option { return func(o *options) { o.rootCAs = pool } }
 
 // WithMaxMessageBytes caps one message received from the gateway. Default
 // 4 MiB.
@@ -110,17 +120,26 @@ type Transport struct {
 	header http.Header
 	client *http.Client
 	max    int64
+	// open, when set, opens the session over a QUIC stream or Unix socket
+	// instead of a WebSocket.
+	open func(ctx context.Context) (mcp.Connection, error)
 }
 
 // NewTransport returns a transport for (target, org, account) through the
 // gateway at addr.
 func NewTransport(addr, target, org, account string, opts ...Option) (*Transport, error) {
-	o := options{addr: addr, token: os.Getenv(EnvToken)}
+	o := options{addr: addr, token: os.Getenv(EnvToken), caFile: os.Getenv(EnvCAFile)}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if target == "" || org == "" || account == "" {
 		return nil, errors.New("mcpgw: target, org and account are all required")
+	}
+	if open, ok, err := framedOpener(addr, target, org, account, o); ok {
+		if err != nil {
+			return nil, err
+		}
+		return &Transport{open: open}, nil
 	}
 	base, err := wsBase(addr)
 	if err != nil {
@@ -136,6 +155,9 @@ func NewTransport(addr, target, org, account string, opts ...Option) (*Transport
 
 // Connect implements mcp.Transport.
 func (t *Transport) Connect(ctx context.Context) (mcp.Connection, error) {
+	if t.open != nil {
+		return t.open(ctx)
+	}
 	return transport.DialWebSocket(ctx, t.url, t.header, t.client, transport.WebSocketOptions{MaxMessageBytes: t.max})
 }
 
@@ -155,7 +177,7 @@ func wsBase(addr string) (string, error) {
 	case "https":
 		u.Scheme = "wss"
 	default:
-		return "", fmt.Errorf("mcpgw: gateway address %q: scheme must be ws, wss, http or https", addr)
+		return "", fmt.Errorf("mcpgw: gateway address %q: scheme must be ws, wss, http, https, quic or unix", addr)
 	}
 	return u.Scheme + "://" + u.Host + strings.TrimSuffix(u.Path, "/"), nil
 }

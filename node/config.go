@@ -50,6 +50,28 @@ type Config struct {
 	// VaultPassphrase protects VaultKeyFile when rewritten; nil writes it
 	// unencrypted (0600).
 	VaultPassphrase []byte
+	// QUICAddr is the UDP listener for QUIC sessions (ALPN "mcp", one
+	// session per stream); empty disables it. Default "127.0.0.1:7421".
+	QUICAddr string
+	// UnixPath is a Unix socket (mode 0660) for sessions in the same framing
+	// as a QUIC stream, one per connection; empty disables it. Default: empty.
+	UnixPath string
+	// TLSCertFile and TLSKeyFile are the QUIC listener's PEM certificate and
+	// key. Default: empty, meaning a self-signed certificate generated into
+	// <DataDir>/tls at first start.
+	TLSCertFile, TLSKeyFile string
+	// MaxSessions caps concurrent sessions on this node across transports;
+	// more are refused with CodeOverloaded (HTTP 503). Default 10000.
+	MaxSessions int
+	// MaxStreamsPerConn caps concurrent sessions on one QUIC connection; a
+	// client opening more waits for one to end. Default 1000.
+	MaxStreamsPerConn int64
+	// OpenFrameTimeout bounds reading the open frame of a QUIC stream or
+	// Unix socket connection. Default 10s.
+	OpenFrameTimeout time.Duration
+	// QUICIdleTimeout closes a QUIC connection silent for this long
+	// (clients send keepalives every 15s). Default 60s.
+	QUICIdleTimeout time.Duration
 	// Logger receives structured logs. Default: discard.
 	Logger *slog.Logger
 	// Clock returns the current time for token expiry and rate limits.
@@ -68,6 +90,11 @@ func DefaultConfig() Config {
 		ShutdownTimeout:    10 * time.Second,
 		SessionIdleTimeout: 30 * time.Minute,
 		MaxInFlightCalls:   10000,
+		QUICAddr:           "127.0.0.1:7421",
+		MaxSessions:        10000,
+		MaxStreamsPerConn:  transport.DefaultMaxStreamsPerConn,
+		OpenFrameTimeout:   transport.DefaultOpenTimeout,
+		QUICIdleTimeout:    transport.DefaultQUICIdleTimeout,
 	}
 }
 
@@ -90,7 +117,21 @@ func (c *Config) Validate() error {
 	if c.MaxInFlightCalls <= 0 {
 		return fmt.Errorf("--max-inflight %d must be positive", c.MaxInFlightCalls)
 	}
-	if c.ConnectTimeout <= 0 || c.ShutdownTimeout <= 0 || c.SessionIdleTimeout <= 0 {
+	if c.QUICAddr != "" {
+		if _, _, err := net.SplitHostPort(c.QUICAddr); err != nil {
+			return fmt.Errorf("--quic %q is not host:port (empty disables QUIC): %v", c.QUICAddr, err)
+		}
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return errors.New("--tls-cert and --tls-key go together: give both, or neither for a self-signed certificate")
+	}
+	if c.MaxSessions < 1 {
+		return fmt.Errorf("--max-sessions %d: use at least 1", c.MaxSessions)
+	}
+	if c.MaxStreamsPerConn < 1 {
+		return fmt.Errorf("--max-streams-per-conn %d: use at least 1", c.MaxStreamsPerConn)
+	}
+	if c.ConnectTimeout <= 0 || c.ShutdownTimeout <= 0 || c.SessionIdleTimeout <= 0 || c.OpenFrameTimeout <= 0 || c.QUICIdleTimeout <= 0 {
 		return errors.New("timeouts must be positive")
 	}
 	for _, o := range c.AllowedOrigins {

@@ -16,6 +16,8 @@ type metrics struct {
 	callsTotal     *prometheus.CounterVec   // route, outcome
 	callSeconds    *prometheus.HistogramVec // route
 	refusalsTotal  *prometheus.CounterVec   // kind
+
+	quicConnsActive prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -41,8 +43,11 @@ func newMetrics() *metrics {
 		refusalsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcpgw_proxy_refusals_total", Help: "Requests and sessions refused, by kind.",
 		}, []string{"kind"}),
+		quicConnsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mcpgw_quic_connections_active", Help: "Open QUIC connections (each carries many sessions).",
+		}),
 	}
-	m.registry.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.callsTotal, m.callSeconds, m.refusalsTotal,
+	m.registry.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.callsTotal, m.callSeconds, m.refusalsTotal, m.quicConnsActive,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -52,11 +52,14 @@ type Node struct {
 	httpSrv         *http.Server
 	adminSrv        *http.Server
 	streamable      *transport.StreamableServer
+	framed          framedListeners
 
 	ctx      context.Context // ends when the node closes
 	cancel   context.CancelFunc
 	sessions sync.WaitGroup
 	served   sync.WaitGroup
+
+	activeSessions atomic.Int64 // sessions counted against MaxSessions
 
 	closeOnce sync.Once
 	closeErr  error
@@ -119,11 +122,19 @@ func (n *Node) Start(ctx context.Context) error {
 		store.Close()
 		return fmt.Errorf("listen --admin %s: %w", n.cfg.AdminAddr, err)
 	}
+	if err := n.listenFramed(ctx); err != nil {
+		n.httpLn.Close()
+		n.adminLn.Close()
+		store.Close()
+		return err
+	}
 	n.httpSrv = &http.Server{Handler: n.sessionHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.logger.Handler(), slog.LevelWarn)}
 	n.adminSrv = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.logger.Handler(), slog.LevelWarn)}
 	n.serve(n.httpSrv, n.httpLn)
 	n.serve(n.adminSrv, n.adminLn)
-	n.logger.Info("listening", slog.String("http", n.HTTPAddr()), slog.String("admin", n.AdminAddr()), slog.String("data_dir", n.cfg.DataDir))
+	n.serveFramed()
+	n.logger.Info("listening", slog.String("http", n.HTTPAddr()), slog.String("admin", n.AdminAddr()),
+		slog.String("quic", n.QUICAddr()), slog.String("unix", n.cfg.UnixPath), slog.String("data_dir", n.cfg.DataDir))
 	return nil
 }
 
@@ -158,17 +169,18 @@ func (n *Node) Close() error {
 				n.httpSrv.Close()
 			}
 		}
-		n.cancel() // ends WebSocket and streamable sessions
+		n.cancel() // ends sessions on every transport and stops the QUIC and Unix socket listeners
 		if n.streamable != nil {
 			n.streamable.Close()
 		}
 		drained := make(chan struct{})
-		go func() { n.sessions.Wait(); close(drained) }()
+		go func() { n.sessions.Wait(); n.framed.wg.Wait(); close(drained) }()
 		select {
 		case <-drained:
 		case <-ctx.Done():
 			n.logger.Warn("sessions did not drain before the shutdown deadline")
 		}
+		n.closeFramed()
 		if n.adminSrv != nil {
 			n.adminSrv.Close()
 		}

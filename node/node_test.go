@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -37,6 +38,8 @@ func startNode(t testing.TB, mutate ...func(*Config)) *Node {
 	cfg.DataDir = t.TempDir()
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.AdminAddr = "127.0.0.1:0"
+	cfg.QUICAddr = "127.0.0.1:0"
+	cfg.UnixPath = filepath.Join(shortTempDir(t), "gw.sock")
 	cfg.ShutdownTimeout = 2 * time.Second
 	cfg.VaultKeyFile = filepath.Join(t.TempDir(), "vault.key")
 	id, err := vault.GenerateIdentity()
@@ -70,11 +73,32 @@ var testTokens sync.Map // *Node → string
 // gateway returns the client options that reach n's WebSocket endpoint
 // with the token startNode issued.
 func gateway(n *Node) []client.Option {
-	opts := []client.Option{client.WithGateway("ws://" + n.HTTPAddr())}
-	if tok, ok := testTokens.Load(n); ok {
-		opts = append(opts, client.WithToken(tok.(string)))
+	return append([]client.Option{client.WithGateway("ws://" + n.HTTPAddr())}, tokenOpts(n)...)
+}
+
+// testToken returns the service token startNode issued for n.
+func testToken(n *Node) string {
+	tok, _ := testTokens.Load(n)
+	s, _ := tok.(string)
+	return s
+}
+
+// testVaultKeys returns fresh vault keys, not written anywhere.
+func testVaultKeys(t testing.TB) *vault.Keys {
+	t.Helper()
+	id, err := vault.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return opts
+	return vault.NewKeys(id)
+}
+
+// tokenOpts returns the client option carrying the token startNode issued.
+func tokenOpts(n *Node) []client.Option {
+	if tok, ok := testTokens.Load(n); ok {
+		return []client.Option{client.WithToken(tok.(string))}
+	}
+	return nil
 }
 
 // issueToken issues a service token through the admin API.
@@ -89,6 +113,18 @@ func issueToken(t testing.TB, n *Node, service string, orgs []string, ttl string
 	}
 	json.NewDecoder(resp.Body).Decode(&tok)
 	return tok
+}
+
+// shortTempDir returns a temporary directory with a short path: a Unix
+// socket path must fit in about 100 bytes, which t.TempDir may exceed.
+func shortTempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "mcpgw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // adminDo calls the admin API with the node's token.
@@ -123,4 +159,18 @@ func addRoute(t testing.TB, n *Node, r storage.Route) storage.Route {
 	var got storage.Route
 	json.NewDecoder(resp.Body).Decode(&got)
 	return got
+}
+
+// nodeRoots returns a pool trusting n's QUIC certificate.
+func nodeRoots(t testing.TB, n *Node) *x509.CertPool {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(n.cfg.DataDir, TLSDir, TLSCertName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		t.Fatal("node certificate is not PEM")
+	}
+	return pool
 }

@@ -176,8 +176,8 @@ func (n *Node) addSigningKey(ctx context.Context, retire []storage.TokenKey) err
 // access_token query parameter for clients that cannot set headers
 // (browsers, the TypeScript SDK's WebSocket transport).
 func bearerToken(r *http.Request) string {
-	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		return strings.TrimSpace(tok)
+	if auth := r.Header.Get("Authorization"); len(auth) > 7 && strings.EqualFold(auth[:7], "bearer ") {
+		return strings.TrimSpace(auth[7:])
 	}
 	return r.URL.Query().Get("access_token")
 }

@@ -56,6 +56,7 @@ type pendingCall struct {
 // run pumps messages both ways until either side ends, then closes both and
 // answers calls still outstanding so no caller waits forever.
 func (s *session) run(ctx context.Context) {
+	defer s.n.releaseSessionSlot()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.n.metrics.sessionsActive.WithLabelValues(s.transport).Inc()

@@ -39,17 +39,38 @@ var upstreamCases = []upstreamCase{
 	}},
 }
 
+// gatewayCase is one way for a client to reach the gateway.
+type gatewayCase struct {
+	name string
+	// opts returns the client options that reach n this way.
+	opts func(t testing.TB, n *Node) []client.Option
+}
+
+var gatewayCases = []gatewayCase{
+	{"websocket", func(t testing.TB, n *Node) []client.Option {
+		return append([]client.Option{client.WithGateway("ws://" + n.HTTPAddr())}, tokenOpts(n)...)
+	}},
+	{"quic", func(t testing.TB, n *Node) []client.Option {
+		return append([]client.Option{client.WithGateway("quic://" + n.QUICAddr()), client.WithRootCAs(nodeRoots(t, n))}, tokenOpts(n)...)
+	}},
+	{"unix", func(t testing.TB, n *Node) []client.Option {
+		return append([]client.Option{client.WithGateway("unix://" + n.cfg.UnixPath)}, tokenOpts(n)...)
+	}},
+}
+
 // TestProxyEndToEnd drives every method kind through the gateway with the
-// real client library, for every upstream transport.
+// real client library, for every downstream and upstream transport.
 func TestProxyEndToEnd(t *testing.T) {
-	for _, tc := range upstreamCases {
-		for _, protocol := range []string{"2025-11-25", "2026-07-28"} {
-			t.Run(tc.name+"/"+protocol, func(t *testing.T) { testProxyEndToEnd(t, tc, protocol) })
+	for _, gw := range gatewayCases {
+		for _, tc := range upstreamCases {
+			for _, protocol := range []string{"2025-11-25", "2026-07-28"} {
+				t.Run(gw.name+"/"+tc.name+"/"+protocol, func(t *testing.T) { testProxyEndToEnd(t, gw, tc, protocol) })
+			}
 		}
 	}
 }
 
-func testProxyEndToEnd(t *testing.T, tc upstreamCase, protocol string) {
+func testProxyEndToEnd(t *testing.T, gw gatewayCase, tc upstreamCase, protocol string) {
 	{
 		{
 			up := upstreamtest.New()
@@ -62,7 +83,7 @@ func testProxyEndToEnd(t *testing.T, tc upstreamCase, protocol string) {
 			var mu sync.Mutex
 			var progress []float64
 			listChanged := make(chan struct{}, 1)
-			sess, err := client.Connect(ctx, route.URL, "org1", "acct1", append(gateway(n),
+			sess, err := client.Connect(ctx, route.URL, "org1", "acct1", append(gw.opts(t, n),
 				client.WithProtocolVersion(protocol),
 				client.WithClientOptions(&mcp.ClientOptions{
 					CreateMessageHandler: func(ctx context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {

@@ -116,38 +116,66 @@ func isLoopbackAddr(hostport string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// resolve reads what the request asks for and finds the route that allows it.
-func (n *Node) resolve(r *http.Request) (sessionSpec, error) {
+// sessionRequest is what a downstream asks for, whatever its transport.
+type sessionRequest struct {
+	token   string // service token
+	target  string // upstream URL, or
+	route   string // a route name
+	org     string
+	account string
+	framed  bool // from an open frame rather than an HTTP request
+}
+
+// hint picks the advice that matches where the request came from.
+func (req sessionRequest) hint(httpHint, frameHint string) string {
+	if req.framed {
+		return frameHint
+	}
+	return httpHint
+}
+
+// httpSessionRequest reads a session request from r.
+func httpSessionRequest(r *http.Request) sessionRequest {
 	q := r.URL.Query()
-	spec := sessionSpec{org: q.Get(paramOrg), account: q.Get(paramAccount)}
-	if spec.org == "" {
-		spec.org = r.Header.Get(headerOrg)
+	req := sessionRequest{
+		token:  bearerToken(r),
+		target: q.Get(paramTarget), route: r.PathValue("route"),
+		org: q.Get(paramOrg), account: q.Get(paramAccount),
 	}
-	if spec.account == "" {
-		spec.account = r.Header.Get(headerAcct)
+	if req.org == "" {
+		req.org = r.Header.Get(headerOrg)
 	}
+	if req.account == "" {
+		req.account = r.Header.Get(headerAcct)
+	}
+	return req
+}
+
+// resolve finds the route that allows what the request asks for.
+func (n *Node) resolve(req sessionRequest) (sessionSpec, error) {
+	spec := sessionSpec{org: req.org, account: req.account}
 	bad := func(msg string) error {
 		n.metrics.refusalsTotal.WithLabelValues("bad_request").Inc()
 		return &transport.HTTPError{Status: http.StatusBadRequest, Code: jsonrpc.CodeInvalidParams, Message: msg}
 	}
 	if err := validName("org", spec.org); err != nil {
-		return spec, bad(err.Error() + "; pass ?org=<org>")
+		return spec, bad(err.Error() + req.hint("; pass ?org=<org>", `; set "org" in the open frame`))
 	}
 	if err := validName("account", spec.account); err != nil {
-		return spec, bad(err.Error() + "; pass ?account=<account>")
+		return spec, bad(err.Error() + req.hint("; pass ?account=<account>", `; set "account" in the open frame`))
 	}
 	table, err := n.routeTable()
 	if err != nil {
 		return spec, err
 	}
-	name, target := r.PathValue("route"), q.Get(paramTarget)
 	switch {
-	case name != "":
-		spec.route, spec.dialURL, err = table.byRouteName(name)
-	case target != "":
-		spec.route, spec.dialURL, err = table.match(target)
+	case req.route != "":
+		spec.route, spec.dialURL, err = table.byRouteName(req.route)
+	case req.target != "":
+		spec.route, spec.dialURL, err = table.match(req.target)
 	default:
-		return spec, bad("no target: pass ?target=<upstream MCP URL> or use /v1/mcp/<route>")
+		return spec, bad(req.hint("no target: pass ?target=<upstream MCP URL> or use /v1/mcp/<route>",
+			`no target: set "target" (the upstream MCP URL) or "route" in the open frame`))
 	}
 	if err != nil {
 		if errors.Is(err, ErrNoRoute) {
@@ -204,22 +232,40 @@ func (n *Node) credentialRefusal(err error) error {
 	return err
 }
 
-// prepare authenticates, resolves and dials: everything that can refuse a
-// session before it starts.
+// prepare is prepareSession for an HTTP request.
 func (n *Node) prepare(r *http.Request, transportName string) (*session, error) {
-	claims, err := n.authenticate(r)
+	return n.prepareSession(r.Context(), httpSessionRequest(r), transportName)
+}
+
+// prepareSession authenticates, resolves, takes a session slot and dials:
+// everything that can refuse a session before it starts, for every
+// transport. The session holds its slot until run returns or discard is
+// called.
+func (n *Node) prepareSession(ctx context.Context, req sessionRequest, transportName string) (*session, error) {
+	if req.token == "" && req.framed && !n.cfg.InsecureDev {
+		n.metrics.refusalsTotal.WithLabelValues("token_missing").Inc()
+		return nil, &transport.HTTPError{Status: http.StatusUnauthorized, Code: CodeUnauthorized,
+			Message: `no service token: set "token" in the open frame; get one with ` + "`mcpgw token issue`"}
+	}
+	claims, err := n.verifyToken(req.token)
 	if err != nil {
 		return nil, err
 	}
-	spec, err := n.resolve(r)
+	spec, err := n.resolve(req)
 	if err != nil {
 		return nil, err
 	}
 	if err := n.authorizeSession(claims, spec); err != nil {
 		return nil, err
 	}
-	up, err := n.dial(r.Context(), spec)
+	if !n.takeSessionSlot() {
+		n.metrics.refusalsTotal.WithLabelValues("overloaded").Inc()
+		return nil, &transport.HTTPError{Status: http.StatusServiceUnavailable, Code: CodeOverloaded, RetryAfter: 1,
+			Message: fmt.Sprintf("this gateway node is at its limit of %d concurrent sessions; retry shortly or connect to another node", n.cfg.MaxSessions)}
+	}
+	up, err := n.dial(ctx, spec)
 	if err != nil {
+		n.releaseSessionSlot()
 		return nil, err
 	}
 	id := rand.Text()
@@ -234,6 +280,24 @@ func (n *Node) prepare(r *http.Request, transportName string) (*session, error) 
 	}, nil
 }
 
+// takeSessionSlot counts a session against MaxSessions, reporting false
+// when the node is full.
+func (n *Node) takeSessionSlot() bool {
+	if n.activeSessions.Add(1) > int64(n.cfg.MaxSessions) {
+		n.activeSessions.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (n *Node) releaseSessionSlot() { n.activeSessions.Add(-1) }
+
+// discard drops a prepared session that never ran.
+func (s *session) discard() {
+	s.up.Close()
+	s.n.releaseSessionSlot()
+}
+
 func (n *Node) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	s, err := n.prepare(r, "websocket")
 	if err != nil {
@@ -242,7 +306,7 @@ func (n *Node) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	down, err := transport.AcceptWebSocket(w, r, transport.WebSocketOptions{MaxMessageBytes: n.cfg.MaxMessageBytes})
 	if err != nil {
-		s.up.Close()
+		s.discard()
 		return // Accept has written the HTTP error
 	}
 	s.down = down

@@ -38,6 +38,11 @@ func decodeMessage(data []byte) (jsonrpc.Message, error) {
 			Message: fmt.Sprintf("malformed JSON-RPC message: %v; send one JSON-RPC 2.0 object per message", err),
 		}
 	}
+	if req, ok := msg.(*jsonrpc.Request); ok && req.Method == "" {
+		// The SDK decodes "method":"" but cannot encode it again: it would
+		// reach the upstream as a message that is neither call nor response.
+		return nil, &MessageError{Code: jsonrpc.CodeInvalidRequest, Message: "JSON-RPC request with an empty method; name the method to call"}
+	}
 	return msg, nil
 }
 

@@ -170,15 +170,19 @@ func closedErr(err error) error {
 	return err
 }
 
-// RefusalError is an HTTP refusal a server answered before a session
-// started, with the message from its JSON-RPC error body.
+// RefusalError is a refusal a server answered before a session started:
+// an HTTP error with the message from its JSON-RPC error body, or a refused
+// open frame.
 type RefusalError struct {
-	Status  int
+	Status  int // HTTP status; 0 for a refused open frame
 	Code    int64
 	Message string
 }
 
 func (e *RefusalError) Error() string {
+	if e.Status == 0 {
+		return fmt.Sprintf("refused with code %d: %s", e.Code, e.Message)
+	}
 	return fmt.Sprintf("refused with HTTP %d: %s", e.Status, e.Message)
 }
 

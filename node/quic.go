@@ -1,0 +1,172 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/mcpgw/mcpgw/transport"
+)
+
+// framedListeners are the listeners whose sessions speak the framed wire
+// format: QUIC (a session per stream) and a Unix socket (a session per
+// connection).
+type framedListeners struct {
+	quic     *transport.QUICListener
+	unix     *net.UnixListener
+	unixFile os.FileInfo    // the socket file as created, to remove it only while it is ours
+	wg       sync.WaitGroup // accept loops, connections and their streams
+}
+
+// listenFramed opens the QUIC and Unix socket listeners that are enabled.
+func (n *Node) listenFramed(ctx context.Context) error {
+	if n.cfg.QUICAddr != "" {
+		cert, err := loadOrCreateTLS(n.cfg.DataDir, n.cfg.TLSCertFile, n.cfg.TLSKeyFile)
+		if err != nil {
+			return err
+		}
+		resetKey, err := statelessResetKey(cert)
+		if err != nil {
+			return err
+		}
+		ln, err := transport.ListenQUIC(ctx, n.cfg.QUICAddr, cert, transport.QUICOptions{
+			MaxStreamsPerConn: n.cfg.MaxStreamsPerConn,
+			IdleTimeout:       n.cfg.QUICIdleTimeout,
+			StatelessResetKey: resetKey,
+		})
+		if err != nil {
+			return fmt.Errorf("listen --quic %s: %w", n.cfg.QUICAddr, err)
+		}
+		n.framed.quic = ln
+		certFile := n.cfg.TLSCertFile
+		if certFile == "" {
+			certFile = filepath.Join(n.cfg.DataDir, TLSDir, TLSCertName)
+		}
+		n.logger.Info("QUIC listener uses TLS certificate", slog.String("cert", certFile))
+	}
+	if n.cfg.UnixPath != "" {
+		ln, fi, err := listenUnix(n.cfg.UnixPath)
+		if err != nil {
+			if n.framed.quic != nil {
+				n.framed.quic.Close()
+				n.framed.quic = nil
+			}
+			return err
+		}
+		n.framed.unix, n.framed.unixFile = ln, fi
+	}
+	return nil
+}
+
+// serveFramed starts the accept loops of the open framed listeners.
+func (n *Node) serveFramed() {
+	if n.framed.quic != nil {
+		n.framed.wg.Add(1)
+		go n.acceptQUIC()
+	}
+	if n.framed.unix != nil {
+		n.framed.wg.Add(1)
+		go n.acceptUnix()
+	}
+}
+
+// closeFramed releases the framed listeners once their sessions are done.
+func (n *Node) closeFramed() {
+	if n.framed.quic != nil {
+		n.framed.quic.Close()
+	}
+	if n.framed.unix != nil {
+		n.framed.unix.Close()
+		removeSocket(n.cfg.UnixPath, n.framed.unixFile)
+	}
+}
+
+// QUICAddr returns the QUIC listener's UDP address, or "" when QUIC is off.
+func (n *Node) QUICAddr() string {
+	if n.framed.quic == nil {
+		return ""
+	}
+	return n.framed.quic.Addr().String()
+}
+
+func (n *Node) acceptQUIC() {
+	defer n.framed.wg.Done()
+	for {
+		conn, err := n.framed.quic.Accept(n.ctx)
+		if err != nil {
+			if n.ctx.Err() == nil {
+				n.logger.Error("QUIC listener failed; no new QUIC sessions", slog.Any("error", err))
+			}
+			return
+		}
+		n.framed.wg.Add(1)
+		go n.serveQUICConn(conn)
+	}
+}
+
+// serveQUICConn serves a session on each stream the client opens until the
+// connection or the node ends. A stream that ends takes only its own
+// session along; a connection that ends takes all of them.
+func (n *Node) serveQUICConn(conn *quic.Conn) {
+	defer n.framed.wg.Done()
+	n.metrics.quicConnsActive.Inc()
+	defer n.metrics.quicConnsActive.Dec()
+	logger := n.logger.With(slog.String("remote", conn.RemoteAddr().String()))
+	logger.Debug("QUIC connection opened")
+
+	var streams sync.WaitGroup
+	defer streams.Wait()
+	for {
+		st, err := conn.AcceptStream(n.ctx)
+		if err != nil {
+			if n.ctx.Err() != nil {
+				conn.CloseWithError(transport.ConnCodeShutdown, "gateway node shutting down; reconnect to another node")
+			} else {
+				logger.Debug("QUIC connection ended", slog.Any("error", err))
+			}
+			return
+		}
+		streams.Add(1)
+		go func() {
+			defer streams.Done()
+			n.serveFramedSession(transport.QUICStream(st), "quic")
+		}()
+	}
+}
+
+// serveFramedSession reads a stream's open frame, prepares the session it
+// asks for, answers, and runs the session until either side ends it.
+func (n *Node) serveFramedSession(st transport.FramedStream, transportName string) {
+	open, err := transport.ReadOpen(n.ctx, st, n.cfg.OpenFrameTimeout)
+	if err != nil {
+		n.metrics.refusalsTotal.WithLabelValues("bad_open_frame").Inc()
+		n.logger.Debug("open frame refused", slog.String("transport", transportName), slog.Any("error", err))
+		return
+	}
+	f := open.Frame
+	s, err := n.prepareSession(n.ctx, sessionRequest{
+		token: f.Token, target: f.Target, route: f.Route, org: f.Org, account: f.Account, framed: true,
+	}, transportName)
+	if err != nil {
+		var he *transport.HTTPError
+		if !errors.As(err, &he) {
+			n.logger.Error("session setup failed", slog.String("transport", transportName), slog.Any("error", err))
+		}
+		open.Refuse(err)
+		return
+	}
+	down, err := open.Accept(transport.LineOptions{MaxMessageBytes: n.cfg.MaxMessageBytes})
+	if err != nil {
+		s.discard()
+		return
+	}
+	s.down = down
+	s.run(n.ctx)
+}
