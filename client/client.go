@@ -47,7 +47,8 @@ type options struct {
 // Option configures Connect.
 type Option func(*options)
 
-// WithGateway sets the gateway address: ws://host:port, wss://host:port,
+// WithGateway sets the gateway address — several, comma-separated, for a
+// cluster: ws://host:port, wss://host:port,
 // http(s)://host:port (mapped to ws/wss), host:port (WebSocket),
 // quic://host:port (one QUIC connection per gateway per process, a stream
 // per session) or unix:///path/to.sock.
@@ -116,17 +117,15 @@ func Connect(ctx context.Context, target, org, account string, opts ...Option) (
 // Transport is an mcp.Transport that opens a session through the gateway,
 // for callers that build their own mcp.Client.
 type Transport struct {
-	url    string
-	header http.Header
-	client *http.Client
-	max    int64
-	// open, when set, opens the session over a QUIC stream or Unix socket
-	// instead of a WebSocket.
-	open func(ctx context.Context) (mcp.Connection, error)
+	// dialers open the session through each gateway node, in order of
+	// preference.
+	dialers []dialFunc
 }
 
 // NewTransport returns a transport for (target, org, account) through the
-// gateway at addr.
+// gateway at addr: one address, or several separated by commas (the nodes
+// of a cluster), in which case the session moves to another node when its
+// node goes away.
 func NewTransport(addr, target, org, account string, opts ...Option) (*Transport, error) {
 	o := options{addr: addr, token: os.Getenv(EnvToken), caFile: os.Getenv(EnvCAFile)}
 	for _, opt := range opts {
@@ -135,11 +134,27 @@ func NewTransport(addr, target, org, account string, opts ...Option) (*Transport
 	if target == "" || org == "" || account == "" {
 		return nil, errors.New("mcpgw: target, org and account are all required")
 	}
-	if open, ok, err := framedOpener(addr, target, org, account, o); ok {
+	t := &Transport{}
+	for _, a := range strings.Split(addr, ",") {
+		if a = strings.TrimSpace(a); a == "" {
+			continue
+		}
+		d, err := dialerFor(a, target, org, account, o)
 		if err != nil {
 			return nil, err
 		}
-		return &Transport{open: open}, nil
+		t.dialers = append(t.dialers, d)
+	}
+	if len(t.dialers) == 0 {
+		return nil, fmt.Errorf("mcpgw: no gateway address in %q", addr)
+	}
+	return t, nil
+}
+
+// dialerFor returns how to open the session through one gateway address.
+func dialerFor(addr, target, org, account string, o options) (dialFunc, error) {
+	if open, ok, err := framedOpener(addr, target, org, account, o); ok {
+		return open, err
 	}
 	base, err := wsBase(addr)
 	if err != nil {
@@ -150,15 +165,18 @@ func NewTransport(addr, target, org, account string, opts ...Option) (*Transport
 	if o.token != "" {
 		h.Set("Authorization", "Bearer "+o.token)
 	}
-	return &Transport{url: base + "/v1/mcp?" + q.Encode(), header: h, client: o.httpClient, max: o.maxMessage}, nil
+	u := base + "/v1/mcp?" + q.Encode()
+	return func(ctx context.Context) (mcp.Connection, error) {
+		return transport.DialWebSocket(ctx, u, h, o.httpClient, transport.WebSocketOptions{MaxMessageBytes: o.maxMessage})
+	}, nil
 }
 
 // Connect implements mcp.Transport.
 func (t *Transport) Connect(ctx context.Context) (mcp.Connection, error) {
-	if t.open != nil {
-		return t.open(ctx)
+	if len(t.dialers) == 1 {
+		return t.dialers[0](ctx)
 	}
-	return transport.DialWebSocket(ctx, t.url, t.header, t.client, transport.WebSocketOptions{MaxMessageBytes: t.max})
+	return newFailoverConn(ctx, t.dialers)
 }
 
 // wsBase turns a gateway address into a ws:// or wss:// base URL.

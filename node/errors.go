@@ -18,7 +18,7 @@ const (
 	CodeUpstreamError    = transport.CodeUpstreamError // the upstream could not be reached or failed
 	CodeNoRoute          = -32085                      // no route allows the target
 	CodeNoCredential     = -32086                      // the account has no credential for the route
-	CodeOverloaded       = -32087                      // a node-wide cap (sessions, in-flight calls) is reached
+	CodeOverloaded       = transport.CodeOverloaded    // a node-wide cap (sessions, in-flight calls) is reached
 	CodeCredentialBroken = -32088                      // the stored credential cannot be unsealed
 )
 

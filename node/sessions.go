@@ -292,6 +292,10 @@ func (n *Node) takeSessionSlot() bool {
 
 func (n *Node) releaseSessionSlot() { n.activeSessions.Add(-1) }
 
+// Sessions returns the number of sessions open on this node, across
+// transports.
+func (n *Node) Sessions() int { return int(n.activeSessions.Load()) }
+
 // discard drops a prepared session that never ran.
 func (s *session) discard() {
 	s.up.Close()

@@ -179,6 +179,19 @@ type RefusalError struct {
 	Message string
 }
 
+// Refused reports whether the refusal is about the request itself (bad
+// token, no route, forbidden), so another node would refuse it too, rather
+// than about the node (overloaded, shutting down).
+func (e *RefusalError) Refused() bool {
+	if e.Status == 0 { // a refused open frame carries only the JSON-RPC code
+		return e.Code != CodeOverloaded && e.Code != CodeUpstreamError
+	}
+	return e.Status >= 400 && e.Status < 500
+}
+
+// CodeOverloaded is the JSON-RPC error code of a node at one of its caps.
+const CodeOverloaded = -32087
+
 func (e *RefusalError) Error() string {
 	if e.Status == 0 {
 		return fmt.Sprintf("refused with code %d: %s", e.Code, e.Message)
