@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,6 +94,10 @@ type AuditRecord struct {
 	// Hash is the hex SHA-256 of the record's canonical encoding without
 	// Hash. Since that includes Prev, each record commits to every record
 	// before it, and changing, removing or reordering one shows.
+	//
+	// The canonical encoding is encoding/json's, fields in the order above;
+	// a record is stored as that encoding with Hash, the last field, added,
+	// so the hash covers every stored byte but its own.
 	Hash string `json:"hash,omitempty"`
 }
 
@@ -303,26 +308,60 @@ func head(meta *bolt.Bucket) chainPoint {
 	return getPoint(meta, metaAuditAnchorSeq, metaAuditAnchorHash)
 }
 
-// encodeAuditRecord returns the stored form of r: its canonical JSON.
-func encodeAuditRecord(r *AuditRecord) ([]byte, error) { return json.Marshal(r) }
+// validUTF8 replaces invalid UTF-8 in r's strings, which JSON would
+// otherwise encode in a form that does not survive a round trip.
+func validUTF8(r *AuditRecord) {
+	for _, s := range []*string{&r.Node, &r.SessionID, &r.Service, &r.TokenID, &r.Remote, &r.Org, &r.Account,
+		&r.Route, &r.Tool, &r.CredentialKeyID, &r.Outcome, &r.Reason, &r.Error} {
+		*s = strings.ToValidUTF8(*s, "\uFFFD")
+	}
+	r.Kind = AuditKind(strings.ToValidUTF8(string(r.Kind), "\uFFFD"))
+}
 
-// decodeAuditRecord parses a stored record. It accepts only the canonical
-// encoding encodeAuditRecord produces, so stored bytes cannot be changed
-// without the change showing (an unknown field, say, that the hash would
-// not cover).
+// hashField starts the last field of a stored record; 64 hex digits and
+// `"}` follow.
+var hashField = []byte(`,"hash":"`)
+
+const hashTailLen = len(`,"hash":""}`) + 2*sha256.Size
+
+// encodeAuditRecord sets r.Hash and returns r's stored form.
+func encodeAuditRecord(r *AuditRecord) ([]byte, error) {
+	r.Hash = ""
+	body, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(body)
+	r.Hash = hex.EncodeToString(sum[:])
+	out := make([]byte, 0, len(body)-1+hashTailLen)
+	out = append(append(out, body[:len(body)-1]...), hashField...)
+	return append(append(out, r.Hash...), '"', '}'), nil
+}
+
+// errAuditAltered is what decodeAuditRecord says of bytes whose hash does
+// not match.
+var errAuditAltered = errors.New("hash does not match the record's content: it was altered")
+
+// decodeAuditRecord parses a stored record after checking its hash covers
+// its bytes, so no stored byte can change without the change showing.
 func decodeAuditRecord(b []byte) (AuditRecord, error) {
+	n := len(b) - hashTailLen
+	if n < 1 || !bytes.Equal(b[n:n+len(hashField)], hashField) || !bytes.HasSuffix(b, []byte(`"}`)) {
+		return AuditRecord{}, errors.New("not an audit record: no hash at its end")
+	}
+	sum := sha256.Sum256(append(b[:n:n], '}'))
+	var want [sha256.Size]byte
+	if _, err := hex.Decode(want[:], b[n+len(hashField):len(b)-2]); err != nil || want != sum {
+		return AuditRecord{}, errAuditAltered
+	}
 	var r AuditRecord
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
-		return AuditRecord{}, fmt.Errorf("not an audit record: %w", err)
+		return AuditRecord{}, fmt.Errorf("not an audit record: %v", err)
 	}
-	canon, err := encodeAuditRecord(&r)
-	if err != nil {
-		return AuditRecord{}, fmt.Errorf("not an audit record: %w", err)
-	}
-	if !bytes.Equal(canon, b) {
-		return AuditRecord{}, errors.New("not an audit record in canonical form")
+	if dec.More() {
+		return AuditRecord{}, errors.New("not an audit record: data after it")
 	}
 	return r, nil
 }
@@ -348,12 +387,8 @@ func (l *AuditLog) Append(recs []AuditRecord) error {
 				r.Time = now
 			}
 			r.Time = r.Time.UTC().Round(0)
-			r.Seq, r.Prev, r.Hash = h.seq+1, h.hash, ""
-			hash, err := AuditHash(*r)
-			if err != nil {
-				return fmt.Errorf("encode audit record: %w", err)
-			}
-			r.Hash = hash
+			validUTF8(r)
+			r.Seq, r.Prev = h.seq+1, h.hash
 			b, err := encodeAuditRecord(r)
 			if err != nil {
 				return fmt.Errorf("encode audit record: %w", err)
@@ -427,13 +462,12 @@ func (l *AuditLog) pruneTx(tx *bolt.Tx, now time.Time, max int) (int, error) {
 			break
 		}
 		vk := victim{seqKey: bytes.Clone(k)}
-		// The anchor is the hash the record should have, recomputed: a
-		// record altered before it was pruned still breaks the chain at
-		// the record after it.
+		// A record altered before it was pruned leaves an anchor that does
+		// not match the next record's Prev: the break still shows.
 		anchor = chainPoint{seq: seq}
 		if err == nil {
 			vk.timeKey = timeKey(r.Time, seq)
-			anchor.hash, _ = AuditHash(r)
+			anchor.hash = r.Hash
 		} else {
 			sum := sha256.Sum256(v)
 			anchor.hash = "unreadable:" + hex.EncodeToString(sum[:])
@@ -568,9 +602,6 @@ func (l *AuditLog) Verify() (int, error) {
 				}
 				if r.Prev != at.hash {
 					return &AuditChainError{Seq: seq, Reason: "prev does not match the hash of the record before it"}
-				}
-				if h, err := AuditHash(r); err != nil || h != r.Hash {
-					return &AuditChainError{Seq: seq, Reason: "hash does not match the record's content: it was altered"}
 				}
 				at = chainPoint{seq: seq, hash: r.Hash}
 				checked++
