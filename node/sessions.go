@@ -14,6 +14,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpgw/mcpgw/policy"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/transport"
 )
@@ -163,8 +164,7 @@ func (n *Node) resolve(r *http.Request) (sessionSpec, error) {
 // credential injected: as headers on every HTTP request (read afresh each
 // time, so a rotated credential applies from the next request) or as
 // environment variables of a stdio command.
-func (n *Node) dial(ctx context.Context, spec sessionSpec) (mcp.Connection, error) {
-	creds := n.credentialSource(spec)
+func (n *Node) dial(ctx context.Context, spec sessionSpec, creds *credentialSource) (mcp.Connection, error) {
 	env, err := creds.environ()
 	if err != nil {
 		return nil, n.credentialRefusal(err)
@@ -205,20 +205,28 @@ func (n *Node) credentialRefusal(err error) error {
 }
 
 // prepare authenticates, resolves and dials: everything that can refuse a
-// session before it starts.
-func (n *Node) prepare(r *http.Request, transportName string) (*session, error) {
-	claims, err := n.authenticate(r)
+// session before it starts. Refusals are audited.
+func (n *Node) prepare(r *http.Request, transportName string) (_ *session, err error) {
+	var claims *policy.Claims
+	var spec sessionSpec
+	defer func() {
+		if err != nil {
+			n.auditRefusal(r, claims, spec, err)
+		}
+	}()
+	claims, err = n.authenticate(r)
 	if err != nil {
 		return nil, err
 	}
-	spec, err := n.resolve(r)
+	spec, err = n.resolve(r)
 	if err != nil {
 		return nil, err
 	}
 	if err := n.authorizeSession(claims, spec); err != nil {
 		return nil, err
 	}
-	up, err := n.dial(r.Context(), spec)
+	creds := n.credentialSource(spec)
+	up, err := n.dial(r.Context(), spec, creds)
 	if err != nil {
 		return nil, err
 	}
@@ -226,6 +234,7 @@ func (n *Node) prepare(r *http.Request, transportName string) (*session, error) 
 	return &session{
 		n: n, id: id, transport: transportName, route: spec.route,
 		org: spec.org, account: spec.account, claims: claims,
+		remote: r.RemoteAddr, creds: creds,
 		up:       up,
 		pending:  make(map[jsonrpc.ID]pendingCall),
 		inflight: make(chan struct{}, maxInFlight),
