@@ -225,6 +225,9 @@ func runAuditVerify(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	for _, a := range clients {
+		a.http.Timeout = 10 * time.Minute // a node walks its whole chain
+	}
 	results := make([]node.AuditVerifyResult, len(clients))
 	errs := fanOut(clients, func(i int, a *adminClient) error {
 		return a.do("GET", "/v1/audit/verify", nil, &results[i])

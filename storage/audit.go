@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -165,6 +166,25 @@ func (q *AuditQuery) match(r *AuditRecord) bool {
 		eq(q.Service, r.Service) && eq(q.Org, r.Org) && eq(q.Account, r.Account) &&
 		eq(q.Route, r.Route) && eq(q.Tool, r.Tool) && eq(q.Session, r.SessionID) && eq(q.Outcome, r.Outcome) &&
 		(q.Since.IsZero() || !r.Time.Before(q.Since)) && (q.Until.IsZero() || !r.Time.After(q.Until))
+}
+
+// needles returns, for each field q filters on, the bytes the stored form
+// of a matching record contains: `"org":"acme",` and so on. Every filtered
+// field is followed by another field, and JSON escapes quotes inside
+// strings, so a record without them cannot match and need not be decoded.
+func (q *AuditQuery) needles() [][]byte {
+	var out [][]byte
+	for _, f := range []struct{ name, value string }{
+		{"kind", string(q.Kind)}, {"session_id", q.Session}, {"service", q.Service}, {"org", q.Org},
+		{"account", q.Account}, {"route", q.Route}, {"tool", q.Tool}, {"outcome", q.Outcome},
+	} {
+		if f.value == "" {
+			continue
+		}
+		v, _ := json.Marshal(f.value)
+		out = append(out, fmt.Appendf(nil, "%q:%s,", f.name, v))
+	}
+	return out
 }
 
 // Pruning deletes at most this many records per write transaction, so a
@@ -342,17 +362,49 @@ func encodeAuditRecord(r *AuditRecord) ([]byte, error) {
 // not match.
 var errAuditAltered = errors.New("hash does not match the record's content: it was altered")
 
-// decodeAuditRecord parses a stored record after checking its hash covers
-// its bytes, so no stored byte can change without the change showing.
-func decodeAuditRecord(b []byte) (AuditRecord, error) {
+// checkHash checks the hash at the end of a stored record covers the rest
+// of it, so no stored byte can change without the change showing, and
+// returns the record without its hash field (and without its closing
+// brace).
+func checkHash(b []byte) ([]byte, error) {
 	n := len(b) - hashTailLen
 	if n < 1 || !bytes.Equal(b[n:n+len(hashField)], hashField) || !bytes.HasSuffix(b, []byte(`"}`)) {
-		return AuditRecord{}, errors.New("not an audit record: no hash at its end")
+		return nil, errors.New("not an audit record: no hash at its end")
 	}
 	sum := sha256.Sum256(append(b[:n:n], '}'))
 	var want [sha256.Size]byte
 	if _, err := hex.Decode(want[:], b[n+len(hashField):len(b)-2]); err != nil || want != sum {
-		return AuditRecord{}, errAuditAltered
+		return nil, errAuditAltered
+	}
+	return b[:n], nil
+}
+
+// chainLink reads what Verify needs of a stored record without decoding
+// all of it: its seq, which the encoder writes first, its prev, which it
+// writes just before the hash, and its hash, checked.
+func chainLink(b []byte) (seq uint64, prev, hash string, err error) {
+	body, err := checkHash(b)
+	if err != nil {
+		return 0, "", "", err
+	}
+	rest, ok := bytes.CutPrefix(body, []byte(`{"seq":`))
+	i := bytes.IndexByte(rest, ',')
+	// JSON escapes every quote inside a string, so `,"prev":"` only
+	// occurs as the prev field itself.
+	j := bytes.LastIndex(body, []byte(`,"prev":"`))
+	if !ok || i < 1 || j < 0 || body[len(body)-1] != '"' || j+len(`,"prev":"`) > len(body)-1 {
+		return 0, "", "", errors.New("not an audit record in canonical form")
+	}
+	if seq, err = strconv.ParseUint(string(rest[:i]), 10, 64); err != nil {
+		return 0, "", "", errors.New("not an audit record in canonical form")
+	}
+	return seq, string(body[j+len(`,"prev":"`) : len(body)-1]), string(b[len(body)+len(hashField) : len(b)-2]), nil
+}
+
+// decodeAuditRecord parses a stored record after checking its hash.
+func decodeAuditRecord(b []byte) (AuditRecord, error) {
+	if _, err := checkHash(b); err != nil {
+		return AuditRecord{}, err
 	}
 	var r AuditRecord
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -506,6 +558,7 @@ func (l *AuditLog) Query(q AuditQuery) ([]AuditRecord, error) {
 		if !q.Until.IsZero() {
 			hi = timeKey(q.Until, math.MaxUint64)
 		}
+		needles := q.needles()
 		var k []byte
 		var next func() ([]byte, []byte)
 		var inRange func([]byte) bool
@@ -534,7 +587,7 @@ func (l *AuditLog) Query(q AuditQuery) ([]AuditRecord, error) {
 			}
 			seq := binary.BigEndian.Uint64(k[8:])
 			v := records.Get(k[8:])
-			if v == nil {
+			if v == nil || !containsAll(v, needles) {
 				continue
 			}
 			r, err := decodeAuditRecord(v)
@@ -555,6 +608,15 @@ func (l *AuditLog) Query(q AuditQuery) ([]AuditRecord, error) {
 		return nil, fmt.Errorf("query audit log %s: %w", l.path, err)
 	}
 	return out, nil
+}
+
+func containsAll(b []byte, needles [][]byte) bool {
+	for _, n := range needles {
+		if !bytes.Contains(b, n) {
+			return false
+		}
+	}
+	return true
 }
 
 // auditVerifyChunk is how many records Verify checks per read
@@ -593,17 +655,17 @@ func (l *AuditLog) Verify() (int, error) {
 				if seq != want {
 					return &AuditChainError{Seq: want, Reason: fmt.Sprintf("record is missing (the next one is seq %d)", seq)}
 				}
-				r, err := decodeAuditRecord(v)
+				claimed, prev, hash, err := chainLink(v)
 				if err != nil {
 					return &AuditChainError{Seq: seq, Reason: err.Error()}
 				}
-				if r.Seq != seq {
-					return &AuditChainError{Seq: seq, Reason: fmt.Sprintf("record claims seq %d", r.Seq)}
+				if claimed != seq {
+					return &AuditChainError{Seq: seq, Reason: fmt.Sprintf("record claims seq %d", claimed)}
 				}
-				if r.Prev != at.hash {
+				if prev != at.hash {
 					return &AuditChainError{Seq: seq, Reason: "prev does not match the hash of the record before it"}
 				}
-				at = chainPoint{seq: seq, hash: r.Hash}
+				at = chainPoint{seq: seq, hash: hash}
 				checked++
 				n++
 			}

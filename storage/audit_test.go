@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -62,7 +63,7 @@ func TestAuditAppendSetsChain(t *testing.T) {
 	recs := []AuditRecord{testRecord(0), testRecord(1), testRecord(2)}
 	recs[1].Time = recs[1].Time.In(time.FixedZone("CET", 3600))
 	// Strings hold what callers sent, which need not be UTF-8.
-	recs[2].Org, recs[2].Error = "bad\xffutf8", "<b>\u2028\x00</b>"
+	recs[2].Org, recs[2].Account, recs[2].Error = "bad\xffutf8", "<x>&\"y", "<b>\u2028\x00</b>"
 	if err := l.Append(recs); err != nil {
 		t.Fatal(err)
 	}
@@ -81,6 +82,10 @@ func TestAuditAppendSetsChain(t *testing.T) {
 	}
 	if diff := cmp.Diff(recs, got); diff != "" {
 		t.Fatalf("Query differs from what Append returned (-appended +queried):\n%s", diff)
+	}
+	// Filters match what Append stored, escapes and all.
+	if got, err := l.Query(AuditQuery{Org: recs[2].Org, Account: recs[2].Account}); err != nil || len(got) != 1 || got[0].Seq != 3 {
+		t.Fatalf("Query by org %q, account %q = %v, %v; want seq 3", recs[2].Org, recs[2].Account, seqs(got), err)
 	}
 	if n, err := l.Verify(); n != 3 || err != nil {
 		t.Fatalf("Verify() = %d, %v; want 3, nil", n, err)
@@ -339,28 +344,45 @@ func TestOpenAuditRefusesBadOptions(t *testing.T) {
 }
 
 // FuzzAuditDecode: whatever bytes a record key holds, decoding neither
-// panics nor accepts bytes its hash does not cover, and whatever it
-// accepts encodes back to a record that decodes the same.
+// panics nor accepts bytes its hash does not cover; Verify's shortcut
+// reads the same chain fields from every record the encoder could have
+// written; and whatever decodes encodes back to a record that decodes the
+// same. Each input is also tried with a valid hash appended, so the
+// fuzzer reaches the JSON behind the hash check.
 func FuzzAuditDecode(f *testing.F) {
 	r := testRecord(1)
 	r.Seq, r.Prev, r.Error, r.Code, r.Reason = 2, "ab", `quote " <tag> & é`, -32083, "rate_limited"
 	canon, _ := encodeAuditRecord(&r)
 	f.Add(canon) // more seeds in testdata/fuzz/FuzzAuditDecode
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := decodeAuditRecord(b)
-		if err != nil {
-			return
+		inputs := [][]byte{b}
+		if len(b) > 1 && b[len(b)-1] == '}' {
+			sum := sha256.Sum256(b)
+			inputs = append(inputs, fmt.Appendf(bytes.Clone(b[:len(b)-1]), `,"hash":"%x"}`, sum))
 		}
-		again, err := encodeAuditRecord(&r)
-		if err != nil {
-			t.Fatalf("decoded %q but cannot encode it: %v", b, err)
-		}
-		r2, err := decodeAuditRecord(again)
-		if err != nil {
-			t.Fatalf("re-encoded %q does not decode: %v", again, err)
-		}
-		if diff := cmp.Diff(r, r2); diff != "" {
-			t.Fatalf("round trip changed the record (-first +second):\n%s", diff)
+		for _, in := range inputs {
+			r, err := decodeAuditRecord(in)
+			if err != nil {
+				continue
+			}
+			r2 := r
+			again, err := encodeAuditRecord(&r2)
+			if err != nil {
+				t.Fatalf("decoded %q but cannot encode it: %v", in, err)
+			}
+			if bytes.Equal(again, in) {
+				seq, prev, hash, err := chainLink(in)
+				if err != nil || seq != r.Seq || prev != r.Prev || hash != r.Hash {
+					t.Fatalf("chainLink(%q) = %d, %q, %q, %v; the record holds %d, %q, %q", in, seq, prev, hash, err, r.Seq, r.Prev, r.Hash)
+				}
+			}
+			r3, err := decodeAuditRecord(again)
+			if err != nil {
+				t.Fatalf("re-encoded %q does not decode: %v", again, err)
+			}
+			if diff := cmp.Diff(r2, r3); diff != "" {
+				t.Fatalf("round trip changed the record (-first +second):\n%s", diff)
+			}
 		}
 	})
 }
@@ -382,4 +404,17 @@ func BenchmarkAuditAppend(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(i), "ns/record")
+}
+
+// BenchmarkAuditVerify measures Verify per record.
+func BenchmarkAuditVerify(b *testing.B) {
+	l := openTestAudit(b, AuditOptions{})
+	appendN(b, l, 0, 50000, 512)
+	b.ResetTimer()
+	for b.Loop() {
+		if n, err := l.Verify(); err != nil || n != 50000 {
+			b.Fatal(n, err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/50000, "ns/record")
 }
