@@ -34,20 +34,33 @@ type adminClient struct {
 }
 
 func newAdminClient(c *cli.Context) (*adminClient, error) {
-	base := strings.TrimSuffix(c.String("admin"), "/")
+	tok := c.String("admin-token")
+	if tok == "" {
+		var err error
+		if tok, err = readAdminToken(c.String("data-dir")); err != nil {
+			return nil, err
+		}
+	}
+	return newAdminClientAt(c.String("admin"), tok), nil
+}
+
+// newAdminClientAt returns a client of the admin API at base.
+func newAdminClientAt(base, token string) *adminClient {
+	base = strings.TrimSuffix(base, "/")
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
-	tok := c.String("admin-token")
-	if tok == "" {
-		path := filepath.Join(c.String("data-dir"), node.AdminTokenFile)
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("no admin token: pass --admin-token or MCPGW_ADMIN_TOKEN, or run where %s exists (%v)", path, err)
-		}
-		tok = strings.TrimSpace(string(b))
+	return &adminClient{base: base, token: token, http: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// readAdminToken reads the admin token a node keeps in its data dir.
+func readAdminToken(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, node.AdminTokenFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("no admin token: pass --admin-token or MCPGW_ADMIN_TOKEN, or run where %s exists (%v)", path, err)
 	}
-	return &adminClient{base: base, token: tok, http: &http.Client{Timeout: 30 * time.Second}}, nil
+	return strings.TrimSpace(string(b)), nil
 }
 
 // do sends a request and decodes a JSON answer into out (if non-nil).

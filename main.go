@@ -26,6 +26,7 @@ func main() {
 			tokenCommand(),
 			ruleCommand(),
 			limitCommand(),
+			auditCommand(),
 			callCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits

@@ -42,6 +42,7 @@ func (n *Node) adminHandler() http.Handler {
 	mux.HandleFunc("DELETE /v1/routes/{name}", n.deleteRoute)
 	n.registerVaultAdmin(mux)
 	n.registerPolicyAdmin(mux)
+	n.registerAuditAdmin(mux)
 	return http.MaxBytesHandler(n.requireAdmin(mux), 1<<20)
 }
 

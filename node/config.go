@@ -72,6 +72,12 @@ type Config struct {
 	// QUICIdleTimeout closes a QUIC connection silent for this long
 	// (clients send keepalives every 15s). Default 60s.
 	QUICIdleTimeout time.Duration
+	// AuditMaxAge drops audit records older than this; 0 keeps them
+	// forever. Default 90 days.
+	AuditMaxAge time.Duration
+	// AuditMaxRecords keeps at most this many audit records, dropping the
+	// oldest; 0 means no limit. Default 10,000,000.
+	AuditMaxRecords int
 	// Logger receives structured logs. Default: discard.
 	Logger *slog.Logger
 	// Clock returns the current time for token expiry and rate limits.
@@ -95,6 +101,8 @@ func DefaultConfig() Config {
 		MaxStreamsPerConn:  transport.DefaultMaxStreamsPerConn,
 		OpenFrameTimeout:   transport.DefaultOpenTimeout,
 		QUICIdleTimeout:    transport.DefaultQUICIdleTimeout,
+		AuditMaxAge:        90 * 24 * time.Hour,
+		AuditMaxRecords:    10_000_000,
 	}
 }
 
@@ -133,6 +141,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ConnectTimeout <= 0 || c.ShutdownTimeout <= 0 || c.SessionIdleTimeout <= 0 || c.OpenFrameTimeout <= 0 || c.QUICIdleTimeout <= 0 {
 		return errors.New("timeouts must be positive")
+	}
+	if c.AuditMaxAge < 0 || c.AuditMaxRecords < 0 {
+		return errors.New("--audit-max-age and --audit-max-records must not be negative (0 disables the limit)")
 	}
 	for _, o := range c.AllowedOrigins {
 		if _, err := parseOrigin(o); err != nil {

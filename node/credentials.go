@@ -33,6 +33,7 @@ type credentialSource struct {
 	sealed []byte            // ciphertext the cache was unsealed from; guarded by mu
 	cred   *vault.Credential // nil when the account has none; guarded by mu
 	hdr    http.Header       // cred.HTTPHeaders(), built once per unseal; guarded by mu
+	kid    string            // the stored record's KeyID, for the audit log; guarded by mu
 }
 
 func (n *Node) credentialSource(spec sessionSpec) *credentialSource {
@@ -73,8 +74,20 @@ func (c *credentialSource) current() (*vault.Credential, error) {
 		return nil, &transport.HTTPError{Status: http.StatusBadGateway, Code: CodeCredentialBroken,
 			Message: fmt.Sprintf("the credential for org %q, account %q on route %q cannot be unsealed (%v); put it again with `mcpgw vault put`", c.aad.Org, c.aad.Account, c.aad.Route, err)}
 	}
-	c.gen, c.sealed, c.cred, c.hdr = gen, rec.Sealed, &cred, cred.HTTPHeaders()
+	c.gen, c.sealed, c.cred, c.hdr, c.kid = gen, rec.Sealed, &cred, cred.HTTPHeaders(), rec.KeyID
 	return c.cred, nil
+}
+
+// keyID returns the id of the vault key that sealed the credential last
+// handed out, "" when none was: an identity for the audit log, never the
+// credential itself.
+func (c *credentialSource) keyID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cred == nil {
+		return ""
+	}
+	return c.kid
 }
 
 // header returns the HTTP headers to inject into one upstream request. The

@@ -47,6 +47,7 @@ type Node struct {
 	keys       atomic.Pointer[vault.Keys]
 	pol        policyCache
 	rotateMu   sync.Mutex // serialises vault key rotations
+	audit      *auditor
 
 	httpLn, adminLn net.Listener
 	httpSrv         *http.Server
@@ -79,6 +80,7 @@ func New(cfg Config) (*Node, error) {
 	n.keys.Store(cfg.VaultKeys)
 	n.pol.inflight = policy.NewGate(cfg.MaxInFlightCalls)
 	n.pol.limiter, _ = policy.NewLimiter(nil)
+	n.audit = newAuditor(logger, n.metrics.registry, auditQueueLen)
 	return n, nil
 }
 
@@ -122,9 +124,17 @@ func (n *Node) Start(ctx context.Context) error {
 		store.Close()
 		return fmt.Errorf("listen --admin %s: %w", n.cfg.AdminAddr, err)
 	}
+	auditOpts := storage.AuditOptions{MaxRecords: n.cfg.AuditMaxRecords, MaxAge: n.cfg.AuditMaxAge}
+	if err := n.audit.open(filepath.Join(n.cfg.DataDir, storage.AuditFile), auditOpts, auditNodeName()); err != nil {
+		n.httpLn.Close()
+		n.adminLn.Close()
+		store.Close()
+		return err
+	}
 	if err := n.listenFramed(ctx); err != nil {
 		n.httpLn.Close()
 		n.adminLn.Close()
+		n.audit.close()
 		store.Close()
 		return err
 	}
@@ -185,9 +195,12 @@ func (n *Node) Close() error {
 			n.adminSrv.Close()
 		}
 		n.served.Wait()
+		// Sessions have ended or been cut off: what they recorded is queued.
+		auditErr := n.audit.close()
 		if n.store != nil {
 			n.closeErr = n.store.Close()
 		}
+		n.closeErr = errors.Join(n.closeErr, auditErr)
 	})
 	return n.closeErr
 }

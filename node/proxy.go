@@ -32,6 +32,9 @@ type session struct {
 	claims    *policy.Claims // the service token's claims
 	logger    *slog.Logger
 
+	remote string            // downstream network address, for the audit log
+	creds  *credentialSource // the credential the upstream connection injects
+
 	down, up mcp.Connection
 
 	mu      sync.Mutex
@@ -63,6 +66,7 @@ func (s *session) run(ctx context.Context) {
 	s.n.metrics.sessionsTotal.WithLabelValues(s.transport).Inc()
 	defer s.n.metrics.sessionsActive.WithLabelValues(s.transport).Dec()
 	s.logger.Info("session opened")
+	s.auditOpen()
 	start := time.Now()
 
 	var wg sync.WaitGroup
@@ -75,6 +79,7 @@ func (s *session) run(ctx context.Context) {
 	s.down.Close()
 	wg.Wait()
 	s.logger.Info("session closed", slog.Duration("duration", time.Since(start)))
+	s.auditClose(time.Since(start))
 }
 
 // clientToServer forwards downstream messages upstream.
@@ -156,6 +161,7 @@ func (s *session) admit(ctx context.Context, req *jsonrpc.Request) (context.Cont
 	if pc.tool != "" {
 		if rerr := s.admitToolCall(pc.tool); rerr != nil {
 			s.n.metrics.callsTotal.WithLabelValues(s.route.Name, "refused").Inc()
+			s.auditToolCall(pc, storage.AuditRefused, rerr)
 			return nil, rerr
 		}
 		pc.gated = true
@@ -195,6 +201,9 @@ func (s *session) abandon(note *jsonrpc.Request) {
 	if ok {
 		pc.cancel()
 		s.release(pc)
+		if pc.method == "tools/call" {
+			s.auditCancelled(pc)
+		}
 	}
 }
 
@@ -264,6 +273,7 @@ func (s *session) complete(ctx context.Context, resp *jsonrpc.Response) {
 		}
 		s.n.metrics.callsTotal.WithLabelValues(s.route.Name, outcome).Inc()
 		s.n.metrics.callSeconds.WithLabelValues(s.route.Name).Observe(time.Since(pc.start).Seconds())
+		s.auditToolCall(pc, outcome, resp.Error)
 	}
 	s.writeDown(ctx, resp)
 }

@@ -136,14 +136,14 @@ func (n *Node) serveQUICConn(conn *quic.Conn) {
 		streams.Add(1)
 		go func() {
 			defer streams.Done()
-			n.serveFramedSession(transport.QUICStream(st), "quic")
+			n.serveFramedSession(transport.QUICStream(st), "quic", conn.RemoteAddr().String())
 		}()
 	}
 }
 
 // serveFramedSession reads a stream's open frame, prepares the session it
 // asks for, answers, and runs the session until either side ends it.
-func (n *Node) serveFramedSession(st transport.FramedStream, transportName string) {
+func (n *Node) serveFramedSession(st transport.FramedStream, transportName, remote string) {
 	open, err := transport.ReadOpen(n.ctx, st, n.cfg.OpenFrameTimeout)
 	if err != nil {
 		n.metrics.refusalsTotal.WithLabelValues("bad_open_frame").Inc()
@@ -152,7 +152,7 @@ func (n *Node) serveFramedSession(st transport.FramedStream, transportName strin
 	}
 	f := open.Frame
 	s, err := n.prepareSession(n.ctx, sessionRequest{
-		token: f.Token, target: f.Target, route: f.Route, org: f.Org, account: f.Account, framed: true,
+		token: f.Token, target: f.Target, route: f.Route, org: f.Org, account: f.Account, framed: true, remote: remote,
 	}, transportName)
 	if err != nil {
 		var he *transport.HTTPError

@@ -14,6 +14,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpgw/mcpgw/policy"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/transport"
 )
@@ -123,7 +124,8 @@ type sessionRequest struct {
 	route   string // a route name
 	org     string
 	account string
-	framed  bool // from an open frame rather than an HTTP request
+	framed  bool   // from an open frame rather than an HTTP request
+	remote  string // the caller's network address, for the audit log
 }
 
 // hint picks the advice that matches where the request came from.
@@ -138,6 +140,7 @@ func (req sessionRequest) hint(httpHint, frameHint string) string {
 func httpSessionRequest(r *http.Request) sessionRequest {
 	q := r.URL.Query()
 	req := sessionRequest{
+		remote: r.RemoteAddr,
 		token:  bearerToken(r),
 		target: q.Get(paramTarget), route: r.PathValue("route"),
 		org: q.Get(paramOrg), account: q.Get(paramAccount),
@@ -191,8 +194,7 @@ func (n *Node) resolve(req sessionRequest) (sessionSpec, error) {
 // credential injected: as headers on every HTTP request (read afresh each
 // time, so a rotated credential applies from the next request) or as
 // environment variables of a stdio command.
-func (n *Node) dial(ctx context.Context, spec sessionSpec) (mcp.Connection, error) {
-	creds := n.credentialSource(spec)
+func (n *Node) dial(ctx context.Context, spec sessionSpec, creds *credentialSource) (mcp.Connection, error) {
 	env, err := creds.environ()
 	if err != nil {
 		return nil, n.credentialRefusal(err)
@@ -241,17 +243,24 @@ func (n *Node) prepare(r *http.Request, transportName string) (*session, error) 
 // everything that can refuse a session before it starts, for every
 // transport. The session holds its slot until run returns or discard is
 // called.
-func (n *Node) prepareSession(ctx context.Context, req sessionRequest, transportName string) (*session, error) {
+func (n *Node) prepareSession(ctx context.Context, req sessionRequest, transportName string) (_ *session, err error) {
+	var claims *policy.Claims
+	var spec sessionSpec
+	defer func() {
+		if err != nil {
+			n.auditRefusal(req, claims, spec, err)
+		}
+	}()
 	if req.token == "" && req.framed && !n.cfg.InsecureDev {
 		n.metrics.refusalsTotal.WithLabelValues("token_missing").Inc()
 		return nil, &transport.HTTPError{Status: http.StatusUnauthorized, Code: CodeUnauthorized,
 			Message: `no service token: set "token" in the open frame; get one with ` + "`mcpgw token issue`"}
 	}
-	claims, err := n.verifyToken(req.token)
+	claims, err = n.verifyToken(req.token)
 	if err != nil {
 		return nil, err
 	}
-	spec, err := n.resolve(req)
+	spec, err = n.resolve(req)
 	if err != nil {
 		return nil, err
 	}
@@ -263,7 +272,8 @@ func (n *Node) prepareSession(ctx context.Context, req sessionRequest, transport
 		return nil, &transport.HTTPError{Status: http.StatusServiceUnavailable, Code: CodeOverloaded, RetryAfter: 1,
 			Message: fmt.Sprintf("this gateway node is at its limit of %d concurrent sessions; retry shortly or connect to another node", n.cfg.MaxSessions)}
 	}
-	up, err := n.dial(ctx, spec)
+	creds := n.credentialSource(spec)
+	up, err := n.dial(ctx, spec, creds)
 	if err != nil {
 		n.releaseSessionSlot()
 		return nil, err
@@ -272,6 +282,7 @@ func (n *Node) prepareSession(ctx context.Context, req sessionRequest, transport
 	return &session{
 		n: n, id: id, transport: transportName, route: spec.route,
 		org: spec.org, account: spec.account, claims: claims,
+		remote: req.remote, creds: creds,
 		up:       up,
 		pending:  make(map[jsonrpc.ID]pendingCall),
 		inflight: make(chan struct{}, maxInFlight),

@@ -91,7 +91,7 @@ func (n *Node) acceptUnix() {
 		n.framed.wg.Add(1)
 		go func() {
 			defer n.framed.wg.Done()
-			n.serveFramedSession(c, "unix")
+			n.serveFramedSession(c, "unix", "unix:"+n.cfg.UnixPath)
 		}()
 	}
 }

@@ -41,4 +41,40 @@ const schemaVersion = 1
 const (
 	// StateFile is the replicated state database.
 	StateFile = "state.db"
+	// AuditFile is the node's own audit log; it is never replicated.
+	AuditFile = "audit.db"
 )
+
+// Every bbolt bucket of the audit log (AuditFile).
+var (
+	// bucketAuditRecords maps a record's sequence number (8 bytes
+	// big-endian) to its canonical JSON encoding.
+	bucketAuditRecords = []byte("audit_records")
+	// bucketAuditByTime indexes records by time: the key is the record's
+	// time in Unix nanoseconds then its sequence number (8 bytes big-endian
+	// each); the value is empty.
+	bucketAuditByTime = []byte("audit_by_time")
+	// bucketAuditMeta holds the keys below.
+	bucketAuditMeta = []byte("audit_meta")
+)
+
+// auditBuckets lists every bucket OpenAudit creates.
+var auditBuckets = [][]byte{bucketAuditRecords, bucketAuditByTime, bucketAuditMeta}
+
+// Keys inside bucketAuditMeta.
+var (
+	// metaAuditVersion holds the audit log's layout version as one byte.
+	metaAuditVersion = []byte("schema_version")
+	// metaAuditAnchorSeq and metaAuditAnchorHash describe the last record
+	// retention pruned (8 bytes big-endian; hex SHA-256): the chain of the
+	// records that remain starts from them.
+	metaAuditAnchorSeq  = []byte("anchor_seq")
+	metaAuditAnchorHash = []byte("anchor_hash")
+	// metaAuditHeadSeq and metaAuditHeadHash describe the last record
+	// appended, so records removed from the end of the log show.
+	metaAuditHeadSeq  = []byte("head_seq")
+	metaAuditHeadHash = []byte("head_hash")
+)
+
+// auditVersion is the audit log layout version this code writes and reads.
+const auditVersion = 1

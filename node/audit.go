@@ -1,0 +1,361 @@
+package node
+
+import (
+	"errors"
+	"log/slog"
+	"net/url"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mcpgw/mcpgw/policy"
+	"github.com/mcpgw/mcpgw/storage"
+	"github.com/mcpgw/mcpgw/transport"
+)
+
+// auditQueueLen bounds the records waiting for the disk. At a few hundred
+// bytes each, a full queue holds tens of MiB. Tests shrink it.
+var auditQueueLen = 65536
+
+// Audit writer tuning.
+const (
+	// auditBatchMax and auditLinger bound a batch: the writer commits
+	// once it holds auditBatchMax records, or auditLinger after the first
+	// one came, so a busy node pays one commit and sync per hundreds of
+	// records and a quiet one has its records on disk within milliseconds.
+	auditBatchMax = 512
+	auditLinger   = 5 * time.Millisecond
+	// auditWarnEvery spaces out the warnings about dropped records.
+	auditWarnEvery = 10 * time.Second
+	// auditPruneEvery is how often retention runs on a node with no
+	// traffic (writes prune as they go).
+	auditPruneEvery = time.Minute
+	// auditMaxText caps caller-supplied text kept in a record.
+	auditMaxText = 256
+)
+
+// auditor writes the node's audit records to its audit log without ever
+// making the proxy wait for the disk: records go into a bounded queue that
+// one writer goroutine drains in batches. When the queue is full, records
+// are dropped and counted (mcpgw_audit_dropped_total), never waited for.
+type auditor struct {
+	logger *slog.Logger
+	queue  chan *storage.AuditRecord
+
+	records      prometheus.Counter
+	droppedFull  prometheus.Counter
+	droppedWrite prometheus.Counter
+	writeSeconds prometheus.Histogram
+
+	// Set by open, before the writer starts and the admin API serves.
+	log  *storage.AuditLog
+	node string
+	stop chan struct{}
+	done chan struct{}
+
+	lastWarn         atomic.Int64  // Unix nanoseconds of the last drop warning
+	droppedSinceWarn atomic.Uint64 // records dropped since that warning
+
+	// writeHook, when set, runs before each batch is written: tests stall
+	// the writer with it.
+	writeHook atomic.Pointer[func()]
+}
+
+func newAuditor(logger *slog.Logger, reg prometheus.Registerer, queueLen int) *auditor {
+	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mcpgw_audit_dropped_total", Help: "Audit records lost: the queue to the disk was full, or the write failed.",
+	}, []string{"reason"})
+	a := &auditor{
+		logger: logger,
+		queue:  make(chan *storage.AuditRecord, queueLen),
+		records: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mcpgw_audit_records_total", Help: "Audit records written to the audit log.",
+		}),
+		droppedFull:  dropped.WithLabelValues("queue_full"),
+		droppedWrite: dropped.WithLabelValues("write_failed"),
+		writeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "mcpgw_audit_write_seconds",
+			Help:    "Time to write one batch of audit records, commit and sync included.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+	}
+	reg.MustRegister(a.records, dropped, a.writeSeconds)
+	return a
+}
+
+// open opens the audit log and starts the writer.
+func (a *auditor) open(path string, opts storage.AuditOptions, node string) error {
+	l, err := storage.OpenAudit(path, opts)
+	if err != nil {
+		return err
+	}
+	a.log, a.node = l, node
+	a.stop, a.done = make(chan struct{}), make(chan struct{})
+	go a.run()
+	return nil
+}
+
+// close writes what is queued, stops the writer and closes the log. It is
+// safe to call more than once; records queued after it are never written.
+func (a *auditor) close() error {
+	if a.log == nil {
+		return nil
+	}
+	close(a.stop)
+	<-a.done
+	err := a.log.Close()
+	a.log = nil
+	return err
+}
+
+// record queues r for writing. It never blocks.
+func (a *auditor) record(r storage.AuditRecord) {
+	select {
+	case a.queue <- &r:
+	default:
+		a.dropped(1, a.droppedFull, nil)
+	}
+}
+
+// dropped counts lost records and warns, at most once per auditWarnEvery.
+func (a *auditor) dropped(n int, c prometheus.Counter, err error) {
+	c.Add(float64(n))
+	a.droppedSinceWarn.Add(uint64(n))
+	now := time.Now().UnixNano()
+	last := a.lastWarn.Load()
+	if now-last < int64(auditWarnEvery) || !a.lastWarn.CompareAndSwap(last, now) {
+		return
+	}
+	attrs := []any{slog.Uint64("dropped", a.droppedSinceWarn.Swap(0))}
+	if err != nil {
+		a.logger.Error("audit records lost: writing the audit log failed", append(attrs, slog.Any("error", err))...)
+		return
+	}
+	a.logger.Warn("audit records dropped: the audit log is not keeping up; check the disk of the data dir", attrs...)
+}
+
+func (a *auditor) run() {
+	defer close(a.done)
+	prune := time.NewTicker(auditPruneEvery)
+	defer prune.Stop()
+	linger := time.NewTimer(auditLinger)
+	linger.Stop()
+	batch := make([]storage.AuditRecord, 0, auditBatchMax)
+	flush := func() {
+		linger.Stop()
+		if len(batch) > 0 {
+			a.write(batch)
+			batch = batch[:0]
+		}
+	}
+	for {
+		select {
+		case r := <-a.queue:
+			if batch = append(batch, *r); len(batch) == 1 {
+				linger.Reset(auditLinger)
+			}
+			if len(batch) == auditBatchMax {
+				flush()
+			}
+		case <-linger.C:
+			flush()
+		case <-prune.C:
+			if _, err := a.log.Prune(time.Now()); err != nil {
+				a.logger.Error("audit log retention failed", slog.Any("error", err))
+			}
+		case <-a.stop:
+			for {
+				if batch = a.fill(batch); len(batch) == 0 {
+					return
+				}
+				flush()
+			}
+		}
+	}
+}
+
+// fill adds what is already queued to batch, up to auditBatchMax.
+func (a *auditor) fill(batch []storage.AuditRecord) []storage.AuditRecord {
+	for len(batch) < auditBatchMax {
+		select {
+		case r := <-a.queue:
+			batch = append(batch, *r)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+func (a *auditor) write(batch []storage.AuditRecord) {
+	if h := a.writeHook.Load(); h != nil {
+		(*h)()
+	}
+	for i := range batch {
+		batch[i].Node = a.node
+	}
+	start := time.Now()
+	err := a.log.Append(batch)
+	a.writeSeconds.Observe(time.Since(start).Seconds())
+	if err != nil {
+		a.dropped(len(batch), a.droppedWrite, err)
+		return
+	}
+	a.records.Add(float64(len(batch)))
+}
+
+// auditNodeName names this node in its audit records.
+func auditNodeName() string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "unknown"
+}
+
+// clip cuts caller-supplied text to auditMaxText bytes.
+func clip(s string) string {
+	if len(s) > auditMaxText {
+		return s[:auditMaxText] + "…"
+	}
+	return s
+}
+
+// Short reason codes of refusals and errors, by the JSON-RPC code the
+// caller got.
+var auditReasons = map[int64]string{
+	CodeUnauthorized:           "unauthorized",
+	CodeForbidden:              "forbidden",
+	CodeRateLimited:            "rate_limited",
+	CodeUpstreamError:          "upstream_error",
+	CodeNoRoute:                "no_route",
+	CodeNoCredential:           "no_credential",
+	CodeOverloaded:             "overloaded",
+	CodeCredentialBroken:       "credential_broken",
+	jsonrpc.CodeInvalidParams:  "bad_request",
+	jsonrpc.CodeInvalidRequest: "bad_request",
+	jsonrpc.CodeInternalError:  "internal_error",
+}
+
+func auditReason(code int64) string {
+	if r, ok := auditReasons[code]; ok {
+		return r
+	}
+	return "rpc_error"
+}
+
+// auditMessage returns the part of a refusal's message an audit record
+// keeps: the gateway's own words, never text an upstream or a caller
+// supplied (an upstream's error body, a target URL's query).
+func auditMessage(code int64, msg string) string {
+	switch code {
+	case CodeUpstreamError, CodeNoRoute, jsonrpc.CodeInvalidParams, jsonrpc.CodeInvalidRequest:
+		return ""
+	}
+	return clip(msg)
+}
+
+// auditRecord starts a record of this session.
+func (s *session) auditRecord(kind storage.AuditKind, outcome string) storage.AuditRecord {
+	r := storage.AuditRecord{
+		Time: time.Now(), Kind: kind, SessionID: s.id, Remote: s.remote,
+		Org: s.org, Account: s.account, Route: s.route.Name, Outcome: outcome,
+	}
+	if s.claims != nil {
+		r.Service, r.TokenID = s.claims.Service, s.claims.ID
+	}
+	if s.creds != nil {
+		r.CredentialKeyID = s.creds.keyID()
+	}
+	return r
+}
+
+// auditOpen records the session's start.
+func (s *session) auditOpen() {
+	s.n.audit.record(s.auditRecord(storage.AuditSessionOpen, storage.AuditOK))
+}
+
+// auditClose records the session's end and how long it lasted.
+func (s *session) auditClose(lasted time.Duration) {
+	r := s.auditRecord(storage.AuditSessionClose, storage.AuditOK)
+	r.LatencyMicros = lasted.Microseconds()
+	s.n.audit.record(r)
+}
+
+// auditToolCall records a tools/call answered (outcome ok or error) or
+// refused by the gateway. Of an error only the code is kept: its message
+// may carry what the upstream said.
+func (s *session) auditToolCall(pc pendingCall, outcome string, err error) {
+	r := s.auditRecord(storage.AuditToolCall, outcome)
+	r.Tool = clip(pc.tool)
+	r.LatencyMicros = time.Since(pc.start).Microseconds()
+	if err != nil {
+		var werr *jsonrpc.Error
+		msg := ""
+		if errors.As(err, &werr) {
+			r.Code, msg = werr.Code, werr.Message
+		}
+		switch {
+		case outcome == storage.AuditRefused:
+			r.Reason, r.Error = auditReason(r.Code), auditMessage(r.Code, msg)
+		case r.Code == CodeUpstreamError:
+			r.Reason = "upstream_error" // the gateway could not get an answer
+		default:
+			r.Reason = "rpc_error" // the upstream answered with an error
+		}
+	}
+	s.n.audit.record(r)
+}
+
+// auditCancelled records a tools/call the caller cancelled before it was
+// answered.
+func (s *session) auditCancelled(pc pendingCall) {
+	r := s.auditRecord(storage.AuditToolCall, storage.AuditError)
+	r.Tool = clip(pc.tool)
+	r.LatencyMicros = time.Since(pc.start).Microseconds()
+	r.Reason = "cancelled"
+	s.n.audit.record(r)
+}
+
+// auditRefusal records a session refused before it opened, with what is
+// known of the caller by then.
+func (n *Node) auditRefusal(req sessionRequest, claims *policy.Claims, spec sessionSpec, err error) {
+	if spec.org == "" && spec.account == "" {
+		// Refused before the request was resolved: keep what it asked for.
+		spec.org, spec.account = req.org, req.account
+	}
+	rec := storage.AuditRecord{
+		Time: time.Now(), Kind: storage.AuditRefusal, Remote: req.remote,
+		Org: clip(spec.org), Account: clip(spec.account), Route: spec.route.Name, Outcome: storage.AuditRefused,
+	}
+	if claims != nil {
+		rec.Service, rec.TokenID = claims.Service, claims.ID
+	}
+	var he *transport.HTTPError
+	switch {
+	case errors.As(err, &he):
+		rec.Code, rec.Reason, rec.Error = he.Code, auditReason(he.Code), auditMessage(he.Code, he.Message)
+		if he.Code == CodeNoRoute {
+			rec.Error = "no route allows " + requestedTarget(req)
+		}
+	default:
+		rec.Reason, rec.Error = "internal_error", clip(err.Error())
+	}
+	n.audit.record(rec)
+}
+
+// requestedTarget describes what a request asked for without anything a
+// URL may carry as a secret (user info, query, fragment).
+func requestedTarget(req sessionRequest) string {
+	if req.route != "" {
+		return "route " + clip(req.route)
+	}
+	u, err := url.Parse(req.target)
+	if err != nil {
+		return "an unparseable target"
+	}
+	u.User, u.Opaque, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", "", false, "", ""
+	return "target " + clip(u.String())
+}
