@@ -39,6 +39,9 @@ type session struct {
 
 	mu      sync.Mutex
 	pending map[jsonrpc.ID]pendingCall // client→server calls awaiting a response; guarded by mu
+	// finished holds the write contexts of answered calls whose upstream
+	// write has not returned yet; guarded by mu.
+	finished map[jsonrpc.ID]context.CancelFunc
 
 	inflight chan struct{} // semaphore of outstanding upstream calls
 }
@@ -52,8 +55,12 @@ type pendingCall struct {
 	gated bool
 	// cancel ends the upstream write of the call: for streamable HTTP that
 	// aborts the request, which is how a stateless upstream learns of a
-	// cancellation.
+	// cancellation. For streamable HTTP the response arrives on the
+	// request's own stream, so cancel runs only once the write has returned
+	// and the response has come (or the caller cancelled).
 	cancel context.CancelFunc
+	// written is set when the upstream write returned.
+	written bool
 }
 
 // run pumps messages both ways until either side ends, then closes both and
@@ -135,6 +142,7 @@ func (s *session) clientToServer(ctx context.Context) {
 			if err := s.up.Write(callCtx, req); err != nil {
 				s.answerFailedWrite(ctx, req, err)
 			}
+			s.wrote(req.ID)
 		}()
 	}
 }
@@ -214,10 +222,45 @@ func (s *session) release(pc pendingCall) {
 	}
 }
 
+// wrote notes that a call's upstream write returned; if its response has
+// already come (or the call failed or was abandoned), the write's context
+// is done with.
+func (s *session) wrote(id jsonrpc.ID) {
+	s.mu.Lock()
+	pc, ok := s.pending[id]
+	if ok {
+		pc.written = true
+		s.pending[id] = pc
+	}
+	s.mu.Unlock()
+	if !ok {
+		s.cancelWrite(id)
+	}
+}
+
+// cancelWrite cancels the write context of a call no longer pending.
+func (s *session) cancelWrite(id jsonrpc.ID) {
+	s.mu.Lock()
+	cancel := s.finished[id]
+	delete(s.finished, id)
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
 // answerFailedWrite turns an upstream write failure into the call's error
 // response: the upstream's own JSON-RPC error when it sent one, otherwise an
-// error that names the route.
+// error that names the route. A call already answered (a response can
+// overtake the end of its own write) or abandoned gets nothing more.
 func (s *session) answerFailedWrite(ctx context.Context, req *jsonrpc.Request, err error) {
+	s.mu.Lock()
+	_, pending := s.pending[req.ID]
+	s.mu.Unlock()
+	if !pending {
+		s.logger.Debug("upstream write ended after its call was answered", slog.String("method", req.Method), slog.Any("error", err))
+		return
+	}
 	var werr *jsonrpc.Error
 	var rerr *jsonrpc.Error
 	if errors.As(err, &werr) && werr.Code != sdkRejectedCode {
@@ -258,9 +301,15 @@ func (s *session) complete(ctx context.Context, resp *jsonrpc.Response) {
 	s.mu.Lock()
 	pc, ok := s.pending[resp.ID]
 	delete(s.pending, resp.ID)
+	if ok && !pc.written {
+		// The write is still running; it cancels its context when it returns.
+		s.finished[resp.ID] = pc.cancel
+	}
 	s.mu.Unlock()
 	if ok {
-		pc.cancel()
+		if pc.written {
+			pc.cancel()
+		}
 		s.release(pc)
 		if pc.method == "tools/list" && resp.Error == nil {
 			resp = s.filterTools(resp)

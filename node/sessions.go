@@ -285,6 +285,7 @@ func (n *Node) prepareSession(ctx context.Context, req sessionRequest, transport
 		remote: req.remote, creds: creds,
 		up:       up,
 		pending:  make(map[jsonrpc.ID]pendingCall),
+		finished: make(map[jsonrpc.ID]context.CancelFunc),
 		inflight: make(chan struct{}, maxInFlight),
 		logger: n.logger.With(slog.String("session", id), slog.String("transport", transportName), slog.String("service", claims.Service),
 			slog.String("route", spec.route.Name), slog.String("org", spec.org), slog.String("account", spec.account)),
