@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -377,10 +378,15 @@ func (h *httpSession) leave() {
 type sseStream struct {
 	w         http.ResponseWriter
 	mu        sync.Mutex // serialises writes to w
+	detached  bool       // the handler is returning, so w must not be used; guarded by mu
 	remaining int        // calls not yet answered; guarded by the session's mu
 	finished  chan struct{}
 	endOnce   sync.Once
 }
+
+// errStreamDetached is returned when a message is sent to a stream whose
+// client has already gone.
+var errStreamDetached = errors.New("client stream already ended")
 
 func newSSEStream(w http.ResponseWriter) *sseStream {
 	return &sseStream{w: w, finished: make(chan struct{})}
@@ -393,10 +399,24 @@ func (st *sseStream) send(msg jsonrpc.Message) error {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.detached {
+		return errStreamDetached
+	}
 	return writeSSE(st.w, "", data)
 }
 
 func (st *sseStream) end() { st.endOnce.Do(func() { close(st.finished) }) }
+
+// detach is called by the stream's handler before it returns. A session
+// goroutine may hold the stream after the handler stopped waiting for it (the
+// client hung up, the session closed); detach waits out a send in progress
+// and turns later ones into errors, since a ResponseWriter must not be used
+// once its handler has returned.
+func (st *sseStream) detach() {
+	st.mu.Lock()
+	st.detached = true
+	st.mu.Unlock()
+}
 
 func startSSE(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -421,6 +441,7 @@ func (h *httpSession) servePOST(w http.ResponseWriter, r *http.Request, msgs []j
 	}
 	if len(calls) > 0 {
 		st = newSSEStream(w)
+		defer st.detach()
 		h.mu.Lock()
 		for _, id := range calls {
 			if _, dup := h.pending[id]; dup {
@@ -504,6 +525,7 @@ func (h *httpSession) serveStandalone(w http.ResponseWriter, r *http.Request) {
 	h.active++
 	h.mu.Unlock()
 	defer func() {
+		st.detach()
 		h.mu.Lock()
 		if h.standalone == st {
 			h.standalone = nil
