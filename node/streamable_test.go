@@ -2,6 +2,7 @@ package node
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -244,6 +245,32 @@ func TestStreamableBadRequests(t *testing.T) {
 	if got := n.streamable.Sessions(); got != 0 {
 		t.Errorf("bad requests left %d sessions open", got)
 	}
+}
+
+func TestStreamableDelete(t *testing.T) {
+	n, _ := gatewayTo(t)
+	endpoint := streamableEndpoint(n, "up")
+	id := openStreamableSession(t, endpoint)
+
+	resp := streamableRequest(t, http.MethodPost, endpoint, "application/json", id,
+		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"alive"}}}`)
+	if got := readSSEReply(t, resp).text(t); got != "alive" {
+		t.Fatalf("echo=%q, want %q", got, "alive")
+	}
+
+	resp = streamableRequest(t, http.MethodDelete, endpoint, "", id, "")
+	if got, want := resp.StatusCode, http.StatusNoContent; got != want {
+		t.Fatalf("DELETE: HTTP %d, want %d", got, want)
+	}
+	for _, method := range []string{http.MethodPost, http.MethodDelete} {
+		resp = streamableRequest(t, method, endpoint, "application/json", id, `{"jsonrpc":"2.0","id":3,"method":"ping"}`)
+		if got, want := resp.StatusCode, http.StatusNotFound; got != want {
+			body, _ := io.ReadAll(resp.Body)
+			t.Fatalf("%s after DELETE: HTTP %d (%s), want %d", method, got, bytes.TrimSpace(body), want)
+		}
+		checkMessage(t, decodeRefusal(t, resp).Message, "unknown or expired session")
+	}
+	waitFor(t, "the deleted session to end", func() bool { return n.streamable.Sessions() == 0 })
 }
 
 func TestStreamableSessionOwner(t *testing.T) {

@@ -165,8 +165,9 @@ func (s *StreamableServer) lookup(w http.ResponseWriter, r *http.Request, id str
 	s.mu.Lock()
 	sess := s.sessions[id]
 	s.mu.Unlock()
-	if sess == nil {
-		// The spec's signal for "start a new session".
+	if sess == nil || sess.closed() {
+		// The spec's signal for "start a new session". A closed session
+		// stays in the map until its serve function returns.
 		WriteHTTPError(w, &HTTPError{Status: http.StatusNotFound, Code: jsonrpc.CodeInvalidRequest, Message: "unknown or expired session; send initialize to start a new one"})
 		return nil, false
 	}
@@ -639,6 +640,15 @@ func (h *httpSession) Write(_ context.Context, msg jsonrpc.Message) error {
 func (h *httpSession) Close() error {
 	h.once.Do(func() { close(h.done) })
 	return nil
+}
+
+func (h *httpSession) closed() bool {
+	select {
+	case <-h.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func (h *httpSession) SessionID() string { return h.id }
