@@ -17,7 +17,7 @@ import (
 // timeout while sessions are open, and that those sessions end.
 func TestCloseEndsSessions(t *testing.T) {
 	const shutdown = 3 * time.Second
-	for _, kind := range []string{"websocket"} {
+	for _, kind := range []string{"websocket", "streamable"} {
 		t.Run(kind, func(t *testing.T) {
 			n, route := gatewayTo(t, func(c *Config) { c.ShutdownTimeout = shutdown })
 			ctx := testContext(t, 20*time.Second)
@@ -109,5 +109,49 @@ func TestSessionEndClosesUpstream(t *testing.T) {
 			end()
 			waitFor(t, "the upstream session to end", func() bool { return upstreamSessions(up) == 0 })
 		})
+	}
+}
+
+// TestCloseDrainsStreamableCalls checks that a call in flight over
+// streamable HTTP when Node.Close starts is answered before the node stops.
+func TestCloseDrainsStreamableCalls(t *testing.T) {
+	const shutdown = 5 * time.Second
+	n, _ := gatewayTo(t, func(c *Config) { c.ShutdownTimeout = shutdown })
+	ctx := testContext(t, 20*time.Second)
+	progressed := make(chan struct{}, 3)
+	sess := connectStreamable(t, ctx, n, "up", "2025-11-25", &mcp.ClientOptions{
+		ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) {
+			progressed <- struct{}{}
+		},
+	})
+	type result struct {
+		res *mcp.CallToolResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// slow answers after 2s unless cancelled, reporting progress first.
+		res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "slow", Meta: mcp.Meta{"progressToken": "drain"}})
+		done <- result{res, err}
+	}()
+	select {
+	case <-progressed:
+	case <-ctx.Done():
+		t.Fatal("the slow call never reported progress")
+	}
+
+	start := time.Now()
+	if err := n.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if elapsed := time.Since(start); elapsed >= shutdown {
+		t.Errorf("Close took %v, want less than the %v shutdown timeout", elapsed, shutdown)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("call in flight during Close: %v", r.err)
+	}
+	if got, want := r.res.Content[0].(*mcp.TextContent).Text, "not cancelled"; got != want {
+		t.Fatalf("call in flight during Close = %q, want %q", got, want)
 	}
 }

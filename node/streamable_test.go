@@ -33,7 +33,7 @@ func connectStreamable(t *testing.T, ctx context.Context, n *Node, route, protoc
 	if protocol != "" {
 		sopts = &mcp.ClientSessionOptions{ProtocolVersion: protocol}
 	}
-	sess, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: streamableEndpoint(n, route), MaxRetries: -1}, sopts)
+	sess, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: streamableEndpoint(n, route)}, sopts)
 	if err != nil {
 		t.Fatalf("Connect over streamable HTTP: %v", err)
 	}

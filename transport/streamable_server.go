@@ -55,6 +55,9 @@ type StreamableServer struct {
 	wg       sync.WaitGroup          // session serve goroutines and the janitor
 	stopOnce sync.Once
 	stop     chan struct{}
+
+	drainOnce sync.Once
+	draining  chan struct{} // closed by Drain
 }
 
 func (s *StreamableServer) init() {
@@ -63,6 +66,7 @@ func (s *StreamableServer) init() {
 	if s.sessions == nil {
 		s.sessions = make(map[string]*httpSession)
 		s.stop = make(chan struct{})
+		s.draining = make(chan struct{})
 		if s.MaxMessageBytes <= 0 {
 			s.MaxMessageBytes = DefaultMaxMessageBytes
 		}
@@ -108,6 +112,15 @@ func (s *StreamableServer) Sessions() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.sessions)
+}
+
+// Drain ends the sessions' GET event streams and refuses new ones, leaving
+// the sessions open. A GET stream never finishes by itself, so a server
+// shutting down calls Drain to let http.Server.Shutdown wait only for the
+// requests that will (calls in flight).
+func (s *StreamableServer) Drain() {
+	s.init()
+	s.drainOnce.Do(func() { close(s.draining) })
 }
 
 // Close ends every session and waits for their serve functions to return.
@@ -238,7 +251,7 @@ func (s *StreamableServer) open(r *http.Request, stateful bool) (*httpSession, e
 	if err != nil {
 		return nil, err
 	}
-	sess := newHTTPSession(owner, !stateful, s.Logger)
+	sess := newHTTPSession(owner, !stateful, s.Logger, s.draining)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -329,6 +342,7 @@ type httpSession struct {
 	incoming chan jsonrpc.Message
 	done     chan struct{}
 	once     sync.Once
+	drain    <-chan struct{} // closed when the server drains: GET streams end
 
 	mu         sync.Mutex
 	pending    map[jsonrpc.ID]*sseStream // call id → the POST stream awaiting its response
@@ -340,11 +354,12 @@ type httpSession struct {
 	lastUsed   time.Time
 }
 
-func newHTTPSession(owner string, ephemeral bool, logger *slog.Logger) *httpSession {
+func newHTTPSession(owner string, ephemeral bool, logger *slog.Logger, drain <-chan struct{}) *httpSession {
 	return &httpSession{
 		owner:     owner,
 		ephemeral: ephemeral,
 		logger:    logger,
+		drain:     drain,
 		incoming:  make(chan jsonrpc.Message, 16),
 		done:      make(chan struct{}),
 		pending:   make(map[jsonrpc.ID]*sseStream),
@@ -515,6 +530,12 @@ func (h *httpSession) forget(st *sseStream) {
 }
 
 func (h *httpSession) serveStandalone(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-h.drain:
+		WriteHTTPError(w, &HTTPError{Status: http.StatusServiceUnavailable, Code: jsonrpc.CodeInternalError, Message: "gateway is shutting down; retry on another node"})
+		return
+	default:
+	}
 	st := newSSEStream(w)
 	h.mu.Lock()
 	if h.standalone != nil {
@@ -542,6 +563,8 @@ func (h *httpSession) serveStandalone(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case <-h.done:
+			return
+		case <-h.drain:
 			return
 		case <-r.Context().Done():
 			return
