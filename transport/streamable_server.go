@@ -676,7 +676,10 @@ func (h *httpSession) closed() bool {
 
 func (h *httpSession) SessionID() string { return h.id }
 
-// progressToken returns params._meta.progressToken as a string key, or "".
+// progressToken returns params._meta.progressToken (or the top-level
+// progressToken of a progress notification) as a map key, or "" if there
+// is none. The key is the token's JSON encoding, so the string "1" and the
+// number 1 stay different tokens.
 func progressToken(params json.RawMessage) string {
 	if len(params) == 0 || !strings.Contains(string(params), "progressToken") {
 		return ""
@@ -694,8 +697,14 @@ func progressToken(params json.RawMessage) string {
 	if tok == nil {
 		tok = p.ProgressToken
 	}
-	if tok == nil {
+	switch tok.(type) {
+	case string, float64: // the only token types the protocol allows
+	default:
 		return ""
 	}
-	return fmt.Sprint(tok)
+	key, err := json.Marshal(tok)
+	if err != nil {
+		return ""
+	}
+	return string(key)
 }
