@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -606,4 +607,67 @@ func postJSON(t *testing.T, rawURL, host, body string, header ...string) *http.R
 	}
 	t.Cleanup(func() { resp.Body.Close() })
 	return resp
+}
+
+// hangUpUpstream is a WebSocket MCP upstream that answers initialize and
+// hangs up on the first tools/call.
+func hangUpUpstream(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := transport.AcceptWebSocket(w, r, transport.WebSocketOptions{PingInterval: -1})
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for {
+			msg, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			req, ok := msg.(*jsonrpc.Request)
+			if !ok || !req.IsCall() {
+				continue
+			}
+			if req.Method == "tools/call" {
+				return
+			}
+			c.Write(r.Context(), &jsonrpc.Response{ID: req.ID, Result: json.RawMessage(
+				`{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"hangup","version":"1"}}`)})
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/mcp"
+}
+
+// TestUpstreamEndsMidCall checks that a call in flight when the upstream
+// hangs up is answered with an error naming the route, not left to a
+// dropped connection.
+func TestUpstreamEndsMidCall(t *testing.T) {
+	upURL := hangUpUpstream(t)
+	n := startNode(t)
+	route := addRoute(t, n, storage.Route{Name: "hangup", URL: upURL, Transport: storage.TransportWebSocket})
+	for _, kind := range []string{"websocket", "streamable"} {
+		t.Run(kind, func(t *testing.T) {
+			ctx := testContext(t, 10*time.Second)
+			var sess *mcp.ClientSession
+			if kind == "websocket" {
+				var err error
+				if sess, err = client.Connect(ctx, route.URL, "org1", "acct1", client.WithGateway("ws://"+n.HTTPAddr())); err != nil {
+					t.Fatalf("Connect: %v", err)
+				}
+				defer sess.Close()
+			} else {
+				sess = connectStreamable(t, ctx, n, route.Name, "2025-11-25", nil)
+			}
+			_, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}})
+			var werr *jsonrpc.Error
+			if !errors.As(err, &werr) {
+				t.Fatalf("CallTool error %v is not a JSON-RPC error", err)
+			}
+			if got, want := werr.Code, int64(CodeUpstreamError); got != want {
+				t.Errorf("error code=%d, want %d", got, want)
+			}
+			checkMessage(t, werr.Message, `upstream of route "hangup" closed the session before answering`)
+		})
+	}
 }

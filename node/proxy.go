@@ -77,8 +77,12 @@ func (s *session) run(ctx context.Context) {
 func (s *session) clientToServer(ctx context.Context) {
 	var writes sync.WaitGroup
 	defer writes.Wait()
+	// The read is not bound to ctx: a WebSocket read whose context ends
+	// drops the connection, and run must still answer outstanding calls
+	// over it after ctx ends. run ends the read by closing down.
+	readCtx := context.WithoutCancel(ctx)
 	for {
-		msg, err := s.down.Read(ctx)
+		msg, err := s.down.Read(readCtx)
 		if err != nil {
 			if me, ok := transport.AsMessageError(err); ok {
 				// One bad message: answer it and keep the session.
