@@ -209,6 +209,7 @@ func TestWebSocketBadFrames(t *testing.T) {
 		data    []byte
 		code    int64
 		message []string // parts of the error message
+		id      string   // of the error reply: null unless the message could be read
 	}{
 		{
 			name:    "malformed JSON",
@@ -216,6 +217,7 @@ func TestWebSocketBadFrames(t *testing.T) {
 			data:    []byte(`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{`),
 			code:    jsonrpc.CodeParseError,
 			message: []string{"malformed JSON-RPC message", "one JSON-RPC 2.0 object per message"},
+			id:      "null",
 		},
 		{
 			name:    "not JSON at all",
@@ -223,6 +225,7 @@ func TestWebSocketBadFrames(t *testing.T) {
 			data:    []byte("\x00\xff garbage"),
 			code:    jsonrpc.CodeParseError,
 			message: []string{"malformed JSON-RPC message"},
+			id:      "null",
 		},
 		{
 			name:    "binary frame",
@@ -230,6 +233,7 @@ func TestWebSocketBadFrames(t *testing.T) {
 			data:    []byte(`{"jsonrpc":"2.0","id":5,"method":"ping"}`),
 			code:    jsonrpc.CodeInvalidRequest,
 			message: []string{"binary WebSocket frame refused", "text frame"},
+			id:      "5",
 		},
 		{
 			name:    "over the message cap",
@@ -237,6 +241,15 @@ func TestWebSocketBadFrames(t *testing.T) {
 			data:    append(append([]byte(`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":{"text":"`), bytes.Repeat([]byte("x"), 64<<10)...), `"}}}`...),
 			code:    jsonrpc.CodeInvalidRequest,
 			message: []string{"message larger than 65536 bytes refused", "--max-message-bytes"},
+			id:      "5",
+		},
+		{
+			name:    "over the message cap, id last",
+			typ:     websocket.MessageText,
+			data:    append(append([]byte(`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"echo","arguments":{"text":"`), bytes.Repeat([]byte("x"), 64<<10)...), `"}},"id":5}`...),
+			code:    jsonrpc.CodeInvalidRequest,
+			message: []string{"message larger than 65536 bytes refused", "--max-message-bytes"},
+			id:      "null",
 		},
 	}
 	for _, tc := range tests {
@@ -248,7 +261,7 @@ func TestWebSocketBadFrames(t *testing.T) {
 
 			bad.write(tc.typ, tc.data)
 			r := bad.read()
-			if got, want := string(r.ID), "null"; got != want {
+			if got, want := string(r.ID), tc.id; got != want {
 				t.Errorf("error reply id=%s, want %s", got, want)
 			}
 			if r.Error == nil {
@@ -669,5 +682,98 @@ func TestUpstreamEndsMidCall(t *testing.T) {
 			}
 			checkMessage(t, werr.Message, `upstream of route "hangup" closed the session before answering`)
 		})
+	}
+}
+
+// TestOversizedCallFailsAlone checks that a call over the message cap fails
+// with an error naming the cap, in the client library, and the session
+// goes on.
+func TestOversizedCallFailsAlone(t *testing.T) {
+	n, route := gatewayTo(t, func(c *Config) { c.MaxMessageBytes = 64 << 10 })
+	ctx := testContext(t, 10*time.Second)
+	sess, err := client.Connect(ctx, route.URL, "org1", "acct1", client.WithGateway("ws://"+n.HTTPAddr()))
+	if err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	defer sess.Close()
+	_, err = sess.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": strings.Repeat("x", 100<<10)}})
+	var werr *jsonrpc.Error
+	if !errors.As(err, &werr) {
+		t.Fatalf("oversized CallTool error %v is not a JSON-RPC error", err)
+	}
+	if got, want := werr.Code, int64(jsonrpc.CodeInvalidRequest); got != want {
+		t.Errorf("error code=%d, want %d", got, want)
+	}
+	checkMessage(t, werr.Message, "message larger than 65536 bytes refused", "--max-message-bytes")
+	echo(t, ctx, sess, "still here")
+}
+
+// bigUpstream is a WebSocket MCP upstream whose tools/call result is
+// 100 KiB unless the tool is "small".
+func bigUpstream(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := transport.AcceptWebSocket(w, r, transport.WebSocketOptions{PingInterval: -1})
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		big := strings.Repeat("x", 100<<10)
+		for {
+			msg, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			req, ok := msg.(*jsonrpc.Request)
+			if !ok || !req.IsCall() {
+				continue
+			}
+			var res string
+			switch {
+			case req.Method == "initialize":
+				res = `{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"big","version":"1"}}`
+			case req.Method != "tools/call":
+				c.Write(r.Context(), &jsonrpc.Response{ID: req.ID, Error: &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound, Message: "method not found"}})
+				continue
+			case strings.Contains(string(req.Params), `"small"`):
+				res = `{"content":[{"type":"text","text":"small"}]}`
+			default:
+				res = `{"content":[{"type":"text","text":"` + big + `"}]}`
+			}
+			c.Write(r.Context(), &jsonrpc.Response{ID: req.ID, Result: json.RawMessage(res)})
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/mcp"
+}
+
+// TestOversizedResultFailsAlone checks that a result over the message cap
+// fails its call with an error naming the route and the cap instead of
+// leaving the caller waiting, and the session goes on.
+func TestOversizedResultFailsAlone(t *testing.T) {
+	upURL := bigUpstream(t)
+	n := startNode(t, func(c *Config) { c.MaxMessageBytes = 64 << 10 })
+	route := addRoute(t, n, storage.Route{Name: "big", URL: upURL, Transport: storage.TransportWebSocket})
+	ctx := testContext(t, 10*time.Second)
+	sess, err := client.Connect(ctx, route.URL, "org1", "acct1", client.WithGateway("ws://"+n.HTTPAddr()))
+	if err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	defer sess.Close()
+	_, err = sess.CallTool(ctx, &mcp.CallToolParams{Name: "big"})
+	var werr *jsonrpc.Error
+	if !errors.As(err, &werr) {
+		t.Fatalf("CallTool error %v is not a JSON-RPC error", err)
+	}
+	if got, want := werr.Code, int64(CodeUpstreamError); got != want {
+		t.Errorf("error code=%d, want %d", got, want)
+	}
+	checkMessage(t, werr.Message, `upstream of route "big"`, "message larger than 65536 bytes refused", "--max-message-bytes")
+	res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "small"})
+	if err != nil {
+		t.Fatalf("CallTool after the oversized result: %v", err)
+	}
+	if got, want := res.Content[0].(*mcp.TextContent).Text, "small"; got != want {
+		t.Fatalf("small=%q, want %q", got, want)
 	}
 }

@@ -85,9 +85,17 @@ func (s *session) clientToServer(ctx context.Context) {
 		msg, err := s.down.Read(readCtx)
 		if err != nil {
 			if me, ok := transport.AsMessageError(err); ok {
-				// One bad message: answer it and keep the session.
+				// One bad message: answer it and keep the session. A refused
+				// response fails the upstream's request it answered.
 				s.n.metrics.refusalsTotal.WithLabelValues("bad_message").Inc()
-				s.writeDown(ctx, &jsonrpc.Response{Error: &jsonrpc.Error{Code: me.Code, Message: me.Message}})
+				refusal := &jsonrpc.Response{ID: me.ID, Error: &jsonrpc.Error{Code: me.Code, Message: me.Message}}
+				if me.Response {
+					if err := s.up.Write(ctx, refusal); err != nil {
+						s.logger.Debug("upstream write failed", slog.Any("error", err))
+					}
+					continue
+				}
+				s.writeDown(ctx, refusal)
 				continue
 			}
 			if ctx.Err() == nil {
@@ -204,8 +212,19 @@ func (s *session) serverToClient(ctx context.Context) {
 	for {
 		msg, err := s.up.Read(ctx)
 		if err != nil {
-			if _, ok := transport.AsMessageError(err); ok {
+			if me, ok := transport.AsMessageError(err); ok {
 				s.logger.Warn("upstream sent an unusable message; skipped", slog.Any("error", err))
+				if !me.ID.IsValid() {
+					continue
+				}
+				// Fail the call the message answered, or tell the upstream
+				// its request was refused, rather than leave either waiting.
+				if me.Response {
+					s.complete(ctx, &jsonrpc.Response{ID: me.ID, Error: rpcError(CodeUpstreamError,
+						fmt.Sprintf("upstream of route %q answered with an unusable message: %s", s.route.Name, me.Message), nil)})
+				} else if err := s.up.Write(ctx, &jsonrpc.Response{ID: me.ID, Error: &jsonrpc.Error{Code: me.Code, Message: me.Message}}); err != nil {
+					s.logger.Debug("upstream write failed", slog.Any("error", err))
+				}
 				continue
 			}
 			if ctx.Err() == nil {

@@ -205,7 +205,7 @@ func (s *StreamableServer) servePOST(w http.ResponseWriter, r *http.Request, id 
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if ok := asMaxBytes(err, &mbe); ok {
-			WriteHTTPError(w, &HTTPError{Status: http.StatusRequestEntityTooLarge, Code: jsonrpc.CodeInvalidRequest, Message: tooLarge(s.MaxMessageBytes).Message})
+			WriteHTTPError(w, &HTTPError{Status: http.StatusRequestEntityTooLarge, Code: jsonrpc.CodeInvalidRequest, Message: tooLarge(s.MaxMessageBytes, nil).Message})
 			return
 		}
 		WriteHTTPError(w, &HTTPError{Status: http.StatusBadRequest, Code: jsonrpc.CodeInvalidRequest, Message: "could not read request body"})

@@ -131,10 +131,12 @@ func (w *wsConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 		if _, err := io.Copy(io.Discard, r); err != nil {
 			return nil, closedErr(err)
 		}
-		return nil, tooLarge(w.opts.MaxMessageBytes)
+		return nil, tooLarge(w.opts.MaxMessageBytes, data)
 	}
 	if typ != websocket.MessageText {
-		return nil, &MessageError{Code: jsonrpc.CodeInvalidRequest, Message: "binary WebSocket frame refused; send each JSON-RPC message as one text frame"}
+		me := &MessageError{Code: jsonrpc.CodeInvalidRequest, Message: "binary WebSocket frame refused; send each JSON-RPC message as one text frame"}
+		me.ID, me.Response = peekID(data)
+		return nil, me
 	}
 	return decodeMessage(data)
 }

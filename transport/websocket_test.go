@@ -75,14 +75,17 @@ func TestWebSocketRead(t *testing.T) {
 		data    []byte
 		code    int64  // 0: the message must decode
 		message string // part of the MessageError's text
+		id      any    // the MessageError's ID; nil for none
 	}{
 		{name: "request", typ: websocket.MessageText, data: ping},
 		{name: "exactly the cap", typ: websocket.MessageText, data: exact},
 		{name: "malformed JSON", typ: websocket.MessageText, data: []byte(`{"jsonrpc":"2.0","id":1,"method":`), code: jsonrpc.CodeParseError, message: "malformed JSON-RPC message"},
 		{name: "not JSON-RPC 2.0", typ: websocket.MessageText, data: []byte(`{"id":1,"method":"ping"}`), code: jsonrpc.CodeParseError, message: "send one JSON-RPC 2.0 object per message"},
 		{name: "empty frame", typ: websocket.MessageText, data: nil, code: jsonrpc.CodeParseError, message: "malformed JSON-RPC message"},
-		{name: "binary frame", typ: websocket.MessageBinary, data: ping, code: jsonrpc.CodeInvalidRequest, message: "binary WebSocket frame refused"},
-		{name: "one byte over the cap", typ: websocket.MessageText, data: append([]byte(" "), exact...), code: jsonrpc.CodeInvalidRequest, message: "message larger than 1024 bytes refused"},
+		{name: "binary frame", typ: websocket.MessageBinary, data: ping, code: jsonrpc.CodeInvalidRequest, message: "binary WebSocket frame refused", id: int64(7)},
+		{name: "one byte over the cap", typ: websocket.MessageText, data: append([]byte(" "), exact...), code: jsonrpc.CodeInvalidRequest, message: "message larger than 1024 bytes refused", id: int64(7)},
+		{name: "call over the cap", typ: websocket.MessageText, data: []byte(`{"jsonrpc":"2.0","id":"big","method":"tools/call","params":{"text":"` + strings.Repeat("x", 2*limit) + `"}}`),
+			code: jsonrpc.CodeInvalidRequest, message: "message larger than 1024 bytes refused", id: "big"},
 		{name: "far over the cap", typ: websocket.MessageText, data: bytes.Repeat([]byte("x"), 1<<20), code: jsonrpc.CodeInvalidRequest, message: "--max-message-bytes"},
 		{name: "binary over the cap", typ: websocket.MessageBinary, data: bytes.Repeat([]byte("x"), 2*limit), code: jsonrpc.CodeInvalidRequest, message: "message larger than 1024 bytes refused"},
 	}
@@ -107,6 +110,9 @@ func TestWebSocketRead(t *testing.T) {
 			}
 			if !strings.Contains(me.Message, tc.message) {
 				t.Errorf("message %q does not contain %q", me.Message, tc.message)
+			}
+			if got, want := me.ID.Raw(), tc.id; got != want {
+				t.Errorf("MessageError ID=%v, want %v", got, want)
 			}
 			// The connection survives a bad message.
 			msg, err = send(t, conn, peer, websocket.MessageText, ping)
