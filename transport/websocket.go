@@ -146,7 +146,21 @@ func (w *wsConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 	if err != nil {
 		return err
 	}
-	if err := w.c.Write(ctx, websocket.MessageText, data); err != nil {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// The library closes the connection when a write's context ends, as a
+	// frame cut short would corrupt the stream. Callers cancel a write's
+	// context when its call is answered or cancelled, which may happen
+	// while the write finishes, so only a deadline (a peer that stopped
+	// reading) may end the write.
+	wctx := context.WithoutCancel(ctx)
+	if d, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithDeadline(wctx, d)
+		defer cancel()
+	}
+	if err := w.c.Write(wctx, websocket.MessageText, data); err != nil {
 		return closedErr(err)
 	}
 	return nil

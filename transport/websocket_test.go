@@ -230,3 +230,47 @@ func FuzzWebSocketRead(f *testing.F) {
 		}
 	})
 }
+
+// TestWebSocketWriteCancelKeepsConnection cancels writes while they run, as
+// the proxy does when a call is answered or cancelled: the connection must
+// survive, and the peer must see only whole messages.
+func TestWebSocketWriteCancelKeepsConnection(t *testing.T) {
+	conn, peer := wsPair(t, WebSocketOptions{PingInterval: -1})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	received := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { received <- n }()
+		for {
+			_, data, err := peer.Read(ctx)
+			if err != nil {
+				return
+			}
+			if string(data) == `{"jsonrpc":"2.0","method":"done"}` {
+				return
+			}
+			if _, err := jsonrpc.DecodeMessage(data); err != nil {
+				t.Errorf("peer got a broken message %q: %v", data, err)
+				return
+			}
+			n++
+		}
+	}()
+	ping := &jsonrpc.Request{Method: "notifications/ping", Params: []byte(`{"pad":"` + strings.Repeat("x", 4096) + `"}`)}
+	sent := 0
+	for i := 0; i < 300; i++ {
+		wctx, wcancel := context.WithCancel(ctx)
+		go wcancel()
+		if conn.Write(wctx, ping) == nil {
+			sent++
+		}
+		wcancel()
+	}
+	if err := conn.Write(ctx, &jsonrpc.Request{Method: "done"}); err != nil {
+		t.Fatalf("Write after cancelled writes: %v", err)
+	}
+	if got := <-received; got != sent {
+		t.Fatalf("peer received %d messages, Write reported %d sent", got, sent)
+	}
+}
