@@ -156,19 +156,27 @@ func dialerFor(addr, target, org, account string, o options) (dialFunc, error) {
 	if open, ok, err := framedOpener(addr, target, org, account, o); ok {
 		return open, err
 	}
-	base, err := wsBase(addr)
+	u, h, err := wsRequest(addr, target, org, account, o)
 	if err != nil {
 		return nil, err
+	}
+	return func(ctx context.Context) (mcp.Connection, error) {
+		return transport.DialWebSocket(ctx, u, h, o.httpClient, transport.WebSocketOptions{MaxMessageBytes: o.maxMessage})
+	}, nil
+}
+
+// wsRequest returns the URL and headers of a WebSocket session request.
+func wsRequest(addr, target, org, account string, o options) (string, http.Header, error) {
+	base, err := wsBase(addr)
+	if err != nil {
+		return "", nil, err
 	}
 	q := url.Values{"target": {target}, "org": {org}, "account": {account}}
 	h := http.Header{}
 	if o.token != "" {
 		h.Set("Authorization", "Bearer "+o.token)
 	}
-	u := base + "/v1/mcp?" + q.Encode()
-	return func(ctx context.Context) (mcp.Connection, error) {
-		return transport.DialWebSocket(ctx, u, h, o.httpClient, transport.WebSocketOptions{MaxMessageBytes: o.maxMessage})
-	}, nil
+	return base + "/v1/mcp?" + q.Encode(), h, nil
 }
 
 // Connect implements mcp.Transport.

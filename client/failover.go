@@ -10,12 +10,14 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpgw/mcpgw/transport"
 )
 
 // CodeNodeLost is the JSON-RPC error code a call gets when the gateway node
 // carrying it went away before answering. The session itself has moved to
 // another node; the call may be retried.
-const CodeNodeLost = -32089
+const CodeNodeLost = transport.CodeNodeLost
 
 // failoverTimeout bounds the search for a live node after one is lost.
 const failoverTimeout = 30 * time.Second
@@ -42,14 +44,16 @@ type failoverConn struct {
 	wg     sync.WaitGroup
 
 	mu          sync.Mutex
-	cur         mcp.Connection          // guarded by mu
-	next        int                     // index of the dialer to try after cur fails; guarded by mu
-	gen         int                     // increments per reconnection; guarded by mu
-	initReq     *jsonrpc.Request        // the session's initialize, replayed on a new node; guarded by mu
-	initialized *jsonrpc.Request        // notifications/initialized, replayed too; guarded by mu
-	pending     map[jsonrpc.ID]struct{} // calls sent and not answered; guarded by mu
-	replayIDs   map[jsonrpc.ID]struct{} // replayed initialize ids whose responses are swallowed; guarded by mu
-	failed      error                   // set once no node can be reached; guarded by mu
+	cur         mcp.Connection               // guarded by mu
+	next        int                          // index of the dialer to try after cur fails; guarded by mu
+	gen         int                          // increments per reconnection; guarded by mu
+	initReq     *jsonrpc.Request             // the session's initialize, replayed on a new node; guarded by mu
+	initialized *jsonrpc.Request             // notifications/initialized, replayed too; guarded by mu
+	pending     map[jsonrpc.ID]struct{}      // calls sent and not answered; guarded by mu
+	replayIDs   map[jsonrpc.ID]chan struct{} // replayed initialize ids, closed when their responses arrive; guarded by mu
+	failed      error                        // set once no node can be reached; guarded by mu
+	failing     bool                         // a failover is under way; guarded by mu
+	moved       chan struct{}                // closed when the current failover ends; guarded by mu
 }
 
 func newFailoverConn(ctx context.Context, dialers []dialFunc) (*failoverConn, error) {
@@ -58,7 +62,8 @@ func newFailoverConn(ctx context.Context, dialers []dialFunc) (*failoverConn, er
 		in:        make(chan jsonrpc.Message, 16),
 		done:      make(chan struct{}),
 		pending:   make(map[jsonrpc.ID]struct{}),
-		replayIDs: make(map[jsonrpc.ID]struct{}),
+		replayIDs: make(map[jsonrpc.ID]chan struct{}),
+		moved:     make(chan struct{}),
 	}
 	conn, idx, err := c.dialAny(ctx, 0)
 	if err != nil {
@@ -128,8 +133,9 @@ func (c *failoverConn) readLoop(conn mcp.Connection, gen int) {
 func (c *failoverConn) settle(resp *jsonrpc.Response) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.replayIDs[resp.ID]; ok {
+	if answered, ok := c.replayIDs[resp.ID]; ok {
 		delete(c.replayIDs, resp.ID)
+		close(answered)
 		return false
 	}
 	delete(c.pending, resp.ID)
@@ -140,10 +146,11 @@ func (c *failoverConn) settle(resp *jsonrpc.Response) bool {
 // gen failed.
 func (c *failoverConn) failover(gen int) {
 	c.mu.Lock()
-	if gen != c.gen || c.failed != nil {
+	if gen != c.gen || c.failed != nil || c.failing {
 		c.mu.Unlock()
 		return
 	}
+	c.failing = true
 	lost := c.pending
 	c.pending = make(map[jsonrpc.ID]struct{})
 	c.cur.Close()
@@ -171,6 +178,9 @@ func (c *failoverConn) failover(gen int) {
 		case <-ctx.Done():
 			c.mu.Lock()
 			c.failed = fmt.Errorf("%w: no gateway node reachable for %s: %v", mcp.ErrConnectionClosed, failoverTimeout, err)
+			c.failing = false
+			close(c.moved)
+			c.moved = make(chan struct{})
 			c.mu.Unlock()
 			c.Close()
 			return
@@ -183,22 +193,40 @@ func (c *failoverConn) failover(gen int) {
 	c.gen++
 	gen = c.gen
 	initReq, initialized := c.initReq, c.initialized
+	answered := make(chan struct{})
 	if initReq != nil {
-		c.replayIDs[initReq.ID] = struct{}{}
+		c.replayIDs[initReq.ID] = answered
 	}
 	c.wg.Add(1)
 	c.mu.Unlock()
 	go c.readLoop(conn, gen)
 
-	// Replay the handshake; the stateless protocol has none.
+	// Replay the handshake (the stateless protocol has none) before anyone
+	// else writes on the new connection.
+	var replayErr error
 	if initReq != nil {
-		if err := conn.Write(ctx, initReq); err != nil {
-			c.failover(gen)
-			return
+		replayErr = conn.Write(ctx, initReq)
+		if replayErr == nil {
+			// The protocol sends initialized only after initialize is answered.
+			select {
+			case <-answered:
+			case <-ctx.Done():
+				replayErr = ctx.Err()
+			case <-c.done:
+				return
+			}
 		}
-		if initialized != nil {
-			conn.Write(ctx, initialized)
+		if replayErr == nil && initialized != nil {
+			replayErr = conn.Write(ctx, initialized)
 		}
+	}
+	c.mu.Lock()
+	c.failing = false
+	close(c.moved)
+	c.moved = make(chan struct{})
+	c.mu.Unlock()
+	if replayErr != nil {
+		c.failover(gen)
 	}
 }
 
@@ -225,27 +253,65 @@ func (c *failoverConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 	}
 }
 
+// Write sends msg through the current node. A write that fails because the
+// node went away was never delivered, so it is sent again, once, through
+// the node the session moves to.
 func (c *failoverConn) Write(ctx context.Context, msg jsonrpc.Message) error {
-	c.mu.Lock()
-	if c.failed != nil {
-		err := c.failed
+	req, isReq := msg.(*jsonrpc.Request)
+	for attempt := 0; ; attempt++ {
+		c.mu.Lock()
+		if c.failed != nil {
+			err := c.failed
+			c.mu.Unlock()
+			return err
+		}
+		if c.failing {
+			moved := c.moved
+			c.mu.Unlock()
+			if err := c.await(ctx, moved); err != nil {
+				return err
+			}
+			continue
+		}
+		if isReq {
+			switch req.Method {
+			case "initialize":
+				c.initReq = cloneRequest(req)
+			case "notifications/initialized":
+				c.initialized = cloneRequest(req)
+			}
+			if req.IsCall() {
+				c.pending[req.ID] = struct{}{}
+			}
+		}
+		conn, gen, moved := c.cur, c.gen, c.moved
 		c.mu.Unlock()
-		return err
-	}
-	if req, ok := msg.(*jsonrpc.Request); ok {
-		switch {
-		case req.Method == "initialize":
-			c.initReq = cloneRequest(req)
-		case req.Method == "notifications/initialized":
-			c.initialized = cloneRequest(req)
+		err := conn.Write(ctx, msg)
+		if err == nil || attempt > 0 || ctx.Err() != nil {
+			return err
 		}
-		if req.IsCall() {
-			c.pending[req.ID] = struct{}{}
+		if isReq && req.IsCall() {
+			c.mu.Lock()
+			delete(c.pending, req.ID)
+			c.mu.Unlock()
+		}
+		go c.failover(gen)
+		if err := c.await(ctx, moved); err != nil {
+			return err
 		}
 	}
-	conn := c.cur
-	c.mu.Unlock()
-	return conn.Write(ctx, msg)
+}
+
+// await waits for a failover to end.
+func (c *failoverConn) await(ctx context.Context, moved <-chan struct{}) error {
+	select {
+	case <-moved:
+		return nil
+	case <-c.done:
+		return mcp.ErrConnectionClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (c *failoverConn) Close() error {

@@ -20,6 +20,7 @@ const (
 	CodeNoCredential     = -32086                      // the account has no credential for the route
 	CodeOverloaded       = transport.CodeOverloaded    // a node-wide cap (sessions, in-flight calls) is reached
 	CodeCredentialBroken = -32088                      // the stored credential cannot be unsealed
+	CodeNodeLost         = transport.CodeNodeLost      // the node went away before answering; the call may be retried
 )
 
 // sdkRejectedCode is the code of the go-sdk's "rejected by transport"

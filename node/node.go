@@ -139,6 +139,9 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	n.httpSrv = &http.Server{Handler: n.sessionHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.logger.Handler(), slog.LevelWarn)}
+	// Shutdown waits for requests in flight; GET event streams never end by
+	// themselves, so they end when it starts.
+	n.httpSrv.RegisterOnShutdown(n.streamable.Drain)
 	n.adminSrv = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.logger.Handler(), slog.LevelWarn)}
 	n.serve(n.httpSrv, n.httpLn)
 	n.serve(n.adminSrv, n.adminLn)

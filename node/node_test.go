@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/mcpgw/mcpgw/client"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/storage"
@@ -23,7 +25,10 @@ func TestMain(m *testing.M) {
 	if upstreamtest.RunStdioIfAsked(os.Args) {
 		return
 	}
-	os.Exit(m.Run())
+	// Fail the package if any test leaves a goroutine running. A server
+	// connection that refused an oversized body lingers half a second
+	// before closing, whoever owns it.
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("net/http.(*conn).closeWriteAndWait"))
 }
 
 // startNode starts a node on loopback ports with its data in a temp dir.

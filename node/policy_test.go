@@ -40,9 +40,10 @@ func (c *fakeClock) Advance(d time.Duration) {
 func startClockedNode(t *testing.T) (*Node, *fakeClock, storage.Route) {
 	t.Helper()
 	clock := &fakeClock{now: time.Now()}
-	n := startNode(t, func(c *Config) { c.Clock = clock.Now })
 	up := upstreamtest.New()
-	route := addRoute(t, n, storage.Route{Name: "up", URL: upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp"})
+	url := upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp" // before the node, so it stops after it
+	n := startNode(t, func(c *Config) { c.Clock = clock.Now })
+	route := addRoute(t, n, storage.Route{Name: "up", URL: url})
 	return n, clock, route
 }
 
@@ -214,12 +215,13 @@ func TestRateLimit(t *testing.T) {
 
 // TestInsecureDev: --insecure-dev accepts sessions without a token.
 func TestInsecureDev(t *testing.T) {
-	n := startNode(t, func(c *Config) { c.InsecureDev = true })
 	up := upstreamtest.New()
-	route := addRoute(t, n, storage.Route{Name: "up", URL: upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp"})
+	url := upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp"
+	n := startNode(t, func(c *Config) { c.InsecureDev = true })
+	route := addRoute(t, n, storage.Route{Name: "up", URL: url})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	sess, err := client.Connect(ctx, route.URL, "acme", "a1", client.WithGateway("ws://"+n.HTTPAddr()))
+	sess, err := client.Connect(ctx, route.URL, "acme", "a1", client.WithGateway("ws://"+n.HTTPAddr()), client.WithToken(testToken(n)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -93,13 +93,25 @@ func (s *session) run(ctx context.Context) {
 func (s *session) clientToServer(ctx context.Context) {
 	var writes sync.WaitGroup
 	defer writes.Wait()
+	// The read is not bound to ctx: a WebSocket read whose context ends
+	// drops the connection, and run must still answer outstanding calls
+	// over it after ctx ends. run ends the read by closing down.
+	readCtx := context.WithoutCancel(ctx)
 	for {
-		msg, err := s.down.Read(ctx)
+		msg, err := s.down.Read(readCtx)
 		if err != nil {
 			if me, ok := transport.AsMessageError(err); ok {
-				// One bad message: answer it and keep the session.
+				// One bad message: answer it and keep the session. A refused
+				// response fails the upstream's request it answered.
 				s.n.metrics.refusalsTotal.WithLabelValues("bad_message").Inc()
-				s.writeDown(ctx, &jsonrpc.Response{Error: &jsonrpc.Error{Code: me.Code, Message: me.Message}})
+				refusal := &jsonrpc.Response{ID: me.ID, Error: &jsonrpc.Error{Code: me.Code, Message: me.Message}}
+				if me.Response {
+					if err := s.up.Write(ctx, refusal); err != nil {
+						s.logger.Debug("upstream write failed", slog.Any("error", err))
+					}
+					continue
+				}
+				s.writeDown(ctx, refusal)
 				continue
 			}
 			if ctx.Err() == nil {
@@ -278,8 +290,19 @@ func (s *session) serverToClient(ctx context.Context) {
 	for {
 		msg, err := s.up.Read(ctx)
 		if err != nil {
-			if _, ok := transport.AsMessageError(err); ok {
+			if me, ok := transport.AsMessageError(err); ok {
 				s.logger.Warn("upstream sent an unusable message; skipped", slog.Any("error", err))
+				if !me.ID.IsValid() {
+					continue
+				}
+				// Fail the call the message answered, or tell the upstream
+				// its request was refused, rather than leave either waiting.
+				if me.Response {
+					s.complete(ctx, &jsonrpc.Response{ID: me.ID, Error: rpcError(CodeUpstreamError,
+						fmt.Sprintf("upstream of route %q answered with an unusable message: %s", s.route.Name, me.Message), nil)})
+				} else if err := s.up.Write(ctx, &jsonrpc.Response{ID: me.ID, Error: &jsonrpc.Error{Code: me.Code, Message: me.Message}}); err != nil {
+					s.logger.Debug("upstream write failed", slog.Any("error", err))
+				}
 				continue
 			}
 			if ctx.Err() == nil {
@@ -335,9 +358,12 @@ func (s *session) failPending(ctx context.Context) {
 		ids = append(ids, id)
 	}
 	s.mu.Unlock()
+	rerr := rpcError(CodeUpstreamError, fmt.Sprintf("upstream of route %q closed the session before answering; open a new session and retry", s.route.Name), nil)
+	if s.n.ctx.Err() != nil {
+		rerr = rpcError(CodeNodeLost, "this gateway node is shutting down and the call was not answered; retry it through another node if it is safe to repeat", nil)
+	}
 	for _, id := range ids {
-		s.complete(context.WithoutCancel(ctx), &jsonrpc.Response{ID: id, Error: rpcError(CodeUpstreamError,
-			fmt.Sprintf("upstream of route %q closed the session before answering; open a new session and retry", s.route.Name), nil)})
+		s.complete(context.WithoutCancel(ctx), &jsonrpc.Response{ID: id, Error: rerr})
 	}
 }
 

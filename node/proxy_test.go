@@ -74,8 +74,11 @@ func testProxyEndToEnd(t *testing.T, gw gatewayCase, tc upstreamCase, protocol s
 	{
 		{
 			up := upstreamtest.New()
+			// The upstream starts first so that it stops last: sessions the
+			// node ends on Close can still end their upstream sessions.
+			r := tc.route(t, up)
 			n := startNode(t)
-			route := addRoute(t, n, tc.route(t, up))
+			route := addRoute(t, n, r)
 
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()

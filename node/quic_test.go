@@ -42,21 +42,13 @@ func activeSessions(t testing.TB, n *Node, transportName string) float64 {
 	return gaugeValue(t, n.metrics.sessionsActive.WithLabelValues(transportName))
 }
 
-// upstreamSessions counts the sessions the test upstream holds open.
-func upstreamSessions(up *upstreamtest.Server) int {
-	count := 0
-	for range up.MCP.Sessions() {
-		count++
-	}
-	return count
-}
-
 // startGateway starts a node with a streamable upstream route "up".
 func startGateway(t testing.TB, mutate ...func(*Config)) (*Node, *upstreamtest.Server, storage.Route) {
 	t.Helper()
 	up := upstreamtest.New()
+	url := upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp" // before the node, so it stops after it
 	n := startNode(t, mutate...)
-	route := addRoute(t, n, storage.Route{Name: "up", URL: upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp"})
+	route := addRoute(t, n, storage.Route{Name: "up", URL: url})
 	return n, up, route
 }
 
@@ -101,7 +93,7 @@ func openQUICSession(ctx context.Context, conn *quic.Conn, token, target string)
 	return &quicSession{stream: st, sess: sess}, nil
 }
 
-func echo(ctx context.Context, sess *mcp.ClientSession, text string) error {
+func echoErr(ctx context.Context, sess *mcp.ClientSession, text string) error {
 	res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": text}})
 	if err != nil {
 		return err
@@ -133,7 +125,7 @@ func TestQUICManySessionsOneConnection(t *testing.T) {
 			}
 			all[i] = s
 			for j := range 3 {
-				if err := echo(ctx, s.sess, fmt.Sprintf("session %d call %d", i, j)); err != nil {
+				if err := echoErr(ctx, s.sess, fmt.Sprintf("session %d call %d", i, j)); err != nil {
 					errs <- fmt.Errorf("session %d: %w", i, err)
 					return
 				}
@@ -164,7 +156,7 @@ func TestQUICManySessionsOneConnection(t *testing.T) {
 	waitFor(t, "the reset session to end on the gateway and upstream", func() bool {
 		return activeSessions(t, n, "quic") == sessions-1 && upstreamSessions(up) == sessions-1
 	})
-	if err := echo(ctx, all[victim].sess, "after reset"); err == nil {
+	if err := echoErr(ctx, all[victim].sess, "after reset"); err == nil {
 		t.Fatal("call on the reset stream succeeded")
 	}
 
@@ -174,7 +166,7 @@ func TestQUICManySessionsOneConnection(t *testing.T) {
 			continue
 		}
 		wg.Go(func() {
-			if err := echo(ctx, s.sess, fmt.Sprintf("session %d after the reset", i)); err != nil {
+			if err := echoErr(ctx, s.sess, fmt.Sprintf("session %d after the reset", i)); err != nil {
 				errs <- fmt.Errorf("session %d after the reset: %w", i, err)
 			}
 		})
@@ -215,7 +207,7 @@ func TestQUICConnectionCloseEndsItsSessions(t *testing.T) {
 	waitFor(t, "the closed connection's sessions and upstreams to end", func() bool {
 		return activeSessions(t, n, "quic") == 1 && upstreamSessions(up) == 1 && gaugeValue(t, n.metrics.quicConnsActive) == 1
 	})
-	if err := echo(ctx, survivor.sess, "still here"); err != nil {
+	if err := echoErr(ctx, survivor.sess, "still here"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -243,7 +235,7 @@ func TestQUICClientPoolsConnections(t *testing.T) {
 	sessions[0].Close()
 	waitFor(t, "the closed session to end", func() bool { return activeSessions(t, n, "quic") == 4 })
 	for i, sess := range sessions[1:] {
-		if err := echo(ctx, sess, fmt.Sprint(i)); err != nil {
+		if err := echoErr(ctx, sess, fmt.Sprint(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -329,13 +321,6 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// rpcReply is one JSON-RPC response line.
-type rpcReply struct {
-	ID     json.RawMessage `json:"id"`
-	Result json.RawMessage `json:"result"`
-	Error  *jsonrpc.Error  `json:"error"`
-}
-
 func (r *rawStream) rpc() rpcReply {
 	r.t.Helper()
 	line := r.recv()
@@ -411,8 +396,8 @@ func TestFramedBadInput(t *testing.T) {
 				}
 				r.send(`{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"` + strings.Repeat("x", 5000) + `"}}` + "\n")
 				rep := r.rpc()
-				if string(rep.ID) != "null" || rep.Error == nil || rep.Error.Code != jsonrpc.CodeInvalidRequest || !strings.Contains(rep.Error.Message, "larger than 4096 bytes") {
-					t.Fatalf("oversize line answered %+v, want an invalid-request error with id null", rep)
+				if string(rep.ID) != "1" || rep.Error == nil || rep.Error.Code != jsonrpc.CodeInvalidRequest || !strings.Contains(rep.Error.Message, "larger than 4096 bytes") {
+					t.Fatalf("oversize line answered %+v, want an invalid-request error for id 1", rep)
 				}
 				r.initialize(2)
 			})
@@ -455,7 +440,7 @@ func TestQUICMaxStreamsPerConn(t *testing.T) {
 	if err != nil {
 		t.Fatalf("session after one ended: %v", err)
 	}
-	if err := echo(ctx, third.sess, "third"); err != nil {
+	if err := echoErr(ctx, third.sess, "third"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -498,7 +483,7 @@ func TestMaxSessions(t *testing.T) {
 		return err == nil
 	})
 	defer third.Close()
-	if err := echo(ctx, third, "third"); err != nil {
+	if err := echoErr(ctx, third, "third"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -528,7 +513,7 @@ func TestCloseEndsFramedSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, sess := range sessions {
-		if err := echo(ctx, sess, "after close"); err == nil {
+		if err := echoErr(ctx, sess, "after close"); err == nil {
 			t.Fatalf("session %d still works after Close", i)
 		}
 	}

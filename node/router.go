@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"path"
 	"regexp"
@@ -81,12 +82,10 @@ type normalURL struct {
 	scheme, host, path, query string
 }
 
+// String re-escapes the path, which normalizeURL holds decoded: a decoded
+// "?", "#" or "%" written back raw would change what the URL names.
 func (n normalURL) String() string {
-	s := n.scheme + "://" + n.host + n.path
-	if n.query != "" {
-		s += "?" + n.query
-	}
-	return s
+	return (&url.URL{Scheme: n.scheme, Host: n.host, Path: n.path, RawQuery: n.query}).String()
 }
 
 // normalizeURL parses and canonicalizes a target or route URL so that
@@ -113,6 +112,13 @@ func normalizeURL(raw string) (normalURL, error) {
 	host := strings.ToLower(u.Hostname())
 	if host == "" {
 		return normalURL{}, fmt.Errorf("target %q has no host", raw)
+	}
+	if strings.Contains(host, ":") {
+		// Only an IPv6 literal may hold a colon; url.Parse lets "http://::"
+		// through with host ":".
+		if _, err := netip.ParseAddr(host); err != nil {
+			return normalURL{}, fmt.Errorf("target %q has an invalid host %q", raw, host)
+		}
 	}
 	if port := u.Port(); port != "" && !(scheme == "http" && port == "80") && !(scheme == "https" && port == "443") &&
 		!(scheme == "ws" && port == "80") && !(scheme == "wss" && port == "443") {

@@ -115,7 +115,7 @@ func TestQUICTrust(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer sess.Close()
-		if err := echo(ctx, sess, "trusted"); err != nil {
+		if err := echoErr(ctx, sess, "trusted"); err != nil {
 			t.Fatal(err)
 		}
 	})

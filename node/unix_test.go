@@ -40,7 +40,7 @@ func TestUnixSocketFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := echo(ctx, sess, "over unix"); err != nil {
+	if err := echoErr(ctx, sess, "over unix"); err != nil {
 		t.Fatal(err)
 	}
 	sess.Close()

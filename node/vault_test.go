@@ -65,8 +65,9 @@ func TestCredentialInjection(t *testing.T) {
 	up := upstreamtest.New()
 	secret := "s3cr3t-upstream-token"
 	up.RequireBearer.Store(&secret)
+	url := upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp" // before the node, so it stops after it
 	n := startNode(t)
-	route := addRoute(t, n, storage.Route{Name: "gh", URL: upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp", Credential: storage.CredentialRequired})
+	route := addRoute(t, n, storage.Route{Name: "gh", URL: url, Credential: storage.CredentialRequired})
 	putCredential(t, n, "acme", "alice", "gh", "bearer", secret+"\n")
 	putCredential(t, n, "acme", "mallory", "gh", "bearer", "wrong-token")
 
@@ -100,8 +101,9 @@ func TestCredentialInjection(t *testing.T) {
 // is open makes the next upstream request carry the new one.
 func TestCredentialRotationLiveSession(t *testing.T) {
 	up := upstreamtest.New()
+	url := upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp" // before the node, so it stops after it
 	n := startNode(t)
-	route := addRoute(t, n, storage.Route{Name: "gh", URL: upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp"})
+	route := addRoute(t, n, storage.Route{Name: "gh", URL: url})
 	putCredential(t, n, "acme", "alice", "gh", "bearer", "token-one")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -149,8 +151,9 @@ func TestStdioCredentialEnv(t *testing.T) {
 // else's.
 func TestCorruptCredentialFailsOnlyItsSessions(t *testing.T) {
 	up := upstreamtest.New()
+	url := upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp" // before the node, so it stops after it
 	n := startNode(t)
-	route := addRoute(t, n, storage.Route{Name: "gh", URL: upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp"})
+	route := addRoute(t, n, storage.Route{Name: "gh", URL: url})
 	putCredential(t, n, "acme", "alice", "gh", "bearer", "good")
 	bad := storage.Credential{Org: "acme", Account: "eve", Route: "gh", Kind: "bearer", Sealed: []byte("MGVE garbage")}
 	if err := n.writes.Apply(context.Background(), cluster.Command{Op: cluster.OpPutCredential, Credential: &bad}); err != nil {

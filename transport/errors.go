@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,13 @@ import (
 type MessageError struct {
 	Code    int64  // JSON-RPC error code to answer with
 	Message string // what was wrong and what to do
+	// ID is the id of the refused message when it could still be read (an
+	// oversized or binary message), so that the error can fail the call
+	// it belongs to instead of leaving its caller waiting. Response says
+	// whether that message was a response: then the call to fail is the
+	// peer's. For malformed messages ID is invalid (JSON-RPC's null id).
+	ID       jsonrpc.ID
+	Response bool
 }
 
 func (e *MessageError) Error() string { return e.Message }
@@ -46,12 +54,58 @@ func decodeMessage(data []byte) (jsonrpc.Message, error) {
 	return msg, nil
 }
 
-// tooLarge is the MessageError for a message over the cap.
-func tooLarge(limit int64) *MessageError {
-	return &MessageError{
+// tooLarge is the MessageError for a message over the cap, of which head
+// is the first part.
+func tooLarge(limit int64, head []byte) *MessageError {
+	me := &MessageError{
 		Code:    jsonrpc.CodeInvalidRequest,
 		Message: fmt.Sprintf("message larger than %d bytes refused; split it or ask the operator to raise --max-message-bytes", limit),
 	}
+	me.ID, me.Response = peekID(head)
+	return me
+}
+
+// peekID reads the id of a JSON-RPC message from its first bytes, which may
+// be cut short, and whether the message is a response. It reads the
+// top-level members in order and stops at the first it cannot skip, so it
+// finds the id when the id and the method (or result, or error) precede
+// the bulk of the message, as the SDKs write them. It returns an invalid
+// id when it cannot tell both.
+func peekID(head []byte) (id jsonrpc.ID, response bool) {
+	dec := json.NewDecoder(bytes.NewReader(head))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return jsonrpc.ID{}, false
+	}
+	sawMethod, sawResult := false, false
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			break
+		}
+		switch tok {
+		case "method": // what makes a message a request, as for DecodeMessage
+			sawMethod = true
+		case "result", "error":
+			sawResult = true
+		case "id":
+			var v any
+			if dec.Decode(&v) != nil {
+				return jsonrpc.ID{}, false
+			}
+			if id, err = jsonrpc.MakeID(v); err != nil {
+				return jsonrpc.ID{}, false
+			}
+			continue
+		}
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			break
+		}
+	}
+	if !id.IsValid() || (!sawMethod && !sawResult) {
+		return jsonrpc.ID{}, false
+	}
+	return id, !sawMethod
 }
 
 // HTTPError is a refusal before a session starts: an HTTP status plus a

@@ -259,12 +259,19 @@ func readLine(br *bufio.Reader, max int, drain bool) ([]byte, error) {
 			chunk = chunk[:len(chunk)-1]
 		}
 		if len(line)+len(chunk) > max {
+			// Keep the start of the line: it usually names the message's id,
+			// so the refusal can answer that call alone.
+			keep := 0
+			if len(line) < peekHeadBytes {
+				keep = min(len(chunk), peekHeadBytes-len(line))
+			}
+			head := append(line, chunk[:keep]...)
 			if drain && !complete {
 				if err := discardLine(br); err != nil && !errors.Is(err, io.EOF) {
 					return nil, err
 				}
 			}
-			return nil, errLineTooLong
+			return bytes.Clone(head), errLineTooLong
 		}
 		switch {
 		case complete:
@@ -283,6 +290,9 @@ func readLine(br *bufio.Reader, max int, drain bool) ([]byte, error) {
 		}
 	}
 }
+
+// peekHeadBytes is how much of an oversized line readLine keeps.
+const peekHeadBytes = 4 << 10
 
 // discardLine consumes input through the next newline.
 func discardLine(br *bufio.Reader) error {

@@ -80,7 +80,7 @@ func (c *LineConn) readLoop() {
 		var merr *MessageError
 		switch {
 		case errors.Is(err, errLineTooLong):
-			merr = tooLarge(c.max)
+			merr = tooLarge(c.max, line)
 		case err != nil:
 			c.err = fmt.Errorf("%w: %v", mcp.ErrConnectionClosed, err)
 			close(c.failed)

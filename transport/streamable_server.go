@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -54,6 +55,9 @@ type StreamableServer struct {
 	wg       sync.WaitGroup          // session serve goroutines and the janitor
 	stopOnce sync.Once
 	stop     chan struct{}
+
+	drainOnce sync.Once
+	draining  chan struct{} // closed by Drain
 }
 
 func (s *StreamableServer) init() {
@@ -62,6 +66,7 @@ func (s *StreamableServer) init() {
 	if s.sessions == nil {
 		s.sessions = make(map[string]*httpSession)
 		s.stop = make(chan struct{})
+		s.draining = make(chan struct{})
 		if s.MaxMessageBytes <= 0 {
 			s.MaxMessageBytes = DefaultMaxMessageBytes
 		}
@@ -107,6 +112,15 @@ func (s *StreamableServer) Sessions() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.sessions)
+}
+
+// Drain ends the sessions' GET event streams and refuses new ones, leaving
+// the sessions open. A GET stream never finishes by itself, so a server
+// shutting down calls Drain to let http.Server.Shutdown wait only for the
+// requests that will (calls in flight).
+func (s *StreamableServer) Drain() {
+	s.init()
+	s.drainOnce.Do(func() { close(s.draining) })
 }
 
 // Close ends every session and waits for their serve functions to return.
@@ -164,8 +178,9 @@ func (s *StreamableServer) lookup(w http.ResponseWriter, r *http.Request, id str
 	s.mu.Lock()
 	sess := s.sessions[id]
 	s.mu.Unlock()
-	if sess == nil {
-		// The spec's signal for "start a new session".
+	if sess == nil || sess.closed() {
+		// The spec's signal for "start a new session". A closed session
+		// stays in the map until its serve function returns.
 		WriteHTTPError(w, &HTTPError{Status: http.StatusNotFound, Code: jsonrpc.CodeInvalidRequest, Message: "unknown or expired session; send initialize to start a new one"})
 		return nil, false
 	}
@@ -190,7 +205,7 @@ func (s *StreamableServer) servePOST(w http.ResponseWriter, r *http.Request, id 
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if ok := asMaxBytes(err, &mbe); ok {
-			WriteHTTPError(w, &HTTPError{Status: http.StatusRequestEntityTooLarge, Code: jsonrpc.CodeInvalidRequest, Message: tooLarge(s.MaxMessageBytes).Message})
+			WriteHTTPError(w, &HTTPError{Status: http.StatusRequestEntityTooLarge, Code: jsonrpc.CodeInvalidRequest, Message: tooLarge(s.MaxMessageBytes, nil).Message})
 			return
 		}
 		WriteHTTPError(w, &HTTPError{Status: http.StatusBadRequest, Code: jsonrpc.CodeInvalidRequest, Message: "could not read request body"})
@@ -236,7 +251,7 @@ func (s *StreamableServer) open(r *http.Request, stateful bool) (*httpSession, e
 	if err != nil {
 		return nil, err
 	}
-	sess := newHTTPSession(owner, !stateful, s.Logger)
+	sess := newHTTPSession(owner, !stateful, s.Logger, s.draining)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -327,6 +342,7 @@ type httpSession struct {
 	incoming chan jsonrpc.Message
 	done     chan struct{}
 	once     sync.Once
+	drain    <-chan struct{} // closed when the server drains: GET streams end
 
 	mu         sync.Mutex
 	pending    map[jsonrpc.ID]*sseStream // call id → the POST stream awaiting its response
@@ -338,11 +354,12 @@ type httpSession struct {
 	lastUsed   time.Time
 }
 
-func newHTTPSession(owner string, ephemeral bool, logger *slog.Logger) *httpSession {
+func newHTTPSession(owner string, ephemeral bool, logger *slog.Logger, drain <-chan struct{}) *httpSession {
 	return &httpSession{
 		owner:     owner,
 		ephemeral: ephemeral,
 		logger:    logger,
+		drain:     drain,
 		incoming:  make(chan jsonrpc.Message, 16),
 		done:      make(chan struct{}),
 		pending:   make(map[jsonrpc.ID]*sseStream),
@@ -377,10 +394,15 @@ func (h *httpSession) leave() {
 type sseStream struct {
 	w         http.ResponseWriter
 	mu        sync.Mutex // serialises writes to w
+	detached  bool       // the handler is returning, so w must not be used; guarded by mu
 	remaining int        // calls not yet answered; guarded by the session's mu
 	finished  chan struct{}
 	endOnce   sync.Once
 }
+
+// errStreamDetached is returned when a message is sent to a stream whose
+// client has already gone.
+var errStreamDetached = errors.New("client stream already ended")
 
 func newSSEStream(w http.ResponseWriter) *sseStream {
 	return &sseStream{w: w, finished: make(chan struct{})}
@@ -393,10 +415,24 @@ func (st *sseStream) send(msg jsonrpc.Message) error {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.detached {
+		return errStreamDetached
+	}
 	return writeSSE(st.w, "", data)
 }
 
 func (st *sseStream) end() { st.endOnce.Do(func() { close(st.finished) }) }
+
+// detach is called by the stream's handler before it returns. A session
+// goroutine may hold the stream after the handler stopped waiting for it (the
+// client hung up, the session closed); detach waits out a send in progress
+// and turns later ones into errors, since a ResponseWriter must not be used
+// once its handler has returned.
+func (st *sseStream) detach() {
+	st.mu.Lock()
+	st.detached = true
+	st.mu.Unlock()
+}
 
 func startSSE(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -421,6 +457,7 @@ func (h *httpSession) servePOST(w http.ResponseWriter, r *http.Request, msgs []j
 	}
 	if len(calls) > 0 {
 		st = newSSEStream(w)
+		defer st.detach()
 		h.mu.Lock()
 		for _, id := range calls {
 			if _, dup := h.pending[id]; dup {
@@ -493,6 +530,12 @@ func (h *httpSession) forget(st *sseStream) {
 }
 
 func (h *httpSession) serveStandalone(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-h.drain:
+		WriteHTTPError(w, &HTTPError{Status: http.StatusServiceUnavailable, Code: jsonrpc.CodeInternalError, Message: "gateway is shutting down; retry on another node"})
+		return
+	default:
+	}
 	st := newSSEStream(w)
 	h.mu.Lock()
 	if h.standalone != nil {
@@ -504,6 +547,7 @@ func (h *httpSession) serveStandalone(w http.ResponseWriter, r *http.Request) {
 	h.active++
 	h.mu.Unlock()
 	defer func() {
+		st.detach()
 		h.mu.Lock()
 		if h.standalone == st {
 			h.standalone = nil
@@ -519,6 +563,8 @@ func (h *httpSession) serveStandalone(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case <-h.done:
+			return
+		case <-h.drain:
 			return
 		case <-r.Context().Done():
 			return
@@ -619,9 +665,21 @@ func (h *httpSession) Close() error {
 	return nil
 }
 
+func (h *httpSession) closed() bool {
+	select {
+	case <-h.done:
+		return true
+	default:
+		return false
+	}
+}
+
 func (h *httpSession) SessionID() string { return h.id }
 
-// progressToken returns params._meta.progressToken as a string key, or "".
+// progressToken returns params._meta.progressToken (or the top-level
+// progressToken of a progress notification) as a map key, or "" if there
+// is none. The key is the token's JSON encoding, so the string "1" and the
+// number 1 stay different tokens.
 func progressToken(params json.RawMessage) string {
 	if len(params) == 0 || !strings.Contains(string(params), "progressToken") {
 		return ""
@@ -639,8 +697,14 @@ func progressToken(params json.RawMessage) string {
 	if tok == nil {
 		tok = p.ProgressToken
 	}
-	if tok == nil {
+	switch tok.(type) {
+	case string, float64: // the only token types the protocol allows
+	default:
 		return ""
 	}
-	return fmt.Sprint(tok)
+	key, err := json.Marshal(tok)
+	if err != nil {
+		return ""
+	}
+	return string(key)
 }

@@ -131,10 +131,12 @@ func (w *wsConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 		if _, err := io.Copy(io.Discard, r); err != nil {
 			return nil, closedErr(err)
 		}
-		return nil, tooLarge(w.opts.MaxMessageBytes)
+		return nil, tooLarge(w.opts.MaxMessageBytes, data)
 	}
 	if typ != websocket.MessageText {
-		return nil, &MessageError{Code: jsonrpc.CodeInvalidRequest, Message: "binary WebSocket frame refused; send each JSON-RPC message as one text frame"}
+		me := &MessageError{Code: jsonrpc.CodeInvalidRequest, Message: "binary WebSocket frame refused; send each JSON-RPC message as one text frame"}
+		me.ID, me.Response = peekID(data)
+		return nil, me
 	}
 	return decodeMessage(data)
 }
@@ -144,7 +146,21 @@ func (w *wsConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 	if err != nil {
 		return err
 	}
-	if err := w.c.Write(ctx, websocket.MessageText, data); err != nil {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// The library closes the connection when a write's context ends, as a
+	// frame cut short would corrupt the stream. Callers cancel a write's
+	// context when its call is answered or cancelled, which may happen
+	// while the write finishes, so only a deadline (a peer that stopped
+	// reading) may end the write.
+	wctx := context.WithoutCancel(ctx)
+	if d, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithDeadline(wctx, d)
+		defer cancel()
+	}
+	if err := w.c.Write(wctx, websocket.MessageText, data); err != nil {
 		return closedErr(err)
 	}
 	return nil
@@ -191,6 +207,10 @@ func (e *RefusalError) Refused() bool {
 
 // CodeOverloaded is the JSON-RPC error code of a node at one of its caps.
 const CodeOverloaded = -32087
+
+// CodeNodeLost is the JSON-RPC error code of a call whose gateway node went
+// away (or shut down) before it was answered.
+const CodeNodeLost = -32089
 
 func (e *RefusalError) Error() string {
 	if e.Status == 0 {

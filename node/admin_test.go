@@ -1,0 +1,109 @@
+package node
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/mcpgw/mcpgw/storage"
+)
+
+func TestAdminAPIRefusals(t *testing.T) {
+	n := startNode(t)
+	addRoute(t, n, storage.Route{Name: "kept", URL: "http://127.0.0.1:9/mcp"})
+	tests := []struct {
+		name    string
+		method  string
+		path    string
+		auth    string // Authorization header; "<token>" is replaced by the node's
+		body    string
+		status  int
+		message []string
+	}{
+		{name: "no token", method: http.MethodGet, path: "/v1/routes",
+			status: http.StatusUnauthorized, message: []string{"admin token missing or wrong", "Authorization: Bearer", AdminTokenFile}},
+		{name: "wrong token", method: http.MethodGet, path: "/v1/routes", auth: "Bearer wrong",
+			status: http.StatusUnauthorized, message: []string{"admin token missing or wrong"}},
+		{name: "token without Bearer", method: http.MethodGet, path: "/v1/routes", auth: "<token>",
+			status: http.StatusUnauthorized, message: []string{"admin token missing or wrong"}},
+		{name: "token with another scheme", method: http.MethodGet, path: "/v1/routes", auth: "Basic <token>",
+			status: http.StatusUnauthorized, message: []string{"admin token missing or wrong"}},
+		{name: "token prefix", method: http.MethodPost, path: "/v1/routes", auth: "Bearer <token>x", body: `{"name":"a","url":"http://127.0.0.1:9/"}`,
+			status: http.StatusUnauthorized, message: []string{"admin token missing or wrong"}},
+		{name: "delete without token", method: http.MethodDelete, path: "/v1/routes/kept",
+			status: http.StatusUnauthorized, message: []string{"admin token missing or wrong"}},
+		{name: "bad JSON", method: http.MethodPost, path: "/v1/routes", auth: "Bearer <token>", body: `{"name":`,
+			status: http.StatusBadRequest, message: []string{"route: body is not the expected JSON object"}},
+		{name: "unknown field", method: http.MethodPost, path: "/v1/routes", auth: "Bearer <token>", body: `{"name":"a","url":"http://127.0.0.1:9/","bogus":1}`,
+			status: http.StatusBadRequest, message: []string{"route: body is not the expected JSON object", `unknown field "bogus"`}},
+		{name: "two objects", method: http.MethodPost, path: "/v1/routes", auth: "Bearer <token>", body: `{"name":"a","url":"http://127.0.0.1:9/"}{}`,
+			status: http.StatusBadRequest, message: []string{"route: body must hold one JSON object"}},
+		{name: "bad name", method: http.MethodPost, path: "/v1/routes", auth: "Bearer <token>", body: `{"name":"a/b","url":"http://127.0.0.1:9/"}`,
+			status: http.StatusBadRequest, message: []string{`route name "a/b" is invalid`}},
+		{name: "ws URL with streamable transport", method: http.MethodPost, path: "/v1/routes", auth: "Bearer <token>", body: `{"name":"a","url":"ws://127.0.0.1:9/","transport":"streamable"}`,
+			status: http.StatusBadRequest, message: []string{`route "a": transport streamable needs a http:// or https:// URL`, `"ws://127.0.0.1:9/"`}},
+		{name: "stdio without command", method: http.MethodPost, path: "/v1/routes", auth: "Bearer <token>", body: `{"name":"a","transport":"stdio"}`,
+			status: http.StatusBadRequest, message: []string{"stdio route needs a command", "mcpgw route add <name> --stdio"}},
+		{name: "unknown transport", method: http.MethodPost, path: "/v1/routes", auth: "Bearer <token>", body: `{"name":"a","url":"http://127.0.0.1:9/","transport":"grpc"}`,
+			status: http.StatusBadRequest, message: []string{`route transport "grpc" is invalid`}},
+		{name: "credentials in the URL", method: http.MethodPost, path: "/v1/routes", auth: "Bearer <token>", body: `{"name":"a","url":"http://u:pw@127.0.0.1:9/"}`,
+			status: http.StatusBadRequest, message: []string{"credentials in URLs are refused", "mcpgw vault put"}},
+		{name: "delete unknown", method: http.MethodDelete, path: "/v1/routes/nope", auth: "Bearer <token>",
+			status: http.StatusNotFound, message: []string{`no route named "nope"`, "mcpgw route list"}},
+		{name: "body over 1 MiB", method: http.MethodPost, path: "/v1/routes", auth: "Bearer <token>", body: `{"name":"` + strings.Repeat("a", 1<<20) + `"}`,
+			status: http.StatusBadRequest, message: []string{"route: body is not the expected JSON object", "request body too large"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequestWithContext(testContext(t, 10e9), tc.method, "http://"+n.AdminAddr()+tc.path, strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.auth != "" {
+				req.Header.Set("Authorization", strings.ReplaceAll(tc.auth, "<token>", n.AdminToken()))
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if got, want := resp.StatusCode, tc.status; got != want {
+				t.Fatalf("HTTP %d (%s), want %d", got, body, want)
+			}
+			var e adminError
+			if err := json.Unmarshal(body, &e); err != nil {
+				t.Fatalf("body %q is not an admin error: %v", body, err)
+			}
+			checkMessage(t, e.Error, tc.message...)
+			if strings.Contains(e.Error, n.AdminToken()) {
+				t.Fatalf("error %q contains the admin token", e.Error)
+			}
+		})
+	}
+
+	// Nothing refused above changed the routes.
+	resp := adminDo(t, n, http.MethodGet, "/v1/routes", nil)
+	var routes []storage.Route
+	json.NewDecoder(resp.Body).Decode(&routes)
+	if len(routes) != 1 || routes[0].Name != "kept" {
+		t.Fatalf("routes after refusals = %+v, want only %q", routes, "kept")
+	}
+}
+
+func TestAdminOpenEndpoints(t *testing.T) {
+	n := startNode(t)
+	for _, path := range []string{"/healthz", "/metrics"} {
+		resp, err := http.Get("http://" + n.AdminAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if got, want := resp.StatusCode, http.StatusOK; got != want {
+			t.Errorf("GET %s without a token: HTTP %d, want %d", path, got, want)
+		}
+	}
+}

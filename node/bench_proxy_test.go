@@ -1,0 +1,79 @@
+package node
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpgw/mcpgw/client"
+	"github.com/mcpgw/mcpgw/internal/upstreamtest"
+	"github.com/mcpgw/mcpgw/storage"
+)
+
+// BenchmarkProxyToolsCall measures one tools/call round trip to the same
+// upstream, directly and through the gateway, each over one session on
+// loopback in this process. Allocations count every party: client,
+// gateway and upstream.
+func BenchmarkProxyToolsCall(b *testing.B) {
+	up := upstreamtest.New()
+	upURL := upstreamtest.StartHTTP(b, up.StreamableHandler()) + "/mcp"
+	n := startNode(b)
+	route := addRoute(b, n, storage.Route{Name: "up", URL: upURL})
+	sdkClient := mcp.NewClient(&mcp.Implementation{Name: "bench", Version: "1"}, nil)
+	pinned := &mcp.ClientSessionOptions{ProtocolVersion: benchProtocol}
+
+	b.Run("direct", func(b *testing.B) {
+		sess, err := sdkClient.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: upURL}, pinned)
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchCalls(b, sess)
+	})
+	b.Run("gateway", func(b *testing.B) {
+		sess, err := client.Connect(context.Background(), route.URL, "org1", "acct1",
+			client.WithGateway("ws://"+n.HTTPAddr()), client.WithToken(testToken(n)), client.WithProtocolVersion(benchProtocol))
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchCalls(b, sess)
+	})
+	b.Run("gateway-streamable", func(b *testing.B) {
+		sess, err := sdkClient.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: streamableEndpoint(n, "up")}, pinned)
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchCalls(b, sess)
+	})
+}
+
+// benchCalls calls echo in the benchmark loop and reports the median and
+// 99th percentile latency in microseconds. It closes sess.
+func benchCalls(b *testing.B, sess *mcp.ClientSession) {
+	defer sess.Close()
+	if got := sess.InitializeResult().ProtocolVersion; got != benchProtocol {
+		b.Fatalf("negotiated %s, want %s", got, benchProtocol)
+	}
+	ctx := context.Background()
+	params := &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hello"}}
+	if _, err := sess.CallTool(ctx, params); err != nil { // warm up the connections
+		b.Fatal(err)
+	}
+	latencies := make([]time.Duration, 0, max(b.N, 1))
+	b.ReportAllocs()
+	for b.Loop() {
+		start := time.Now()
+		if _, err := sess.CallTool(ctx, params); err != nil {
+			b.Fatal(err)
+		}
+		latencies = append(latencies, time.Since(start))
+	}
+	slices.Sort(latencies)
+	at := func(q float64) float64 {
+		return float64(latencies[int(q*float64(len(latencies)-1))].Nanoseconds()) / 1e3
+	}
+	b.ReportMetric(at(0.50), "p50-µs")
+	b.ReportMetric(at(0.99), "p99-µs")
+}
