@@ -224,6 +224,10 @@ func (r *Raft) execute(ctx context.Context, req request) error {
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
+	if timeout <= 0 {
+		// Raft reads a zero timeout as none at all.
+		return fmt.Errorf("timed out before reaching the leader's log: %w", context.DeadlineExceeded)
+	}
 	switch req.Kind {
 	case kindApply:
 		f := r.raft.Apply(req.Command, timeout)
