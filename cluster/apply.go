@@ -329,7 +329,7 @@ func (r *Raft) noLeaderError() error {
 		if s.ID == raft.ServerID(r.id) {
 			member = true
 			reachable++
-		} else if time.Since(r.mux.lastContact(string(s.Address))) < r.livenessWindow() {
+		} else if r.heardFrom(s.Address) {
 			reachable++
 		}
 	}

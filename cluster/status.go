@@ -65,6 +65,12 @@ func (r *Raft) livenessWindow() time.Duration {
 	return 3 * max(r.cfg.HeartbeatTimeout, r.cfg.ElectionTimeout)
 }
 
+// heardFrom reports whether bytes arrived within the liveness window on a
+// connection this node dialled to addr.
+func (r *Raft) heardFrom(addr raft.ServerAddress) bool {
+	return time.Since(r.mux.lastContact(string(addr))) < r.livenessWindow()
+}
+
 // Status returns this node's view of the cluster.
 func (r *Raft) Status() Status {
 	st := Status{ID: r.id, Addr: r.addr, State: "Shutdown"}
@@ -145,7 +151,7 @@ func (r *Raft) LiveNodes() int {
 		if s.Suffrage != raft.Voter {
 			continue
 		}
-		if state != raft.Leader || s.ID == raft.ServerID(r.id) || time.Since(r.mux.lastContact(string(s.Address))) < r.livenessWindow() {
+		if state != raft.Leader || s.ID == raft.ServerID(r.id) || r.heardFrom(s.Address) {
 			n++
 		}
 	}
