@@ -44,16 +44,16 @@ type failoverConn struct {
 	wg     sync.WaitGroup
 
 	mu          sync.Mutex
-	cur         mcp.Connection               // guarded by mu
-	next        int                          // index of the dialer to try after cur fails; guarded by mu
-	gen         int                          // increments per reconnection; guarded by mu
-	initReq     *jsonrpc.Request             // the session's initialize, replayed on a new node; guarded by mu
-	initialized *jsonrpc.Request             // notifications/initialized, replayed too; guarded by mu
-	pending     map[jsonrpc.ID]struct{}      // calls sent and not answered; guarded by mu
-	replayIDs   map[jsonrpc.ID]chan struct{} // replayed initialize ids, closed when their responses arrive; guarded by mu
-	failed      error                        // set once no node can be reached; guarded by mu
-	failing     bool                         // a failover is under way; guarded by mu
-	moved       chan struct{}                // closed when the current failover ends; guarded by mu
+	cur         mcp.Connection                  // guarded by mu
+	next        int                             // index of the dialer to try after cur fails; guarded by mu
+	gen         int                             // increments per reconnection; guarded by mu
+	initReq     *jsonrpc.Request                // the session's initialize, replayed on a new node; guarded by mu
+	initialized *jsonrpc.Request                // notifications/initialized, replayed too; guarded by mu
+	pending     map[jsonrpc.ID]*jsonrpc.Request // calls sent and not answered, kept to resend; guarded by mu
+	replayIDs   map[jsonrpc.ID]chan struct{}    // replayed initialize ids, closed when their responses arrive; guarded by mu
+	failed      error                           // set once no node can be reached; guarded by mu
+	failing     bool                            // a failover is under way; guarded by mu
+	moved       chan struct{}                   // closed when the current failover ends; guarded by mu
 }
 
 func newFailoverConn(ctx context.Context, dialers []dialFunc) (*failoverConn, error) {
@@ -61,7 +61,7 @@ func newFailoverConn(ctx context.Context, dialers []dialFunc) (*failoverConn, er
 		dialers:   dialers,
 		in:        make(chan jsonrpc.Message, 16),
 		done:      make(chan struct{}),
-		pending:   make(map[jsonrpc.ID]struct{}),
+		pending:   make(map[jsonrpc.ID]*jsonrpc.Request),
 		replayIDs: make(map[jsonrpc.ID]chan struct{}),
 		moved:     make(chan struct{}),
 	}
@@ -114,7 +114,7 @@ func (c *failoverConn) readLoop(conn mcp.Connection, gen int) {
 				return
 			default:
 			}
-			c.failover(gen)
+			c.failover(gen, transport.IsGoingAway(err))
 			return
 		}
 		if resp, ok := msg.(*jsonrpc.Response); ok && !c.settle(resp) {
@@ -143,8 +143,11 @@ func (c *failoverConn) settle(resp *jsonrpc.Response) bool {
 }
 
 // failover moves the session to another node after the one of generation
-// gen failed.
-func (c *failoverConn) failover(gen int) {
+// gen failed. A node that went away gracefully answered every call it had
+// read, so the calls still unanswered were never processed and are sent
+// again through the new node; after an abrupt loss nobody knows, so they
+// are answered with CodeNodeLost.
+func (c *failoverConn) failover(gen int, graceful bool) {
 	c.mu.Lock()
 	if gen != c.gen || c.failed != nil || c.failing {
 		c.mu.Unlock()
@@ -152,14 +155,17 @@ func (c *failoverConn) failover(gen int) {
 	}
 	c.failing = true
 	lost := c.pending
-	c.pending = make(map[jsonrpc.ID]struct{})
+	c.pending = make(map[jsonrpc.ID]*jsonrpc.Request)
 	c.cur.Close()
 	start := c.next
 	c.mu.Unlock()
 
-	for id := range lost {
-		c.deliver(&jsonrpc.Response{ID: id, Error: &jsonrpc.Error{Code: CodeNodeLost,
-			Message: "the gateway node carrying this call went away before it was answered; the session moved to another node, retry the call if it is safe to repeat"}})
+	if !graceful {
+		for id := range lost {
+			c.deliver(&jsonrpc.Response{ID: id, Error: &jsonrpc.Error{Code: CodeNodeLost,
+				Message: "the gateway node carrying this call went away before it was answered; the session moved to another node, retry the call if it is safe to repeat"}})
+		}
+		lost = nil
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), failoverTimeout)
@@ -220,13 +226,23 @@ func (c *failoverConn) failover(gen int) {
 			replayErr = conn.Write(ctx, initialized)
 		}
 	}
+	// Resend what the old node never processed.
+	for id, req := range lost {
+		if replayErr != nil {
+			break
+		}
+		c.mu.Lock()
+		c.pending[id] = req
+		c.mu.Unlock()
+		replayErr = conn.Write(ctx, req)
+	}
 	c.mu.Lock()
 	c.failing = false
 	close(c.moved)
 	c.moved = make(chan struct{})
 	c.mu.Unlock()
 	if replayErr != nil {
-		c.failover(gen)
+		c.failover(gen, false)
 	}
 }
 
@@ -281,7 +297,7 @@ func (c *failoverConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 				c.initialized = cloneRequest(req)
 			}
 			if req.IsCall() {
-				c.pending[req.ID] = struct{}{}
+				c.pending[req.ID] = cloneRequest(req)
 			}
 		}
 		conn, gen, moved := c.cur, c.gen, c.moved
@@ -295,7 +311,7 @@ func (c *failoverConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 			delete(c.pending, req.ID)
 			c.mu.Unlock()
 		}
-		go c.failover(gen)
+		go c.failover(gen, false)
 		if err := c.await(ctx, moved); err != nil {
 			return err
 		}

@@ -83,7 +83,13 @@ func (s *session) run(ctx context.Context) {
 	<-ctx.Done()
 	s.up.Close()
 	s.failPending(ctx)
-	s.down.Close()
+	if ga, ok := s.down.(interface{ CloseGoingAway() error }); ok && s.n.ctx.Err() != nil {
+		// Everything read has been answered: tell the client that what it
+		// sent since was never processed, so it may resend it elsewhere.
+		ga.CloseGoingAway()
+	} else {
+		s.down.Close()
+	}
 	wg.Wait()
 	s.logger.Info("session closed", slog.Duration("duration", time.Since(start)))
 	s.auditClose(time.Since(start))

@@ -181,9 +181,27 @@ func (w *wsConn) SessionID() string { return "" }
 // so callers can tell a peer hanging up from a failure.
 func closedErr(err error) error {
 	if websocket.CloseStatus(err) != -1 || errors.Is(err, io.EOF) {
-		return fmt.Errorf("%w: %v", mcp.ErrConnectionClosed, err)
+		return fmt.Errorf("%w: %w", mcp.ErrConnectionClosed, err)
 	}
 	return err
+}
+
+// CloseGoingAway closes the connection telling the peer this end is
+// shutting down after answering everything it read: requests the peer sent
+// that got no answer were never acted on and may be sent elsewhere.
+func (w *wsConn) CloseGoingAway() error {
+	w.closeOnce.Do(func() {
+		w.cancel()
+		w.c.Close(websocket.StatusGoingAway, "gateway node shutting down; unanswered requests were not processed")
+		w.wg.Wait()
+	})
+	return nil
+}
+
+// IsGoingAway reports whether err ended a connection whose peer said it was
+// shutting down after answering everything it had read.
+func IsGoingAway(err error) bool {
+	return websocket.CloseStatus(err) == websocket.StatusGoingAway
 }
 
 // RefusalError is a refusal a server answered before a session started:
