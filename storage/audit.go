@@ -17,7 +17,6 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 )
 
 // AuditKind says what an audit record describes.
@@ -214,31 +213,10 @@ func OpenAudit(path string, opts AuditOptions) (*AuditLog, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir for %s: %w", path, err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	db, err := openBolt(path, auditBuckets, bucketAuditMeta, metaAuditVersion, auditVersion,
+		"audit log version %v, this build reads %d: use the mcpgw release that wrote it, or move the file aside")
 	if err != nil {
-		if errors.Is(err, berrors.ErrTimeout) {
-			return nil, fmt.Errorf("open %s: the file is locked by another process (is another mcpgw running with this data dir?)", path)
-		}
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range auditBuckets {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		meta := tx.Bucket(bucketAuditMeta)
-		switch v := meta.Get(metaAuditVersion); {
-		case v == nil:
-			return meta.Put(metaAuditVersion, []byte{auditVersion})
-		case len(v) != 1 || v[0] != auditVersion:
-			return fmt.Errorf("audit log version %v, this build reads %d: use the mcpgw release that wrote it, or move the file aside", v, auditVersion)
-		}
-		return nil
-	})
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, err
 	}
 	return &AuditLog{path: path, opts: opts, db: db}, nil
 }

@@ -49,6 +49,14 @@ func Open(path string) (*Store, error) {
 }
 
 func openDB(path string) (*bolt.DB, error) {
+	return openBolt(path, allBuckets, bucketMeta, metaSchemaVersion, schemaVersion,
+		"schema version %v, this build reads %d: use the mcpgw release that wrote it")
+}
+
+// openBolt opens a bbolt file 0600, creates its buckets and checks the
+// one-byte layout version stored under versionKey in metaBucket (badVersion
+// formats the found and wanted versions).
+func openBolt(path string, buckets [][]byte, metaBucket, versionKey []byte, version byte, badVersion string) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
@@ -57,17 +65,17 @@ func openDB(path string) (*bolt.DB, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range allBuckets {
+		for _, b := range buckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		meta := tx.Bucket(bucketMeta)
-		switch v := meta.Get(metaSchemaVersion); {
+		meta := tx.Bucket(metaBucket)
+		switch v := meta.Get(versionKey); {
 		case v == nil:
-			return meta.Put(metaSchemaVersion, []byte{schemaVersion})
-		case len(v) != 1 || v[0] != schemaVersion:
-			return fmt.Errorf("schema version %v, this build reads %d: use the mcpgw release that wrote it", v, schemaVersion)
+			return meta.Put(versionKey, []byte{version})
+		case len(v) != 1 || v[0] != version:
+			return fmt.Errorf(badVersion, v, version)
 		}
 		return nil
 	})

@@ -7,12 +7,13 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 
 	"filippo.io/age"
 	"filippo.io/age/armor"
+
+	"github.com/mcpgw/mcpgw/internal/atomicfile"
 )
 
 // maxKeyFileSize bounds what LoadKeys reads; a key file holds a few keys of
@@ -124,80 +125,20 @@ func encryptWithPassphrase(text, passphrase []byte) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-func writeFileAtomic(path string, data []byte, replace bool) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	// Checked early for a clear error before any work; the link below is
-	// what makes the refusal race-free.
-	_, statErr := os.Lstat(path)
-	switch {
-	case !replace && statErr == nil:
-		return ErrKeyFileExists
-	case replace && errors.Is(statErr, fs.ErrNotExist):
-		return ErrKeyFileMissing
-	}
-
-	f, err := os.CreateTemp(dir, ".mcpgw-vault-key-*.tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-
-	if replace {
-		if err := os.Rename(tmp, path); err != nil {
+func writeFileAtomic(path string, data []byte, replace bool) error {
+	if !replace {
+		if err := atomicfile.Create(path, data, 0o600); err != nil {
+			if errors.Is(err, atomicfile.ErrExists) {
+				return ErrKeyFileExists
+			}
 			return err
 		}
-	} else {
-		// link fails if path exists, unlike rename, which would replace it.
-		switch err := os.Link(tmp, path); {
-		case errors.Is(err, fs.ErrExist):
-			return ErrKeyFileExists
-		case err != nil:
-			// The filesystem has no hard links: fall back to rename after
-			// the check above, racy only against another writer.
-			if err := os.Rename(tmp, path); err != nil {
-				return err
-			}
-		default:
-			if err := os.Remove(tmp); err != nil {
-				return err
-			}
-		}
+		return nil
 	}
-	return syncDir(dir)
-}
-
-// syncDir makes a rename or link in dir durable.
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil // directories cannot be opened for sync there
+	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+		return ErrKeyFileMissing
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.Write(path, data, 0o600)
 }
 
 // LoadKeyFile reads the key file at path and returns its current identity.
