@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -143,12 +144,32 @@ func toPolicyLimit(l storage.Limit) (policy.Limit, error) {
 
 // ensureSigningKey creates the first service-token signing key of a fresh
 // cluster.
+//
+// When signing keys exist it checks the vault key opens them: a node
+// started with the wrong --vault-key would otherwise run and fail every
+// session.
 func (n *Node) ensureSigningKey(ctx context.Context) error {
 	keys, err := n.store.TokenKeys()
-	if err != nil || len(keys) > 0 {
+	if err != nil {
 		return err
 	}
-	return n.addSigningKey(ctx, nil)
+	if len(keys) == 0 {
+		return n.addSigningKey(ctx, nil)
+	}
+	var lastErr error
+	sealedWith := make([]string, 0, len(keys))
+	for _, k := range keys {
+		_, err := n.vaultKeys().Unseal(k.Sealed, tokenKeyAAD(k.ID))
+		if err == nil {
+			return nil
+		}
+		lastErr = err
+		if env, err := vault.DecodeEnvelope(k.Sealed); err == nil {
+			sealedWith = append(sealedWith, env.KeyID)
+		}
+	}
+	return fmt.Errorf("the vault key (id %s) cannot open the secrets in %s, sealed with key %s (%v): start with the --vault-key that sealed them, or restore that key file from backup",
+		n.vaultKeys().Current().ID(), n.cfg.DataDir, strings.Join(slices.Compact(sealedWith), ", "), lastErr)
 }
 
 // addSigningKey creates a signing key and, in the same batch, retires the

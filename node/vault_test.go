@@ -259,3 +259,25 @@ func TestNoPlaintextAtRest(t *testing.T) {
 		}
 	}
 }
+
+// TestWrongVaultKeyRefusesStart: a node restarted with another vault key
+// refuses to start and says which key sealed its data.
+func TestWrongVaultKeyRefusesStart(t *testing.T) {
+	n := startNode(t)
+	dataDir := n.cfg.DataDir
+	sealedWith := n.vaultKeys().Current().ID()
+	n.Close()
+
+	cfg := n.cfg
+	cfg.VaultKeys = testVaultKeys(t)
+	other, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	err = other.Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "cannot open the secrets in "+dataDir) ||
+		!strings.Contains(err.Error(), "sealed with key "+sealedWith) || !strings.Contains(err.Error(), "--vault-key") {
+		t.Fatalf("Start with the wrong vault key: %v, want a refusal naming key %s and --vault-key", err, sealedWith)
+	}
+}
