@@ -223,6 +223,7 @@ run_through_gateway() {
 	log "starting mcpgw: http 127.0.0.1:$gwport, admin 127.0.0.1:$adminport"
 	"$MCPGW_BIN" "${GW_SERVE_CMD[@]}" \
 		"$GW_FLAG_DATA_DIR" "$TMP/gw/data" \
+		--vault-key "$TMP/gw/vault.key" \
 		"$GW_FLAG_HTTP" "127.0.0.1:$gwport" \
 		"$GW_FLAG_ADMIN" "127.0.0.1:$adminport" \
 		"${GW_SERVE_EXTRA[@]}" \

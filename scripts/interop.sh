@@ -46,7 +46,7 @@ wait_http echoserver "${PIDS[-1]}" "http://127.0.0.1:$upport/mcp"
 
 gwport="$(free_port)"
 adminport="$(free_port)"
-"$MCPGW_BIN" serve --data-dir "$TMP/data" --http "127.0.0.1:$gwport" --admin "127.0.0.1:$adminport" >"$TMP/mcpgw.log" 2>&1 &
+"$MCPGW_BIN" serve --data-dir "$TMP/data" --vault-key "$TMP/vault.key" --http "127.0.0.1:$gwport" --admin "127.0.0.1:$adminport" >"$TMP/mcpgw.log" 2>&1 &
 PIDS+=($!)
 wait_http mcpgw "${PIDS[-1]}" "http://127.0.0.1:$adminport/healthz"
 "$MCPGW_BIN" route add --admin "http://127.0.0.1:$adminport" --data-dir "$TMP/data" echo "http://127.0.0.1:$upport/mcp" >&2
