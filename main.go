@@ -21,6 +21,9 @@ func main() {
 		Commands: []*cli.Command{
 			initCommand(),
 			serveCommand(),
+			statusCommand(),
+			clusterCommand(),
+			backupCommand(),
 			routeCommand(),
 			vaultCommand(),
 			tokenCommand(),
