@@ -7,7 +7,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/mcpgw/mcpgw/cluster")
+	"github.com/mcpgw/mcpgw/cluster"
+)
 
 // ClusterJoinRequest is the body of POST /v1/cluster/join.
 type ClusterJoinRequest struct {
