@@ -24,6 +24,7 @@ func main() {
 			statusCommand(),
 			clusterCommand(),
 			backupCommand(),
+			restoreCommand(),
 			routeCommand(),
 			vaultCommand(),
 			tokenCommand(),
