@@ -102,3 +102,30 @@ func (a *adminClient) do(method, path string, in, out any) error {
 	}
 	return nil
 }
+
+// download streams the answer to GET path into w.
+func (a *adminClient) download(path string, w io.Writer) (int64, error) {
+	req, err := http.NewRequest(http.MethodGet, a.base+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	hc := *a.http
+	hc.Timeout = 0 // a large state database takes as long as it takes
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("admin API %s unreachable: %v (is `mcpgw serve` running? set --admin)", a.base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return 0, errors.New(e.Error)
+		}
+		return 0, fmt.Errorf("admin API answered HTTP %d", resp.StatusCode)
+	}
+	return io.Copy(w, resp.Body)
+}

@@ -60,7 +60,8 @@ func startTestNode(t *testing.T) *node.Node {
 		t.Fatal(err)
 	}
 	cfg := node.DefaultConfig()
-	cfg.DataDir, cfg.HTTPAddr, cfg.AdminAddr, cfg.QUICAddr = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0", ""
+	cfg.DataDir, cfg.HTTPAddr, cfg.AdminAddr, cfg.QUICAddr, cfg.RaftAddr = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0", "", "127.0.0.1:0"
+	cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout = 50*time.Millisecond, 50*time.Millisecond
 	cfg.VaultKeys = vault.NewKeys(id)
 	n, err := node.New(cfg)
 	if err != nil {

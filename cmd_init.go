@@ -4,12 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/mcpgw/mcpgw/cluster"
+	"github.com/mcpgw/mcpgw/node"
 	"github.com/mcpgw/mcpgw/vault"
 )
 
@@ -28,35 +31,101 @@ func vaultKeyFlag() *cli.StringFlag {
 func initCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "init",
-		Usage: "create this node's vault key file",
+		Usage: "create this node's vault key, cluster CA and node certificate (or, with --ca-from, a certificate for a node joining a cluster)",
+		Description: `Without --ca-from: creates the vault key file and a new cluster CA with a
+certificate for this node: the first node of a cluster.
+
+With --ca-from <bundle>: issues this node's certificate from the cluster CA in
+a join bundle (mcpgw cluster bundle on the first node). No vault key is created:
+copy vault.key from a member yourself; every node must hold the same one. The
+bundle holds the CA key: delete it once this command succeeds.`,
 		Flags: []cli.Flag{
 			vaultKeyFlag(),
+			dataDirFlag(),
+			nodeIDFlag(),
+			&cli.StringFlag{Name: "raft-advertise", EnvVars: []string{"MCPGW_RAFT_ADVERTISE"}, Value: "127.0.0.1",
+				Usage: "host (or host:port) other nodes dial to reach this node's raft listener; the certificate names it"},
+			&cli.StringFlag{Name: "tls-dir", EnvVars: []string{"MCPGW_CLUSTER_TLS_DIR"}, Usage: "where to write the cluster certificates (default <data-dir>/tls/cluster, what serve reads)"},
+			&cli.StringFlag{Name: "ca-from", Usage: "join bundle of an existing cluster: issue this node's certificate from its CA"},
 			&cli.BoolFlag{Name: "passphrase", Usage: "wrap the key with a passphrase (age scrypt) read from " + envVaultPassphrase + " or a prompt"},
 		},
-		Action: func(c *cli.Context) error {
-			path := c.String("vault-key")
-			id, err := vault.GenerateIdentity()
-			if err != nil {
-				return err
-			}
-			if c.Bool("passphrase") {
-				pass, err := readPassphrase(true)
-				if err != nil {
-					return err
-				}
-				err = vault.WriteKeyFilePassphrase(path, id, pass)
-				clear(pass)
-				if err != nil {
-					return err
-				}
-			} else if err := vault.WriteKeyFile(path, id); err != nil {
-				return err
-			}
-			abs, _ := filepath.Abs(path)
-			fmt.Printf("vault key %s written to %s\nBack this file up: without it the stored credentials cannot be decrypted.\n", id.ID(), abs)
-			return nil
-		},
+		Action: runInit,
 	}
+}
+
+func runInit(c *cli.Context) error {
+	dataDir := c.String("data-dir")
+	tlsDir := c.String("tls-dir")
+	if tlsDir == "" {
+		tlsDir = node.DefaultClusterTLSDir(dataDir)
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	id, err := cluster.LoadNodeID(dataDir, c.String("node-id"))
+	if err != nil {
+		return err
+	}
+	host := c.String("raft-advertise")
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if host == "" {
+		return errors.New("--raft-advertise: name the host other nodes dial to reach this one")
+	}
+	if _, err := os.Stat(filepath.Join(tlsDir, cluster.NodeCertFile)); err == nil {
+		return fmt.Errorf("%s already holds a node certificate; delete %s to issue a new one", tlsDir, tlsDir)
+	}
+	if err := os.MkdirAll(tlsDir, 0o700); err != nil {
+		return fmt.Errorf("create TLS dir: %w", err)
+	}
+
+	if bundle := c.String("ca-from"); bundle != "" {
+		ca, err := cluster.ReadJoinBundle(bundle)
+		if err != nil {
+			return err
+		}
+		if err := cluster.IssueNodeCert(ca, tlsDir, id, []string{host}); err != nil {
+			return err
+		}
+		fmt.Printf("node %s: certificate for %s issued by the cluster CA into %s\n", id, host, tlsDir)
+		fmt.Printf("Now delete %s (it holds the cluster CA key).\n", bundle)
+		if _, err := os.Stat(c.String("vault-key")); err != nil {
+			fmt.Printf("Copy vault.key from a member to %s (every node needs the same vault key; never send it over the network unprotected).\n", c.String("vault-key"))
+		}
+		fmt.Printf("Then start with: mcpgw serve --data-dir %s --raft-advertise %s:<port> --join <member raft address>\n", dataDir, host)
+		return nil
+	}
+
+	if err := node.CreateClusterTLS(tlsDir, id, []string{host}); err != nil {
+		return err
+	}
+	fmt.Printf("node %s: cluster CA and node certificate for %s written to %s\n", id, host, tlsDir)
+	path := c.String("vault-key")
+	if _, err := os.Stat(path); err == nil {
+		fmt.Printf("vault key %s exists already: kept\n", path)
+		return nil
+	}
+	vid, err := vault.GenerateIdentity()
+	if err != nil {
+		return err
+	}
+	if c.Bool("passphrase") {
+		pass, err := readPassphrase(true)
+		if err != nil {
+			return err
+		}
+		err = vault.WriteKeyFilePassphrase(path, vid, pass)
+		clear(pass)
+		if err != nil {
+			return err
+		}
+	} else if err := vault.WriteKeyFile(path, vid); err != nil {
+		return err
+	}
+	abs, _ := filepath.Abs(path)
+	fmt.Printf("vault key %s written to %s\nBack this file up: without it the stored credentials cannot be decrypted.\n", vid.ID(), abs)
+	return nil
 }
 
 // readPassphrase reads the vault passphrase from the environment or, on a

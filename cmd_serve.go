@@ -40,11 +40,32 @@ func serveCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-inflight", Value: def.MaxInFlightCalls, EnvVars: []string{"MCPGW_MAX_INFLIGHT"}, Usage: "tools/call requests this node forwards at once"},
 			&cli.DurationFlag{Name: "audit-max-age", Value: def.AuditMaxAge, EnvVars: []string{"MCPGW_AUDIT_MAX_AGE"}, Usage: "drop audit records older than this (0: keep forever)"},
 			&cli.IntFlag{Name: "audit-max-records", Value: def.AuditMaxRecords, EnvVars: []string{"MCPGW_AUDIT_MAX_RECORDS"}, Usage: "keep at most this many audit records, dropping the oldest (0: no limit)"},
+			nodeIDFlag(),
+			&cli.StringFlag{Name: "raft", Value: def.RaftAddr, EnvVars: []string{"MCPGW_RAFT"}, Usage: "TCP listen address for raft and forwarded writes between nodes (mutual TLS)"},
+			raftAdvertiseFlag(),
+			&cli.StringSliceFlag{Name: "join", EnvVars: []string{"MCPGW_JOIN"}, Usage: "raft address of a member of the cluster to join (repeatable); ignored once this node is a member"},
+			&cli.BoolFlag{Name: "bootstrap", Value: def.Bootstrap, EnvVars: []string{"MCPGW_BOOTSTRAP"}, Usage: "with no --join and no raft state, start a new cluster; --bootstrap=false waits to be added with `mcpgw cluster join`"},
+			clusterTLSDirFlag(),
+			&cli.DurationFlag{Name: "raft-heartbeat-timeout", Value: def.RaftHeartbeatTimeout, EnvVars: []string{"MCPGW_RAFT_HEARTBEAT_TIMEOUT"}, Usage: "how long a follower waits without hearing from the leader before calling an election"},
+			&cli.DurationFlag{Name: "raft-election-timeout", Value: def.RaftElectionTimeout, EnvVars: []string{"MCPGW_RAFT_ELECTION_TIMEOUT"}, Usage: "how long a candidate waits for votes"},
+			&cli.DurationFlag{Name: "raft-apply-timeout", Value: def.RaftApplyTimeout, EnvVars: []string{"MCPGW_RAFT_APPLY_TIMEOUT"}, Usage: "how long a replicated write may take, waiting for a leader included"},
 			&cli.BoolFlag{Name: "insecure-dev", EnvVars: []string{"MCPGW_INSECURE_DEV"}, Usage: "accept sessions WITHOUT a service token (local trials only)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"MCPGW_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		},
 		Action: runServe,
 	}
+}
+
+func nodeIDFlag() *cli.StringFlag {
+	return &cli.StringFlag{Name: "node-id", EnvVars: []string{"MCPGW_NODE_ID"}, Usage: "this node's id in the cluster (default: the one in <data-dir>/node-id, or a new random id)"}
+}
+
+func raftAdvertiseFlag() *cli.StringFlag {
+	return &cli.StringFlag{Name: "raft-advertise", EnvVars: []string{"MCPGW_RAFT_ADVERTISE"}, Usage: "host:port other nodes dial to reach --raft (default: --raft)"}
+}
+
+func clusterTLSDirFlag() *cli.StringFlag {
+	return &cli.StringFlag{Name: "cluster-tls-dir", EnvVars: []string{"MCPGW_CLUSTER_TLS_DIR"}, Usage: "cluster CA and node certificate for raft's mutual TLS (default <data-dir>/tls/cluster)"}
 }
 
 func dataDirFlag() *cli.StringFlag {
@@ -78,6 +99,15 @@ func runServe(c *cli.Context) error {
 	cfg.InsecureDev = c.Bool("insecure-dev")
 	cfg.AuditMaxAge = c.Duration("audit-max-age")
 	cfg.AuditMaxRecords = c.Int("audit-max-records")
+	cfg.NodeID = c.String("node-id")
+	cfg.RaftAddr = c.String("raft")
+	cfg.RaftAdvertise = c.String("raft-advertise")
+	cfg.Join = splitList(c.StringSlice("join"))
+	cfg.Bootstrap = c.Bool("bootstrap")
+	cfg.ClusterTLSDir = c.String("cluster-tls-dir")
+	cfg.RaftHeartbeatTimeout = c.Duration("raft-heartbeat-timeout")
+	cfg.RaftElectionTimeout = c.Duration("raft-election-timeout")
+	cfg.RaftApplyTimeout = c.Duration("raft-apply-timeout")
 	cfg.Logger = logger
 	_, statErr := os.Stat(filepath.Join(cfg.DataDir, storage.StateFile))
 	cfg.VaultKeyFile = c.String("vault-key")

@@ -21,6 +21,10 @@ func main() {
 		Commands: []*cli.Command{
 			initCommand(),
 			serveCommand(),
+			statusCommand(),
+			clusterCommand(),
+			backupCommand(),
+			restoreCommand(),
 			routeCommand(),
 			vaultCommand(),
 			tokenCommand(),

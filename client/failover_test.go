@@ -27,7 +27,8 @@ func startInsecureNode(t *testing.T, upstream string) *node.Node {
 	t.Helper()
 	cfg := node.DefaultConfig()
 	cfg.DataDir = t.TempDir()
-	cfg.HTTPAddr, cfg.AdminAddr, cfg.QUICAddr = "127.0.0.1:0", "127.0.0.1:0", ""
+	cfg.HTTPAddr, cfg.AdminAddr, cfg.QUICAddr, cfg.RaftAddr = "127.0.0.1:0", "127.0.0.1:0", "", "127.0.0.1:0"
+	cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout = 50*time.Millisecond, 50*time.Millisecond
 	cfg.InsecureDev = true
 	cfg.ShutdownTimeout = time.Second
 	id, err := vault.GenerateIdentity()

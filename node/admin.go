@@ -43,6 +43,7 @@ func (n *Node) adminHandler() http.Handler {
 	n.registerVaultAdmin(mux)
 	n.registerPolicyAdmin(mux)
 	n.registerAuditAdmin(mux)
+	n.registerClusterAdmin(mux)
 	return http.MaxBytesHandler(n.requireAdmin(mux), 1<<20)
 }
 
@@ -86,7 +87,7 @@ func (n *Node) putRoute(w http.ResponseWriter, r *http.Request) {
 		route.Created = time.Now().UTC().Truncate(time.Second)
 	}
 	if err := n.writes.Apply(r.Context(), cluster.Command{Op: cluster.OpPutRoute, Route: &route}); err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "write route: %v", err)
+		writeApplyError(w, err, "write route")
 		return
 	}
 	writeJSON(w, status, route)
@@ -99,7 +100,7 @@ func (n *Node) deleteRoute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := n.writes.Apply(r.Context(), cluster.Command{Op: cluster.OpDeleteRoute, Name: name}); err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "delete route: %v", err)
+		writeApplyError(w, err, "delete route")
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -88,7 +88,7 @@ func (n *Node) issueToken(w http.ResponseWriter, r *http.Request) {
 	}
 	meta := storage.Token{ID: id, Service: req.Service, Orgs: req.Orgs, KeyID: st.keyring.ActiveKeyID(), IssuedAt: now.Truncate(time.Second), ExpiresAt: claims.ExpiresAt.Truncate(time.Second)}
 	if err := n.writes.Apply(r.Context(), cluster.Command{Op: cluster.OpPutToken, Token: &meta}); err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "record token: %v", err)
+		writeApplyError(w, err, "record token")
 		return
 	}
 	n.logger.Info("service token issued", "token_id", id, "service", req.Service, "orgs", req.Orgs, "expires_at", claims.ExpiresAt)
@@ -127,7 +127,7 @@ func (n *Node) revokeToken(w http.ResponseWriter, r *http.Request) {
 	}
 	rev := storage.Revocation{ID: id, Expires: toks[i].ExpiresAt}
 	if err := n.writes.Apply(r.Context(), cluster.Command{Op: cluster.OpRevokeToken, Revocation: &rev}); err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "revoke: %v", err)
+		writeApplyError(w, err, "revoke")
 		return
 	}
 	n.logger.Info("service token revoked", "token_id", id, "service", toks[i].Service)
@@ -147,7 +147,7 @@ func (n *Node) rotateTokenKey(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err := n.addSigningKey(r.Context(), active); err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "rotate signing key: %v", err)
+		writeApplyError(w, err, "rotate signing key")
 		return
 	}
 	st, err := n.policy()
@@ -179,7 +179,7 @@ func (n *Node) putRule(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := n.writes.Apply(r.Context(), cluster.Command{Op: cluster.OpPutRule, Rule: &rule}); err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "write rule: %v", err)
+		writeApplyError(w, err, "write rule")
 		return
 	}
 	writeJSON(w, http.StatusOK, rule)
@@ -216,7 +216,7 @@ func (n *Node) putLimit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := n.writes.Apply(r.Context(), cluster.Command{Op: cluster.OpPutLimit, Limit: &l}); err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "write limit: %v", err)
+		writeApplyError(w, err, "write limit")
 		return
 	}
 	writeJSON(w, http.StatusOK, l)
@@ -242,7 +242,7 @@ func (n *Node) deleteByID(w http.ResponseWriter, r *http.Request, what string, e
 		return
 	}
 	if err := n.writes.Apply(r.Context(), cluster.Command{Op: op, Name: id}); err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "delete %s: %v", what, err)
+		writeApplyError(w, err, "delete "+what)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

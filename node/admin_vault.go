@@ -112,7 +112,7 @@ func (n *Node) putCredential(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusOK
 	}
 	if err := n.writes.Apply(r.Context(), cluster.Command{Op: cluster.OpPutCredential, Credential: &rec}); err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "write credential: %v", err)
+		writeApplyError(w, err, "write credential")
 		return
 	}
 	n.logger.Info("credential stored", "org", rec.Org, "account", rec.Account, "route", rec.Route, "kind", rec.Kind, "key_id", rec.KeyID)
@@ -127,7 +127,7 @@ func (n *Node) deleteCredential(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := n.writes.Apply(r.Context(), cluster.Command{Op: cluster.OpDeleteCredential, Org: org, Account: account, RouteName: route}); err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "delete credential: %v", err)
+		writeApplyError(w, err, "delete credential")
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -136,7 +136,7 @@ func (n *Node) deleteCredential(w http.ResponseWriter, r *http.Request) {
 func (n *Node) rotateVault(w http.ResponseWriter, r *http.Request) {
 	res, err := n.RotateVaultKey(r.Context())
 	if err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "%v", err)
+		writeApplyError(w, err, "rotate vault key")
 		return
 	}
 	writeJSON(w, http.StatusOK, res)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/url"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -205,14 +204,6 @@ func (a *auditor) write(batch []storage.AuditRecord) {
 		return
 	}
 	a.records.Add(float64(len(batch)))
-}
-
-// auditNodeName names this node in its audit records.
-func auditNodeName() string {
-	if h, err := os.Hostname(); err == nil && h != "" {
-		return h
-	}
-	return "unknown"
 }
 
 // clip cuts caller-supplied text to auditMaxText bytes.

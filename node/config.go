@@ -78,6 +78,37 @@ type Config struct {
 	// AuditMaxRecords keeps at most this many audit records, dropping the
 	// oldest; 0 means no limit. Default 10,000,000.
 	AuditMaxRecords int
+	// NodeID names this node in the cluster, its certificate and its audit
+	// records. Default: the id stored in <DataDir>/node-id, or a new random
+	// id stored there at first start.
+	NodeID string
+	// RaftAddr is the TCP listener for raft and forwarded writes (mutual
+	// TLS). Default "127.0.0.1:7423".
+	RaftAddr string
+	// RaftAdvertise is the address other nodes dial to reach RaftAddr.
+	// Default: RaftAddr, which must then not be a wildcard address.
+	RaftAdvertise string
+	// Bootstrap makes a node with no raft state and no Join the first voter
+	// of a new cluster, so a lone node is a cluster of one. False starts a
+	// node that waits to be added with `mcpgw cluster join`. Default true.
+	Bootstrap bool
+	// Join lists raft addresses of members of an existing cluster; a node
+	// with no raft state asks them to add it as a voter. Default: none.
+	Join []string
+	// ClusterTLSDir holds the cluster CA certificate and this node's
+	// certificate and key for raft's mutual TLS. Default
+	// <DataDir>/tls/cluster; a bootstrapping node with none creates a CA
+	// and a certificate there.
+	ClusterTLSDir string
+	// RaftHeartbeatTimeout is how long a follower waits without hearing
+	// from the leader before it calls an election. Default 1s.
+	RaftHeartbeatTimeout time.Duration
+	// RaftElectionTimeout is how long a candidate waits for votes.
+	// Default 1s; at least RaftHeartbeatTimeout.
+	RaftElectionTimeout time.Duration
+	// RaftApplyTimeout bounds one replicated write, waiting for a leader
+	// included, and how long Start waits for a leader. Default 10s.
+	RaftApplyTimeout time.Duration
 	// Logger receives structured logs. Default: discard.
 	Logger *slog.Logger
 	// Clock returns the current time for token expiry and rate limits.
@@ -103,6 +134,12 @@ func DefaultConfig() Config {
 		QUICIdleTimeout:    transport.DefaultQUICIdleTimeout,
 		AuditMaxAge:        90 * 24 * time.Hour,
 		AuditMaxRecords:    10_000_000,
+
+		RaftAddr:             "127.0.0.1:7423",
+		Bootstrap:            true,
+		RaftHeartbeatTimeout: time.Second,
+		RaftElectionTimeout:  time.Second,
+		RaftApplyTimeout:     10 * time.Second,
 	}
 }
 
@@ -144,6 +181,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AuditMaxAge < 0 || c.AuditMaxRecords < 0 {
 		return errors.New("--audit-max-age and --audit-max-records must not be negative (0 disables the limit)")
+	}
+	if err := c.validateCluster(); err != nil {
+		return err
 	}
 	for _, o := range c.AllowedOrigins {
 		if _, err := parseOrigin(o); err != nil {

@@ -38,7 +38,8 @@ type Node struct {
 	metrics *metrics
 
 	store   *storage.Store
-	writes  applier
+	raft    *cluster.Raft // nil before Start
+	writes  applier       // raft, or the local store in tests of the layers above
 	routes  atomic.Pointer[routeTable]
 	routeMu sync.Mutex // serialises route table rebuilds
 	routeAt atomic.Uint64
@@ -55,10 +56,11 @@ type Node struct {
 	streamable      *transport.StreamableServer
 	framed          framedListeners
 
-	ctx      context.Context // ends when the node closes
-	cancel   context.CancelFunc
-	sessions sync.WaitGroup
-	served   sync.WaitGroup
+	ctx       context.Context // ends when the node closes
+	cancel    context.CancelFunc
+	sessions  sync.WaitGroup
+	served    sync.WaitGroup
+	clusterWG sync.WaitGroup // the goroutine re-splitting rate limits
 
 	activeSessions atomic.Int64 // sessions counted against MaxSessions
 
@@ -84,8 +86,17 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// Start opens storage and starts the listeners.
-func (n *Node) Start(ctx context.Context) error {
+// Start opens storage, joins or bootstraps the raft cluster and starts the
+// listeners. On error everything it opened is closed again.
+func (n *Node) Start(ctx context.Context) (err error) {
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
 	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir %s: %w", n.cfg.DataDir, err)
 	}
@@ -94,9 +105,12 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	n.store = store
-	n.writes = &cluster.Local{Store: store}
+	undo = append(undo, func() { store.Close(); n.store = nil })
 	if n.adminToken, err = loadOrCreateAdminToken(filepath.Join(n.cfg.DataDir, AdminTokenFile)); err != nil {
-		store.Close()
+		return err
+	}
+	id, err := cluster.LoadNodeID(n.cfg.DataDir, n.cfg.NodeID)
+	if err != nil {
 		return err
 	}
 
@@ -107,35 +121,34 @@ func (n *Node) Start(ctx context.Context) error {
 		IdleTimeout:     n.cfg.SessionIdleTimeout,
 		Logger:          n.logger,
 	}
-	if err := n.ensureSigningKey(ctx); err != nil {
-		store.Close()
-		return fmt.Errorf("create service token signing key: %w", err)
+	err = n.startCluster(ctx, id)
+	if n.raft != nil {
+		// Raft closes before the store it writes into.
+		undo = append(undo, func() { n.raft.Close(); n.raft = nil })
 	}
+	if err != nil {
+		return err
+	}
+	n.watchLiveNodes()
+	undo = append(undo, func() { n.cancel(); n.clusterWG.Wait() })
 	if n.cfg.InsecureDev {
 		n.logger.Warn("INSECURE: --insecure-dev is set; sessions are accepted WITHOUT a service token. Never run this way outside a local trial.")
 	}
 	var lc net.ListenConfig
 	if n.httpLn, err = lc.Listen(ctx, "tcp", n.cfg.HTTPAddr); err != nil {
-		store.Close()
 		return fmt.Errorf("listen --http %s: %w", n.cfg.HTTPAddr, err)
 	}
+	undo = append(undo, func() { n.httpLn.Close() })
 	if n.adminLn, err = lc.Listen(ctx, "tcp", n.cfg.AdminAddr); err != nil {
-		n.httpLn.Close()
-		store.Close()
 		return fmt.Errorf("listen --admin %s: %w", n.cfg.AdminAddr, err)
 	}
+	undo = append(undo, func() { n.adminLn.Close() })
 	auditOpts := storage.AuditOptions{MaxRecords: n.cfg.AuditMaxRecords, MaxAge: n.cfg.AuditMaxAge}
-	if err := n.audit.open(filepath.Join(n.cfg.DataDir, storage.AuditFile), auditOpts, auditNodeName()); err != nil {
-		n.httpLn.Close()
-		n.adminLn.Close()
-		store.Close()
+	if err := n.audit.open(filepath.Join(n.cfg.DataDir, storage.AuditFile), auditOpts, id); err != nil {
 		return err
 	}
+	undo = append(undo, func() { n.audit.close() })
 	if err := n.listenFramed(ctx); err != nil {
-		n.httpLn.Close()
-		n.adminLn.Close()
-		n.audit.close()
-		store.Close()
 		return err
 	}
 	n.httpSrv = &http.Server{Handler: n.sessionHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.logger.Handler(), slog.LevelWarn)}
@@ -146,8 +159,8 @@ func (n *Node) Start(ctx context.Context) error {
 	n.serve(n.httpSrv, n.httpLn)
 	n.serve(n.adminSrv, n.adminLn)
 	n.serveFramed()
-	n.logger.Info("listening", slog.String("http", n.HTTPAddr()), slog.String("admin", n.AdminAddr()),
-		slog.String("quic", n.QUICAddr()), slog.String("unix", n.cfg.UnixPath), slog.String("data_dir", n.cfg.DataDir))
+	n.logger.Info("listening", slog.String("node_id", id), slog.String("http", n.HTTPAddr()), slog.String("admin", n.AdminAddr()),
+		slog.String("quic", n.QUICAddr()), slog.String("raft", n.raft.Addr()), slog.String("unix", n.cfg.UnixPath), slog.String("data_dir", n.cfg.DataDir))
 	return nil
 }
 
@@ -200,10 +213,15 @@ func (n *Node) Close() error {
 		n.served.Wait()
 		// Sessions have ended or been cut off: what they recorded is queued.
 		auditErr := n.audit.close()
+		n.clusterWG.Wait()
+		var raftErr error
+		if n.raft != nil {
+			raftErr = n.raft.Close()
+		}
 		if n.store != nil {
 			n.closeErr = n.store.Close()
 		}
-		n.closeErr = errors.Join(n.closeErr, auditErr)
+		n.closeErr = errors.Join(n.closeErr, auditErr, raftErr)
 	})
 	return n.closeErr
 }

@@ -44,6 +44,8 @@ func startNode(t testing.TB, mutate ...func(*Config)) *Node {
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.AdminAddr = "127.0.0.1:0"
 	cfg.QUICAddr = "127.0.0.1:0"
+	cfg.RaftAddr = "127.0.0.1:0"
+	cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout = 50*time.Millisecond, 50*time.Millisecond
 	cfg.UnixPath = filepath.Join(shortTempDir(t), "gw.sock")
 	cfg.ShutdownTimeout = 2 * time.Second
 	cfg.VaultKeyFile = filepath.Join(t.TempDir(), "vault.key")

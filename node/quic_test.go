@@ -529,7 +529,7 @@ func TestQUICDisabled(t *testing.T) {
 	if got := n.QUICAddr(); got != "" {
 		t.Fatalf("QUICAddr() = %q with QUIC disabled", got)
 	}
-	if _, err := os.Stat(filepath.Join(n.cfg.DataDir, TLSDir)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(n.cfg.DataDir, TLSDir, TLSCertName)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("TLS files generated with QUIC disabled: %v", err)
 	}
 }

@@ -57,7 +57,8 @@ func TestUnixSocketStartup(t *testing.T) {
 		t.Helper()
 		cfg := DefaultConfig()
 		cfg.DataDir = t.TempDir()
-		cfg.HTTPAddr, cfg.AdminAddr, cfg.QUICAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		cfg.HTTPAddr, cfg.AdminAddr, cfg.QUICAddr, cfg.RaftAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout = 50*time.Millisecond, 50*time.Millisecond
 		cfg.UnixPath = path
 		cfg.VaultKeys = testVaultKeys(t)
 		n, err := New(cfg)

@@ -261,6 +261,13 @@ func (l *Limiter) SetShare(liveNodes int) {
 	l.nodes = max(1, liveNodes)
 }
 
+// Share returns the number of live nodes the limits are split among.
+func (l *Limiter) Share() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.nodes
+}
+
 // SetMaxBuckets sets the bucket cap; n <= 0 restores DefaultMaxBuckets.
 func (l *Limiter) SetMaxBuckets(n int) {
 	l.mu.Lock()
