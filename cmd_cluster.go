@@ -36,16 +36,7 @@ func clusterCommand() *cli.Command {
 					if c.NArg() != 2 {
 						return errors.New("usage: mcpgw cluster join <node-id> <raft-address> (the new node's --node-id and --raft-advertise)")
 					}
-					a, err := newAdminClient(c)
-					if err != nil {
-						return err
-					}
-					var st cluster.Status
-					if err := a.do(http.MethodPost, "/v1/cluster/join", node.ClusterJoinRequest{ID: c.Args().Get(0), Addr: c.Args().Get(1)}, &st); err != nil {
-						return err
-					}
-					printClusterStatus(c.App.Writer, st)
-					return nil
+					return changeMembership(c, "/v1/cluster/join", node.ClusterJoinRequest{ID: c.Args().Get(0), Addr: c.Args().Get(1)})
 				},
 			},
 			{
@@ -57,16 +48,7 @@ func clusterCommand() *cli.Command {
 					if c.NArg() != 1 {
 						return errors.New("usage: mcpgw cluster remove <node-id> (see mcpgw cluster status)")
 					}
-					a, err := newAdminClient(c)
-					if err != nil {
-						return err
-					}
-					var st cluster.Status
-					if err := a.do(http.MethodPost, "/v1/cluster/remove", node.ClusterRemoveRequest{ID: c.Args().Get(0)}, &st); err != nil {
-						return err
-					}
-					printClusterStatus(c.App.Writer, st)
-					return nil
+					return changeMembership(c, "/v1/cluster/remove", node.ClusterRemoveRequest{ID: c.Args().Get(0)})
 				},
 			},
 			{
@@ -208,4 +190,18 @@ func backupCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// changeMembership posts a join or remove and prints the cluster after it.
+func changeMembership(c *cli.Context, path string, body any) error {
+	a, err := newAdminClient(c)
+	if err != nil {
+		return err
+	}
+	var st cluster.Status
+	if err := a.do(http.MethodPost, path, body, &st); err != nil {
+		return err
+	}
+	printClusterStatus(c.App.Writer, st)
+	return nil
 }
