@@ -1,8 +1,8 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -95,7 +95,10 @@ func (n *Node) putRoute(w http.ResponseWriter, r *http.Request) {
 
 func (n *Node) deleteRoute(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if _, err := n.store.Route(name); errors.Is(err, storage.ErrNotFound) {
+	if ok, _ := n.found(r.Context(), func() (bool, error) {
+		_, err := n.store.Route(name)
+		return err == nil, nil
+	}); !ok {
 		writeAdminError(w, http.StatusNotFound, "no route named %q; list them with `mcpgw route list`", name)
 		return
 	}
@@ -104,4 +107,23 @@ func (n *Node) deleteRoute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// found reports whether find sees a record. Reads are local, so a follower
+// may not have applied a write the leader acknowledged a moment ago (say, a
+// token issued through another node): before answering "not found" it waits
+// briefly for its copy to catch up.
+func (n *Node) found(ctx context.Context, find func() (bool, error)) (bool, error) {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		ok, err := find()
+		if ok || err != nil || n.raft == nil || n.raft.Status().LeaderID == n.NodeID() || time.Now().After(deadline) {
+			return ok, err
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }

@@ -115,12 +115,17 @@ func (n *Node) listTokens(w http.ResponseWriter, r *http.Request) {
 
 func (n *Node) revokeToken(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	toks, err := n.store.Tokens()
-	if err != nil {
+	var toks []storage.Token
+	i := -1
+	if _, err := n.found(r.Context(), func() (bool, error) {
+		var err error
+		toks, err = n.store.Tokens()
+		i = slices.IndexFunc(toks, func(t storage.Token) bool { return t.ID == id })
+		return i >= 0, err
+	}); err != nil {
 		writeAdminError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
-	i := slices.IndexFunc(toks, func(t storage.Token) bool { return t.ID == id })
 	if i < 0 {
 		writeAdminError(w, http.StatusNotFound, "no token with id %q; list them with `mcpgw token list`", id)
 		return
@@ -232,7 +237,7 @@ func (n *Node) deleteLimit(w http.ResponseWriter, r *http.Request) {
 // deleteByID removes a rule or limit, answering 404 for an unknown id.
 func (n *Node) deleteByID(w http.ResponseWriter, r *http.Request, what string, exists func(string) (bool, error), op cluster.Op) {
 	id := r.PathValue("id")
-	ok, err := exists(id)
+	ok, err := n.found(r.Context(), func() (bool, error) { return exists(id) })
 	if err != nil {
 		writeAdminError(w, http.StatusInternalServerError, "%v", err)
 		return

@@ -122,7 +122,10 @@ func (n *Node) putCredential(w http.ResponseWriter, r *http.Request) {
 func (n *Node) deleteCredential(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	org, account, route := q.Get("org"), q.Get("account"), q.Get("route")
-	if _, err := n.store.Credential(org, account, route); errors.Is(err, storage.ErrNotFound) {
+	if ok, _ := n.found(r.Context(), func() (bool, error) {
+		_, err := n.store.Credential(org, account, route)
+		return err == nil, nil
+	}); !ok {
 		writeAdminError(w, http.StatusNotFound, "no credential for org %q, account %q, route %q; list them with `mcpgw vault list`", org, account, route)
 		return
 	}

@@ -237,10 +237,12 @@ func TestClusterLeaderFailover(t *testing.T) {
 	t.Logf("leader closed: new leader %s after %v, session answering through a survivor after %v", newLeader.NodeID(), elected, time.Since(start))
 
 	for _, f := range followers {
-		routes, err := f.store.Routes()
-		if err != nil || len(routes) != 31 {
-			t.Fatalf("%s holds %d routes (%v), want all 31 acknowledged", f.NodeID(), len(routes), err)
-		}
+		// Every acknowledged write is committed; a survivor that was behind
+		// gets it from the new leader.
+		waitFor(t, f.NodeID()+" to hold all 31 acknowledged routes", func() bool {
+			routes, err := f.store.Routes()
+			return err == nil && len(routes) == 31
+		})
 	}
 	for _, f := range followers {
 		addRoute(t, f, storage.Route{Name: "after-" + f.NodeID(), URL: url})
