@@ -28,7 +28,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "admin", Value: def.AdminAddr, EnvVars: []string{"MCPGW_ADMIN_ADDR"}, Usage: "listen address for the admin API and /metrics"},
 			&cli.StringFlag{Name: "quic", Value: def.QUICAddr, EnvVars: []string{"MCPGW_QUIC"}, Usage: "UDP listen address for QUIC sessions (ALPN mcp, a session per stream); empty disables"},
 			&cli.StringFlag{Name: "unix", Value: def.UnixPath, EnvVars: []string{"MCPGW_UNIX"}, Usage: "Unix socket path for sessions (mode 0660, a session per connection); empty disables"},
-			&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"MCPGW_TLS_CERT"}, Usage: "PEM certificate for the QUIC listener (default: self-signed, generated into <data-dir>/tls)"},
+			&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"MCPGW_TLS_CERT"}, Usage: "PEM certificate for the QUIC listener (default: the node's certificate from the cluster CA, <data-dir>/tls/cluster/node.crt)"},
 			&cli.StringFlag{Name: "tls-key", EnvVars: []string{"MCPGW_TLS_KEY"}, Usage: "PEM private key of --tls-cert"},
 			&cli.IntFlag{Name: "max-sessions", Value: def.MaxSessions, EnvVars: []string{"MCPGW_MAX_SESSIONS"}, Usage: "concurrent sessions this node accepts across transports; more get an overloaded error"},
 			&cli.Int64Flag{Name: "max-streams-per-conn", Value: def.MaxStreamsPerConn, EnvVars: []string{"MCPGW_MAX_STREAMS_PER_CONN"}, Usage: "concurrent sessions one QUIC connection may carry"},

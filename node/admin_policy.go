@@ -69,8 +69,13 @@ func (n *Node) issueToken(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, http.StatusBadRequest, "ttl %q is not a duration like 24h or 30m", req.TTL)
 		return
 	}
-	st, err := n.policy()
-	if err != nil {
+	// A node that joined a moment ago may not hold the signing key yet.
+	var st *policyState
+	if _, err := n.found(r.Context(), func() (bool, error) {
+		var err error
+		st, err = n.policy()
+		return err == nil && st.keyring.ActiveKeyID() != "", err
+	}); err != nil {
 		writeAdminError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}

@@ -19,6 +19,9 @@ import (
 // own files (cert.pem, key.pem) stay one level up.
 const ClusterTLSSubdir = "cluster"
 
+// TLSDir is the data dir's directory of TLS material.
+const TLSDir = "tls"
+
 // DefaultClusterTLSDir returns the default ClusterTLSDir of a data dir.
 func DefaultClusterTLSDir(dataDir string) string {
 	return filepath.Join(dataDir, TLSDir, ClusterTLSSubdir)

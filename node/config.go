@@ -57,8 +57,8 @@ type Config struct {
 	// as a QUIC stream, one per connection; empty disables it. Default: empty.
 	UnixPath string
 	// TLSCertFile and TLSKeyFile are the QUIC listener's PEM certificate and
-	// key. Default: empty, meaning a self-signed certificate generated into
-	// <DataDir>/tls at first start.
+	// key. Default: empty, meaning this node's certificate from the cluster
+	// CA (<ClusterTLSDir>/node.crt), which clients trust through ca.crt.
 	TLSCertFile, TLSKeyFile string
 	// MaxSessions caps concurrent sessions on this node across transports;
 	// more are refused with CodeOverloaded (HTTP 503). Default 10000.
@@ -168,7 +168,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		return errors.New("--tls-cert and --tls-key go together: give both, or neither for a self-signed certificate")
+		return errors.New("--tls-cert and --tls-key go together: give both, or neither to use the node's cluster certificate")
 	}
 	if c.MaxSessions < 1 {
 		return fmt.Errorf("--max-sessions %d: use at least 1", c.MaxSessions)

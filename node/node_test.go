@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mcpgw/mcpgw/client"
+	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/vault"
@@ -168,10 +169,10 @@ func addRoute(t testing.TB, n *Node, r storage.Route) storage.Route {
 	return got
 }
 
-// nodeRoots returns a pool trusting n's QUIC certificate.
+// nodeRoots returns a pool trusting n's QUIC certificate: its cluster CA.
 func nodeRoots(t testing.TB, n *Node) *x509.CertPool {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(n.cfg.DataDir, TLSDir, TLSCertName))
+	data, err := os.ReadFile(filepath.Join(n.cfg.clusterTLSDir(), cluster.CACertFile))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/transport"
 )
 
@@ -28,7 +29,7 @@ type framedListeners struct {
 // listenFramed opens the QUIC and Unix socket listeners that are enabled.
 func (n *Node) listenFramed(ctx context.Context) error {
 	if n.cfg.QUICAddr != "" {
-		cert, err := loadOrCreateTLS(n.cfg.DataDir, n.cfg.TLSCertFile, n.cfg.TLSKeyFile)
+		cert, err := quicCertificate(n.cfg.TLSCertFile, n.cfg.TLSKeyFile, n.cfg.clusterTLSDir())
 		if err != nil {
 			return err
 		}
@@ -47,9 +48,9 @@ func (n *Node) listenFramed(ctx context.Context) error {
 		n.framed.quic = ln
 		certFile := n.cfg.TLSCertFile
 		if certFile == "" {
-			certFile = filepath.Join(n.cfg.DataDir, TLSDir, TLSCertName)
+			certFile = filepath.Join(n.cfg.clusterTLSDir(), cluster.NodeCertFile)
 		}
-		n.logger.Info("QUIC listener uses TLS certificate", slog.String("cert", certFile))
+		n.logger.Info("QUIC listener uses TLS certificate; clients trust it through the cluster CA file "+cluster.CACertFile, slog.String("cert", certFile))
 	}
 	if n.cfg.UnixPath != "" {
 		ln, fi, err := listenUnix(n.cfg.UnixPath)

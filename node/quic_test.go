@@ -8,8 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -528,8 +526,5 @@ func TestQUICDisabled(t *testing.T) {
 	n := startNode(t, func(c *Config) { c.QUICAddr = "" })
 	if got := n.QUICAddr(); got != "" {
 		t.Fatalf("QUICAddr() = %q with QUIC disabled", got)
-	}
-	if _, err := os.Stat(filepath.Join(n.cfg.DataDir, TLSDir, TLSCertName)); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("TLS files generated with QUIC disabled: %v", err)
 	}
 }

@@ -13,22 +13,17 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/client"
+	"github.com/mcpgw/mcpgw/cluster"
 )
 
-func TestLoadOrCreateTLS(t *testing.T) {
-	dir := t.TempDir()
-	cert, err := loadOrCreateTLS(dir, "", "")
-	if err != nil {
+func TestQUICCertificate(t *testing.T) {
+	clusterDir := filepath.Join(t.TempDir(), "cluster")
+	if err := CreateClusterTLS(clusterDir, "n1", []string{"127.0.0.1"}); err != nil {
 		t.Fatal(err)
 	}
-	for name, want := range map[string]os.FileMode{TLSCertName: 0o644, TLSKeyName: 0o600} {
-		fi, err := os.Stat(filepath.Join(dir, TLSDir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := fi.Mode().Perm(); got != want {
-			t.Errorf("%s mode = %v, want %v", name, got, want)
-		}
+	cert, err := quicCertificate("", "", clusterDir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	leaf, err := x509.ParseCertificate(cert.Certificate[0])
 	if err != nil {
@@ -37,64 +32,52 @@ func TestLoadOrCreateTLS(t *testing.T) {
 	if err := leaf.VerifyHostname("127.0.0.1"); err != nil {
 		t.Errorf("certificate does not cover 127.0.0.1: %v", err)
 	}
-	if err := leaf.VerifyHostname("localhost"); err != nil {
-		t.Errorf("certificate does not cover localhost: %v", err)
-	}
-
-	again, err := loadOrCreateTLS(dir, "", "")
+	caPEM, err := os.ReadFile(filepath.Join(clusterDir, cluster.CACertFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(again.Certificate[0], cert.Certificate[0]) {
-		t.Fatal("second start generated a new certificate instead of reusing the first")
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		t.Fatalf("the QUIC certificate does not chain to the cluster CA: %v", err)
 	}
 
+	again, _ := quicCertificate("", "", clusterDir)
+	otherDir := filepath.Join(t.TempDir(), "cluster")
+	if err := CreateClusterTLS(otherDir, "n2", []string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := quicCertificate("", "", otherDir)
 	k1, err := statelessResetKey(cert)
 	if err != nil {
 		t.Fatal(err)
 	}
 	k2, _ := statelessResetKey(again)
-	other, _ := loadOrCreateTLS(t.TempDir(), "", "")
 	k3, _ := statelessResetKey(other)
 	if *k1 != *k2 || *k1 == *k3 {
 		t.Fatal("QUIC stateless reset key must be stable per node and differ between nodes")
 	}
 
 	t.Run("operator certificate", func(t *testing.T) {
-		opDir := t.TempDir()
-		certPEM, keyPEM, err := selfSignedCert()
+		certFile, keyFile := filepath.Join(otherDir, cluster.NodeCertFile), filepath.Join(otherDir, cluster.NodeKeyFile)
+		got, err := quicCertificate(certFile, keyFile, clusterDir)
 		if err != nil {
 			t.Fatal(err)
 		}
-		certFile, keyFile := filepath.Join(opDir, "op.crt"), filepath.Join(opDir, "op.key")
-		os.WriteFile(certFile, certPEM, 0o644)
-		os.WriteFile(keyFile, keyPEM, 0o600)
-		dataDir := t.TempDir()
-		got, err := loadOrCreateTLS(dataDir, certFile, keyFile)
-		if err != nil {
-			t.Fatal(err)
-		}
+		certPEM, _ := os.ReadFile(certFile)
 		block, _ := pemBlock(certPEM)
 		if !bytes.Equal(got.Certificate[0], block) {
 			t.Fatal("operator certificate not used")
 		}
-		if _, err := os.Stat(filepath.Join(dataDir, TLSDir)); !errors.Is(err, os.ErrNotExist) {
-			t.Fatal("a self-signed certificate was generated despite operator certificates")
-		}
 	})
 	t.Run("half a pair", func(t *testing.T) {
-		if _, err := loadOrCreateTLS(t.TempDir(), "cert.pem", ""); err == nil || !strings.Contains(err.Error(), "--tls-cert and --tls-key go together") {
+		if _, err := quicCertificate("cert.pem", "", clusterDir); err == nil || !strings.Contains(err.Error(), "--tls-cert and --tls-key go together") {
 			t.Fatalf("err = %v", err)
 		}
 	})
-	t.Run("corrupt file", func(t *testing.T) {
-		dir := t.TempDir()
-		if _, err := loadOrCreateTLS(dir, "", ""); err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(dir, TLSDir, TLSCertName), []byte("garbage"), 0o644)
-		if _, err := loadOrCreateTLS(dir, "", ""); err == nil || !strings.Contains(err.Error(), "to have a new certificate generated") {
-			t.Fatalf("err = %v, want advice to delete the files", err)
+	t.Run("no cluster certificate", func(t *testing.T) {
+		if _, err := quicCertificate("", "", t.TempDir()); err == nil || !strings.Contains(err.Error(), "mcpgw init") {
+			t.Fatalf("err = %v, want advice to run mcpgw init", err)
 		}
 	})
 }
@@ -109,7 +92,7 @@ func TestQUICTrust(t *testing.T) {
 	tok := tokenOpts(n)[0]
 
 	t.Run("CA file", func(t *testing.T) {
-		t.Setenv(client.EnvCAFile, filepath.Join(n.cfg.DataDir, TLSDir, TLSCertName))
+		t.Setenv(client.EnvCAFile, filepath.Join(n.cfg.clusterTLSDir(), cluster.CACertFile))
 		sess, err := client.Connect(ctx, route.URL, "org1", "acct1", gw, tok)
 		if err != nil {
 			t.Fatal(err)

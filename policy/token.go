@@ -54,7 +54,7 @@ var (
 
 // ErrNoSigningKey is returned by Issue when the keyring has no active
 // signing key.
-var ErrNoSigningKey = errors.New("no active service-token signing key; create one with `mcpgw token rotate`")
+var ErrNoSigningKey = errors.New("no active service-token signing key; create one with `mcpgw token rotate-key`")
 
 // tokenError carries a complete, user-facing message and the sentinel it
 // belongs to. The message is built from fixed text and values that are safe
