@@ -282,6 +282,9 @@ func (s *session) auditToolCall(pc pendingCall, outcome string, err error) {
 	r := s.auditRecord(storage.AuditToolCall, outcome)
 	r.Tool = clip(pc.tool)
 	r.LatencyMicros = time.Since(pc.start).Microseconds()
+	if err == nil && outcome == storage.AuditError {
+		r.Reason = "tool_error" // the tool ran and reported a failure (isError)
+	}
 	if err != nil {
 		var werr *jsonrpc.Error
 		msg := ""

@@ -402,3 +402,30 @@ func TestAuditorCloseFlushes(t *testing.T) {
 		t.Fatalf("Query = %+v, %v; want records of node-a", recs, err)
 	}
 }
+
+// TestAuditToolError: a tool that runs and reports isError is audited and
+// counted as an error of its own kind, not as ok.
+func TestAuditToolError(t *testing.T) {
+	up := upstreamtest.New()
+	url := upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp"
+	n := startNode(t)
+	route := addRoute(t, n, storage.Route{Name: "up", URL: url})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sess, err := connect(t, ctx, n, route.URL, "acme", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "fail", Arguments: map[string]any{"text": "x"}})
+	if err != nil || !res.IsError {
+		t.Fatalf("fail tool: %v, %+v; want an isError result", err, res)
+	}
+	recs, _ := auditRecords(t, n, "kind=tool_call", func(r storage.AuditRecord) bool { return r.Tool == "fail" })
+	if len(recs) != 1 || recs[0].Outcome != storage.AuditError || recs[0].Reason != "tool_error" {
+		t.Fatalf("records %+v, want one error/tool_error", recs)
+	}
+	got := counterValue(n.metrics.callsTotal.WithLabelValues("up", "tool_error"))
+	if got != 1 {
+		t.Fatalf("mcpgw_proxy_tool_calls_total{outcome=tool_error} = %v, want 1", got)
+	}
+}

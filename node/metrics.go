@@ -33,7 +33,7 @@ func newMetrics() *metrics {
 			Name: "mcpgw_proxy_messages_total", Help: "JSON-RPC messages forwarded.",
 		}, []string{"direction"}),
 		callsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mcpgw_proxy_tool_calls_total", Help: "tools/call requests by outcome (ok, error, refused).",
+			Name: "mcpgw_proxy_tool_calls_total", Help: "tools/call requests by outcome (ok, error, tool_error, refused).",
 		}, []string{"route", "outcome"}),
 		callSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "mcpgw_proxy_tool_call_duration_seconds",

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -345,11 +346,15 @@ func (s *session) complete(ctx context.Context, resp *jsonrpc.Response) {
 		}
 	}
 	if ok && pc.method == "tools/call" {
-		outcome := "ok"
-		if resp.Error != nil {
-			outcome = "error"
+		outcome, label := "ok", "ok"
+		switch {
+		case resp.Error != nil:
+			outcome, label = "error", "error"
+		case isToolError(resp.Result):
+			// The call went through and the tool reported a failure.
+			outcome, label = "error", "tool_error"
 		}
-		s.n.metrics.callsTotal.WithLabelValues(s.route.Name, outcome).Inc()
+		s.n.metrics.callsTotal.WithLabelValues(s.route.Name, label).Inc()
 		s.n.metrics.callSeconds.WithLabelValues(s.route.Name).Observe(time.Since(pc.start).Seconds())
 		s.auditToolCall(pc, outcome, resp.Error)
 	}
@@ -424,4 +429,15 @@ func (s *session) filterTools(resp *jsonrpc.Response) *jsonrpc.Response {
 		return resp
 	}
 	return &jsonrpc.Response{ID: resp.ID, Result: out}
+}
+
+// isToolError reports whether a tools/call result says isError: true.
+func isToolError(result json.RawMessage) bool {
+	if !bytes.Contains(result, []byte(`"isError"`)) {
+		return false
+	}
+	var r struct {
+		IsError bool `json:"isError"`
+	}
+	return json.Unmarshal(result, &r) == nil && r.IsError
 }

@@ -1,6 +1,6 @@
 // Command echoserver is a small MCP server for trying mcpgw: it serves the
-// tools echo, whoami, ask_llm, slow, cancelled and add_tool, a resource and
-// a prompt over streamable HTTP at /mcp.
+// tools echo, whoami, ask_llm, slow, cancelled, getenv, fail and add_tool,
+// a resource and a prompt over streamable HTTP at /mcp.
 package main
 
 import (

@@ -85,6 +85,9 @@ func New() *Server {
 	mcp.AddTool(srv, &mcp.Tool{Name: "getenv", Description: "returns the server process's environment variable named by text (for stdio credential injection)"}, func(ctx context.Context, req *mcp.CallToolRequest, a EchoArgs) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: os.Getenv(a.Text)}}}, nil, nil
 	})
+	mcp.AddTool(srv, &mcp.Tool{Name: "fail", Description: "a tool that runs and reports a failure (isError)"}, func(ctx context.Context, req *mcp.CallToolRequest, a EchoArgs) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: "failed: " + a.Text}}}, nil, nil
+	})
 	mcp.AddTool(srv, &mcp.Tool{Name: "add_tool", Description: "adds a tool named by text, so the server announces tools/list_changed"}, func(ctx context.Context, req *mcp.CallToolRequest, a EchoArgs) (*mcp.CallToolResult, any, error) {
 		mcp.AddTool(srv, &mcp.Tool{Name: a.Text}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
 			return &mcp.CallToolResult{}, nil, nil
