@@ -37,12 +37,9 @@ type Node struct {
 	logger  *slog.Logger
 	metrics *metrics
 
-	store   *storage.Store
-	raft    *cluster.Raft // nil before Start
-	writes  applier       // raft, or the local store in tests of the layers above
-	routes  atomic.Pointer[routeTable]
-	routeMu sync.Mutex // serialises route table rebuilds
-	routeAt atomic.Uint64
+	store  *storage.Store
+	raft   *cluster.Raft // nil before Start
+	writes applier       // raft, or the local store in tests of the layers above
 
 	adminToken []byte
 	keys       atomic.Pointer[vault.Keys]
@@ -236,27 +233,6 @@ func (n *Node) now() time.Time {
 
 // vaultKeys returns the vault keys in force.
 func (n *Node) vaultKeys() *vault.Keys { return n.keys.Load() }
-
-// routeTable returns the current routes, rebuilding the table after writes.
-func (n *Node) routeTable() (*routeTable, error) {
-	gen := n.store.Generation()
-	if t := n.routes.Load(); t != nil && n.routeAt.Load() == gen {
-		return t, nil
-	}
-	n.routeMu.Lock()
-	defer n.routeMu.Unlock()
-	if t := n.routes.Load(); t != nil && n.routeAt.Load() == gen {
-		return t, nil
-	}
-	routes, err := n.store.Routes()
-	if err != nil {
-		return nil, err
-	}
-	t := newRouteTable(routes)
-	n.routes.Store(t)
-	n.routeAt.Store(gen)
-	return t, nil
-}
 
 // loadOrCreateAdminToken reads the admin token, creating a random one (0600)
 // on first start.

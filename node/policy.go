@@ -26,10 +26,12 @@ import (
 // insecureClaims stand in for a service token when --insecure-dev is set.
 var insecureClaims = &policy.Claims{ID: "insecure-dev", Service: "insecure-dev", Orgs: []string{"*"}}
 
-// policyState is an immutable view of the replicated policy, rebuilt after
-// every write to the store.
+// policyState is an immutable view of the replicated allow-list and policy
+// (routes, signing keys, revocations, rules), rebuilt after every write to
+// the store.
 type policyState struct {
 	gen     uint64
+	routes  *routeTable
 	keyring *policy.Keyring
 	rules   *policy.Rules
 	// verified caches the claims of tokens this view has verified, keyed
@@ -131,7 +133,11 @@ func (n *Node) buildPolicy(gen uint64) (*policyState, error) {
 	if err := n.pol.limiter.SetLimits(limits); err != nil {
 		return nil, fmt.Errorf("stored limits: %w", err)
 	}
-	return &policyState{gen: gen, keyring: policy.NewKeyring(keys, revoked, policy.KeyringOptions{}), rules: compiled}, nil
+	routes, err := n.store.Routes()
+	if err != nil {
+		return nil, err
+	}
+	return &policyState{gen: gen, routes: newRouteTable(routes), keyring: policy.NewKeyring(keys, revoked, policy.KeyringOptions{}), rules: compiled}, nil
 }
 
 func toPolicyLimit(l storage.Limit) (policy.Limit, error) {

@@ -167,10 +167,11 @@ func (n *Node) resolve(req sessionRequest) (sessionSpec, error) {
 	if err := validName("account", spec.account); err != nil {
 		return spec, bad(err.Error() + req.hint("; pass ?account=<account>", `; set "account" in the open frame`))
 	}
-	table, err := n.routeTable()
+	st, err := n.policy()
 	if err != nil {
 		return spec, err
 	}
+	table := st.routes
 	switch {
 	case req.route != "":
 		spec.route, spec.dialURL, err = table.byRouteName(req.route)
