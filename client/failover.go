@@ -39,7 +39,8 @@ type failoverConn struct {
 	dialers []dialFunc
 
 	in     chan jsonrpc.Message
-	done   chan struct{}
+	ctx    context.Context // ends when the connection closes
+	cancel context.CancelFunc
 	closed sync.Once
 	wg     sync.WaitGroup
 
@@ -60,7 +61,6 @@ func newFailoverConn(ctx context.Context, dialers []dialFunc) (*failoverConn, er
 	c := &failoverConn{
 		dialers:   dialers,
 		in:        make(chan jsonrpc.Message, 16),
-		done:      make(chan struct{}),
 		pending:   make(map[jsonrpc.ID]*jsonrpc.Request),
 		replayIDs: make(map[jsonrpc.ID]chan struct{}),
 		moved:     make(chan struct{}),
@@ -70,6 +70,7 @@ func newFailoverConn(ctx context.Context, dialers []dialFunc) (*failoverConn, er
 		return nil, err
 	}
 	c.cur, c.next = conn, (idx+1)%len(dialers)
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.wg.Add(1)
 	go c.readLoop(conn, 0)
 	return c, nil
@@ -97,20 +98,11 @@ func (c *failoverConn) dialAny(ctx context.Context, start int) (mcp.Connection, 
 // readLoop forwards messages from one node until it fails, then fails over.
 func (c *failoverConn) readLoop(conn mcp.Connection, gen int) {
 	defer c.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		select {
-		case <-c.done:
-		case <-ctx.Done():
-		}
-		cancel()
-	}()
-	defer cancel()
 	for {
-		msg, err := conn.Read(ctx)
+		msg, err := conn.Read(c.ctx)
 		if err != nil {
 			select {
-			case <-c.done:
+			case <-c.ctx.Done():
 				return
 			default:
 			}
@@ -122,7 +114,7 @@ func (c *failoverConn) readLoop(conn mcp.Connection, gen int) {
 		}
 		select {
 		case c.in <- msg:
-		case <-c.done:
+		case <-c.ctx.Done():
 			return
 		}
 	}
@@ -179,7 +171,7 @@ func (c *failoverConn) failover(gen int, graceful bool) {
 			break
 		}
 		select {
-		case <-c.done:
+		case <-c.ctx.Done():
 			return
 		case <-ctx.Done():
 			c.mu.Lock()
@@ -218,7 +210,7 @@ func (c *failoverConn) failover(gen int, graceful bool) {
 			case <-answered:
 			case <-ctx.Done():
 				replayErr = ctx.Err()
-			case <-c.done:
+			case <-c.ctx.Done():
 				return
 			}
 		}
@@ -249,7 +241,7 @@ func (c *failoverConn) failover(gen int, graceful bool) {
 func (c *failoverConn) deliver(msg jsonrpc.Message) {
 	select {
 	case c.in <- msg:
-	case <-c.done:
+	case <-c.ctx.Done():
 	}
 }
 
@@ -257,7 +249,7 @@ func (c *failoverConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 	select {
 	case m := <-c.in:
 		return m, nil
-	case <-c.done:
+	case <-c.ctx.Done():
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if c.failed != nil {
@@ -323,7 +315,7 @@ func (c *failoverConn) await(ctx context.Context, moved <-chan struct{}) error {
 	select {
 	case <-moved:
 		return nil
-	case <-c.done:
+	case <-c.ctx.Done():
 		return mcp.ErrConnectionClosed
 	case <-ctx.Done():
 		return ctx.Err()
@@ -332,7 +324,7 @@ func (c *failoverConn) await(ctx context.Context, moved <-chan struct{}) error {
 
 func (c *failoverConn) Close() error {
 	c.closed.Do(func() {
-		close(c.done)
+		c.cancel()
 		c.mu.Lock()
 		cur := c.cur
 		c.mu.Unlock()

@@ -253,7 +253,8 @@ type streamableConn struct {
 	rt     *injectingTransport
 
 	in     chan jsonrpc.Message
-	done   chan struct{}
+	ctx    context.Context // ends when the connection closes
+	cancel context.CancelFunc
 	failed chan struct{}
 	err    error // set before failed is closed
 	once   sync.Once
@@ -268,9 +269,9 @@ func newStreamableConn(sdk mcp.Connection, u Upstream, client *http.Client, rt *
 	c := &streamableConn{
 		sdk: sdk, u: u, client: client, rt: rt,
 		in:     make(chan jsonrpc.Message, 16),
-		done:   make(chan struct{}),
 		failed: make(chan struct{}),
 	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.wg.Add(1)
 	go c.readLoop()
 	return c
@@ -278,15 +279,7 @@ func newStreamableConn(sdk mcp.Connection, u Upstream, client *http.Client, rt *
 
 func (c *streamableConn) readLoop() {
 	defer c.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		select {
-		case <-c.done:
-		case <-ctx.Done():
-		}
-		cancel()
-	}()
-	defer cancel()
+	ctx := c.ctx
 	for {
 		msg, err := c.sdk.Read(ctx)
 		if err != nil {
@@ -299,7 +292,7 @@ func (c *streamableConn) readLoop() {
 		}
 		select {
 		case c.in <- msg:
-		case <-c.done:
+		case <-ctx.Done():
 			return
 		}
 	}
@@ -325,7 +318,7 @@ func (c *streamableConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 	select {
 	case m := <-c.in:
 		return m, nil
-	case <-c.done:
+	case <-c.ctx.Done():
 		return nil, mcp.ErrConnectionClosed
 	case <-ctx.Done():
 		return nil, ctx.Err()
@@ -376,15 +369,7 @@ func (c *streamableConn) startStandalone() {
 
 func (c *streamableConn) standaloneLoop() {
 	defer c.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-c.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	ctx := c.ctx
 	lastID := ""
 	for attempt := 0; attempt < 5; {
 		got, retry := c.standaloneOnce(ctx, &lastID)
@@ -458,7 +443,7 @@ func (c *streamableConn) standaloneOnce(ctx context.Context, lastID *string) (go
 func (c *streamableConn) Close() error {
 	var err error
 	c.once.Do(func() {
-		close(c.done)
+		c.cancel()
 		err = c.sdk.Close()
 		c.wg.Wait()
 	})
