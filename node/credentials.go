@@ -40,42 +40,42 @@ func (n *Node) credentialSource(spec sessionSpec) *credentialSource {
 	return &credentialSource{n: n, route: spec.route, aad: vault.AAD{Org: spec.org, Account: spec.account, Route: spec.route.Name}}
 }
 
-// current returns the credential to inject now, nil when the account has
-// none and the route does not require one.
-func (c *credentialSource) current() (*vault.Credential, error) {
+// current returns the credential to inject now and its HTTP headers, nil
+// when the account has none and the route does not require one.
+func (c *credentialSource) current() (*vault.Credential, http.Header, error) {
 	if c.route.Credential == storage.CredentialNone {
-		return nil, nil
+		return nil, nil, nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	gen := c.n.store.Generation()
 	if gen == c.gen && c.gen != 0 {
-		return c.cred, nil
+		return c.cred, c.hdr, nil
 	}
 	rec, err := c.n.store.Credential(c.aad.Org, c.aad.Account, c.aad.Route)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
 		c.gen, c.sealed, c.cred, c.hdr = gen, nil, nil, nil
 		if c.route.Credential == storage.CredentialRequired {
-			return nil, fmt.Errorf("%w is configured for org %q, account %q on route %q: store one with `mcpgw vault put --org %s --account %s --route %s --kind bearer`",
+			return nil, nil, fmt.Errorf("%w is configured for org %q, account %q on route %q: store one with `mcpgw vault put --org %s --account %s --route %s --kind bearer`",
 				errNoCredential, c.aad.Org, c.aad.Account, c.aad.Route, c.aad.Org, c.aad.Account, c.aad.Route)
 		}
-		return nil, nil
+		return nil, nil, nil
 	case err != nil:
-		return nil, fmt.Errorf("read credential: %w", err)
+		return nil, nil, fmt.Errorf("read credential: %w", err)
 	}
 	if c.cred != nil && bytes.Equal(rec.Sealed, c.sealed) {
 		c.gen = gen
-		return c.cred, nil
+		return c.cred, c.hdr, nil
 	}
 	cred, err := c.n.vaultKeys().Unseal(rec.Sealed, c.aad)
 	if err != nil {
 		c.n.logger.Error("credential cannot be unsealed", "org", c.aad.Org, "account", c.aad.Account, "route", c.aad.Route, "key_id", rec.KeyID, "error", err)
-		return nil, &transport.HTTPError{Status: http.StatusBadGateway, Code: CodeCredentialBroken,
+		return nil, nil, &transport.HTTPError{Status: http.StatusBadGateway, Code: CodeCredentialBroken,
 			Message: fmt.Sprintf("the credential for org %q, account %q on route %q cannot be unsealed (%v); put it again with `mcpgw vault put`", c.aad.Org, c.aad.Account, c.aad.Route, err)}
 	}
 	c.gen, c.sealed, c.cred, c.hdr, c.kid = gen, rec.Sealed, &cred, cred.HTTPHeaders(), rec.KeyID
-	return c.cred, nil
+	return c.cred, c.hdr, nil
 }
 
 // keyID returns the id of the vault key that sealed the credential last
@@ -93,18 +93,13 @@ func (c *credentialSource) keyID() string {
 // header returns the HTTP headers to inject into one upstream request. The
 // map is shared between requests: callers must only read it.
 func (c *credentialSource) header() (http.Header, error) {
-	cred, err := c.current()
-	if err != nil || cred == nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.hdr, nil
+	_, hdr, err := c.current()
+	return hdr, err
 }
 
 // environ returns the environment to give a stdio upstream.
 func (c *credentialSource) environ() ([]string, error) {
-	cred, err := c.current()
+	cred, _, err := c.current()
 	if err != nil || cred == nil {
 		return nil, err
 	}

@@ -204,7 +204,7 @@ func (s *StreamableServer) servePOST(w http.ResponseWriter, r *http.Request, id 
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.MaxMessageBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if ok := asMaxBytes(err, &mbe); ok {
+		if errors.As(err, &mbe) {
 			WriteHTTPError(w, &HTTPError{Status: http.StatusRequestEntityTooLarge, Code: jsonrpc.CodeInvalidRequest, Message: tooLarge(s.MaxMessageBytes, nil).Message})
 			return
 		}
@@ -274,14 +274,6 @@ func (s *StreamableServer) open(r *http.Request, stateful bool) (*httpSession, e
 		}
 	}()
 	return sess, nil
-}
-
-func asMaxBytes(err error, target **http.MaxBytesError) bool {
-	mbe, ok := err.(*http.MaxBytesError)
-	if ok {
-		*target = mbe
-	}
-	return ok
 }
 
 // decodeBody parses a POST body: one JSON-RPC message or a batch.
