@@ -591,6 +591,13 @@ func (h *httpSession) Read(ctx context.Context) (jsonrpc.Message, error) {
 	case m := <-h.incoming:
 		return m, nil
 	case <-h.done:
+		// A one-POST session is closed as soon as its 202 is sent, when
+		// its notifications may still be queued: deliver them first.
+		select {
+		case m := <-h.incoming:
+			return m, nil
+		default:
+		}
 		return nil, mcp.ErrConnectionClosed
 	case <-ctx.Done():
 		return nil, ctx.Err()
