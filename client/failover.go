@@ -42,7 +42,7 @@ type failoverConn struct {
 	ctx    context.Context // ends when the connection closes
 	cancel context.CancelFunc
 	closed sync.Once
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // read loops and failovers, which Close waits for; Add only under mu while ctx is live
 
 	mu          sync.Mutex
 	cur         mcp.Connection                  // guarded by mu
@@ -71,8 +71,9 @@ func newFailoverConn(ctx context.Context, dialers []dialFunc) (*failoverConn, er
 	}
 	c.cur, c.next = conn, (idx+1)%len(dialers)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.wg.Add(1)
-	go c.readLoop(conn, 0)
+	c.mu.Lock()
+	c.spawn(func() { c.readLoop(conn, 0) })
+	c.mu.Unlock()
 	return c, nil
 }
 
@@ -95,9 +96,22 @@ func (c *failoverConn) dialAny(ctx context.Context, start int) (mcp.Connection, 
 	return nil, 0, errors.Join(errs...)
 }
 
+// spawn runs f in a goroutine that Close waits for. It reports false, and
+// runs nothing, once the connection is closed. The caller holds c.mu.
+func (c *failoverConn) spawn(f func()) bool {
+	if c.ctx.Err() != nil {
+		return false
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+	return true
+}
+
 // readLoop forwards messages from one node until it fails, then fails over.
 func (c *failoverConn) readLoop(conn mcp.Connection, gen int) {
-	defer c.wg.Done()
 	for {
 		msg, err := conn.Read(c.ctx)
 		if err != nil {
@@ -141,7 +155,7 @@ func (c *failoverConn) settle(resp *jsonrpc.Response) bool {
 // are answered with CodeNodeLost.
 func (c *failoverConn) failover(gen int, graceful bool) {
 	c.mu.Lock()
-	if gen != c.gen || c.failed != nil || c.failing {
+	if gen != c.gen || c.failed != nil || c.failing || c.ctx.Err() != nil {
 		c.mu.Unlock()
 		return
 	}
@@ -160,7 +174,8 @@ func (c *failoverConn) failover(gen int, graceful bool) {
 		lost = nil
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), failoverTimeout)
+	// Derived from c.ctx so that Close stops the search.
+	ctx, cancel := context.WithTimeout(c.ctx, failoverTimeout)
 	defer cancel()
 	var conn mcp.Connection
 	var idx int
@@ -174,19 +189,29 @@ func (c *failoverConn) failover(gen int, graceful bool) {
 		case <-c.ctx.Done():
 			return
 		case <-ctx.Done():
+			if c.ctx.Err() != nil {
+				return
+			}
 			c.mu.Lock()
 			c.failed = fmt.Errorf("%w: no gateway node reachable for %s: %v", mcp.ErrConnectionClosed, failoverTimeout, err)
 			c.failing = false
 			close(c.moved)
 			c.moved = make(chan struct{})
 			c.mu.Unlock()
-			c.Close()
+			c.shutdown()
 			return
 		case <-time.After(backoff):
 		}
 	}
 
 	c.mu.Lock()
+	if c.ctx.Err() != nil {
+		// Closed while the dial completed: Close has already closed cur,
+		// so what was just dialed is this goroutine's to close.
+		c.mu.Unlock()
+		conn.Close()
+		return
+	}
 	c.cur, c.next = conn, (idx+1)%len(c.dialers)
 	c.gen++
 	gen = c.gen
@@ -195,9 +220,8 @@ func (c *failoverConn) failover(gen int, graceful bool) {
 	if initReq != nil {
 		c.replayIDs[initReq.ID] = answered
 	}
-	c.wg.Add(1)
+	c.spawn(func() { c.readLoop(conn, gen) })
 	c.mu.Unlock()
-	go c.readLoop(conn, gen)
 
 	// Replay the handshake (the stateless protocol has none) before anyone
 	// else writes on the new connection.
@@ -303,7 +327,9 @@ func (c *failoverConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 			delete(c.pending, req.ID)
 			c.mu.Unlock()
 		}
-		go c.failover(gen, false)
+		c.mu.Lock()
+		c.spawn(func() { c.failover(gen, false) })
+		c.mu.Unlock()
 		if err := c.await(ctx, moved); err != nil {
 			return err
 		}
@@ -322,7 +348,17 @@ func (c *failoverConn) await(ctx context.Context, moved <-chan struct{}) error {
 	}
 }
 
+// Close ends the connection and waits for its read loops and any failover
+// under way, so nothing it dialed outlives it.
 func (c *failoverConn) Close() error {
+	c.shutdown()
+	c.wg.Wait()
+	return nil
+}
+
+// shutdown ends the connection without waiting, for its own goroutines
+// (which Close waits for) to call.
+func (c *failoverConn) shutdown() {
 	c.closed.Do(func() {
 		c.cancel()
 		c.mu.Lock()
@@ -330,7 +366,6 @@ func (c *failoverConn) Close() error {
 		c.mu.Unlock()
 		cur.Close()
 	})
-	return nil
 }
 
 func (c *failoverConn) SessionID() string { return "" }

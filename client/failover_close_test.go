@@ -1,0 +1,186 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpgw/mcpgw/internal/upstreamtest"
+	"github.com/mcpgw/mcpgw/node"
+	"github.com/mcpgw/mcpgw/storage"
+	"github.com/mcpgw/mcpgw/vault"
+)
+
+// startNode starts a node that needs no service token, with one route to
+// upstream, listening for WebSocket sessions and on a Unix socket.
+func startNode(t *testing.T, upstream string) testNode {
+	t.Helper()
+	cfg := node.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	// A socket path must fit in 108 bytes, which t.TempDir may not.
+	sockDir, err := os.MkdirTemp("", "mcpgw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	cfg.UnixPath = filepath.Join(sockDir, "gw.sock")
+	cfg.HTTPAddr, cfg.AdminAddr, cfg.QUICAddr, cfg.RaftAddr = "127.0.0.1:0", "127.0.0.1:0", "", "127.0.0.1:0"
+	cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout = 50*time.Millisecond, 50*time.Millisecond
+	cfg.InsecureDev = true
+	cfg.ShutdownTimeout = time.Second
+	id, err := vault.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.VaultKeys = vault.NewKeys(id)
+	cfg.VaultKeyFile = filepath.Join(t.TempDir(), "vault.key")
+	n, err := node.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	body, _ := json.Marshal(storage.Route{Name: "up", URL: upstream})
+	req, _ := http.NewRequest(http.MethodPost, "http://"+n.AdminAddr()+"/v1/routes", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+n.AdminToken())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("add route: HTTP %d", resp.StatusCode)
+	}
+	return testNode{n, cfg.UnixPath}
+}
+
+// testNode is a running node and the path of its Unix socket.
+type testNode struct {
+	*node.Node
+	sock string
+}
+
+// failoverGoroutines counts goroutines running failoverConn code.
+func failoverGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "(*failoverConn)") {
+			count++
+		}
+	}
+	return count
+}
+
+// TestFailoverRacingClose closes a session while it is failing over: the
+// dial to the next node completes only as Close runs. Close must wait for
+// the failover, and the failover must close what it dialed, so no
+// goroutine, gateway session or upstream session outlives the caller's
+// session. A WebSocket closes itself when a read is cancelled, which hid
+// the leak; a Unix socket session does not.
+func TestFailoverRacingClose(t *testing.T) {
+	tests := []struct {
+		name string
+		addr func(testNode) string
+	}{
+		{name: "websocket", addr: func(n testNode) string { return "ws://" + n.HTTPAddr() }},
+		{name: "unix", addr: func(n testNode) string { return "unix://" + n.sock }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { testFailoverRacingClose(t, tc.addr) })
+	}
+}
+
+func testFailoverRacingClose(t *testing.T, addr func(testNode) string) {
+	up := upstreamtest.New()
+	url := upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp"
+	a, b := startNode(t, url), startNode(t, url)
+	tr, err := NewTransport(addr(a)+","+addr(b), url, "acme", "a1")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The first dial to b after arming completes only when Close cancels it
+	// (or, should Close not wait, once Close has returned), as a dial whose
+	// handshake finished just as the caller gave up.
+	var armed atomic.Bool
+	dialing := make(chan struct{})
+	closeReturned := make(chan struct{})
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(closeReturned) }) }
+	t.Cleanup(release)
+	dialB := tr.dialers[1]
+	tr.dialers[1] = func(ctx context.Context) (mcp.Connection, error) {
+		if !armed.CompareAndSwap(true, false) {
+			return dialB(ctx)
+		}
+		close(dialing)
+		select {
+		case <-ctx.Done():
+		case <-closeReturned:
+		}
+		return dialB(context.Background())
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sess, err := mcp.NewClient(&mcp.Implementation{Name: "failover-close-test", Version: "1"}, nil).Connect(ctx, tr, &mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hi"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := a.Sessions(), 1; got != want {
+		t.Fatalf("node a carries %d sessions, want %d", got, want)
+	}
+
+	armed.Store(true)
+	a.Close()
+	select {
+	case <-dialing:
+	case <-ctx.Done():
+		t.Fatal("the session never tried to fail over to node b")
+	}
+	sess.Close()
+	if got := failoverGoroutines(); got != 0 {
+		t.Fatalf("%d failover goroutines still running after Close returned, want 0", got)
+	}
+	release()
+
+	upstreamSessions := func() int {
+		n := 0
+		for range up.MCP.Sessions() {
+			n++
+		}
+		return n
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for b.Sessions() != 0 || upstreamSessions() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("20s after Close: node b carries %d sessions and the upstream %d, want 0 and 0", b.Sessions(), upstreamSessions())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
