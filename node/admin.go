@@ -3,7 +3,9 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -27,6 +29,25 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeAdminError(w http.ResponseWriter, status int, format string, args ...any) {
 	writeJSON(w, status, adminError{Error: fmt.Sprintf(format, args...)})
+}
+
+// writeInternalError answers a failure on the gateway's side, such as a
+// failed read of local state. The cause (a damaged record, a closed
+// database) is nothing the caller can act on and may name internal keys, so
+// it goes to the log for the operator.
+func (n *Node) writeInternalError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	n.logger.Error("admin request failed on the gateway's side", slog.String("op", what), slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("error", err))
+	writeAdminError(w, http.StatusInternalServerError, "%s: internal error; see the gateway log", what)
+}
+
+// exists turns the error of a typed storage getter into whether the record
+// exists: storage.ErrNotFound means it does not; any other error is a
+// failed read, not an answer.
+func exists(err error) (bool, error) {
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // adminHandler serves the admin API: /healthz and /metrics openly, every
@@ -63,7 +84,7 @@ func (n *Node) requireAdmin(next http.Handler) http.Handler {
 func (n *Node) listRoutes(w http.ResponseWriter, r *http.Request) {
 	routes, err := n.store.Routes()
 	if err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "read routes: %v", err)
+		n.writeInternalError(w, r, "read routes", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, nonNil(routes))
@@ -80,10 +101,15 @@ func (n *Node) putRoute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	status := http.StatusCreated
-	if old, err := n.store.Route(route.Name); err == nil {
+	old, err := n.store.Route(route.Name)
+	switch found, err := exists(err); {
+	case err != nil:
+		n.writeInternalError(w, r, "read route", err)
+		return
+	case found:
 		route.Created = old.Created
 		status = http.StatusOK
-	} else {
+	default:
 		route.Created = time.Now().UTC().Truncate(time.Second)
 	}
 	if err := n.writes.Apply(r.Context(), cluster.Command{Op: cluster.OpPutRoute, Route: &route}); err != nil {
@@ -95,10 +121,15 @@ func (n *Node) putRoute(w http.ResponseWriter, r *http.Request) {
 
 func (n *Node) deleteRoute(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if ok, _ := n.found(r.Context(), func() (bool, error) {
+	ok, err := n.found(r.Context(), func() (bool, error) {
 		_, err := n.store.Route(name)
-		return err == nil, nil
-	}); !ok {
+		return exists(err)
+	})
+	if err != nil {
+		n.writeInternalError(w, r, "read route", err)
+		return
+	}
+	if !ok {
 		writeAdminError(w, http.StatusNotFound, "no route named %q; list them with `mcpgw route list`", name)
 		return
 	}

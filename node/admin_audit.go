@@ -42,7 +42,7 @@ func (n *Node) queryAudit(w http.ResponseWriter, r *http.Request) {
 	}
 	recs, err := n.audit.log.Query(q)
 	if err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "%v", err)
+		n.writeInternalError(w, r, "query audit log", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, nonNil(recs))
@@ -103,7 +103,7 @@ func (n *Node) verifyAudit(w http.ResponseWriter, r *http.Request) {
 		res.BrokenSeq, res.Error = ce.Seq, ce.Error()
 		n.logger.Error("audit log verification failed", "seq", ce.Seq, "reason", ce.Reason)
 	case err != nil:
-		writeAdminError(w, http.StatusInternalServerError, "verify audit log: %v", err)
+		n.writeInternalError(w, r, "verify audit log", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, res)

@@ -76,13 +76,13 @@ func (n *Node) issueToken(w http.ResponseWriter, r *http.Request) {
 		st, err = n.policy()
 		return err == nil && st.keyring.ActiveKeyID() != "", err
 	}); err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "%v", err)
+		n.writeInternalError(w, r, "read signing keys", err)
 		return
 	}
 	now := n.now().UTC()
 	id, err := policy.NewTokenID()
 	if err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "%v", err)
+		n.writeInternalError(w, r, "create token id", err)
 		return
 	}
 	claims := policy.Claims{ID: id, Service: req.Service, Orgs: req.Orgs, ExpiresAt: now.Add(ttl)}
@@ -103,12 +103,12 @@ func (n *Node) issueToken(w http.ResponseWriter, r *http.Request) {
 func (n *Node) listTokens(w http.ResponseWriter, r *http.Request) {
 	toks, err := n.store.Tokens()
 	if err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "%v", err)
+		n.writeInternalError(w, r, "read tokens", err)
 		return
 	}
 	revs, err := n.store.Revocations()
 	if err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "%v", err)
+		n.writeInternalError(w, r, "read revocations", err)
 		return
 	}
 	out := make([]TokenInfo, 0, len(toks))
@@ -128,7 +128,7 @@ func (n *Node) revokeToken(w http.ResponseWriter, r *http.Request) {
 		i = slices.IndexFunc(toks, func(t storage.Token) bool { return t.ID == id })
 		return i >= 0, err
 	}); err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "%v", err)
+		n.writeInternalError(w, r, "read tokens", err)
 		return
 	}
 	if i < 0 {
@@ -147,7 +147,7 @@ func (n *Node) revokeToken(w http.ResponseWriter, r *http.Request) {
 func (n *Node) rotateTokenKey(w http.ResponseWriter, r *http.Request) {
 	keys, err := n.store.TokenKeys()
 	if err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "%v", err)
+		n.writeInternalError(w, r, "read signing keys", err)
 		return
 	}
 	var active []storage.TokenKey
@@ -162,7 +162,7 @@ func (n *Node) rotateTokenKey(w http.ResponseWriter, r *http.Request) {
 	}
 	st, err := n.policy()
 	if err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "%v", err)
+		n.writeInternalError(w, r, "read signing keys", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"key_id": st.keyring.ActiveKeyID()})
@@ -171,7 +171,7 @@ func (n *Node) rotateTokenKey(w http.ResponseWriter, r *http.Request) {
 func (n *Node) listRules(w http.ResponseWriter, r *http.Request) {
 	rules, err := n.store.Rules()
 	if err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "%v", err)
+		n.writeInternalError(w, r, "read rules", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, nonNil(rules))
@@ -205,7 +205,7 @@ func (n *Node) deleteRule(w http.ResponseWriter, r *http.Request) {
 func (n *Node) listLimits(w http.ResponseWriter, r *http.Request) {
 	limits, err := n.store.Limits()
 	if err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "%v", err)
+		n.writeInternalError(w, r, "read limits", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, nonNil(limits))
@@ -244,7 +244,7 @@ func (n *Node) deleteByID(w http.ResponseWriter, r *http.Request, what string, e
 	id := r.PathValue("id")
 	ok, err := n.found(r.Context(), func() (bool, error) { return exists(id) })
 	if err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "%v", err)
+		n.writeInternalError(w, r, "read "+what+"s", err)
 		return
 	}
 	if !ok {

@@ -55,7 +55,7 @@ func (n *Node) registerVaultAdmin(mux *http.ServeMux) {
 func (n *Node) listCredentials(w http.ResponseWriter, r *http.Request) {
 	creds, err := n.store.Credentials()
 	if err != nil {
-		writeAdminError(w, http.StatusInternalServerError, "read credentials: %v", err)
+		n.writeInternalError(w, r, "read credentials", err)
 		return
 	}
 	out := make([]CredentialInfo, 0, len(creds))
@@ -66,20 +66,23 @@ func (n *Node) listCredentials(w http.ResponseWriter, r *http.Request) {
 }
 
 // credentialTarget checks org, account and route name an existing route.
-func (n *Node) credentialTarget(org, account, route string) error {
+// A refusal is the caller's to fix; storeErr is a failed read of the route.
+func (n *Node) credentialTarget(org, account, route string) (refusal, storeErr error) {
 	if err := validName("org", org); err != nil {
-		return err
+		return err, nil
 	}
 	if err := validName("account", account); err != nil {
-		return err
+		return err, nil
 	}
-	if _, err := n.store.Route(route); err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return fmt.Errorf("no route named %q; add the route first with `mcpgw route add`", route)
-		}
-		return err
+	_, err := n.store.Route(route)
+	found, err := exists(err)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	if !found {
+		return fmt.Errorf("no route named %q; add the route first with `mcpgw route add`", route), nil
+	}
+	return nil, nil
 }
 
 func (n *Node) putCredential(w http.ResponseWriter, r *http.Request) {
@@ -88,8 +91,13 @@ func (n *Node) putCredential(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	if err := n.credentialTarget(req.Org, req.Account, req.Route); err != nil {
-		writeAdminError(w, http.StatusBadRequest, "%v", err)
+	refusal, err := n.credentialTarget(req.Org, req.Account, req.Route)
+	if err != nil {
+		n.writeInternalError(w, r, "read route", err)
+		return
+	}
+	if refusal != nil {
+		writeAdminError(w, http.StatusBadRequest, "%v", refusal)
 		return
 	}
 	cred, err := vault.ParseCredential(vault.Kind(req.Kind), []byte(req.Secret))
@@ -107,7 +115,13 @@ func (n *Node) putCredential(w http.ResponseWriter, r *http.Request) {
 	now := time.Now().UTC().Truncate(time.Second)
 	rec := storage.Credential{Org: req.Org, Account: req.Account, Route: req.Route, Kind: string(cred.Kind), KeyID: keys.Current().ID(), Sealed: sealed, Created: now, Rotated: now}
 	status := http.StatusCreated
-	if old, err := n.store.Credential(req.Org, req.Account, req.Route); err == nil {
+	old, err := n.store.Credential(req.Org, req.Account, req.Route)
+	found, err := exists(err)
+	if err != nil {
+		n.writeInternalError(w, r, "read credential", err)
+		return
+	}
+	if found {
 		rec.Created = old.Created
 		status = http.StatusOK
 	}
@@ -122,10 +136,15 @@ func (n *Node) putCredential(w http.ResponseWriter, r *http.Request) {
 func (n *Node) deleteCredential(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	org, account, route := q.Get("org"), q.Get("account"), q.Get("route")
-	if ok, _ := n.found(r.Context(), func() (bool, error) {
+	ok, err := n.found(r.Context(), func() (bool, error) {
 		_, err := n.store.Credential(org, account, route)
-		return err == nil, nil
-	}); !ok {
+		return exists(err)
+	})
+	if err != nil {
+		n.writeInternalError(w, r, "read credential", err)
+		return
+	}
+	if !ok {
 		writeAdminError(w, http.StatusNotFound, "no credential for org %q, account %q, route %q; list them with `mcpgw vault list`", org, account, route)
 		return
 	}
