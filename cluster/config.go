@@ -21,7 +21,7 @@ type Config struct {
 	// (raft.db) and snapshots. Default "./data".
 	DataDir string
 	// BindAddr is the raft listener: raft RPCs and forwarded writes, both
-	// over mutual TLS. Default "127.0.0.1:7421".
+	// over mutual TLS. Default "127.0.0.1:7423".
 	BindAddr string
 	// AdvertiseAddr is the address the other nodes dial to reach this one.
 	// Default: the address the listener is bound to, which must then not be
@@ -83,7 +83,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		DataDir:            "./data",
-		BindAddr:           "127.0.0.1:7421",
+		BindAddr:           "127.0.0.1:7423",
 		HeartbeatTimeout:   time.Second,
 		ElectionTimeout:    time.Second,
 		LeaderLeaseTimeout: 500 * time.Millisecond,

@@ -150,3 +150,11 @@ func TestOpenRefusesCertificateOfAnotherNode(t *testing.T) {
 		t.Fatalf("Open()=%v, want a refusal naming the certificate's node", err)
 	}
 }
+
+// TestDefaultBindAddr: the raft listener defaults to the port the README
+// and node.DefaultConfig give it, not to 7421, where QUIC sessions listen.
+func TestDefaultBindAddr(t *testing.T) {
+	if got, want := DefaultConfig().BindAddr, "127.0.0.1:7423"; got != want {
+		t.Fatalf("DefaultConfig().BindAddr=%q, want %q", got, want)
+	}
+}
