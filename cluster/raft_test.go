@@ -401,42 +401,84 @@ func checkRefused(t *testing.T, n *clustertest.Node, wantMsg string, exact bool)
 
 func TestLiveNodesAndObserve(t *testing.T) {
 	c := clustertest.NewCluster(t, 3)
-	leader := c.WaitForLeader(t)
-	changes, stop := leader.Raft().Observe()
-	defer stop()
+	// Under CPU load leadership may move at any point, so every check
+	// reads the leader afresh rather than trusting one captured earlier.
+	var leader *clustertest.Node
 	// A new leader counts a follower once it has heard back from it.
 	clustertest.Eventually(t, clustertest.Wait, func() error {
+		if leader = c.Leader(); leader == nil {
+			return errors.New("no agreed leader")
+		}
 		if got, want := leader.Raft().LiveNodes(), 3; got != want {
-			return fmt.Errorf("LiveNodes()=%d, want %d", got, want)
+			return fmt.Errorf("leader LiveNodes()=%d, want %d", got, want)
+		}
+		for _, p := range leader.Raft().Status().Peers {
+			if p.Health != cluster.HealthUp {
+				return fmt.Errorf("leader sees peer %s as %s, want up", p.ID, p.Health)
+			}
 		}
 		return nil
 	})
-	st := leader.Raft().Status()
-	for _, p := range st.Peers {
-		if p.Health != cluster.HealthUp {
-			t.Errorf("peer %s health %s, want up", p.ID, p.Health)
+
+	// Whichever node leads once the victim is gone must notice and say so.
+	var changes []<-chan struct{}
+	for _, n := range c.Nodes {
+		ch, stop := n.Raft().Observe()
+		defer stop()
+		changes = append(changes, ch)
+	}
+	var victim *clustertest.Node
+	for _, n := range c.Nodes {
+		if n != leader {
+			victim = n
+			break
 		}
 	}
-	follower := c.Followers(t)[0]
-	c.Kill(follower.Index)
-	// The leader notices the silent peer and says so.
+	c.Kill(victim.Index)
+	settled := func() error {
+		cur := c.Leader()
+		if cur == nil {
+			return errors.New("no agreed leader")
+		}
+		if got, want := cur.Raft().LiveNodes(), 2; got != want {
+			return fmt.Errorf("leader LiveNodes()=%d after a follower died, want %d", got, want)
+		}
+		for _, p := range cur.Raft().Status().Peers {
+			if want := map[bool]cluster.Health{true: cluster.HealthDown, false: cluster.HealthUp}[p.ID == victim.ID]; p.Health != want {
+				return fmt.Errorf("leader sees peer %s as %s, want %s", p.ID, p.Health, want)
+			}
+		}
+		return nil
+	}
+	// Wait on Observe alone, with no timer: a node that failed to report a
+	// change would leave the loop waiting until the deadline.
 	deadline := time.After(clustertest.Wait)
-	for leader.Raft().LiveNodes() != 2 {
+	for err := settled(); err != nil; err = settled() {
 		select {
-		case <-changes:
+		case <-changes[0]:
+		case <-changes[1]:
+		case <-changes[2]:
 		case <-deadline:
-			t.Fatalf("LiveNodes()=%d after a follower died, want 2", leader.Raft().LiveNodes())
+			t.Fatalf("%v after %v", err, clustertest.Wait)
 		}
 	}
-	for _, p := range leader.Raft().Status().Peers {
-		if want := map[bool]cluster.Health{true: cluster.HealthDown, false: cluster.HealthUp}[p.ID == follower.ID]; p.Health != want {
-			t.Errorf("peer %s health %s, want %s", p.ID, p.Health, want)
-		}
-	}
+
 	// Followers share limits among every voter.
-	if got, want := c.Followers(t)[0].Raft().LiveNodes(), 3; got != want {
-		t.Fatalf("follower LiveNodes()=%d, want %d", got, want)
-	}
+	clustertest.Eventually(t, clustertest.Wait, func() error {
+		cur := c.Leader()
+		if cur == nil {
+			return errors.New("no agreed leader")
+		}
+		for _, n := range c.Nodes {
+			if n == cur || n == victim {
+				continue
+			}
+			if got, want := n.Raft().LiveNodes(), 3; got != want {
+				return fmt.Errorf("follower LiveNodes()=%d, want %d", got, want)
+			}
+		}
+		return nil
+	})
 }
 
 func TestStatus(t *testing.T) {
