@@ -7,8 +7,7 @@
 // leader and returns the error applying it produced; on a follower it is
 // forwarded to the leader. The raft log and stable store live in
 // <data-dir>/raft/raft.db (raft-boltdb), snapshots beside it; a snapshot is
-// a consistent copy of the state database. Local applies commands without
-// raft, for tests of the packages above.
+// a consistent copy of the state database.
 //
 // One TCP listener carries everything between nodes, under mutual TLS with
 // certificates from the cluster CA (NewCA, IssueNodeCert, LoadTLS): the
