@@ -214,6 +214,17 @@ func TestRevokedTokenEndsSessions(t *testing.T) {
 	t.Logf("sessions ended %v after the revocation", time.Since(revoked))
 	other.echo(2, "still here")
 	waitFor(t, "the revoked sessions to be gone", func() bool { return n.Sessions() == 1 })
+	waitFor(t, "a session_close record with reason token_revoked for each session", func() bool {
+		var recs []storage.AuditRecord
+		json.NewDecoder(adminDo(t, n, http.MethodGet, "/v1/audit?order=oldest&limit=1000", nil).Body).Decode(&recs)
+		closes := 0
+		for _, r := range recs {
+			if r.Kind == storage.AuditSessionClose && r.TokenID == tok.ID && r.Reason == "token_revoked" {
+				closes++
+			}
+		}
+		return closes == len(lineTransports)
+	})
 }
 
 // TestExpiredTokenEndsSessions: a session ends when its token expires
