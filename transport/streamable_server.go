@@ -451,20 +451,32 @@ func (h *httpSession) servePOST(w http.ResponseWriter, r *http.Request, msgs []j
 	// answered here and not passed on: two calls under one id cannot both
 	// be answered, and the stream would wait for the second forever.
 	var dups []jsonrpc.ID
-	seen := make(map[jsonrpc.ID]bool)
+	var seen map[jsonrpc.ID]bool
+	if len(msgs) > 1 {
+		seen = make(map[jsonrpc.ID]bool, len(msgs))
+	}
 	forward := msgs[:0:0]
-	for _, m := range msgs {
+	for i, m := range msgs {
 		if req, ok := m.(*jsonrpc.Request); ok && req.IsCall() {
 			if seen[req.ID] {
+				if dups == nil {
+					forward = append(forward, msgs[:i]...)
+				}
 				dups = append(dups, req.ID)
 				continue
 			}
-			seen[req.ID] = true
+			if seen != nil {
+				seen[req.ID] = true
+			}
 			calls = append(calls, req.ID)
 		}
-		forward = append(forward, m)
+		if dups != nil {
+			forward = append(forward, m)
+		}
 	}
-	msgs = forward
+	if dups != nil {
+		msgs = forward
+	}
 	if len(calls) > 0 {
 		st = newSSEStream(w)
 		defer st.detach()
