@@ -38,6 +38,7 @@ func serveCommand() *cli.Command {
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: def.ShutdownTimeout, EnvVars: []string{"MCPGW_SHUTDOWN_TIMEOUT"}, Usage: "how long SIGTERM waits for sessions to drain"},
 			&cli.DurationFlag{Name: "session-idle-timeout", Value: def.SessionIdleTimeout, EnvVars: []string{"MCPGW_SESSION_IDLE_TIMEOUT"}, Usage: "close streamable HTTP sessions idle this long"},
 			&cli.IntFlag{Name: "max-inflight", Value: def.MaxInFlightCalls, EnvVars: []string{"MCPGW_MAX_INFLIGHT"}, Usage: "tools/call requests this node forwards at once"},
+			&cli.IntFlag{Name: "max-calls-per-session", Value: def.MaxCallsPerSession, EnvVars: []string{"MCPGW_MAX_CALLS_PER_SESSION"}, Usage: "calls one session may have awaiting an answer; more get an immediate overloaded error"},
 			&cli.DurationFlag{Name: "audit-max-age", Value: def.AuditMaxAge, EnvVars: []string{"MCPGW_AUDIT_MAX_AGE"}, Usage: "drop audit records older than this (0: keep forever)"},
 			&cli.IntFlag{Name: "audit-max-records", Value: def.AuditMaxRecords, EnvVars: []string{"MCPGW_AUDIT_MAX_RECORDS"}, Usage: "keep at most this many audit records, dropping the oldest (0: no limit)"},
 			nodeIDFlag(),
@@ -96,6 +97,7 @@ func runServe(c *cli.Context) error {
 	cfg.ShutdownTimeout = c.Duration("shutdown-timeout")
 	cfg.SessionIdleTimeout = c.Duration("session-idle-timeout")
 	cfg.MaxInFlightCalls = c.Int("max-inflight")
+	cfg.MaxCallsPerSession = c.Int("max-calls-per-session")
 	cfg.InsecureDev = c.Bool("insecure-dev")
 	cfg.AuditMaxAge = c.Duration("audit-max-age")
 	cfg.AuditMaxRecords = c.Int("audit-max-records")

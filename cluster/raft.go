@@ -134,6 +134,9 @@ func (r *Raft) Open(ctx context.Context) (err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create raft dir: %w", err)
 	}
+	if err := os.Chmod(dir, 0o700); err != nil { // MkdirAll keeps the mode of a dir that exists
+		return fmt.Errorf("create raft dir: %w", err)
+	}
 	path := filepath.Join(dir, raftDBFile)
 	r.logStore, err = raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bolt.Options{Timeout: 5 * time.Second}})
 	if err != nil {
@@ -141,7 +144,7 @@ func (r *Raft) Open(ctx context.Context) (err error) {
 	}
 	undo = append(undo, func() { r.logStore.Close() })
 	hlog := newHclog(r.logger, "raft")
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, snapshotsRetained, hlog.Named("snapshots"))
+	snaps, err := newPrivateSnapshots(dir, snapshotsRetained, hlog.Named("snapshots"))
 	if err != nil {
 		return fmt.Errorf("open raft snapshots: %w", err)
 	}

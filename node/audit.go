@@ -272,6 +272,9 @@ func (s *session) auditOpen() {
 func (s *session) auditClose(lasted time.Duration) {
 	r := s.auditRecord(storage.AuditSessionClose, storage.AuditOK)
 	r.LatencyMicros = lasted.Microseconds()
+	if end := s.ended.Load(); end != nil {
+		r.Reason = end.reason // ended by the gateway: token revoked or expired
+	}
 	s.n.audit.record(r)
 }
 

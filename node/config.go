@@ -42,6 +42,11 @@ type Config struct {
 	// MaxInFlightCalls caps the tools/call requests a node forwards at once.
 	// Default 10000.
 	MaxInFlightCalls int
+	// MaxCallsPerSession caps the calls one session may have awaiting an
+	// answer; more are answered at once with CodeOverloaded while the
+	// session keeps reading (cancellations pass, pings have a cap of their
+	// own of the same size). Default 256.
+	MaxCallsPerSession int
 	// VaultKeys seals and unseals credentials. Required.
 	VaultKeys *vault.Keys
 	// VaultKeyFile is where VaultKeys came from; a key rotation rewrites it.
@@ -127,6 +132,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout:    10 * time.Second,
 		SessionIdleTimeout: 30 * time.Minute,
 		MaxInFlightCalls:   10000,
+		MaxCallsPerSession: 256,
 		QUICAddr:           "127.0.0.1:7421",
 		MaxSessions:        10000,
 		MaxStreamsPerConn:  transport.DefaultMaxStreamsPerConn,
@@ -161,6 +167,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxInFlightCalls <= 0 {
 		return fmt.Errorf("--max-inflight %d must be positive", c.MaxInFlightCalls)
+	}
+	if c.MaxCallsPerSession <= 0 {
+		return fmt.Errorf("--max-calls-per-session %d must be positive", c.MaxCallsPerSession)
 	}
 	if c.QUICAddr != "" {
 		if _, _, err := net.SplitHostPort(c.QUICAddr); err != nil {

@@ -57,9 +57,10 @@ type Node struct {
 	cancel    context.CancelFunc
 	sessions  sync.WaitGroup
 	served    sync.WaitGroup
-	clusterWG sync.WaitGroup // the goroutine re-splitting rate limits
+	clusterWG sync.WaitGroup // goroutines following replicated state: rate-limit re-split, session token checks
 
 	activeSessions atomic.Int64 // sessions counted against MaxSessions
+	live           liveSessions // running sessions by token id
 
 	closeOnce sync.Once
 	closeErr  error
@@ -113,7 +114,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 
 	n.streamable = &transport.StreamableServer{
 		Open:            n.openStreamable,
-		Owner:           n.owner,
+		Authenticate:    func(r *http.Request) error { _, err := n.authenticate(r); return err },
 		MaxMessageBytes: n.cfg.MaxMessageBytes,
 		IdleTimeout:     n.cfg.SessionIdleTimeout,
 		Logger:          n.logger,
@@ -127,6 +128,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.watchLiveNodes()
+	n.watchSessionTokens()
 	undo = append(undo, func() { n.cancel(); n.clusterWG.Wait() })
 	if n.cfg.InsecureDev {
 		n.logger.Warn("INSECURE: --insecure-dev is set; sessions are accepted WITHOUT a service token. Never run this way outside a local trial.")

@@ -45,6 +45,20 @@ type policyState struct {
 // maxVerifiedTokens bounds the verified-token cache of one policy view.
 const maxVerifiedTokens = 10000
 
+// cacheVerified remembers verified claims while the cache has room. cached
+// counts the entries held: a slot is taken before the store and given back
+// when the entry was already there or is deleted, so the count never drifts
+// above what the map holds and the cache keeps caching.
+func (st *policyState) cacheVerified(sum [32]byte, c *policy.Claims) {
+	if st.cached.Add(1) > maxVerifiedTokens {
+		st.cached.Add(-1)
+		return
+	}
+	if _, loaded := st.verified.LoadOrStore(sum, c); loaded {
+		st.cached.Add(-1)
+	}
+}
+
 // policyCache owns the node's policy view and its rate limiter, whose
 // buckets outlive rebuilds.
 type policyCache struct {
@@ -229,14 +243,18 @@ func (n *Node) verifyToken(token string) (*policy.Claims, error) {
 	now := n.now()
 	sum := sha256.Sum256([]byte(token))
 	if v, ok := st.verified.Load(sum); ok {
-		if c := v.(*policy.Claims); now.Before(c.ExpiresAt) {
-			return c, nil
+		// A hit expires exactly when Verify would refuse the token, leeway
+		// included.
+		if st.keyring.Check(v.(*policy.Claims), now) == nil {
+			return v.(*policy.Claims), nil
 		}
-		st.verified.Delete(sum)
+		if _, loaded := st.verified.LoadAndDelete(sum); loaded {
+			st.cached.Add(-1)
+		}
 	}
 	claims, err := st.keyring.Verify(token, now)
-	if err == nil && st.cached.Add(1) <= maxVerifiedTokens {
-		st.verified.Store(sum, claims)
+	if err == nil {
+		st.cacheVerified(sum, claims)
 	}
 	if err != nil {
 		kind := "token_invalid"
@@ -260,13 +278,24 @@ func (n *Node) authenticate(r *http.Request) (*policy.Claims, error) {
 	return n.verifyToken(bearerToken(r))
 }
 
-// owner returns the principal owning sessions the request may use.
-func (n *Node) owner(r *http.Request) (string, error) {
+// authorizeDriver checks that a request on an open streamable HTTP session
+// carries a token that could have opened it: valid now (not revoked, not
+// expired), for the same service, and allowing the session's org. Any such
+// token may drive the session, so a service can swap in a fresh token
+// without reopening it.
+func (s *session) authorizeDriver(r *http.Request) error {
+	n := s.n
 	c, err := n.authenticate(r)
 	if err != nil {
-		return "", err
+		return err
 	}
-	return c.Service, nil
+	if c.Service != s.claims.Service || !c.AllowsOrg(s.org) {
+		n.metrics.refusalsTotal.WithLabelValues("session_forbidden").Inc()
+		return &transport.HTTPError{Status: http.StatusForbidden, Code: CodeForbidden,
+			Message: fmt.Sprintf("this session was opened by service %q for org %q, and this token (service %q) could not have opened it; send initialize to open your own session",
+				s.claims.Service, s.org, c.Service)}
+	}
+	return nil
 }
 
 // authorizeSession applies the token's org list and the access rules to a

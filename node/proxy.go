@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -17,9 +18,6 @@ import (
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/transport"
 )
-
-// maxInFlight bounds the calls one session may have outstanding upstream.
-const maxInFlight = 256
 
 // session is one proxied MCP session: a downstream connection, the upstream
 // connection opened for it, and what the proxy tracks between the two.
@@ -38,13 +36,26 @@ type session struct {
 
 	down, up mcp.Connection
 
+	// stop ends run; set before the session is registered as live.
+	stop context.CancelFunc
+	// ended is set when the gateway ends the session because its token was
+	// revoked or expired: the error outstanding and later calls get.
+	ended atomic.Pointer[sessionEnd]
+
 	mu      sync.Mutex
 	pending map[jsonrpc.ID]pendingCall // client→server calls awaiting a response; guarded by mu
+	pings   int                        // pending entries that are pings, capped apart from calls; guarded by mu
 	// finished holds the write contexts of answered calls whose upstream
 	// write has not returned yet; guarded by mu.
 	finished map[jsonrpc.ID]context.CancelFunc
+}
 
-	inflight chan struct{} // semaphore of outstanding upstream calls
+// sessionEnd is why the gateway ended a session whose token stopped being
+// valid.
+type sessionEnd struct {
+	err    *jsonrpc.Error // answers outstanding and later calls
+	reason string         // audit and metrics: token_revoked or token_expired
+	close  string         // the WebSocket close reason
 }
 
 // pendingCall is what the proxy remembers of a call until its response.
@@ -70,6 +81,9 @@ func (s *session) run(ctx context.Context) {
 	defer s.n.releaseSessionSlot()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	s.stop = cancel
+	s.n.live.add(s)
+	defer s.n.live.remove(s)
 	s.n.metrics.sessionsActive.WithLabelValues(s.transport).Inc()
 	s.n.metrics.sessionsTotal.WithLabelValues(s.transport).Inc()
 	defer s.n.metrics.sessionsActive.WithLabelValues(s.transport).Dec()
@@ -82,14 +96,28 @@ func (s *session) run(ctx context.Context) {
 	go func() { defer wg.Done(); defer cancel(); s.clientToServer(ctx) }()
 	go func() { defer wg.Done(); defer cancel(); s.serverToClient(ctx) }()
 	<-ctx.Done()
-	s.up.Close()
-	s.failPending(ctx)
-	if ga, ok := s.down.(interface{ CloseGoingAway() error }); ok && s.n.ctx.Err() != nil {
-		// Everything read has been answered: tell the client that what it
-		// sent since was never processed, so it may resend it elsewhere.
-		ga.CloseGoingAway()
+	if end := s.ended.Load(); end != nil {
+		// The caller learns at once that its token ended the session; the
+		// upstream, which may take seconds to close a session with calls
+		// in flight, is closed after.
+		s.failPending(ctx)
+		if cp, ok := s.down.(interface{ ClosePolicy(reason string) error }); ok {
+			cp.ClosePolicy(end.close)
+		} else {
+			s.down.Close()
+		}
+		s.up.Close()
 	} else {
-		s.down.Close()
+		s.up.Close()
+		s.failPending(ctx)
+		if ga, ok := s.down.(interface{ CloseGoingAway() error }); ok && s.n.ctx.Err() != nil {
+			// Everything read has been answered: tell the client that what
+			// it sent since was never processed, so it may resend it
+			// elsewhere.
+			ga.CloseGoingAway()
+		} else {
+			s.down.Close()
+		}
 	}
 	wg.Wait()
 	s.logger.Info("session closed", slog.Duration("duration", time.Since(start)))
@@ -146,18 +174,13 @@ func (s *session) clientToServer(ctx context.Context) {
 			s.writeDown(ctx, &jsonrpc.Response{ID: req.ID, Error: rerr})
 			continue
 		}
-		select {
-		case s.inflight <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
 		// Calls are written concurrently: a streamable HTTP upstream holds the
 		// write until the response starts, and one slow call must not stall
-		// the session's other calls or its cancellations.
+		// the session's other calls or its cancellations. admit bounds the
+		// calls pending, and so these goroutines.
 		writes.Add(1)
 		go func() {
 			defer writes.Done()
-			defer func() { <-s.inflight }()
 			if err := s.up.Write(callCtx, req); err != nil {
 				s.answerFailedWrite(ctx, req, err)
 			}
@@ -179,11 +202,30 @@ func (s *session) admit(ctx context.Context, req *jsonrpc.Request) (context.Cont
 		}
 		pc.tool = p.Name
 	}
+	if end := s.ended.Load(); end != nil {
+		return nil, end.err
+	}
+	limit := s.n.cfg.MaxCallsPerSession
 	s.mu.Lock()
 	_, dup := s.pending[req.ID]
+	// Pings are counted apart, so that a session whose calls are all busy
+	// can still tell it is alive.
+	busy := len(s.pending) - s.pings
+	if req.Method == "ping" {
+		busy = s.pings
+	}
 	s.mu.Unlock()
 	if dup {
 		return nil, rpcError(jsonrpc.CodeInvalidRequest, fmt.Sprintf("request id %v is already in flight; use a new id", req.ID.Raw()), nil)
+	}
+	if busy >= limit {
+		s.n.metrics.refusalsTotal.WithLabelValues("session_inflight").Inc()
+		rerr := rpcError(CodeOverloaded, fmt.Sprintf("this session has %d calls in flight; wait for answers or open another session", busy), nil)
+		if pc.tool != "" {
+			s.n.metrics.callsTotal.WithLabelValues(s.route.Name, "refused").Inc()
+			s.auditToolCall(pc, storage.AuditRefused, rerr)
+		}
+		return nil, rerr
 	}
 	if pc.tool != "" {
 		if rerr := s.admitToolCall(pc.tool); rerr != nil {
@@ -203,6 +245,9 @@ func (s *session) admit(ctx context.Context, req *jsonrpc.Request) (context.Cont
 		return nil, rpcError(jsonrpc.CodeInvalidRequest, fmt.Sprintf("request id %v is already in flight; use a new id", req.ID.Raw()), nil)
 	}
 	s.pending[req.ID] = pc
+	if pc.method == "ping" {
+		s.pings++
+	}
 	s.mu.Unlock()
 	return callCtx, nil
 }
@@ -221,10 +266,7 @@ func (s *session) abandon(note *jsonrpc.Request) {
 	if err != nil {
 		return
 	}
-	s.mu.Lock()
-	pc, ok := s.pending[id]
-	delete(s.pending, id)
-	s.mu.Unlock()
+	pc, ok := s.takePending(id)
 	if ok {
 		pc.cancel()
 		s.release(pc)
@@ -232,6 +274,25 @@ func (s *session) abandon(note *jsonrpc.Request) {
 			s.auditCancelled(pc)
 		}
 	}
+}
+
+// takePending stops tracking a call and returns what was tracked.
+func (s *session) takePending(id jsonrpc.ID) (pendingCall, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.takePendingLocked(id)
+}
+
+// takePendingLocked is takePending with s.mu held.
+func (s *session) takePendingLocked(id jsonrpc.ID) (pendingCall, bool) {
+	pc, ok := s.pending[id]
+	if ok {
+		delete(s.pending, id)
+		if pc.method == "ping" {
+			s.pings--
+		}
+	}
+	return pc, ok
 }
 
 // release gives back what an admitted call holds.
@@ -278,6 +339,11 @@ func (s *session) answerFailedWrite(ctx context.Context, req *jsonrpc.Request, e
 	s.mu.Unlock()
 	if !pending {
 		s.logger.Debug("upstream write ended after its call was answered", slog.String("method", req.Method), slog.Any("error", err))
+		return
+	}
+	if end := s.ended.Load(); end != nil {
+		// The write failed because the gateway ended the session.
+		s.complete(ctx, &jsonrpc.Response{ID: req.ID, Error: end.err})
 		return
 	}
 	var werr *jsonrpc.Error
@@ -329,8 +395,7 @@ func (s *session) serverToClient(ctx context.Context) {
 // complete delivers a response for a tracked call and records its outcome.
 func (s *session) complete(ctx context.Context, resp *jsonrpc.Response) {
 	s.mu.Lock()
-	pc, ok := s.pending[resp.ID]
-	delete(s.pending, resp.ID)
+	pc, ok := s.takePendingLocked(resp.ID)
 	if ok && !pc.written {
 		// The write is still running; it cancels its context when it returns.
 		s.finished[resp.ID] = pc.cancel
@@ -370,7 +435,10 @@ func (s *session) failPending(ctx context.Context) {
 	}
 	s.mu.Unlock()
 	rerr := rpcError(CodeUpstreamError, fmt.Sprintf("upstream of route %q closed the session before answering; open a new session and retry", s.route.Name), nil)
-	if s.n.ctx.Err() != nil {
+	switch end := s.ended.Load(); {
+	case end != nil:
+		rerr = end.err
+	case s.n.ctx.Err() != nil:
 		rerr = rpcError(CodeNodeLost, "this gateway node is shutting down and the call was not answered; retry it through another node if it is safe to repeat", nil)
 	}
 	for _, id := range ids {

@@ -99,7 +99,6 @@ func runScripted(t *testing.T, n *Node, down, up *scriptConn) {
 		claims:   &policy.Claims{ID: "scripted", Service: "scripted", Orgs: []string{"*"}},
 		pending:  make(map[jsonrpc.ID]pendingCall),
 		finished: make(map[jsonrpc.ID]context.CancelFunc),
-		inflight: make(chan struct{}, maxInFlight),
 		logger:   n.logger,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -158,7 +157,7 @@ func FuzzProxyMessages(f *testing.F) {
 	n := startNode(f)
 	f.Fuzz(func(t *testing.T, fromClient, fromServer []byte) {
 		clientMsgs := decodeLines(fromClient)
-		if len(clientMsgs) > maxInFlight {
+		if len(clientMsgs) > n.cfg.MaxCallsPerSession {
 			return
 		}
 		down, up := newScriptConn(clientMsgs), newScriptConn(decodeLines(fromServer))

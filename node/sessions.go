@@ -287,7 +287,6 @@ func (n *Node) prepareSession(ctx context.Context, req sessionRequest, transport
 		up:       up,
 		pending:  make(map[jsonrpc.ID]pendingCall),
 		finished: make(map[jsonrpc.ID]context.CancelFunc),
-		inflight: make(chan struct{}, maxInFlight),
 		logger: n.logger.With(slog.String("session", id), slog.String("transport", transportName), slog.String("service", claims.Service),
 			slog.String("route", spec.route.Name), slog.String("org", spec.org), slog.String("account", spec.account)),
 	}, nil
@@ -333,13 +332,13 @@ func (n *Node) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 }
 
 // openStreamable starts a streamable HTTP session for the transport layer.
-func (n *Node) openStreamable(r *http.Request) (string, func(mcp.Connection), error) {
+func (n *Node) openStreamable(r *http.Request) (func(*http.Request) error, func(mcp.Connection), error) {
 	s, err := n.prepare(r, "streamable")
 	if err != nil {
-		return "", nil, err
+		return nil, nil, err
 	}
 	n.sessions.Add(1)
-	return s.claims.Service, func(down mcp.Connection) {
+	return s.authorizeDriver, func(down mcp.Connection) {
 		defer n.sessions.Done()
 		s.down = down
 		s.run(n.ctx)

@@ -273,7 +273,3 @@ func TestStreamableDelete(t *testing.T) {
 	}
 	waitFor(t, "the deleted session to end", func() bool { return n.streamable.Sessions() == 0 })
 }
-
-func TestStreamableSessionOwner(t *testing.T) {
-	t.Skip("needs service tokens: a session id presented under another service's token must get 403")
-}

@@ -371,6 +371,21 @@ func (k *Keyring) Verify(token string, now time.Time) (*Claims, error) {
 	}, nil
 }
 
+// Check re-checks claims this keyring (or an older one) verified: it
+// reports ErrTokenRevoked once the token's id is revoked and ErrTokenExpired
+// from its expiry plus the leeway on, exactly as Verify would. It lets a
+// cache of verified claims, or a session opened with them, learn what
+// happened to the token since, without parsing it again.
+func (k *Keyring) Check(c *Claims, now time.Time) error {
+	if _, ok := k.revoked[c.ID]; ok {
+		return tokenErr(ErrTokenRevoked, "service token %s for service %q was revoked; %s", c.ID, c.Service, issueHint)
+	}
+	if !now.Before(c.ExpiresAt.Add(k.leeway)) {
+		return tokenErr(ErrTokenExpired, "service token expired at %s; %s", c.ExpiresAt.UTC().Format(time.RFC3339), issueHint)
+	}
+	return nil
+}
+
 // verificationKey is the jwt.Keyfunc: it picks the public key named by the
 // header's kid, if that key may still verify tokens at now.
 func (k *Keyring) verificationKey(t *jwt.Token, now time.Time) (any, error) {

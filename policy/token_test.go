@@ -526,3 +526,47 @@ func TestClaimsAllowsOrg(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckAgreesWithVerify: Check refuses verified claims exactly when
+// Verify would refuse their token: once revoked, and from expiry plus the
+// leeway on.
+func TestCheckAgreesWithVerify(t *testing.T) {
+	key := testKey(1, t0.Add(-time.Hour))
+	c := Claims{ID: "tok-1", Service: "billing", Orgs: []string{"acme"}, ExpiresAt: t0.Add(time.Hour)}
+	tok := mustIssue(t, NewKeyring([]SigningKey{key}, nil, KeyringOptions{}), c, t0)
+	for _, tc := range []struct {
+		name    string
+		revoked map[string]time.Time
+		leeway  time.Duration
+		at      time.Time
+		want    error
+	}{
+		{"valid", nil, 0, t0, nil},
+		{"past exp inside the default leeway", nil, 0, t0.Add(time.Hour + 29*time.Second), nil},
+		{"at exp plus the default leeway", nil, 0, t0.Add(time.Hour + DefaultLeeway), ErrTokenExpired},
+		{"past exp with no leeway", nil, -1, t0.Add(time.Hour), ErrTokenExpired},
+		{"inside a longer leeway", nil, time.Minute, t0.Add(time.Hour + 59*time.Second), nil},
+		{"revoked", map[string]time.Time{"tok-1": c.ExpiresAt}, 0, t0, ErrTokenRevoked},
+		{"another token revoked", map[string]time.Time{"tok-2": c.ExpiresAt}, 0, t0, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ring := NewKeyring([]SigningKey{key}, tc.revoked, KeyringOptions{Leeway: tc.leeway})
+			_, verr := ring.Verify(tok, tc.at)
+			if !errors.Is(verr, tc.want) || (tc.want == nil) != (verr == nil) {
+				t.Fatalf("Verify = %v, want %v", verr, tc.want)
+			}
+			// Claims verified earlier, before any revocation.
+			verified, err := NewKeyring([]SigningKey{key}, nil, KeyringOptions{}).Verify(tok, t0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cerr := ring.Check(verified, tc.at)
+			if !errors.Is(cerr, tc.want) || (tc.want == nil) != (cerr == nil) {
+				t.Fatalf("Check = %v, want %v", cerr, tc.want)
+			}
+			if verr != nil && cerr.Error() != verr.Error() {
+				t.Fatalf("Check says %q, Verify says %q", cerr, verr)
+			}
+		})
+	}
+}

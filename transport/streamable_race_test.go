@@ -17,8 +17,8 @@ import (
 func echoServer(t *testing.T) (*StreamableServer, string) {
 	t.Helper()
 	s := &StreamableServer{
-		Open: func(*http.Request) (string, func(mcp.Connection), error) {
-			return "anonymous", func(c mcp.Connection) {
+		Open: func(*http.Request) (func(*http.Request) error, func(mcp.Connection), error) {
+			return func(*http.Request) error { return nil }, func(c mcp.Connection) {
 				for {
 					msg, err := c.Read(context.Background())
 					if err != nil {
@@ -30,7 +30,6 @@ func echoServer(t *testing.T) (*StreamableServer, string) {
 				}
 			}, nil
 		},
-		Owner: func(*http.Request) (string, error) { return "anonymous", nil },
 	}
 	ts := httptest.NewServer(s)
 	t.Cleanup(func() {

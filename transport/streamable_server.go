@@ -35,12 +35,16 @@ const (
 // its calls are answered.
 type StreamableServer struct {
 	// Open authenticates and routes a request that starts a session. It
-	// returns the principal that owns the session and the function that
-	// serves the session until it ends, or an *HTTPError to refuse.
-	Open func(r *http.Request) (owner string, serve func(mcp.Connection), err error)
-	// Owner authenticates a request on an existing session and returns its
-	// principal, which must equal the session's owner.
-	Owner func(r *http.Request) (string, error)
+	// returns the check every later request on the session (POST, GET,
+	// DELETE) must pass, which refuses with an *HTTPError a request whose
+	// credentials could not have opened the session, and the function that
+	// serves the session until it ends; or an *HTTPError to refuse.
+	Open func(r *http.Request) (authorize func(*http.Request) error, serve func(mcp.Connection), err error)
+	// Authenticate, when set, checks the credentials of every request that
+	// names a session before the session is looked up, so that a revoked
+	// or expired credential is refused as such (its *HTTPError) even once
+	// the session it opened has ended.
+	Authenticate func(r *http.Request) error
 	// MaxMessageBytes caps a POST body. Default DefaultMaxMessageBytes.
 	MaxMessageBytes int64
 	// IdleTimeout closes a stateful session after this long without
@@ -169,11 +173,17 @@ func (s *StreamableServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// lookup finds the session named by id and checks the caller owns it.
+// lookup finds the session named by id and checks the caller may drive it.
 func (s *StreamableServer) lookup(w http.ResponseWriter, r *http.Request, id string) (*httpSession, bool) {
 	if id == "" {
 		WriteHTTPError(w, &HTTPError{Status: http.StatusBadRequest, Code: jsonrpc.CodeInvalidRequest, Message: "missing Mcp-Session-Id header; start a session with an initialize POST first"})
 		return nil, false
+	}
+	if s.Authenticate != nil {
+		if err := s.Authenticate(r); err != nil {
+			WriteHTTPError(w, err)
+			return nil, false
+		}
 	}
 	s.mu.Lock()
 	sess := s.sessions[id]
@@ -184,13 +194,8 @@ func (s *StreamableServer) lookup(w http.ResponseWriter, r *http.Request, id str
 		WriteHTTPError(w, &HTTPError{Status: http.StatusNotFound, Code: jsonrpc.CodeInvalidRequest, Message: "unknown or expired session; send initialize to start a new one"})
 		return nil, false
 	}
-	owner, err := s.Owner(r)
-	if err != nil {
+	if err := sess.authorize(r); err != nil {
 		WriteHTTPError(w, err)
-		return nil, false
-	}
-	if owner != sess.owner {
-		WriteHTTPError(w, &HTTPError{Status: http.StatusForbidden, Code: jsonrpc.CodeInvalidRequest, Message: "this session belongs to another service token; open your own session"})
 		return nil, false
 	}
 	return sess, true
@@ -247,11 +252,11 @@ func (s *StreamableServer) servePOST(w http.ResponseWriter, r *http.Request, id 
 // open starts a new session: stateful ones get a fresh id and live until
 // closed; ephemeral ones serve one POST.
 func (s *StreamableServer) open(r *http.Request, stateful bool) (*httpSession, error) {
-	owner, serve, err := s.Open(r)
+	authorize, serve, err := s.Open(r)
 	if err != nil {
 		return nil, err
 	}
-	sess := newHTTPSession(owner, !stateful, s.Logger, s.draining)
+	sess := newHTTPSession(authorize, !stateful, s.Logger, s.draining)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -327,7 +332,7 @@ const maxBacklog = 256
 // as an mcp.Connection.
 type httpSession struct {
 	id        string
-	owner     string
+	authorize func(*http.Request) error // may this request drive the session
 	ephemeral bool
 	logger    *slog.Logger
 
@@ -346,9 +351,9 @@ type httpSession struct {
 	lastUsed   time.Time
 }
 
-func newHTTPSession(owner string, ephemeral bool, logger *slog.Logger, drain <-chan struct{}) *httpSession {
+func newHTTPSession(authorize func(*http.Request) error, ephemeral bool, logger *slog.Logger, drain <-chan struct{}) *httpSession {
 	return &httpSession{
-		owner:     owner,
+		authorize: authorize,
 		ephemeral: ephemeral,
 		logger:    logger,
 		drain:     drain,
@@ -442,10 +447,35 @@ func (h *httpSession) servePOST(w http.ResponseWriter, r *http.Request, msgs []j
 
 	var st *sseStream
 	var calls []jsonrpc.ID
-	for _, m := range msgs {
+	// A call whose id an earlier element of the batch already uses is
+	// answered here and not passed on: two calls under one id cannot both
+	// be answered, and the stream would wait for the second forever.
+	var dups []jsonrpc.ID
+	var seen map[jsonrpc.ID]bool
+	if len(msgs) > 1 {
+		seen = make(map[jsonrpc.ID]bool, len(msgs))
+	}
+	forward := msgs[:0:0]
+	for i, m := range msgs {
 		if req, ok := m.(*jsonrpc.Request); ok && req.IsCall() {
+			if seen[req.ID] {
+				if dups == nil {
+					forward = append(forward, msgs[:i]...)
+				}
+				dups = append(dups, req.ID)
+				continue
+			}
+			if seen != nil {
+				seen[req.ID] = true
+			}
 			calls = append(calls, req.ID)
 		}
+		if dups != nil {
+			forward = append(forward, m)
+		}
+	}
+	if dups != nil {
+		msgs = forward
 	}
 	if len(calls) > 0 {
 		st = newSSEStream(w)
@@ -472,6 +502,12 @@ func (h *httpSession) servePOST(w http.ResponseWriter, r *http.Request, msgs []j
 		h.open = append(h.open, st)
 		h.mu.Unlock()
 		startSSE(w)
+		for _, id := range dups {
+			if err := st.send(&jsonrpc.Response{ID: id, Error: &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest,
+				Message: fmt.Sprintf("duplicate id %v in batch: an earlier element uses it; give every call in a batch its own id", id.Raw())}}); err != nil {
+				h.logger.Debug("client stream write failed", slog.String("session", h.id), slog.Any("error", err))
+			}
+		}
 	}
 
 	for _, m := range msgs {

@@ -167,8 +167,8 @@ func FuzzProgressToken(f *testing.F) {
 // flight on one session use the string "1" and the number 1.
 func TestStreamableProgressRouting(t *testing.T) {
 	s := &StreamableServer{
-		Open: func(*http.Request) (string, func(mcp.Connection), error) {
-			return "anonymous", func(c mcp.Connection) {
+		Open: func(*http.Request) (func(*http.Request) error, func(mcp.Connection), error) {
+			return func(*http.Request) error { return nil }, func(c mcp.Connection) {
 				ctx := context.Background()
 				var held []*jsonrpc.Request
 				for {
@@ -204,7 +204,6 @@ func TestStreamableProgressRouting(t *testing.T) {
 				}
 			}, nil
 		},
-		Owner: func(*http.Request) (string, error) { return "anonymous", nil },
 	}
 	ts := httptest.NewServer(s)
 	defer s.Close()

@@ -198,6 +198,21 @@ func (w *wsConn) CloseGoingAway() error {
 	return nil
 }
 
+// ClosePolicy closes the connection with status 1008 (policy violation)
+// and reason, which says why the gateway ended the session and what to do.
+// The reason is cut to the 123 bytes a close frame carries.
+func (w *wsConn) ClosePolicy(reason string) error {
+	if len(reason) > 123 {
+		reason = reason[:123]
+	}
+	w.closeOnce.Do(func() {
+		w.cancel()
+		w.c.Close(websocket.StatusPolicyViolation, reason)
+		w.wg.Wait()
+	})
+	return nil
+}
+
 // IsGoingAway reports whether err ended a connection whose peer said it was
 // shutting down after answering everything it had read.
 func IsGoingAway(err error) bool {

@@ -292,15 +292,67 @@ func checkHeaderValue(v string) error {
 	return nil
 }
 
+// The rule for env credential names: a credential's variables carry data
+// (tokens, keys, passwords) to the upstream process, never configuration
+// that decides what that process runs, loads, trusts or where it connects.
+// A name is refused when, ignoring case, it is one of refusedEnvNames or
+// starts with one of refusedEnvPrefixes: the dynamic loaders, the shells,
+// the language runtimes (Python, Node.js, Perl, Ruby, Java, .NET, Go, PHP,
+// Lua, Tcl), git, the C library's locale and resolver files, TLS trust
+// stores and proxies, and programs other programs launch. Case is ignored
+// because some of these are honoured in lower case (http_proxy).
+var refusedEnvNames = map[string]bool{
+	// what runs, and the shell's startup and word splitting
+	"PATH": true, "HOME": true, "SHELL": true, "ENV": true, "BASH_ENV": true, "IFS": true,
+	"CDPATH": true, "PROMPT_COMMAND": true, "PS4": true, "SHELLOPTS": true, "BASHOPTS": true,
+	"EDITOR": true, "VISUAL": true, "PAGER": true, "BROWSER": true, "SSH_ASKPASS": true, "SUDO_ASKPASS": true,
+	// language runtimes whose variables have no common prefix
+	"CLASSPATH": true, "_JAVA_OPTIONS": true, "GOFLAGS": true, "GOENV": true, "GOROOT": true, "GOPATH": true,
+	"GOTOOLCHAIN": true, "PHPRC": true, "PHP_INI_SCAN_DIR": true, "TCLLIBPATH": true,
+	// C library: code loaded through locale and character set files, tunables
+	"GCONV_PATH": true, "LOCPATH": true, "NLSPATH": true, "GLIBC_TUNABLES": true,
+	"HOSTALIASES": true, "RES_OPTIONS": true, "LOCALDOMAIN": true,
+	// whom the process trusts and how it reaches the network
+	"SSL_CERT_FILE": true, "SSL_CERT_DIR": true, "CURL_CA_BUNDLE": true, "REQUESTS_CA_BUNDLE": true,
+	"HTTP_PROXY": true, "HTTPS_PROXY": true, "ALL_PROXY": true, "NO_PROXY": true, "FTP_PROXY": true,
+}
+
+// refusedEnvPrefixes are the name prefixes of refusedEnvNames's rule.
+var refusedEnvPrefixes = []string{
+	"LD_", "DYLD_", // dynamic loaders
+	"PYTHON",               // PYTHONPATH, PYTHONSTARTUP, PYTHONHOME, ...
+	"NODE_", "NPM_CONFIG_", // NODE_OPTIONS, NODE_PATH, NODE_EXTRA_CA_CERTS, npm settings
+	"PERL",                    // PERL5OPT, PERL5LIB, PERLLIB, PERL5DB
+	"RUBY", "GEM_", "BUNDLE_", // RUBYOPT, RUBYLIB, gem and bundler paths
+	"JAVA_", "JDK_", // JAVA_TOOL_OPTIONS, JDK_JAVA_OPTIONS
+	"DOTNET_", "CORECLR_", "COR_", // startup hooks and profilers
+	"LUA_",        // LUA_INIT, LUA_PATH, LUA_CPATH
+	"GIT_",        // GIT_SSH_COMMAND, GIT_EXEC_PATH, GIT_CONFIG_*
+	"BASH_FUNC_",  // exported shell functions
+	"PIP_", "UV_", // package installers' indexes and hooks
+}
+
 func checkEnvName(name string) error {
 	if !isEnvName(name) {
 		return errInvalidEnvName
 	}
-	// A credential must not be able to load code into the upstream process.
-	if strings.HasPrefix(name, "LD_") || strings.HasPrefix(name, "DYLD_") {
-		return errors.New("dynamic loader variables (LD_*, DYLD_*) are refused")
+	// The refusal names the rule's entry, not the variable: a prefix match
+	// could carry anything after the prefix.
+	upper := strings.ToUpper(name)
+	if refusedEnvNames[upper] {
+		return refusedEnvName(upper)
+	}
+	for _, p := range refusedEnvPrefixes {
+		if strings.HasPrefix(upper, p) {
+			return refusedEnvName(p + "*")
+		}
 	}
 	return nil
+}
+
+func refusedEnvName(entry string) error {
+	return fmt.Errorf("variable %s is refused: it can change what the upstream process runs, loads, trusts or connects to; "+
+		"an env credential carries data only, so name the variable the server reads its secret from (such as API_TOKEN)", entry)
 }
 
 func checkEnvValue(v string) error {

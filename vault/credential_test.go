@@ -42,7 +42,7 @@ func TestValidate(t *testing.T) {
 		{"no env", Credential{Kind: KindEnv, Env: map[string]string{}}, "invalid env credential: no variables"},
 		{"env digit", Credential{Kind: KindEnv, Env: map[string]string{"1A": "x"}}, "invalid env credential: invalid variable name (want [A-Za-z_][A-Za-z0-9_]*)"},
 		{"env equals", Credential{Kind: KindEnv, Env: map[string]string{"A=B": "x"}}, "invalid env credential: invalid variable name (want [A-Za-z_][A-Za-z0-9_]*)"},
-		{"env loader", Credential{Kind: KindEnv, Env: map[string]string{"LD_PRELOAD": "evil.so"}}, "invalid env credential: dynamic loader variables (LD_*, DYLD_*) are refused"},
+		{"env loader", Credential{Kind: KindEnv, Env: map[string]string{"LD_PRELOAD": "evil.so"}}, "invalid env credential: variable LD_* is refused: it can change what the upstream process runs, loads, trusts or connects to; an env credential carries data only, so name the variable the server reads its secret from (such as API_TOKEN)"},
 		{"env NUL", Credential{Kind: KindEnv, Env: map[string]string{"A": "s3cr3t\x00"}}, "invalid env credential: variable A: value has a NUL byte at offset 6"},
 		{"oauth", Credential{Kind: KindOAuth, OAuth: &OAuthToken{AccessToken: "a"}}, ""},
 		{"oauth empty", Credential{Kind: KindOAuth, OAuth: &OAuthToken{}}, "invalid oauth credential: access_token is empty"},
@@ -262,5 +262,53 @@ func TestOAuthTokenZeroExpiryString(t *testing.T) {
 	}
 	if got, want := string(j), `{"refreshable":false}`; got != want {
 		t.Fatalf("json=%s, want %s", got, want)
+	}
+}
+
+// TestEnvNameRule: every variable that decides what the upstream process
+// runs, loads, trusts or where it connects is refused, in any case; names
+// that only carry data pass.
+func TestEnvNameRule(t *testing.T) {
+	refused := map[string]string{ // name → the rule entry the refusal names
+		"BASH_ENV": "BASH_ENV", "ENV": "ENV", "NODE_OPTIONS": "NODE_*", "NODE_PATH": "NODE_*", "NODE_EXTRA_CA_CERTS": "NODE_*",
+		"PYTHONPATH": "PYTHON*", "PYTHONSTARTUP": "PYTHON*", "PYTHONHOME": "PYTHON*", "PERL5OPT": "PERL*", "PERL5LIB": "PERL*",
+		"PERLLIB": "PERL*", "RUBYOPT": "RUBY*", "RUBYLIB": "RUBY*", "JAVA_TOOL_OPTIONS": "JAVA_*", "_JAVA_OPTIONS": "_JAVA_OPTIONS",
+		"JDK_JAVA_OPTIONS": "JDK_*", "CLASSPATH": "CLASSPATH", "PATH": "PATH", "LD_PRELOAD": "LD_*", "LD_LIBRARY_PATH": "LD_*",
+		"LD_AUDIT": "LD_*", "DYLD_INSERT_LIBRARIES": "DYLD_*", "DYLD_LIBRARY_PATH": "DYLD_*", "HOME": "HOME", "SHELL": "SHELL",
+		"IFS": "IFS", "CDPATH": "CDPATH", "PROMPT_COMMAND": "PROMPT_COMMAND", "PS4": "PS4", "SHELLOPTS": "SHELLOPTS",
+		"BASHOPTS": "BASHOPTS", "EDITOR": "EDITOR", "VISUAL": "VISUAL", "PAGER": "PAGER", "BROWSER": "BROWSER",
+		"SSH_ASKPASS": "SSH_ASKPASS", "SUDO_ASKPASS": "SUDO_ASKPASS", "GOFLAGS": "GOFLAGS", "GOENV": "GOENV", "GOROOT": "GOROOT",
+		"GOPATH": "GOPATH", "GOTOOLCHAIN": "GOTOOLCHAIN", "PHPRC": "PHPRC", "PHP_INI_SCAN_DIR": "PHP_INI_SCAN_DIR",
+		"TCLLIBPATH": "TCLLIBPATH", "GCONV_PATH": "GCONV_PATH", "LOCPATH": "LOCPATH", "NLSPATH": "NLSPATH",
+		"GLIBC_TUNABLES": "GLIBC_TUNABLES", "HOSTALIASES": "HOSTALIASES", "RES_OPTIONS": "RES_OPTIONS", "LOCALDOMAIN": "LOCALDOMAIN",
+		"SSL_CERT_FILE": "SSL_CERT_FILE", "SSL_CERT_DIR": "SSL_CERT_DIR", "CURL_CA_BUNDLE": "CURL_CA_BUNDLE",
+		"REQUESTS_CA_BUNDLE": "REQUESTS_CA_BUNDLE", "HTTP_PROXY": "HTTP_PROXY", "HTTPS_PROXY": "HTTPS_PROXY",
+		"ALL_PROXY": "ALL_PROXY", "NO_PROXY": "NO_PROXY", "FTP_PROXY": "FTP_PROXY", "NPM_CONFIG_SCRIPT_SHELL": "NPM_CONFIG_*",
+		"GEM_PATH": "GEM_*", "BUNDLE_GEMFILE": "BUNDLE_*", "DOTNET_STARTUP_HOOKS": "DOTNET_*", "CORECLR_PROFILER_PATH": "CORECLR_*",
+		"COR_PROFILER_PATH": "COR_*", "LUA_INIT": "LUA_*", "GIT_SSH_COMMAND": "GIT_*", "GIT_EXEC_PATH": "GIT_*",
+		"GIT_CONFIG_COUNT": "GIT_*", "BASH_FUNC_X": "BASH_FUNC_*", "PIP_INDEX_URL": "PIP_*", "UV_INDEX_URL": "UV_*",
+		// case is ignored: several of these are honoured in lower case
+		"http_proxy": "HTTP_PROXY", "ld_preload": "LD_*", "Path": "PATH", "node_options": "NODE_*",
+	}
+	for name, entry := range refused {
+		t.Run(name, func(t *testing.T) {
+			err := Credential{Kind: KindEnv, Env: map[string]string{name: "s3cr3t"}}.Validate()
+			want := "invalid env credential: variable " + entry + " is refused: it can change what the upstream process runs, loads, trusts or connects to; " +
+				"an env credential carries data only, so name the variable the server reads its secret from (such as API_TOKEN)"
+			if err == nil || err.Error() != want {
+				t.Fatalf("Validate(%s) = %v, want %q", name, err, want)
+			}
+			if strings.Contains(err.Error(), "s3cr3t") {
+				t.Fatal("refusal shows the value")
+			}
+		})
+	}
+	for _, name := range []string{"API_TOKEN", "GITHUB_TOKEN", "OPENAI_API_KEY", "GOOGLE_API_KEY", "LINEAR_API_KEY", "DATABASE_URL",
+		"AWS_SECRET_ACCESS_KEY", "PGPASSWORD", "NODEJS_TOKEN", "PATHWAY_KEY", "HOMER", "_TOKEN", "api_key"} {
+		t.Run("allowed "+name, func(t *testing.T) {
+			if err := (Credential{Kind: KindEnv, Env: map[string]string{name: "s3cr3t"}}).Validate(); err != nil {
+				t.Fatalf("Validate(%s) = %v, want nil", name, err)
+			}
+		})
 	}
 }

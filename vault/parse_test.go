@@ -80,7 +80,7 @@ func TestParseCredential(t *testing.T) {
 		{name: "env export", kind: KindEnv, in: "export API_KEY=s3cr3t",
 			wantErr: "parse env credential: line 1: invalid variable name (want [A-Za-z_][A-Za-z0-9_]*)"},
 		{name: "env loader", kind: KindEnv, in: "DYLD_INSERT_LIBRARIES=s3cr3t.dylib",
-			wantErr: "parse env credential: line 1: dynamic loader variables (LD_*, DYLD_*) are refused"},
+			wantErr: "parse env credential: line 1: variable DYLD_* is refused: it can change what the upstream process runs, loads, trusts or connects to; an env credential carries data only, so name the variable the server reads its secret from (such as API_TOKEN)"},
 		{name: "env duplicate", kind: KindEnv, in: "A=s3cr3t\nA=s3cr3t",
 			wantErr: "parse env credential: line 2: duplicate variable (first at line 1)"},
 		{name: "env JSON NUL", kind: KindEnv, in: `{"A": "s3cr3t\u0000"}`,

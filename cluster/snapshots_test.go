@@ -1,0 +1,76 @@
+package cluster_test
+
+import (
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mcpgw/mcpgw/cluster"
+	"github.com/mcpgw/mcpgw/cluster/clustertest"
+)
+
+// TestSnapshotFilesArePrivate: the snapshots a node takes, and those a
+// follower receives from the leader, are 0700 directories of 0600 files
+// like every other data file, even under a umask that lets everyone read.
+func TestSnapshotFilesArePrivate(t *testing.T) {
+	old := syscall.Umask(0)
+	t.Cleanup(func() { syscall.Umask(old) })
+	const trailing = 4
+	c := clustertest.NewCluster(t, 3, clustertest.WithConfig(func(cfg *cluster.Config) {
+		cfg.SnapshotThreshold = 16
+		cfg.TrailingLogs = trailing
+		cfg.SnapshotInterval = 20 * time.Millisecond
+	}))
+	follower := c.Followers(t)[0]
+	behind := follower.Raft().Status().LastIndex
+	c.Kill(follower.Index)
+	leader := c.WaitForLeader(t)
+	want := names("r", 100)
+	for _, name := range want {
+		apply(t, leader, route(name))
+	}
+	clustertest.Eventually(t, clustertest.Wait, func() error {
+		if st := leader.Raft().Status(); st.SnapshotIndex < behind+trailing+1+50 {
+			return fmt.Errorf("leader snapshot index %d", st.SnapshotIndex)
+		}
+		return nil
+	})
+	c.Restart(follower.Index) // catches up by installing the leader's snapshot
+	waitRoutes(t, want, follower)
+	if got := follower.Raft().Status().SnapshotsRestored; got == 0 {
+		t.Fatal("SnapshotsRestored=0, want a snapshot install")
+	}
+	for _, n := range []*clustertest.Node{leader, follower} {
+		dir := filepath.Join(n.Dir, cluster.RaftDir)
+		files := 0
+		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			want := fs.FileMode(0o600)
+			if d.IsDir() {
+				want = fs.ModeDir | 0o700
+			} else {
+				files++
+			}
+			if got := info.Mode(); got != want {
+				t.Errorf("%s: mode %v, want %v", path, got, want)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if matches, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*", "state.bin")); len(matches) == 0 {
+			t.Fatalf("node %s has no snapshot under %s", n.ID, dir)
+		}
+		t.Logf("node %s: %d files checked", n.ID, files)
+	}
+}
