@@ -27,9 +27,9 @@ func TestStreamableStatelessNotificationsDelivered(t *testing.T) {
 		served   sync.WaitGroup
 	)
 	s := &StreamableServer{
-		Open: func(*http.Request) (string, func(mcp.Connection), error) {
+		Open: func(*http.Request) (func(*http.Request) error, func(mcp.Connection), error) {
 			served.Add(1)
-			return "anonymous", func(c mcp.Connection) {
+			return func(*http.Request) error { return nil }, func(c mcp.Connection) {
 				defer served.Done()
 				for {
 					msg, err := c.Read(context.Background())
@@ -44,7 +44,6 @@ func TestStreamableStatelessNotificationsDelivered(t *testing.T) {
 				}
 			}, nil
 		},
-		Owner: func(*http.Request) (string, error) { return "anonymous", nil },
 	}
 	ts := httptest.NewServer(s)
 	t.Cleanup(func() {
