@@ -47,6 +47,7 @@ type Node struct {
 	rotateMu   sync.Mutex // serialises vault key rotations
 	audit      *auditor
 
+	lns             listeners
 	httpLn, adminLn net.Listener
 	httpSrv         *http.Server
 	adminSrv        *http.Server
@@ -131,13 +132,16 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.cfg.InsecureDev {
 		n.logger.Warn("INSECURE: --insecure-dev is set; sessions are accepted WITHOUT a service token. Never run this way outside a local trial.")
 	}
-	var lc net.ListenConfig
-	if n.httpLn, err = lc.Listen(ctx, "tcp", n.cfg.HTTPAddr); err != nil {
-		return fmt.Errorf("listen --http %s: %w", n.cfg.HTTPAddr, err)
+	if err := n.setupListeners(); err != nil {
+		return err
+	}
+	var httpTLS, adminTLS bool
+	if n.httpLn, httpTLS, err = n.listenHTTP(ctx, "--http", n.cfg.HTTPAddr, "session", n.lns.sessions, "--max-conns", n.lns.caps.sessions); err != nil {
+		return err
 	}
 	undo = append(undo, func() { n.httpLn.Close() })
-	if n.adminLn, err = lc.Listen(ctx, "tcp", n.cfg.AdminAddr); err != nil {
-		return fmt.Errorf("listen --admin %s: %w", n.cfg.AdminAddr, err)
+	if n.adminLn, adminTLS, err = n.listenHTTP(ctx, "--admin", n.cfg.AdminAddr, "admin", n.lns.admin, "--admin-max-conns", n.lns.caps.admin); err != nil {
+		return err
 	}
 	undo = append(undo, func() { n.adminLn.Close() })
 	auditOpts := storage.AuditOptions{MaxRecords: n.cfg.AuditMaxRecords, MaxAge: n.cfg.AuditMaxAge}
@@ -148,15 +152,19 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.listenFramed(ctx); err != nil {
 		return err
 	}
-	n.httpSrv = &http.Server{Handler: n.sessionHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.logger.Handler(), slog.LevelWarn)}
+	n.httpSrv = n.newHTTPServer(n.sessionHandler())
 	// Shutdown waits for requests in flight; GET event streams never end by
 	// themselves, so they end when it starts.
 	n.httpSrv.RegisterOnShutdown(n.streamable.Drain)
-	n.adminSrv = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.logger.Handler(), slog.LevelWarn)}
+	n.adminSrv = n.newHTTPServer(n.adminHandler())
 	n.serve(n.httpSrv, n.httpLn)
 	n.serve(n.adminSrv, n.adminLn)
 	n.serveFramed()
-	n.logger.Info("listening", slog.String("node_id", id), slog.String("http", n.HTTPAddr()), slog.String("admin", n.AdminAddr()),
+	if n.cfg.InsecurePlaintext {
+		n.logger.Warn("INSECURE: --insecure-plaintext is set; service and admin tokens cross the network in the clear unless something else protects it")
+	}
+	n.logger.Info("listening", slog.String("node_id", id), slog.String("http", n.HTTPAddr()), slog.Bool("http_tls", httpTLS),
+		slog.String("admin", n.AdminAddr()), slog.Bool("admin_tls", adminTLS),
 		slog.String("quic", n.QUICAddr()), slog.String("raft", n.raft.Addr()), slog.String("unix", n.cfg.UnixPath), slog.String("data_dir", n.cfg.DataDir))
 	return nil
 }
