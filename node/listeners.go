@@ -249,9 +249,9 @@ func (n *Node) newHTTPServer(h http.Handler) *http.Server {
 }
 
 // readDeadline bounds reading a request body. http.Server's ReadTimeout
-// would do it too, but its deadline outlives the body and ends the request
-// while its response still streams; this one is lifted once the body has
-// been read.
+// would do it too, but its deadline outlives the body and cancels the
+// request's context while its response still streams; this one is lifted
+// once the body has been read.
 func readDeadline(timeout time.Duration, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body == nil || r.Body == http.NoBody || isWebSocketUpgrade(r) {

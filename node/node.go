@@ -47,12 +47,13 @@ type Node struct {
 	rotateMu   sync.Mutex // serialises vault key rotations
 	audit      *auditor
 
-	lns             listeners
-	httpLn, adminLn net.Listener
-	httpSrv         *http.Server
-	adminSrv        *http.Server
-	streamable      *transport.StreamableServer
-	framed          framedListeners
+	lns               listeners
+	httpLn, adminLn   net.Listener
+	httpTLS, adminTLS bool // whether the listeners serve TLS
+	httpSrv           *http.Server
+	adminSrv          *http.Server
+	streamable        *transport.StreamableServer
+	framed            framedListeners
 
 	ctx       context.Context // ends when the node closes
 	cancel    context.CancelFunc
@@ -135,12 +136,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.setupListeners(); err != nil {
 		return err
 	}
-	var httpTLS, adminTLS bool
-	if n.httpLn, httpTLS, err = n.listenHTTP(ctx, "--http", n.cfg.HTTPAddr, "session", n.lns.sessions, "--max-conns", n.lns.caps.sessions); err != nil {
+	if n.httpLn, n.httpTLS, err = n.listenHTTP(ctx, "--http", n.cfg.HTTPAddr, "session", n.lns.sessions, "--max-conns", n.lns.caps.sessions); err != nil {
 		return err
 	}
 	undo = append(undo, func() { n.httpLn.Close() })
-	if n.adminLn, adminTLS, err = n.listenHTTP(ctx, "--admin", n.cfg.AdminAddr, "admin", n.lns.admin, "--admin-max-conns", n.lns.caps.admin); err != nil {
+	if n.adminLn, n.adminTLS, err = n.listenHTTP(ctx, "--admin", n.cfg.AdminAddr, "admin", n.lns.admin, "--admin-max-conns", n.lns.caps.admin); err != nil {
 		return err
 	}
 	undo = append(undo, func() { n.adminLn.Close() })
@@ -163,8 +163,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.cfg.InsecurePlaintext {
 		n.logger.Warn("INSECURE: --insecure-plaintext is set; service and admin tokens cross the network in the clear unless something else protects it")
 	}
-	n.logger.Info("listening", slog.String("node_id", id), slog.String("http", n.HTTPAddr()), slog.Bool("http_tls", httpTLS),
-		slog.String("admin", n.AdminAddr()), slog.Bool("admin_tls", adminTLS),
+	n.logger.Info("listening", slog.String("node_id", id), slog.String("http", n.HTTPAddr()), slog.Bool("http_tls", n.httpTLS),
+		slog.String("admin", n.AdminAddr()), slog.Bool("admin_tls", n.adminTLS),
 		slog.String("quic", n.QUICAddr()), slog.String("raft", n.raft.Addr()), slog.String("unix", n.cfg.UnixPath), slog.String("data_dir", n.cfg.DataDir))
 	return nil
 }
@@ -184,6 +184,20 @@ func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
 
 // AdminAddr returns the admin listener's address.
 func (n *Node) AdminAddr() string { return n.adminLn.Addr().String() }
+
+// HTTPURL returns the session listener's base URL: https:// when it serves
+// TLS, http:// otherwise.
+func (n *Node) HTTPURL() string { return schemeURL(n.httpTLS, n.HTTPAddr()) }
+
+// AdminURL returns the admin listener's base URL, as HTTPURL does.
+func (n *Node) AdminURL() string { return schemeURL(n.adminTLS, n.AdminAddr()) }
+
+func schemeURL(tls bool, addr string) string {
+	if tls {
+		return "https://" + addr
+	}
+	return "http://" + addr
+}
 
 // AdminToken returns the token the admin API requires.
 func (n *Node) AdminToken() string { return string(n.adminToken) }
