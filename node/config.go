@@ -72,8 +72,10 @@ type Config struct {
 	InsecurePlaintext bool
 	// MaxConns caps the connections open at once on the session listener
 	// and the Unix socket together (and, separately, the QUIC connections);
-	// more are refused at once. Default 0: sized from the open-file limit
-	// at start, see Start.
+	// more are refused at once. Default 0: sized at start to half of what
+	// the open-file limit leaves once AdminMaxConns and a reserve (a quarter
+	// of the limit, at most 1024) are set aside, and at most 2×MaxSessions,
+	// so that sessions always have descriptors for their upstreams.
 	MaxConns int
 	// MaxConnsPerIP caps the connections one remote address (an IPv4
 	// address, an IPv6 /64) holds open on each of the session, admin and

@@ -2,6 +2,8 @@ package node
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -13,8 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/mcpgw/mcpgw/client"
 	"github.com/mcpgw/mcpgw/internal/connlimit"
+	"github.com/mcpgw/mcpgw/transport"
 )
 
 // floodDialer dials from another loopback address: Linux routes all of
@@ -91,25 +96,23 @@ func TestConnectionFloodSparesSessions(t *testing.T) {
 	}
 	defer control.Close()
 	var calls, failures atomic.Int64
-	var firstErr atomic.Value
-	stop := make(chan struct{})
+	var firstErr atomic.Pointer[error]
+	loopCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
+	t.Cleanup(func() { stop(); <-done })
 	go func() {
 		defer close(done)
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
+		for i := 0; loopCtx.Err() == nil; i++ {
+			res, err := control.CallTool(loopCtx, callParams("echo", fmt.Sprint("call-", i)))
+			if loopCtx.Err() != nil {
+				return // the test is over; this call was cut short
 			}
-			text := fmt.Sprint("call-", i)
-			res, err := control.CallTool(ctx, callParams("echo", text))
 			if err == nil && (res.IsError || len(res.Content) == 0) {
 				err = fmt.Errorf("call %d: unexpected result %+v", i, res)
 			}
 			if err != nil {
 				failures.Add(1)
-				firstErr.CompareAndSwap(nil, err)
+				firstErr.CompareAndSwap(nil, &err)
 				continue
 			}
 			calls.Add(1)
@@ -172,11 +175,13 @@ func TestConnectionFloodSparesSessions(t *testing.T) {
 	waitClosed(t, "idle admin connections", adm)
 	waitFor(t, "the flood's slots to be freed", func() bool { return n.lns.sessions.Open() == 1 })
 
-	close(stop)
+	stop()
 	<-done
 	if f := failures.Load(); f != 0 {
-		t.Fatalf("control session: %d of %d calls failed under the flood; first: %v", f, f+calls.Load(), firstErr.Load())
+		t.Fatalf("control session: %d of %d calls failed under the flood; first: %v", f, f+calls.Load(), *firstErr.Load())
 	}
+	t.Logf("control session: %d calls, 0 errors; refused at the per-address cap: %v session, %v admin connections",
+		calls.Load(), refused("session"), refused("admin"))
 }
 
 // TestConnectionCapAnswers503 checks what a plain HTTP client sees at the
@@ -202,11 +207,41 @@ func TestConnectionCapAnswers503(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "--max-conns 2") || !strings.Contains(string(body), "-32087") {
 		t.Fatalf("at the cap: HTTP %d %s; want 503 naming --max-conns 2 with code -32087", resp.StatusCode, body)
 	}
-	if got := counterValue(n.metrics.connsRefusedTotal.WithLabelValues("session", string(connlimit.ReasonListenerCap))); got != 1 {
-		t.Fatalf("refused at the listener cap: %v, want 1", got)
-	}
+	// The refusal is counted once the connection is closed.
+	atCap := n.metrics.connsRefusedTotal.WithLabelValues("session", string(connlimit.ReasonListenerCap))
+	waitFor(t, "the refusal to be counted", func() bool { return counterValue(atCap) == 1 })
 	var ne net.Error
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !(errors.As(err, &ne) && !ne.Timeout()) {
 		t.Fatalf("after the refusal: %v, want the connection closed", err)
+	}
+}
+
+// TestQUICConnectionsPerIPCap checks that QUIC connections count against
+// the per-address cap too: one over it is closed with ConnCodeRefused and a
+// reason naming the flag.
+func TestQUICConnectionsPerIPCap(t *testing.T) {
+	n := startNode(t, func(c *Config) { c.MaxConnsPerIP = 2 })
+	ctx := testContext(t, 30*time.Second)
+	tlsConf := &tls.Config{RootCAs: nodeRoots(t, n)}
+	for range 2 {
+		c, err := transport.DialQUIC(ctx, n.QUICAddr(), tlsConf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseWithError(transport.ConnCodeClosed, "")
+	}
+	waitFor(t, "two QUIC connections served", func() bool { return n.lns.quic.Open() == 2 })
+	third, err := transport.DialQUIC(ctx, n.QUICAddr(), tlsConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-third.Context().Done():
+	case <-ctx.Done():
+		t.Fatal("a QUIC connection over the per-address cap was not closed")
+	}
+	var appErr *quic.ApplicationError
+	if err := context.Cause(third.Context()); !errors.As(err, &appErr) || appErr.ErrorCode != transport.ConnCodeRefused || !strings.Contains(appErr.ErrorMessage, "--max-conns-per-ip 2") {
+		t.Fatalf("third QUIC connection ended with %v, want code %d naming --max-conns-per-ip 2", err, transport.ConnCodeRefused)
 	}
 }
