@@ -29,6 +29,7 @@ func auditAdminFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "admin-token", EnvVars: []string{"MCPGW_ADMIN_TOKEN"},
 			Usage: "admin token: one for every node, or one per --admin in the same order (default: read from <data-dir>/admin.token)"},
 		dataDirFlag(),
+		caFileFlag(),
 	}
 }
 
@@ -49,9 +50,13 @@ func auditClients(c *cli.Context) ([]*adminClient, error) {
 	default:
 		return nil, cli.Exit(fmt.Sprintf("%d admin tokens for %d nodes: give one token for all, or one per --admin", len(toks), len(addrs)), 2)
 	}
+	roots, err := cliRoots(c)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]*adminClient, len(addrs))
 	for i, a := range addrs {
-		out[i] = newAdminClientAt(a, toks[min(i, len(toks)-1)])
+		out[i] = newAdminClientAt(a, toks[min(i, len(toks)-1)], roots)
 	}
 	return out, nil
 }

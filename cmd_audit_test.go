@@ -53,7 +53,7 @@ func TestMergeAudit(t *testing.T) {
 }
 
 // startTestNode starts a node on loopback ports with its data in a temp dir.
-func startTestNode(t *testing.T) *node.Node {
+func startTestNode(t *testing.T, mutate ...func(*node.Config)) *node.Node {
 	t.Helper()
 	id, err := vault.GenerateIdentity()
 	if err != nil {
@@ -63,6 +63,9 @@ func startTestNode(t *testing.T) *node.Node {
 	cfg.DataDir, cfg.HTTPAddr, cfg.AdminAddr, cfg.QUICAddr, cfg.RaftAddr = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0", "", "127.0.0.1:0"
 	cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout = 50*time.Millisecond, 50*time.Millisecond
 	cfg.VaultKeys = vault.NewKeys(id)
+	for _, f := range mutate {
+		f(&cfg)
+	}
 	n, err := node.New(cfg)
 	if err != nil {
 		t.Fatal(err)

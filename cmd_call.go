@@ -29,6 +29,8 @@ func callCommand() *cli.Command {
 			&cli.StringFlag{Name: "org", Value: "default", EnvVars: []string{"MCPGW_ORG"}, Usage: "org to act for"},
 			&cli.StringFlag{Name: "account", Value: "default", EnvVars: []string{"MCPGW_ACCOUNT"}, Usage: "account whose credential the gateway injects"},
 			&cli.DurationFlag{Name: "timeout", Value: time.Minute, Usage: "give up after this long"},
+			dataDirFlag(),
+			caFileFlag(),
 		},
 		Action: runCall,
 	}
@@ -49,7 +51,11 @@ func runCall(c *cli.Context) error {
 	ctx, cancel := context.WithTimeout(background(c), c.Duration("timeout"))
 	defer cancel()
 
-	t, err := client.NewTransport(c.String("gateway"), target, c.String("org"), c.String("account"), client.WithToken(c.String("token")))
+	roots, err := cliRoots(c)
+	if err != nil {
+		return err
+	}
+	t, err := client.NewTransport(c.String("gateway"), target, c.String("org"), c.String("account"), client.WithToken(c.String("token")), client.WithRootCAs(roots))
 	if err != nil {
 		return err
 	}

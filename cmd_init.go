@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
@@ -45,6 +47,8 @@ bundle holds the CA key: delete it once this command succeeds.`,
 			nodeIDFlag(),
 			&cli.StringFlag{Name: "raft-advertise", EnvVars: []string{"MCPGW_RAFT_ADVERTISE"}, Value: "127.0.0.1",
 				Usage: "host (or host:port) other nodes dial to reach this node's raft listener; the certificate names it"},
+			&cli.StringSliceFlag{Name: "host", EnvVars: []string{"MCPGW_CERT_HOSTS"},
+				Usage: "another host (IP or DNS name) clients dial to reach this node's session, admin or QUIC listener, named in the certificate too (repeatable)"},
 			&cli.StringFlag{Name: "tls-dir", EnvVars: []string{"MCPGW_CLUSTER_TLS_DIR"}, Usage: "where to write the cluster certificates (default <data-dir>/tls/cluster, what serve reads)"},
 			&cli.StringFlag{Name: "ca-from", Usage: "join bundle of an existing cluster: issue this node's certificate from its CA"},
 			&cli.BoolFlag{Name: "passphrase", Usage: "wrap the key with a passphrase (age scrypt) read from " + envVaultPassphrase + " or a prompt"},
@@ -73,6 +77,12 @@ func runInit(c *cli.Context) error {
 	if host == "" {
 		return errors.New("--raft-advertise: name the host other nodes dial to reach this one")
 	}
+	hosts := []string{host}
+	for _, h := range splitList(c.StringSlice("host")) {
+		if !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
 	if _, err := os.Stat(filepath.Join(tlsDir, cluster.NodeCertFile)); err == nil {
 		return fmt.Errorf("%s already holds a node certificate; delete %s to issue a new one", tlsDir, tlsDir)
 	}
@@ -85,10 +95,10 @@ func runInit(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := cluster.IssueNodeCert(ca, tlsDir, id, []string{host}); err != nil {
+		if err := cluster.IssueNodeCert(ca, tlsDir, id, hosts); err != nil {
 			return err
 		}
-		fmt.Printf("node %s: certificate for %s issued by the cluster CA into %s\n", id, host, tlsDir)
+		fmt.Printf("node %s: certificate for %s issued by the cluster CA into %s\n", id, strings.Join(hosts, ", "), tlsDir)
 		fmt.Printf("Now delete %s (it holds the cluster CA key).\n", bundle)
 		if _, err := os.Stat(c.String("vault-key")); err != nil {
 			fmt.Printf("Copy vault.key from a member to %s (every node needs the same vault key; never send it over the network unprotected).\n", c.String("vault-key"))
@@ -97,10 +107,10 @@ func runInit(c *cli.Context) error {
 		return nil
 	}
 
-	if err := node.CreateClusterTLS(tlsDir, id, []string{host}); err != nil {
+	if err := node.CreateClusterTLS(tlsDir, id, hosts); err != nil {
 		return err
 	}
-	fmt.Printf("node %s: cluster CA and node certificate for %s written to %s\n", id, host, tlsDir)
+	fmt.Printf("node %s: cluster CA and node certificate for %s written to %s\n", id, strings.Join(hosts, ", "), tlsDir)
 	path := c.String("vault-key")
 	if _, err := os.Stat(path); err == nil {
 		fmt.Printf("vault key %s exists already: kept\n", path)

@@ -28,8 +28,15 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "admin", Value: def.AdminAddr, EnvVars: []string{"MCPGW_ADMIN_ADDR"}, Usage: "listen address for the admin API and /metrics"},
 			&cli.StringFlag{Name: "quic", Value: def.QUICAddr, EnvVars: []string{"MCPGW_QUIC"}, Usage: "UDP listen address for QUIC sessions (ALPN mcp, a session per stream); empty disables"},
 			&cli.StringFlag{Name: "unix", Value: def.UnixPath, EnvVars: []string{"MCPGW_UNIX"}, Usage: "Unix socket path for sessions (mode 0660, a session per connection); empty disables"},
-			&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"MCPGW_TLS_CERT"}, Usage: "PEM certificate for the QUIC listener (default: the node's certificate from the cluster CA, <data-dir>/tls/cluster/node.crt)"},
+			&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"MCPGW_TLS_CERT"}, Usage: "PEM certificate for the QUIC listener and the TLS session and admin listeners (default: the node's certificate from the cluster CA, <data-dir>/tls/cluster/node.crt)"},
 			&cli.StringFlag{Name: "tls-key", EnvVars: []string{"MCPGW_TLS_KEY"}, Usage: "PEM private key of --tls-cert"},
+			&cli.StringFlag{Name: "tls", Value: string(def.TLS), EnvVars: []string{"MCPGW_TLS"}, Usage: "TLS on the --http and --admin listeners: auto (on those not on loopback), on, or off (off loopback only with --insecure-plaintext)"},
+			&cli.BoolFlag{Name: "insecure-plaintext", EnvVars: []string{"MCPGW_INSECURE_PLAINTEXT"}, Usage: "serve plain HTTP on --http and --admin even off loopback, tokens in the clear (only behind a TLS-terminating proxy or on a protected network)"},
+			&cli.IntFlag{Name: "max-conns", Value: def.MaxConns, EnvVars: []string{"MCPGW_MAX_CONNS"}, Usage: "connections open at once on --http and --unix together (and on --quic); 0 sizes it from the open-file limit"},
+			&cli.IntFlag{Name: "max-conns-per-ip", Value: def.MaxConnsPerIP, EnvVars: []string{"MCPGW_MAX_CONNS_PER_IP"}, Usage: "connections one remote address (IPv4, or IPv6 /64) may hold open on each listener"},
+			&cli.IntFlag{Name: "admin-max-conns", Value: def.AdminMaxConns, EnvVars: []string{"MCPGW_ADMIN_MAX_CONNS"}, Usage: "connections open at once on --admin"},
+			&cli.DurationFlag{Name: "idle-timeout", Value: def.IdleTimeout, EnvVars: []string{"MCPGW_IDLE_TIMEOUT"}, Usage: "close a keep-alive HTTP connection waiting this long for its next request"},
+			&cli.DurationFlag{Name: "read-timeout", Value: def.ReadTimeout, EnvVars: []string{"MCPGW_READ_TIMEOUT"}, Usage: "how long a request's headers and body may take to arrive (streams and WebSocket sessions are not bounded by it)"},
 			&cli.IntFlag{Name: "max-sessions", Value: def.MaxSessions, EnvVars: []string{"MCPGW_MAX_SESSIONS"}, Usage: "concurrent sessions this node accepts across transports; more get an overloaded error"},
 			&cli.Int64Flag{Name: "max-streams-per-conn", Value: def.MaxStreamsPerConn, EnvVars: []string{"MCPGW_MAX_STREAMS_PER_CONN"}, Usage: "concurrent sessions one QUIC connection may carry"},
 			&cli.StringSliceFlag{Name: "allowed-origin", EnvVars: []string{"MCPGW_ALLOWED_ORIGINS"}, Usage: "browser Origin allowed to open sessions (repeatable); requests without Origin are unaffected"},
@@ -89,6 +96,13 @@ func runServe(c *cli.Context) error {
 	cfg.UnixPath = c.String("unix")
 	cfg.TLSCertFile = c.String("tls-cert")
 	cfg.TLSKeyFile = c.String("tls-key")
+	cfg.TLS = node.TLSMode(c.String("tls"))
+	cfg.InsecurePlaintext = c.Bool("insecure-plaintext")
+	cfg.MaxConns = c.Int("max-conns")
+	cfg.MaxConnsPerIP = c.Int("max-conns-per-ip")
+	cfg.AdminMaxConns = c.Int("admin-max-conns")
+	cfg.IdleTimeout = c.Duration("idle-timeout")
+	cfg.ReadTimeout = c.Duration("read-timeout")
 	cfg.MaxSessions = c.Int("max-sessions")
 	cfg.MaxStreamsPerConn = c.Int64("max-streams-per-conn")
 	cfg.AllowedOrigins = splitList(c.StringSlice("allowed-origin"))

@@ -8,6 +8,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -25,7 +26,7 @@ import (
 const (
 	EnvAddr   = "MCPGW_ADDR"    // gateway address, e.g. ws://gw.internal:7420 or quic://gw.internal:7421
 	EnvToken  = "MCPGW_TOKEN"   // service token
-	EnvCAFile = "MCPGW_CA_FILE" // PEM bundle of CAs to trust for quic:// gateways
+	EnvCAFile = "MCPGW_CA_FILE" // PEM bundle of CAs to trust for wss://, https:// and quic:// gateways
 )
 
 // DefaultAddr is the gateway address used when neither WithGateway nor
@@ -70,13 +71,18 @@ func WithClientOptions(opts *mcp.ClientOptions) Option {
 	return func(o *options) { o.clientOpts = opts }
 }
 
-// WithHTTPClient sets the HTTP client used for the WebSocket handshake
-// (custom TLS roots, for example).
+// WithHTTPClient sets the HTTP client used for the WebSocket handshake. It
+// takes precedence over WithRootCAs and WithCAFile for WebSocket gateways.
 func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.httpClient = c } }
 
-// WithRootCAs sets the CAs trusted for quic:// gateways. Default: the file
-// MCPGW_CA_FILE names, else the system roots.
+// WithRootCAs sets the CAs trusted for wss://, https:// and quic://
+// gateways. Default: the file MCPGW_CA_FILE names, else the system roots.
 func WithRootCAs(pool *x509.CertPool) Option { return func(o *options) { o.rootCAs = pool } }
+
+// WithCAFile trusts the CAs in a PEM file for wss://, https:// and quic://
+// gateways: the cluster CA, <data-dir>/tls/cluster/ca.crt on any node.
+// Default: the file MCPGW_CA_FILE names, else the system roots.
+func WithCAFile(path string) Option { return func(o *options) { o.caFile = path } }
 
 // WithMaxMessageBytes caps one message received from the gateway. Default
 // 4 MiB.
@@ -160,9 +166,48 @@ func dialerFor(addr, target, org, account string, o options) (dialFunc, error) {
 	if err != nil {
 		return nil, err
 	}
+	hc := o.httpClient
+	if hc == nil && strings.HasPrefix(u, "wss://") && (o.rootCAs != nil || o.caFile != "") {
+		roots, err := loadRoots(o.rootCAs, o.caFile)
+		if err != nil {
+			return nil, err
+		}
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}
+	}
 	return func(ctx context.Context) (mcp.Connection, error) {
-		return transport.DialWebSocket(ctx, u, h, o.httpClient, transport.WebSocketOptions{MaxMessageBytes: o.maxMessage})
+		c, err := transport.DialWebSocket(ctx, u, h, hc, transport.WebSocketOptions{MaxMessageBytes: o.maxMessage})
+		return c, explainTLS(err)
 	}, nil
+}
+
+// loadRoots returns pool, or else the CAs in the PEM file caFile.
+func loadRoots(pool *x509.CertPool, caFile string) (*x509.CertPool, error) {
+	if pool != nil || caFile == "" {
+		return pool, nil
+	}
+	data, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("mcpgw: read CA file %s (%s): %w", caFile, EnvCAFile, err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("mcpgw: CA file %s (%s) holds no PEM certificate", caFile, EnvCAFile)
+	}
+	return roots, nil
+}
+
+// explainTLS adds what to do to an error from a gateway certificate this
+// process does not trust.
+func explainTLS(err error) error {
+	var verr *tls.CertificateVerificationError
+	if !errors.As(err, &verr) {
+		return err
+	}
+	var hostErr x509.HostnameError
+	if errors.As(verr.Err, &hostErr) {
+		return fmt.Errorf("%w (the gateway's certificate does not name the host dialed: use a name it lists, or have the operator issue one naming it)", err)
+	}
+	return fmt.Errorf("%w (trust the gateway's CA: set %s, or use WithCAFile or WithRootCAs, with the cluster CA, <data-dir>/tls/cluster/ca.crt on any node)", err, EnvCAFile)
 }
 
 // wsRequest returns the URL and headers of a WebSocket session request.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 
@@ -123,7 +122,7 @@ func (p *quicPool) dialLocked(ctx context.Context, key poolKey, e *pooledConn) (
 	}
 	conn, err := transport.DialQUIC(ctx, key.addr, tlsConf)
 	if err != nil {
-		return nil, fmt.Errorf("mcpgw: QUIC connection to %s: %w", key.addr, err)
+		return nil, explainTLS(fmt.Errorf("mcpgw: QUIC connection to %s: %w", key.addr, err))
 	}
 	e.conn = conn
 	// Drop the entry once its connection ends, so the pool holds only
@@ -183,16 +182,9 @@ func (p *quicPool) openStream(ctx context.Context, key poolKey) (*quic.Stream, e
 
 // tlsConfig returns the TLS settings the key stands for.
 func (k poolKey) tlsConfig() (*tls.Config, error) {
-	roots := k.roots
-	if roots == nil && k.caFile != "" {
-		data, err := os.ReadFile(k.caFile)
-		if err != nil {
-			return nil, fmt.Errorf("mcpgw: read CA file %s (%s): %w", k.caFile, EnvCAFile, err)
-		}
-		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(data) {
-			return nil, fmt.Errorf("mcpgw: CA file %s (%s) holds no PEM certificate", k.caFile, EnvCAFile)
-		}
+	roots, err := loadRoots(k.roots, k.caFile)
+	if err != nil {
+		return nil, err
 	}
 	return &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13}, nil
 }

@@ -90,7 +90,7 @@ func (n *Node) clusterTLS(id string) (*tls.Config, error) {
 		if _, err := os.Stat(filepath.Join(n.cfg.DataDir, cluster.RaftDir)); err == nil {
 			return nil, fmt.Errorf("no cluster certificate in %s, but this data dir already belongs to a cluster: restore the certificate files, or issue new ones from the cluster's CA with `mcpgw init --ca-from <bundle>`", dir)
 		}
-		if err := CreateClusterTLS(dir, id, n.cfg.advertiseHosts()); err != nil {
+		if err := CreateClusterTLS(dir, id, n.cfg.certHosts()); err != nil {
 			return nil, err
 		}
 		n.logger.Info("created a cluster CA and this node's certificate; other nodes join with a bundle of this CA (mcpgw cluster bundle)", slog.String("dir", dir), slog.String("node_id", id))

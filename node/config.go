@@ -61,10 +61,43 @@ type Config struct {
 	// UnixPath is a Unix socket (mode 0660) for sessions in the same framing
 	// as a QUIC stream, one per connection; empty disables it. Default: empty.
 	UnixPath string
-	// TLSCertFile and TLSKeyFile are the QUIC listener's PEM certificate and
-	// key. Default: empty, meaning this node's certificate from the cluster
+	// TLSCertFile and TLSKeyFile are the PEM certificate and key of the
+	// QUIC listener and of the session and admin listeners when they serve
+	// TLS. Default: empty, meaning this node's certificate from the cluster
 	// CA (<ClusterTLSDir>/node.crt), which clients trust through ca.crt.
 	TLSCertFile, TLSKeyFile string
+	// TLS says whether the session (HTTPAddr) and admin (AdminAddr)
+	// listeners serve TLS: TLSAuto on those not on loopback, TLSOn on both,
+	// TLSOff on neither (off loopback only with InsecurePlaintext). Default
+	// TLSAuto.
+	TLS TLSMode
+	// InsecurePlaintext lets the session and admin listeners serve plain
+	// HTTP on addresses other than loopback, where service and admin tokens
+	// then cross the network in the clear. Default false.
+	InsecurePlaintext bool
+	// MaxConns caps the connections open at once on the session listener
+	// and the Unix socket together (and, separately, the QUIC connections);
+	// more are refused at once. Default 0: sized at start to half of what
+	// the open-file limit leaves once AdminMaxConns and a reserve (a quarter
+	// of the limit, at most 1024) are set aside, and at most 2×MaxSessions,
+	// so that sessions always have descriptors for their upstreams.
+	MaxConns int
+	// MaxConnsPerIP caps the connections one remote address (an IPv4
+	// address, an IPv6 /64) holds open on each of the session, admin and
+	// QUIC listeners. Default 1000.
+	MaxConnsPerIP int
+	// AdminMaxConns caps the connections open at once on the admin
+	// listener. Default 256.
+	AdminMaxConns int
+	// IdleTimeout closes a keep-alive HTTP connection on the session and
+	// admin listeners that waits this long for its next request. Default
+	// 60s.
+	IdleTimeout time.Duration
+	// ReadTimeout bounds reading a request's headers and body on the
+	// session and admin listeners. It does not bound a response: event
+	// streams and WebSocket sessions live as long as they are used.
+	// Default 30s.
+	ReadTimeout time.Duration
 	// MaxSessions caps concurrent sessions on this node across transports;
 	// more are refused with CodeOverloaded (HTTP 503). Default 10000.
 	MaxSessions int
@@ -140,6 +173,11 @@ func DefaultConfig() Config {
 		QUICIdleTimeout:    transport.DefaultQUICIdleTimeout,
 		AuditMaxAge:        90 * 24 * time.Hour,
 		AuditMaxRecords:    10_000_000,
+		TLS:                TLSAuto,
+		MaxConnsPerIP:      1000,
+		AdminMaxConns:      256,
+		IdleTimeout:        60 * time.Second,
+		ReadTimeout:        30 * time.Second,
 
 		RaftAddr:             "127.0.0.1:7423",
 		Bootstrap:            true,
@@ -187,6 +225,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ConnectTimeout <= 0 || c.ShutdownTimeout <= 0 || c.SessionIdleTimeout <= 0 || c.OpenFrameTimeout <= 0 || c.QUICIdleTimeout <= 0 {
 		return errors.New("timeouts must be positive")
+	}
+	if err := c.validateListeners(); err != nil {
+		return err
 	}
 	if c.AuditMaxAge < 0 || c.AuditMaxRecords < 0 {
 		return errors.New("--audit-max-age and --audit-max-records must not be negative (0 disables the limit)")

@@ -17,7 +17,8 @@ type metrics struct {
 	callSeconds    *prometheus.HistogramVec // route
 	refusalsTotal  *prometheus.CounterVec   // kind
 
-	quicConnsActive prometheus.Gauge
+	quicConnsActive   prometheus.Gauge
+	connsRefusedTotal *prometheus.CounterVec // listener, reason
 }
 
 func newMetrics() *metrics {
@@ -46,8 +47,11 @@ func newMetrics() *metrics {
 		quicConnsActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mcpgw_quic_connections_active", Help: "Open QUIC connections (each carries many sessions).",
 		}),
+		connsRefusedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_listener_connections_refused_total", Help: "Connections closed on arrival at a connection cap, by listener and cap (listener_cap, per_ip_cap).",
+		}, []string{"listener", "reason"}),
 	}
-	m.registry.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.callsTotal, m.callSeconds, m.refusalsTotal, m.quicConnsActive,
+	m.registry.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.callsTotal, m.callSeconds, m.refusalsTotal, m.quicConnsActive, m.connsRefusedTotal,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

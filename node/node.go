@@ -47,11 +47,13 @@ type Node struct {
 	rotateMu   sync.Mutex // serialises vault key rotations
 	audit      *auditor
 
-	httpLn, adminLn net.Listener
-	httpSrv         *http.Server
-	adminSrv        *http.Server
-	streamable      *transport.StreamableServer
-	framed          framedListeners
+	lns               listeners
+	httpLn, adminLn   net.Listener
+	httpTLS, adminTLS bool // whether the listeners serve TLS
+	httpSrv           *http.Server
+	adminSrv          *http.Server
+	streamable        *transport.StreamableServer
+	framed            framedListeners
 
 	ctx       context.Context // ends when the node closes
 	cancel    context.CancelFunc
@@ -133,13 +135,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.cfg.InsecureDev {
 		n.logger.Warn("INSECURE: --insecure-dev is set; sessions are accepted WITHOUT a service token. Never run this way outside a local trial.")
 	}
-	var lc net.ListenConfig
-	if n.httpLn, err = lc.Listen(ctx, "tcp", n.cfg.HTTPAddr); err != nil {
-		return fmt.Errorf("listen --http %s: %w", n.cfg.HTTPAddr, err)
+	if err := n.setupListeners(); err != nil {
+		return err
+	}
+	if n.httpLn, n.httpTLS, err = n.listenHTTP(ctx, "--http", n.cfg.HTTPAddr, "session", n.lns.sessions, "--max-conns", n.lns.caps.sessions); err != nil {
+		return err
 	}
 	undo = append(undo, func() { n.httpLn.Close() })
-	if n.adminLn, err = lc.Listen(ctx, "tcp", n.cfg.AdminAddr); err != nil {
-		return fmt.Errorf("listen --admin %s: %w", n.cfg.AdminAddr, err)
+	if n.adminLn, n.adminTLS, err = n.listenHTTP(ctx, "--admin", n.cfg.AdminAddr, "admin", n.lns.admin, "--admin-max-conns", n.lns.caps.admin); err != nil {
+		return err
 	}
 	undo = append(undo, func() { n.adminLn.Close() })
 	auditOpts := storage.AuditOptions{MaxRecords: n.cfg.AuditMaxRecords, MaxAge: n.cfg.AuditMaxAge}
@@ -150,15 +154,19 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.listenFramed(ctx); err != nil {
 		return err
 	}
-	n.httpSrv = &http.Server{Handler: n.sessionHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.logger.Handler(), slog.LevelWarn)}
+	n.httpSrv = n.newHTTPServer(n.sessionHandler())
 	// Shutdown waits for requests in flight; GET event streams never end by
 	// themselves, so they end when it starts.
 	n.httpSrv.RegisterOnShutdown(n.streamable.Drain)
-	n.adminSrv = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.logger.Handler(), slog.LevelWarn)}
+	n.adminSrv = n.newHTTPServer(n.adminHandler())
 	n.serve(n.httpSrv, n.httpLn)
 	n.serve(n.adminSrv, n.adminLn)
 	n.serveFramed()
-	n.logger.Info("listening", slog.String("node_id", id), slog.String("http", n.HTTPAddr()), slog.String("admin", n.AdminAddr()),
+	if n.cfg.InsecurePlaintext {
+		n.logger.Warn("INSECURE: --insecure-plaintext is set; service and admin tokens cross the network in the clear unless something else protects it")
+	}
+	n.logger.Info("listening", slog.String("node_id", id), slog.String("http", n.HTTPAddr()), slog.Bool("http_tls", n.httpTLS),
+		slog.String("admin", n.AdminAddr()), slog.Bool("admin_tls", n.adminTLS),
 		slog.String("quic", n.QUICAddr()), slog.String("raft", n.raft.Addr()), slog.String("unix", n.cfg.UnixPath), slog.String("data_dir", n.cfg.DataDir))
 	return nil
 }
@@ -178,6 +186,20 @@ func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
 
 // AdminAddr returns the admin listener's address.
 func (n *Node) AdminAddr() string { return n.adminLn.Addr().String() }
+
+// HTTPURL returns the session listener's base URL: https:// when it serves
+// TLS, http:// otherwise.
+func (n *Node) HTTPURL() string { return schemeURL(n.httpTLS, n.HTTPAddr()) }
+
+// AdminURL returns the admin listener's base URL, as HTTPURL does.
+func (n *Node) AdminURL() string { return schemeURL(n.adminTLS, n.AdminAddr()) }
+
+func schemeURL(tls bool, addr string) string {
+	if tls {
+		return "https://" + addr
+	}
+	return "http://" + addr
+}
 
 // AdminToken returns the token the admin API requires.
 func (n *Node) AdminToken() string { return string(n.adminToken) }

@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"log/slog"
@@ -142,12 +143,17 @@ func adminDo(t testing.TB, n *Node, method, path string, body any) *http.Respons
 	if body != nil {
 		json.NewEncoder(&buf).Encode(body)
 	}
-	req, err := http.NewRequest(method, "http://"+n.AdminAddr()+path, &buf)
+	req, err := http.NewRequest(method, n.AdminURL()+path, &buf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+n.AdminToken())
-	resp, err := http.DefaultClient.Do(req)
+	hc := http.DefaultClient
+	if n.adminTLS {
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: nodeRoots(t, n)}}}
+		defer hc.CloseIdleConnections()
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 
 	"github.com/quic-go/quic-go"
@@ -29,7 +28,7 @@ type framedListeners struct {
 // listenFramed opens the QUIC and Unix socket listeners that are enabled.
 func (n *Node) listenFramed(ctx context.Context) error {
 	if n.cfg.QUICAddr != "" {
-		cert, err := quicCertificate(n.cfg.TLSCertFile, n.cfg.TLSKeyFile, n.cfg.clusterTLSDir())
+		cert, err := servingCertificate(n.cfg.TLSCertFile, n.cfg.TLSKeyFile, n.cfg.clusterTLSDir())
 		if err != nil {
 			return err
 		}
@@ -46,11 +45,7 @@ func (n *Node) listenFramed(ctx context.Context) error {
 			return fmt.Errorf("listen --quic %s: %w", n.cfg.QUICAddr, err)
 		}
 		n.framed.quic = ln
-		certFile := n.cfg.TLSCertFile
-		if certFile == "" {
-			certFile = filepath.Join(n.cfg.clusterTLSDir(), cluster.NodeCertFile)
-		}
-		n.logger.Info("QUIC listener uses TLS certificate; clients trust it through the cluster CA file "+cluster.CACertFile, slog.String("cert", certFile))
+		n.logger.Info("QUIC listener uses TLS certificate; clients trust it through the cluster CA file "+cluster.CACertFile, slog.String("cert", n.cfg.servingCertFile()))
 	}
 	if n.cfg.UnixPath != "" {
 		ln, fi, err := listenUnix(n.cfg.UnixPath)
@@ -107,6 +102,11 @@ func (n *Node) acceptQUIC() {
 			}
 			return
 		}
+		if reason := n.lns.quic.Acquire(conn.RemoteAddr()); reason != "" {
+			n.countRefusedConn("quic")(reason)
+			conn.CloseWithError(transport.ConnCodeRefused, capMessage(reason, "--max-conns", n.lns.caps.sessions, n.lns.caps.perIP))
+			continue
+		}
 		n.framed.wg.Add(1)
 		go n.serveQUICConn(conn)
 	}
@@ -117,6 +117,7 @@ func (n *Node) acceptQUIC() {
 // session along; a connection that ends takes all of them.
 func (n *Node) serveQUICConn(conn *quic.Conn) {
 	defer n.framed.wg.Done()
+	defer n.lns.quic.Release(conn.RemoteAddr())
 	n.metrics.quicConnsActive.Inc()
 	defer n.metrics.quicConnsActive.Dec()
 	logger := n.logger.With(slog.String("remote", conn.RemoteAddr().String()))

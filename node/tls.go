@@ -14,11 +14,12 @@ import (
 	"github.com/mcpgw/mcpgw/cluster"
 )
 
-// quicCertificate returns the certificate the QUIC listener presents: the
-// operator's when certFile and keyFile are given, otherwise this node's
-// certificate from the cluster CA in clusterDir, so clients trust every node
-// of a cluster through one CA file (<cluster TLS dir>/ca.crt).
-func quicCertificate(certFile, keyFile, clusterDir string) (tls.Certificate, error) {
+// servingCertificate returns the certificate the QUIC listener, and the
+// session and admin listeners when they serve TLS, present: the operator's when certFile and keyFile are given, otherwise
+// this node's certificate from the cluster CA in clusterDir, so clients
+// trust every node of a cluster through one CA file (<cluster TLS
+// dir>/ca.crt).
+func servingCertificate(certFile, keyFile, clusterDir string) (tls.Certificate, error) {
 	if (certFile == "") != (keyFile == "") {
 		return tls.Certificate{}, errors.New("--tls-cert and --tls-key go together: give both, or neither to use the node's cluster certificate")
 	}
@@ -32,13 +33,22 @@ func quicCertificate(certFile, keyFile, clusterDir string) (tls.Certificate, err
 	certFile, keyFile = filepath.Join(clusterDir, cluster.NodeCertFile), filepath.Join(clusterDir, cluster.NodeKeyFile)
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("load the node's cluster certificate %s for QUIC: %w; run `mcpgw init` or pass --tls-cert and --tls-key", certFile, err)
+		return tls.Certificate{}, fmt.Errorf("load the node's cluster certificate %s for the session listeners: %w; run `mcpgw init` or pass --tls-cert and --tls-key", certFile, err)
 	}
 	if now := time.Now(); now.After(cert.Leaf.NotAfter) {
 		return tls.Certificate{}, fmt.Errorf("certificate %s expired on %s; issue a new one from the cluster CA (`mcpgw init --ca-from <bundle>`), or pass --tls-cert and --tls-key",
 			certFile, cert.Leaf.NotAfter.Format(time.DateOnly))
 	}
 	return cert, nil
+}
+
+// servingCertFile names the file of the certificate servingCertificate
+// loads, for log lines.
+func (c *Config) servingCertFile() string {
+	if c.TLSCertFile != "" {
+		return c.TLSCertFile
+	}
+	return filepath.Join(c.clusterTLSDir(), cluster.NodeCertFile)
 }
 
 // statelessResetKey derives the QUIC stateless reset key from the node's

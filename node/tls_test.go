@@ -21,7 +21,7 @@ func TestQUICCertificate(t *testing.T) {
 	if err := CreateClusterTLS(clusterDir, "n1", []string{"127.0.0.1"}); err != nil {
 		t.Fatal(err)
 	}
-	cert, err := quicCertificate("", "", clusterDir)
+	cert, err := servingCertificate("", "", clusterDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,12 +42,12 @@ func TestQUICCertificate(t *testing.T) {
 		t.Fatalf("the QUIC certificate does not chain to the cluster CA: %v", err)
 	}
 
-	again, _ := quicCertificate("", "", clusterDir)
+	again, _ := servingCertificate("", "", clusterDir)
 	otherDir := filepath.Join(t.TempDir(), "cluster")
 	if err := CreateClusterTLS(otherDir, "n2", []string{"127.0.0.1"}); err != nil {
 		t.Fatal(err)
 	}
-	other, _ := quicCertificate("", "", otherDir)
+	other, _ := servingCertificate("", "", otherDir)
 	k1, err := statelessResetKey(cert)
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +60,7 @@ func TestQUICCertificate(t *testing.T) {
 
 	t.Run("operator certificate", func(t *testing.T) {
 		certFile, keyFile := filepath.Join(otherDir, cluster.NodeCertFile), filepath.Join(otherDir, cluster.NodeKeyFile)
-		got, err := quicCertificate(certFile, keyFile, clusterDir)
+		got, err := servingCertificate(certFile, keyFile, clusterDir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,12 +71,12 @@ func TestQUICCertificate(t *testing.T) {
 		}
 	})
 	t.Run("half a pair", func(t *testing.T) {
-		if _, err := quicCertificate("cert.pem", "", clusterDir); err == nil || !strings.Contains(err.Error(), "--tls-cert and --tls-key go together") {
+		if _, err := servingCertificate("cert.pem", "", clusterDir); err == nil || !strings.Contains(err.Error(), "--tls-cert and --tls-key go together") {
 			t.Fatalf("err = %v", err)
 		}
 	})
 	t.Run("no cluster certificate", func(t *testing.T) {
-		if _, err := quicCertificate("", "", t.TempDir()); err == nil || !strings.Contains(err.Error(), "mcpgw init") {
+		if _, err := servingCertificate("", "", t.TempDir()); err == nil || !strings.Contains(err.Error(), "mcpgw init") {
 			t.Fatalf("err = %v, want advice to run mcpgw init", err)
 		}
 	})

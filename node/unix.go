@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/mcpgw/mcpgw/internal/connlimit"
 )
 
 // unixSocketMode lets the node's user and group connect.
@@ -73,8 +75,12 @@ func (n *Node) acceptUnix() {
 	ln := n.framed.unix
 	stop := context.AfterFunc(n.ctx, func() { ln.Close() })
 	defer stop()
+	// Unix peers have no address to cap them by; they share the session
+	// listener's budget of descriptors.
+	capped := &connlimit.Listener{Listener: ln, Limiter: n.lns.sessions, OnRefuse: n.countRefusedConn("unix"),
+		Refusal: framedRefusals(n.lns.caps.sessions, n.lns.caps.perIP)}
 	for {
-		c, err := ln.AcceptUnix()
+		c, err := capped.Accept()
 		if err != nil {
 			if n.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return

@@ -38,6 +38,9 @@ const (
 	ConnCodeClosed quic.ApplicationErrorCode = 0
 	// ConnCodeShutdown: the gateway node is shutting down.
 	ConnCodeShutdown quic.ApplicationErrorCode = 1
+	// ConnCodeRefused: the gateway node is at a connection cap (its total,
+	// or the caller's address's); the reason says which.
+	ConnCodeRefused quic.ApplicationErrorCode = 2
 )
 
 // QUICOptions tune a QUIC listener.
