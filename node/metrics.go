@@ -16,6 +16,8 @@ type metrics struct {
 	callsTotal     *prometheus.CounterVec   // route, outcome
 	callSeconds    *prometheus.HistogramVec // route
 	refusalsTotal  *prometheus.CounterVec   // kind
+	// unrequestedTotal counts upstream responses to no pending call, dropped.
+	unrequestedTotal *prometheus.CounterVec // route
 
 	quicConnsActive prometheus.Gauge
 }
@@ -43,11 +45,14 @@ func newMetrics() *metrics {
 		refusalsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcpgw_proxy_refusals_total", Help: "Requests and sessions refused, by kind.",
 		}, []string{"kind"}),
+		unrequestedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_proxy_unrequested_responses_total", Help: "Upstream responses whose id no pending call had, dropped instead of forwarded.",
+		}, []string{"route"}),
 		quicConnsActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mcpgw_quic_connections_active", Help: "Open QUIC connections (each carries many sessions).",
 		}),
 	}
-	m.registry.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.callsTotal, m.callSeconds, m.refusalsTotal, m.quicConnsActive,
+	m.registry.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.callsTotal, m.callSeconds, m.refusalsTotal, m.unrequestedTotal, m.quicConnsActive,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
