@@ -110,7 +110,10 @@ func Dial(ctx context.Context, u Upstream) (mcp.Connection, error) {
 			HTTPClient:           client,
 			MaxRetries:           2,
 			DisableStandaloneSSE: true, // opened by streamableConn, which sees the handshake
-			MaxEventSize:         int(u.MaxMessageBytes),
+			// rt's filter bounds every event by the cap already and answers
+			// an oversized one with an error for its call; the SDK's own cap
+			// would end the session instead.
+			MaxEventSize: -1,
 		}
 		conn, err := t.Connect(ctx)
 		if err != nil {
