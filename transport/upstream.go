@@ -527,6 +527,9 @@ func dialStdio(ctx context.Context, u Upstream) (mcp.Connection, error) {
 		}
 	}
 	cmd.Env = append(env, u.Env...)
+	// A child the server left behind holding stderr open must not keep
+	// Close waiting for the end of it.
+	cmd.WaitDelay = 2 * time.Second
 	cmd.Stderr = &lineLogger{logger: u.Logger, command: u.Command[0], red: newRedactor(envValues(u.Env))}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -177,11 +176,13 @@ func checkUpstreamMessage(data []byte) (reason string, ok bool) {
 	if !utf8.Valid(data) {
 		return "the message is not valid UTF-8", false
 	}
-	if jsonDepth(data) > maxJSONDepth {
-		return fmt.Sprintf("the message is nested deeper than %d levels", maxJSONDepth), false
-	}
 	msg, err := jsonrpc.DecodeMessage(data)
 	if err != nil {
+		// The decoder refuses deep nesting too; tell that apart only now,
+		// off the path every good message takes.
+		if jsonDepth(data) > maxJSONDepth {
+			return fmt.Sprintf("the message is nested deeper than %d levels", maxJSONDepth), false
+		}
 		return "the message is not a JSON-RPC 2.0 object", false
 	}
 	if req, ok := msg.(*jsonrpc.Request); ok && req.Method == "" {
@@ -255,8 +256,7 @@ func (t *injectingTransport) bound(req *http.Request, resp *http.Response) *http
 	if resp.StatusCode < 200 || resp.StatusCode > 299 || resp.Body == nil || resp.Body == http.NoBody {
 		return resp
 	}
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	switch mt {
+	switch mediaType(resp.Header.Get("Content-Type")) {
 	case "application/json":
 		if resp.ContentLength > t.max {
 			resp.Body.Close()
@@ -264,8 +264,7 @@ func (t *injectingTransport) bound(req *http.Request, resp *http.Response) *http
 		}
 		resp.Body = &jsonBody{t: t, req: req, src: resp.Body}
 	case "text/event-stream":
-		resp.Body = &sseFilter{t: t, req: req, src: resp.Body, r: newSSEReader(resp.Body, int(min(t.max, int64(maxInt)))), base: resp.Request}
-		resp.Body.(*sseFilter).r.keepEmpty = true
+		resp.Body = newSSEFilter(t, req, resp.Body)
 	default:
 		return resp
 	}
@@ -273,6 +272,13 @@ func (t *injectingTransport) bound(req *http.Request, resp *http.Response) *http
 	resp.Header = resp.Header.Clone()
 	resp.Header.Del("Content-Length")
 	return resp
+}
+
+// mediaType is the lower-case media type of a Content-Type value, without
+// parameters.
+func mediaType(ct string) string {
+	mt, _, _ := strings.Cut(ct, ";")
+	return strings.ToLower(strings.TrimSpace(mt))
 }
 
 func (t *injectingTransport) replaceBody(resp *http.Response, data []byte) *http.Response {
@@ -354,13 +360,19 @@ func (b *jsonBody) Close() error { return b.src.Close() }
 // its call, other unusable events are dropped. For a legacy SSE upstream it
 // also checks the endpoint event against the route's origin.
 type sseFilter struct {
-	t    *injectingTransport
-	req  *http.Request
-	src  io.ReadCloser
-	r    *sseReader
-	base *http.Request // the request the stream answers, to resolve an endpoint against
-	out  bytes.Buffer
-	err  error
+	t           *injectingTransport
+	req         *http.Request // the request the stream answers
+	src         io.ReadCloser
+	r           *sseReader
+	sawEndpoint bool // legacy SSE: the endpoint event has been checked
+	out         bytes.Buffer
+	err         error
+}
+
+func newSSEFilter(t *injectingTransport, req *http.Request, src io.ReadCloser) *sseFilter {
+	r := newSSEReader(src, int(min(t.max, int64(maxInt))))
+	r.keepEmpty = true
+	return &sseFilter{t: t, req: req, src: src, r: r}
 }
 
 func (f *sseFilter) Read(p []byte) (int, error) {
@@ -389,9 +401,18 @@ func (f *sseFilter) next() {
 		f.err = err
 		return
 	}
-	if ev.Name == "endpoint" && f.t.legacySSE {
-		f.checkEndpoint(ev)
-		return
+	if f.t.legacySSE {
+		// The SDK's legacy client takes the first event as the endpoint
+		// and decodes every later one as a message, whatever its name.
+		switch {
+		case !f.sawEndpoint && ev.Name == "endpoint":
+			f.sawEndpoint = true
+			f.checkEndpoint(ev)
+			return
+		case len(ev.Data) == 0 || (ev.Name != "" && ev.Name != "message"):
+			f.skip("")
+			return
+		}
 	}
 	if len(ev.Data) > 0 && (ev.Name == "" || ev.Name == "message") {
 		if reason, ok := checkUpstreamMessage(ev.Data); !ok {
@@ -403,10 +424,20 @@ func (f *sseFilter) next() {
 	writeEvent(&f.out, ev)
 }
 
+// skip passes on nothing of an event but its id, so that a resumed stream
+// still starts after it; the legacy SSE client would take even that for a
+// message, so it gets a comment.
+func (f *sseFilter) skip(eventID string) {
+	if eventID != "" && !f.t.legacySSE {
+		writeEvent(&f.out, sseEvent{ID: eventID})
+		return
+	}
+	f.out.WriteString(": refused event\n\n")
+}
+
 // refuse replaces a refused event by an error for the call it answered:
 // the call the stream is for, or the one the event names. A refused
-// notification or request is dropped; only the id line is kept, so a
-// resumed stream still starts after it.
+// notification or request is dropped (see skip).
 func (f *sseFilter) refuse(eventID string, head []byte, msg string) {
 	id, isResp := peekID(head)
 	switch {
@@ -416,11 +447,7 @@ func (f *sseFilter) refuse(eventID string, head []byte, msg string) {
 		id = requestID(f.req)
 	}
 	if !id.IsValid() {
-		if eventID != "" {
-			writeEvent(&f.out, sseEvent{ID: eventID})
-		} else {
-			f.out.WriteString(": refused event\n\n")
-		}
+		f.skip(eventID)
 		return
 	}
 	data, _ := jsonrpc.EncodeMessage(&jsonrpc.Response{ID: id, Error: &jsonrpc.Error{Code: CodeUpstreamError, Message: msg}})
@@ -437,11 +464,7 @@ func isRequest(head []byte) bool {
 // route's origin, and ends the stream otherwise: the SDK would POST every
 // message of the session there.
 func (f *sseFilter) checkEndpoint(ev sseEvent) {
-	base := f.req.URL
-	if f.base != nil {
-		base = f.base.URL
-	}
-	u, err := base.Parse(strings.TrimSpace(string(ev.Data)))
+	u, err := f.req.URL.Parse(strings.TrimSpace(string(ev.Data)))
 	if err != nil {
 		f.err = fmt.Errorf("upstream sent an endpoint event that is not a URL; check the route points at a legacy SSE MCP server")
 		return

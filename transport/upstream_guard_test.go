@@ -314,9 +314,7 @@ func FuzzSSEFilter(f *testing.F) {
 		rt := &injectingTransport{route: "r", max: limit, logger: slog.New(slog.DiscardHandler), legacySSE: true}
 		req, _ := http.NewRequest(http.MethodGet, "http://upstream.example/sse", nil)
 		rt.origin = origin{"http", "upstream.example", "80"}
-		src := io.NopCloser(bytes.NewReader(data))
-		fl := &sseFilter{t: rt, req: req, src: src, r: newSSEReader(src, limit)}
-		fl.r.keepEmpty = true
+		fl := newSSEFilter(rt, req, io.NopCloser(bytes.NewReader(data)))
 		out, _ := io.ReadAll(io.LimitReader(fl, int64(4*len(data)+1<<16)))
 		r := newSSEReader(bytes.NewReader(out), 1<<20)
 		for {
