@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 )
@@ -353,4 +355,50 @@ func FuzzCheckUpstreamMessage(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzPlainMessage: what the fast path accepts, the SDK's decoder accepts
+// as a message with a method or an id.
+func FuzzPlainMessage(f *testing.F) {
+	f.Add([]byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`))
+	f.Add([]byte(`{"id":"a","jsonrpc":"2.0","method":"m","params":{"x":[1,"]}"]}}`))
+	f.Add([]byte(`{"jsonrpc":"2.0","method":"notifications/x","error":null}`))
+	f.Add([]byte(` { "jsonrpc" : "2.0" , "id" : -12 , "result" : null } `))
+	f.Add([]byte(`{"jsonrpc":"2.0","id":1,"id":2,"result":1}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if !utf8.Valid(data) || jsonDepth(data) > maxJSONDepth || !json.Valid(data) || !plainMessage(data) {
+			return
+		}
+		msg, err := jsonrpc.DecodeMessage(data)
+		if err != nil {
+			t.Fatalf("fast path accepted %q, which the SDK refuses: %v", data, err)
+		}
+		if req, ok := msg.(*jsonrpc.Request); ok && req.Method == "" {
+			t.Fatalf("fast path accepted %q, a request with an empty method", data)
+		}
+	})
+}
+
+func TestPlainMessage(t *testing.T) {
+	for _, tc := range []struct {
+		msg  string
+		want bool
+	}{
+		{`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"a\"}b"}]}}`, true},
+		{`{"jsonrpc":"2.0","method":"notifications/progress","params":{}}`, true},
+		{`{"jsonrpc":"2.0","id":"x","method":"sampling/createMessage"}`, true},
+		{`{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m"}}`, false}, // left to the SDK
+		{`{"jsonrpc":"2.0","result":{}}`, false},
+		{`{"jsonrpc":"1.0","id":1,"result":{}}`, false},
+		{`{"jsonrpc":"2.0","id":1.5,"result":{}}`, false},
+		{`{"jsonrpc":"2.0","id":true,"result":{}}`, false},
+		{`{"jsonrpc":"2.0","id":1,"method":""}`, false},
+		{`{"jsonrp\u0063":"2.0","id":1,"result":{}}`, false},
+		{`{"jsonrpc":"2.0","id":1,"id":2,"result":{}}`, false},
+		{`[{"jsonrpc":"2.0","id":1,"result":{}}]`, false},
+	} {
+		if got := plainMessage([]byte(tc.msg)); got != tc.want {
+			t.Errorf("plainMessage(%s)=%v, want %v", tc.msg, got, tc.want)
+		}
+	}
 }
