@@ -50,8 +50,8 @@ func checkNoSecret(t *testing.T, what, s string) {
 
 // hostileRoutes starts a node with routes to one hostile upstream over
 // streamable HTTP ("hostile"), legacy SSE ("hostile-sse", same-origin
-// endpoint) and stdio ("hostile-stdio"), each with hostileSecret stored for
-// acme/alice.
+// endpoint), WebSocket ("hostile-ws") and stdio ("hostile-stdio"), each
+// with hostileSecret stored for acme/alice.
 func hostileRoutes(t *testing.T, mutate ...func(*Config)) (*Node, *hostileupstream.Server, map[string]storage.Route) {
 	t.Helper()
 	hs := hostileupstream.Start(t) // before the node, so it stops after it
@@ -60,11 +60,14 @@ func hostileRoutes(t *testing.T, mutate ...func(*Config)) (*Node, *hostileupstre
 	routes := map[string]storage.Route{
 		"streamable": addRoute(t, n, storage.Route{Name: "hostile", URL: hs.URL + "/mcp", Credential: storage.CredentialRequired}),
 		"sse":        addRoute(t, n, storage.Route{Name: "hostile-sse", URL: hs.URL + "/sse", Transport: storage.TransportSSE, Credential: storage.CredentialRequired}),
+		"websocket": addRoute(t, n, storage.Route{Name: "hostile-ws", URL: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", Transport: storage.TransportWebSocket,
+			Credential: storage.CredentialRequired}),
 		"stdio": addRoute(t, n, storage.Route{Name: "hostile-stdio", Transport: storage.TransportStdio, Credential: storage.CredentialRequired,
 			Command: []string{os.Args[0], hostileupstream.StdioArg}}),
 	}
 	putCredential(t, n, "acme", "alice", "hostile", "bearer", hostileSecret)
 	putCredential(t, n, "acme", "alice", "hostile-sse", "bearer", hostileSecret)
+	putCredential(t, n, "acme", "alice", "hostile-ws", "bearer", hostileSecret)
 	putCredential(t, n, "acme", "alice", "hostile-stdio", "env", "HOSTILE_TOKEN="+hostileSecret)
 	return n, hs, routes
 }
@@ -153,6 +156,28 @@ func TestHostileRefusalBodiesNotEchoed(t *testing.T) {
 	}
 }
 
+// TestHostileHandshakeRefusalNotEchoed: an upstream refusing the
+// WebSocket handshake with a JSON-RPC error that echoes the credential
+// gets the session refused without the credential in the caller's error.
+func TestHostileHandshakeRefusalNotEchoed(t *testing.T) {
+	hs := hostileupstream.Start(t)
+	n := startNode(t)
+	route := addRoute(t, n, storage.Route{Name: "refuses", URL: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws-refuse",
+		Transport: storage.TransportWebSocket, Credential: storage.CredentialRequired})
+	putCredential(t, n, "acme", "alice", "refuses", "bearer", hostileSecret)
+	ctx := testContext(t, 20*time.Second)
+	_, err := connect(t, ctx, n, route.URL, "acme", "alice")
+	var re *transport.RefusalError
+	if !errors.As(err, &re) || re.Code != CodeUpstreamError {
+		t.Fatalf("Connect: err = %v, want an upstream refusal", err)
+	}
+	checkMessage(t, re.Message, `upstream of route "refuses"`, "refused "+"[REDACTED]")
+	checkNoSecret(t, "refusal", re.Message)
+	if got := hs.LastAuth.Load(); got == nil || *got != "Bearer "+hostileSecret {
+		t.Fatalf("upstream saw Authorization %v, want the stored credential", got)
+	}
+}
+
 // heapPeak runs f and returns how far HeapInuse rose above where it was
 // before, sampled while f runs.
 func heapPeak(f func()) uint64 {
@@ -202,6 +227,7 @@ func TestHostileHugeResponseFailsAlone(t *testing.T) {
 		{"streamable", hostileupstream.ToolHugeDeclared},
 		{"streamable", hostileupstream.ToolHugeSSE},
 		{"sse", hostileupstream.ToolHuge},
+		{"websocket", hostileupstream.ToolHuge},
 		{"stdio", hostileupstream.ToolHuge},
 	} {
 		t.Run(tc.kind+"/"+tc.tool, func(t *testing.T) {
@@ -233,7 +259,7 @@ func TestHostileHugeResponseFailsAlone(t *testing.T) {
 func TestHostileUnusableResponsesFailAlone(t *testing.T) {
 	n, _, routes := hostileRoutes(t)
 	ctx := testContext(t, 30*time.Second)
-	for _, kind := range []string{"streamable", "sse", "stdio"} {
+	for _, kind := range []string{"streamable", "sse", "websocket", "stdio"} {
 		t.Run(kind, func(t *testing.T) {
 			route := routes[kind]
 			sess, err := connect(t, ctx, n, route.URL, "acme", "alice")
@@ -266,6 +292,7 @@ func TestHostileUnrequestedResponseDropped(t *testing.T) {
 	n := startNode(t)
 	routes := []storage.Route{
 		addRoute(t, n, storage.Route{Name: "stray", URL: hs.URL + "/mcp", Credential: storage.CredentialNone}),
+		addRoute(t, n, storage.Route{Name: "stray-ws", URL: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", Transport: storage.TransportWebSocket, Credential: storage.CredentialNone}),
 		addRoute(t, n, storage.Route{Name: "stray-stdio", Transport: storage.TransportStdio, Credential: storage.CredentialNone,
 			Command: []string{os.Args[0], hostileupstream.StdioArg}}),
 	}

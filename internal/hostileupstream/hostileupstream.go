@@ -1,7 +1,7 @@
 // Package hostileupstream is an MCP upstream that misbehaves on purpose, for
 // tests of what the gateway refuses to trust. It speaks just enough MCP to be
 // proxied (initialize, tools/list, tools/call) over stateless streamable
-// HTTP, legacy HTTP+SSE and stdio, and each tool is one way of attacking the
+// HTTP, legacy HTTP+SSE, WebSocket and stdio, and each tool is one way of attacking the
 // gateway: echoing the credential in an error, answering with 64 MiB,
 // nesting too deep, invalid UTF-8, an id nobody asked for, fields that differ
 // only in case or appear twice, or (legacy SSE) a message endpoint on another
@@ -27,6 +27,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/coder/websocket"
 )
 
 // The tools, each one scenario. Arguments are {"text": "..."} where a tool
@@ -82,7 +84,10 @@ const (
 // Server is a hostile upstream on loopback and what it observed.
 type Server struct {
 	// URL is the server's base URL: streamable HTTP at URL+"/mcp", legacy
-	// SSE at URL+"/sse".
+	// SSE at URL+"/sse", WebSocket (subprotocol "mcp", one message per
+	// text frame) at URL+"/ws". Every other path refuses with HTTP 401 and
+	// a JSON-RPC error echoing the Authorization header, raw and base64, as
+	// a server refusing a session (or a WebSocket handshake) might.
 	URL string
 	// Elsewhere is a second server, on another port, that the legacy SSE
 	// endpoint event names by default: any request reaching it is one the
@@ -149,10 +154,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveSSE(w, r)
 	case r.URL.Path == "/messages" && r.Method == http.MethodPost:
 		s.serveSSEPost(w, r)
+	case r.URL.Path == "/ws":
+		s.serveWebSocket(w, r)
 	case r.Method == http.MethodPost:
 		s.serveStreamable(w, r)
 	default:
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":%s}}`,
+			quote("refused "+auth+" ("+base64.StdEncoding.EncodeToString([]byte(auth))+")"))
 	}
 }
 
@@ -390,6 +400,48 @@ func (s *Server) serveSSEPost(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// serveWebSocket answers each text frame with its scenario, one message
+// per frame; HTTP refusals become JSON-RPC errors, there being no status
+// per message.
+func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	auth := r.Header.Get("Authorization")
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"mcp"}})
+	if err != nil {
+		return
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(1 << 20)
+	ctx := r.Context()
+	for {
+		_, data, err := c.Read(ctx)
+		if err != nil {
+			return
+		}
+		var m call
+		if json.Unmarshal(data, &m) != nil || len(m.ID) == 0 {
+			continue
+		}
+		for _, msg := range s.answer(m, auth).asMessages(m) {
+			fw, err := c.Writer(ctx, websocket.MessageText)
+			if err != nil {
+				return
+			}
+			if msg(fw) != nil || fw.Close() != nil {
+				return
+			}
+		}
+	}
+}
+
+// asMessages is how a transport without HTTP statuses answers: a refusal
+// becomes a JSON-RPC error carrying its body.
+func (rep reply) asMessages(c call) []func(io.Writer) error {
+	if rep.status == 0 {
+		return rep.msgs
+	}
+	return []func(io.Writer) error{raw(`{"jsonrpc":"2.0","id":` + string(c.ID) + `,"error":{"code":-32001,"message":` + quote(rep.body) + `}}`)}
+}
+
 // StdioArg is the argument that makes a test binary act as a hostile stdio
 // upstream (see RunStdioIfAsked).
 const StdioArg = "-mcpgw.hostile-stdio-upstream"
@@ -423,11 +475,7 @@ func RunStdioIfAsked(args []string) bool {
 		if json.Unmarshal(line, &c) != nil || len(c.ID) == 0 {
 			continue
 		}
-		rep := s.answer(c, "")
-		if rep.status != 0 { // no HTTP here: an error of its own
-			rep = reply{msgs: []func(io.Writer) error{raw(`{"jsonrpc":"2.0","id":` + string(c.ID) + `,"error":{"code":-32001,"message":` + quote(rep.body) + `}}`)}}
-		}
-		for _, m := range rep.msgs {
+		for _, m := range s.answer(c, "").asMessages(c) {
 			if m(out) != nil || out.WriteByte('\n') != nil || out.Flush() != nil {
 				return true
 			}
