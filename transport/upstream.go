@@ -93,7 +93,7 @@ func Dial(ctx context.Context, u Upstream) (mcp.Connection, error) {
 		rt.base = http.DefaultTransport
 	}
 	client := &http.Client{Transport: rt, CheckRedirect: noRedirects}
-	if u.Kind != KindStdio {
+	if u.Kind == "" || u.Kind == KindStreamable || u.Kind == KindSSE || u.Kind == KindWebSocket {
 		pu, err := url.Parse(u.URL)
 		if err != nil {
 			return nil, fmt.Errorf("upstream URL is not a URL: %w", err)
@@ -179,11 +179,11 @@ type injectingTransport struct {
 	header  func() (http.Header, error)
 	version atomic.Pointer[string] // negotiated MCP protocol version, once known
 
-	origin    origin       // the route's; the only one requests may go to
-	route     string       // route name, for errors
-	max       int64        // cap on one message from the upstream
-	logger    *slog.Logger //
-	legacySSE bool         // the upstream speaks legacy SSE: check its endpoint event
+	origin    origin // the route's; the only one requests may go to
+	route     string // route name, for errors
+	max       int64  // cap on one message from the upstream
+	logger    *slog.Logger
+	legacySSE bool // the upstream speaks legacy SSE: check its endpoint event
 	// endpointErr is set when a legacy SSE upstream named an endpoint on
 	// another origin, so Dial can say so instead of the SDK's generic error.
 	endpointErr atomic.Pointer[CrossOriginError]
