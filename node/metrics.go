@@ -16,6 +16,8 @@ type metrics struct {
 	callsTotal     *prometheus.CounterVec   // route, outcome
 	callSeconds    *prometheus.HistogramVec // route
 	refusalsTotal  *prometheus.CounterVec   // kind
+	// unrequestedTotal counts upstream responses to no pending call, dropped.
+	unrequestedTotal *prometheus.CounterVec // route
 
 	quicConnsActive   prometheus.Gauge
 	connsRefusedTotal *prometheus.CounterVec // listener, reason
@@ -44,6 +46,9 @@ func newMetrics() *metrics {
 		refusalsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcpgw_proxy_refusals_total", Help: "Requests and sessions refused, by kind.",
 		}, []string{"kind"}),
+		unrequestedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_proxy_unrequested_responses_total", Help: "Upstream responses whose id no pending call had, dropped instead of forwarded.",
+		}, []string{"route"}),
 		quicConnsActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mcpgw_quic_connections_active", Help: "Open QUIC connections (each carries many sessions).",
 		}),
@@ -51,7 +56,7 @@ func newMetrics() *metrics {
 			Name: "mcpgw_listener_connections_refused_total", Help: "Connections closed on arrival at a connection cap, by listener and cap (listener_cap, per_ip_cap).",
 		}, []string{"listener", "reason"}),
 	}
-	m.registry.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.callsTotal, m.callSeconds, m.refusalsTotal, m.quicConnsActive, m.connsRefusedTotal,
+	m.registry.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.callsTotal, m.callSeconds, m.refusalsTotal, m.unrequestedTotal, m.quicConnsActive, m.connsRefusedTotal,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

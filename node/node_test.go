@@ -18,13 +18,14 @@ import (
 
 	"github.com/mcpgw/mcpgw/client"
 	"github.com/mcpgw/mcpgw/cluster"
+	"github.com/mcpgw/mcpgw/internal/hostileupstream"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/vault"
 )
 
 func TestMain(m *testing.M) {
-	if upstreamtest.RunStdioIfAsked(os.Args) {
+	if upstreamtest.RunStdioIfAsked(os.Args) || hostileupstream.RunStdioIfAsked(os.Args) {
 		return
 	}
 	// Fail the package if any test leaves a goroutine running. A server

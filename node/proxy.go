@@ -253,8 +253,8 @@ func (s *session) admit(ctx context.Context, req *jsonrpc.Request) (context.Cont
 }
 
 // abandon stops tracking the call a forwarded notifications/cancelled names
-// and aborts its upstream write. A response that still arrives is forwarded;
-// the client ignores it, as the protocol says.
+// and aborts its upstream write. A response that still arrives is dropped,
+// as for any id nothing is waiting on.
 func (s *session) abandon(note *jsonrpc.Request) {
 	var p struct {
 		RequestID any `json:"requestId"`
@@ -401,16 +401,22 @@ func (s *session) complete(ctx context.Context, resp *jsonrpc.Response) {
 		s.finished[resp.ID] = pc.cancel
 	}
 	s.mu.Unlock()
-	if ok {
-		if pc.written {
-			pc.cancel()
-		}
-		s.release(pc)
-		if pc.method == "tools/list" && resp.Error == nil {
-			resp = s.filterTools(resp)
-		}
+	if !ok {
+		// Nothing asked for it (or its caller gave up on it): passing it on
+		// would let the upstream answer the client's future calls, or a
+		// call the gateway refused, in the gateway's name.
+		s.n.metrics.unrequestedTotal.WithLabelValues(s.route.Name).Inc()
+		s.logger.Debug("upstream response to no pending call dropped", slog.Any("id", resp.ID.Raw()))
+		return
 	}
-	if ok && pc.method == "tools/call" {
+	if pc.written {
+		pc.cancel()
+	}
+	s.release(pc)
+	if pc.method == "tools/list" && resp.Error == nil {
+		resp = s.filterTools(resp)
+	}
+	if pc.method == "tools/call" {
 		outcome, label := "ok", "ok"
 		switch {
 		case resp.Error != nil:

@@ -210,7 +210,16 @@ func (n *Node) dial(ctx context.Context, spec sessionSpec, creds *credentialSour
 		Env:             env,
 		MaxMessageBytes: n.cfg.MaxMessageBytes,
 		Logger:          n.logger.With(slog.String("route", spec.route.Name)),
+		Route:           spec.route.Name,
 	})
+	var coe *transport.CrossOriginError
+	if errors.As(err, &coe) {
+		n.metrics.refusalsTotal.WithLabelValues("upstream_cross_origin").Inc()
+		n.logger.Warn("upstream pointed the session at another origin; refused", slog.String("route", spec.route.Name),
+			slog.String("route_origin", coe.Route), slog.String("target", coe.Target))
+		return nil, &transport.HTTPError{Status: http.StatusBadGateway, Code: CodeUpstreamError,
+			Message: fmt.Sprintf("upstream of route %q named a message endpoint on another origin (%s); the gateway only talks to the route's origin (%s): fix the server or the route URL (`mcpgw route list`)", spec.route.Name, coe.Target, coe.Route)}
+	}
 	if err != nil {
 		n.metrics.refusalsTotal.WithLabelValues("upstream_error").Inc()
 		n.logger.Warn("upstream connect failed", slog.String("route", spec.route.Name), slog.Any("error", err))

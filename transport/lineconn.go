@@ -17,6 +17,8 @@ import (
 type LineOptions struct {
 	// MaxMessageBytes caps one incoming line. Default DefaultMaxMessageBytes.
 	MaxMessageBytes int64
+	// decode decodes one line; nil means decodeMessage.
+	decode func([]byte) (jsonrpc.Message, error)
 }
 
 // LineConn is an mcp.Connection over a byte stream carrying one JSON-RPC
@@ -24,9 +26,10 @@ type LineOptions struct {
 // message costs only itself: Read returns a *MessageError for it and reads
 // on. Blank lines are skipped.
 type LineConn struct {
-	rwc io.ReadWriteCloser
-	br  *bufio.Reader
-	max int64
+	rwc    io.ReadWriteCloser
+	br     *bufio.Reader
+	max    int64
+	decode func([]byte) (jsonrpc.Message, error)
 
 	incoming chan jsonrpc.Message // from readLoop
 	msgErrs  chan *MessageError   // from readLoop
@@ -56,10 +59,14 @@ func newLineConn(rwc io.ReadWriteCloser, br *bufio.Reader, opts LineOptions) *Li
 	if opts.MaxMessageBytes <= 0 {
 		opts.MaxMessageBytes = DefaultMaxMessageBytes
 	}
+	if opts.decode == nil {
+		opts.decode = decodeMessage
+	}
 	c := &LineConn{
 		rwc:      rwc,
 		br:       br,
 		max:      opts.MaxMessageBytes,
+		decode:   opts.decode,
 		incoming: make(chan jsonrpc.Message),
 		msgErrs:  make(chan *MessageError),
 		failed:   make(chan struct{}),
@@ -88,7 +95,7 @@ func (c *LineConn) readLoop() {
 		case isBlank(line):
 			continue
 		default:
-			if msg, err = decodeMessage(line); err != nil {
+			if msg, err = c.decode(line); err != nil {
 				merr, _ = AsMessageError(err)
 			}
 		}

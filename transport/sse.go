@@ -3,6 +3,7 @@ package transport
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,43 +12,92 @@ import (
 
 // sseEvent is one server-sent event.
 type sseEvent struct {
-	ID   string
-	Name string
-	Data []byte
+	ID    string
+	Name  string
+	Retry string
+	Data  []byte
 }
 
 // sseReader reads server-sent events from a stream, bounding each event.
 type sseReader struct {
 	r   *bufio.Reader
 	max int
+	// keepEmpty makes Next return events without data that carry an id, a
+	// name or a retry (a resumable stream's priming event), for a reader
+	// that passes the stream on.
+	keepEmpty bool
 }
 
 func newSSEReader(r io.Reader, maxEvent int) *sseReader {
 	return &sseReader{r: bufio.NewReaderSize(r, 64<<10), max: maxEvent}
 }
 
+// sseTooLarge reports an event over the cap. The reader has skipped the
+// rest of it and may read on; head is the start of the event's data, which
+// usually names the id of the message it carried.
+type sseTooLarge struct {
+	max  int
+	line bool // a single line was over the cap
+	head []byte
+}
+
+func (e *sseTooLarge) Error() string {
+	if e.line {
+		return fmt.Sprintf("server-sent event line longer than %d bytes", e.max)
+	}
+	return fmt.Sprintf("server-sent event larger than %d bytes", e.max)
+}
+
 // Next returns the next event with data. Events without data (comments,
-// keepalives, bare ids) are skipped. It returns io.EOF at the end of the
-// stream and an error naming the limit for an oversized event.
+// keepalives, bare ids) are skipped unless keepEmpty is set. It returns
+// io.EOF at the end of the stream and an *sseTooLarge for an oversized
+// event, with the event's id, after which it can read on: only the first
+// peekHeadBytes of such an event are ever buffered.
 func (s *sseReader) Next() (sseEvent, error) {
 	var ev sseEvent
 	var data bytes.Buffer
 	hasData := false
+	var big *sseTooLarge
+	dispatch := func() (sseEvent, error, bool) {
+		switch {
+		case big != nil:
+			return sseEvent{ID: ev.ID, Name: ev.Name}, big, true
+		case hasData:
+			ev.Data = data.Bytes()
+			return ev, nil, true
+		case s.keepEmpty && (ev.ID != "" || ev.Name != "" || ev.Retry != ""):
+			return ev, nil, true
+		}
+		return ev, nil, false
+	}
 	for {
 		line, err := s.readLine()
-		if err != nil {
-			if err == io.EOF && hasData {
-				ev.Data = data.Bytes()
-				return ev, nil
+		var long *sseTooLarge
+		switch {
+		case errors.As(err, &long):
+			if big == nil {
+				big = long
+				head := data.Bytes()
+				if field, value, _ := strings.Cut(string(long.head), ":"); field == "data" {
+					head = append(head, strings.TrimPrefix(value, " ")...)
+				}
+				big.head = bytes.Clone(head[:min(len(head), peekHeadBytes)])
+				data = bytes.Buffer{}
+			}
+			continue
+		case err != nil:
+			if err == io.EOF {
+				if e, derr, ok := dispatch(); ok {
+					return e, derr
+				}
 			}
 			return ev, err
 		}
 		if len(line) == 0 { // blank line: dispatch
-			if hasData {
-				ev.Data = data.Bytes()
-				return ev, nil
+			if e, derr, ok := dispatch(); ok {
+				return e, derr
 			}
-			ev = sseEvent{}
+			ev, hasData, big = sseEvent{}, false, nil
 			continue
 		}
 		if line[0] == ':' {
@@ -57,11 +107,17 @@ func (s *sseReader) Next() (sseEvent, error) {
 		value = strings.TrimPrefix(value, " ")
 		switch field {
 		case "data":
+			if big != nil {
+				continue
+			}
 			if hasData {
 				data.WriteByte('\n')
 			}
 			if data.Len()+len(value) > s.max {
-				return ev, fmt.Errorf("server-sent event larger than %d bytes", s.max)
+				head := append(data.Bytes(), value...)
+				big = &sseTooLarge{max: s.max, head: bytes.Clone(head[:min(len(head), peekHeadBytes)])}
+				data = bytes.Buffer{}
+				continue
 			}
 			data.WriteString(value)
 			hasData = true
@@ -69,20 +125,31 @@ func (s *sseReader) Next() (sseEvent, error) {
 			ev.Name = value
 		case "id":
 			ev.ID = value
+		case "retry":
+			ev.Retry = value
 		}
 	}
 }
 
-// readLine reads one line without its terminator (LF, CRLF or CR-less),
-// refusing lines longer than the event cap.
+// readLine reads one line without its terminator (LF, CRLF or CR-less). A
+// line longer than the event cap is consumed but not kept: readLine returns
+// an *sseTooLarge holding its first bytes.
 func (s *sseReader) readLine() ([]byte, error) {
 	var line []byte
 	for {
 		frag, err := s.r.ReadSlice('\n')
-		line = append(line, frag...)
-		if len(line) > s.max+64 {
-			return nil, fmt.Errorf("server-sent event line longer than %d bytes", s.max)
+		if len(line)+len(frag) > s.max+64 {
+			head := append(line, frag[:min(len(frag), max(0, peekHeadBytes-len(line)))]...)
+			head = bytes.Clone(head[:min(len(head), peekHeadBytes)])
+			for err == bufio.ErrBufferFull {
+				_, err = s.r.ReadSlice('\n')
+			}
+			if err != nil && err != io.EOF {
+				return nil, err
+			}
+			return nil, &sseTooLarge{max: s.max, line: true, head: head}
 		}
+		line = append(line, frag...)
 		if err == bufio.ErrBufferFull {
 			continue
 		}

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -10,11 +11,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -52,6 +54,9 @@ type Upstream struct {
 	MaxMessageBytes int64
 	// Logger receives the upstream's stderr (stdio) and stream events.
 	Logger *slog.Logger
+	// Route names the route in the errors a caller gets for the upstream's
+	// unusable answers. Default "".
+	Route string
 }
 
 // DialTimeout bounds establishing a TCP connection to an upstream.
@@ -82,11 +87,21 @@ func Dial(ctx context.Context, u Upstream) (mcp.Connection, error) {
 	if base == nil {
 		base = defaultHTTPClient
 	}
-	rt := &injectingTransport{base: base.Transport, header: u.Header}
+	rt := &injectingTransport{base: base.Transport, header: u.Header, route: u.Route, max: u.MaxMessageBytes,
+		logger: u.Logger, legacySSE: u.Kind == KindSSE}
 	if rt.base == nil {
 		rt.base = http.DefaultTransport
 	}
 	client := &http.Client{Transport: rt, CheckRedirect: noRedirects}
+	if u.Kind == "" || u.Kind == KindStreamable || u.Kind == KindSSE || u.Kind == KindWebSocket {
+		pu, err := url.Parse(u.URL)
+		if err != nil {
+			return nil, fmt.Errorf("upstream URL is not a URL: %w", err)
+		}
+		if rt.origin, err = originOf(pu); err != nil {
+			return nil, err
+		}
+	}
 
 	switch u.Kind {
 	case "", KindStreamable:
@@ -95,7 +110,10 @@ func Dial(ctx context.Context, u Upstream) (mcp.Connection, error) {
 			HTTPClient:           client,
 			MaxRetries:           2,
 			DisableStandaloneSSE: true, // opened by streamableConn, which sees the handshake
-			MaxEventSize:         int(u.MaxMessageBytes),
+			// rt's filter bounds every event by the cap already and answers
+			// an oversized one with an error for its call; the SDK's own cap
+			// would end the session instead.
+			MaxEventSize: -1,
 		}
 		conn, err := t.Connect(ctx)
 		if err != nil {
@@ -108,23 +126,23 @@ func Dial(ctx context.Context, u Upstream) (mcp.Connection, error) {
 		// that ctx can cancel until Connect returns.
 		streamCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		stop := context.AfterFunc(ctx, cancel)
-		t := &mcp.SSEClientTransport{Endpoint: u.URL, HTTPClient: client, MaxEventSize: int(u.MaxMessageBytes)}
+		// The filter in rt has bounded every event already; the SDK's own
+		// cap would end the session on one oversized event.
+		t := &mcp.SSEClientTransport{Endpoint: u.URL, HTTPClient: client, MaxEventSize: -1}
 		conn, err := t.Connect(streamCtx)
 		stop()
 		if err != nil {
 			cancel()
+			if ce := rt.endpointErr.Load(); ce != nil {
+				return nil, ce
+			}
 			return nil, err
 		}
 		return &cancelOnClose{Connection: conn, cancel: cancel}, nil
 	case KindWebSocket:
-		var h http.Header
-		if u.Header != nil {
-			var err error
-			if h, err = u.Header(); err != nil {
-				return nil, err
-			}
-		}
-		return DialWebSocket(ctx, u.URL, h, &http.Client{Transport: base.Transport, CheckRedirect: noRedirects}, WebSocketOptions{MaxMessageBytes: u.MaxMessageBytes})
+		// The handshake goes through rt like every other upstream request,
+		// so the origin check and the credential are applied in one place.
+		return dialWebSocket(ctx, u.URL, nil, client, WebSocketOptions{MaxMessageBytes: u.MaxMessageBytes}, decodeUpstream)
 	case KindStdio:
 		return dialStdio(ctx, u)
 	default:
@@ -151,15 +169,35 @@ func noRedirects(req *http.Request, via []*http.Request) error {
 }
 
 // injectingTransport adds the session's credential headers and the
-// negotiated protocol version to every upstream request.
+// negotiated protocol version to every upstream request. It is the one
+// place that decides where a request may go: it refuses, before sending
+// anything, a request to any origin but the route's, so no transport (nor
+// an SDK following what an upstream told it) can carry the credential
+// elsewhere. It also bounds and checks every answer (see bound).
 type injectingTransport struct {
 	base    http.RoundTripper
 	header  func() (http.Header, error)
 	version atomic.Pointer[string] // negotiated MCP protocol version, once known
+
+	origin    origin // the route's; the only one requests may go to
+	route     string // route name, for errors
+	max       int64  // cap on one message from the upstream
+	logger    *slog.Logger
+	legacySSE bool // the upstream speaks legacy SSE: check its endpoint event
+	// endpointErr is set when a legacy SSE upstream named an endpoint on
+	// another origin, so Dial can say so instead of the SDK's generic error.
+	endpointErr atomic.Pointer[CrossOriginError]
 }
 
 func (t *injectingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := t.checkOrigin(req.URL, false); err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
 	req = req.Clone(req.Context())
+	var injected http.Header
 	if t.header != nil {
 		h, err := t.header()
 		if err != nil {
@@ -171,15 +209,22 @@ func (t *injectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 		for k, vs := range h {
 			req.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
 		}
+		injected = h
 	}
 	if v := t.version.Load(); v != nil && req.Header.Get(HeaderProtocolVersion) == "" {
 		req.Header.Set(HeaderProtocolVersion, *v)
 	}
 	resp, err := t.base.RoundTrip(req)
-	if err != nil || req.Method != http.MethodPost {
+	if err != nil {
 		return resp, err
 	}
-	return t.explainRefusal(req, resp), nil
+	switch {
+	case req.Method == http.MethodPost:
+		resp = t.explainRefusal(req, resp, injected)
+	case resp.StatusCode >= 400:
+		resp = t.redactRefusal(resp, injected)
+	}
+	return t.bound(req, resp), nil
 }
 
 // CodeUpstreamError is the JSON-RPC error code for an upstream that failed
@@ -190,7 +235,12 @@ const CodeUpstreamError = -32084
 // into a JSON-RPC error for the request it refused. The SDK treats a bare
 // HTTP error as the end of the whole connection; an MCP session should lose
 // only the one request (a refused notification is logged and dropped).
-func (t *injectingTransport) explainRefusal(req *http.Request, resp *http.Response) *http.Response {
+//
+// The upstream's body never reaches the caller's error as it is: an
+// upstream may echo the request, credential included. A JSON-RPC error body
+// is passed on with every injected value redacted; anything else becomes
+// the status and a fixed message.
+func (t *injectingTransport) explainRefusal(req *http.Request, resp *http.Response, injected http.Header) *http.Response {
 	switch resp.StatusCode {
 	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusMethodNotAllowed,
 		http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType, http.StatusUnprocessableEntity, http.StatusInternalServerError:
@@ -199,33 +249,27 @@ func (t *injectingTransport) explainRefusal(req *http.Request, resp *http.Respon
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	resp.Body = io.NopCloser(bytes.NewReader(body))
-	if _, ok := decodeErrorBody(body); ok {
-		return resp // already a JSON-RPC error the SDK passes on
-	}
-	var id jsonrpc.ID
-	if req.GetBody != nil {
-		if rb, err := req.GetBody(); err == nil {
-			data, _ := io.ReadAll(io.LimitReader(rb, 16<<20))
-			rb.Close()
-			if msg, err := jsonrpc.DecodeMessage(data); err == nil {
-				if r, ok := msg.(*jsonrpc.Request); ok {
-					id = r.ID
-				}
+	id := requestID(req)
+	var rerr *jsonrpc.Error
+	if werr, ok := decodeErrorBody(body); ok {
+		// Already a JSON-RPC error: only its text and data are the
+		// upstream's, and both may echo the credential.
+		red := newRedactor(headerValues(injected))
+		rerr = &jsonrpc.Error{Code: werr.Code, Message: red.redact(werr.Message)}
+		if werr.Data != nil {
+			if d := json.RawMessage(red.redact(string(werr.Data))); json.Valid(d) {
+				rerr.Data = d
 			}
 		}
-	}
-	detail := strings.TrimSpace(string(body))
-	if len(detail) > 200 {
-		detail = detail[:200] + "…"
-	}
-	msg := fmt.Sprintf("upstream answered HTTP %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
-	if detail != "" {
-		msg += ": " + detail
-	}
-	switch resp.StatusCode {
-	case http.StatusUnauthorized, http.StatusForbidden:
-		msg += "; the upstream refused the credential the gateway injected for this account (check it with `mcpgw vault list`)"
+	} else {
+		msg := fmt.Sprintf("upstream answered HTTP %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+		switch resp.StatusCode {
+		case http.StatusUnauthorized, http.StatusForbidden:
+			msg += "; the upstream refused the credential the gateway injected for this account (check it with `mcpgw vault list`)"
+		default:
+			msg += "; the gateway does not pass the upstream's error text on (see the upstream's own logs)"
+		}
+		rerr = &jsonrpc.Error{Code: CodeUpstreamError, Message: msg}
 	}
 	if !id.IsValid() {
 		resp.StatusCode, resp.Status = http.StatusAccepted, "202 Accepted"
@@ -233,13 +277,21 @@ func (t *injectingTransport) explainRefusal(req *http.Request, resp *http.Respon
 		resp.ContentLength = 0
 		return resp
 	}
-	data, _ := jsonrpc.EncodeMessage(&jsonrpc.Response{ID: id, Error: &jsonrpc.Error{Code: CodeUpstreamError, Message: msg}})
-	resp.Header = resp.Header.Clone()
-	resp.Header.Set("Content-Type", "application/json")
-	resp.Header.Del("Content-Length")
-	resp.ContentLength = int64(len(data))
-	resp.Body = io.NopCloser(bytes.NewReader(data))
-	return resp
+	data, _ := jsonrpc.EncodeMessage(&jsonrpc.Response{ID: id, Error: rerr})
+	return t.replaceBody(resp, data)
+}
+
+// redactRefusal keeps of a refused GET (a WebSocket handshake, an event
+// stream) only a JSON-RPC error body, redacted of every injected value.
+func (t *injectingTransport) redactRefusal(resp *http.Response, injected http.Header) *http.Response {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	var data []byte
+	if werr, ok := decodeErrorBody(body); ok {
+		red := newRedactor(headerValues(injected))
+		data, _ = encodeMessage(&jsonrpc.Response{Error: &jsonrpc.Error{Code: werr.Code, Message: red.redact(werr.Message)}})
+	}
+	return t.replaceBody(resp, data)
 }
 
 // streamableConn wraps the go-sdk's streamable client connection used at the
@@ -416,6 +468,10 @@ func (c *streamableConn) standaloneOnce(ctx context.Context, lastID *string) (go
 	r := newSSEReader(resp.Body, int(c.u.MaxMessageBytes))
 	for {
 		ev, err := r.Next()
+		var big *sseTooLarge
+		if errors.As(err, &big) {
+			continue // rt's filter answered it already; this reader only skips it
+		}
 		if err != nil {
 			// The stream ended (cleanly or not): reconnect and resume.
 			return got, true
@@ -453,10 +509,15 @@ func (c *streamableConn) Close() error {
 func (c *streamableConn) SessionID() string { return c.sdk.SessionID() }
 
 // dialStdio starts the route's command with a clean environment plus the
-// credential's variables.
+// credential's variables. Its stdout is read as a LineConn, which bounds
+// every line by the cap and refuses a bad line alone: the SDK's command
+// transport ends the session on the first one.
 func dialStdio(ctx context.Context, u Upstream) (mcp.Connection, error) {
 	if len(u.Command) == 0 {
 		return nil, errors.New("stdio upstream has no command")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	cmd := exec.Command(u.Command[0], u.Command[1:]...)
 	env := make([]string, 0, 2+len(u.Env))
@@ -466,19 +527,69 @@ func dialStdio(ctx context.Context, u Upstream) (mcp.Connection, error) {
 		}
 	}
 	cmd.Env = append(env, u.Env...)
-	cmd.Stderr = &lineLogger{logger: u.Logger, command: u.Command[0]}
-	t := &mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}
-	conn, err := t.Connect(ctx)
+	// A child the server left behind holding stderr open must not keep
+	// Close waiting for the end of it.
+	cmd.WaitDelay = 2 * time.Second
+	cmd.Stderr = &lineLogger{logger: u.Logger, command: u.Command[0], red: newRedactor(envValues(u.Env))}
+	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", u.Command[0], err)
 	}
-	return conn, nil
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", u.Command[0], err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", u.Command[0], err)
+	}
+	c := newLineConn(&processPipes{cmd: cmd, stdout: stdout, stdin: stdin, terminate: 2 * time.Second},
+		bufio.NewReaderSize(stdout, lineBufSize), LineOptions{MaxMessageBytes: u.MaxMessageBytes, decode: decodeUpstream})
+	return c, nil
 }
 
-// lineLogger logs a stdio upstream's stderr line by line at debug level.
+// processPipes is a stdio upstream's stdin and stdout as one stream.
+// Closing it ends the process as the MCP spec asks: close stdin, wait, then
+// SIGTERM, then SIGKILL.
+type processPipes struct {
+	cmd       *exec.Cmd
+	stdout    io.Reader
+	stdin     io.WriteCloser
+	terminate time.Duration // how long each step waits for the process to exit
+}
+
+func (p *processPipes) Read(b []byte) (int, error)  { return p.stdout.Read(b) }
+func (p *processPipes) Write(b []byte) (int, error) { return p.stdin.Write(b) }
+
+func (p *processPipes) Close() error {
+	p.stdin.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- p.cmd.Wait() }()
+	for _, stop := range []func() error{
+		func() error { return nil },
+		func() error { return p.cmd.Process.Signal(syscall.SIGTERM) },
+		p.cmd.Process.Kill,
+	} {
+		if stop() != nil {
+			continue
+		}
+		t := time.NewTimer(p.terminate)
+		select {
+		case err := <-exited:
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+	return errors.New("stdio upstream did not exit after SIGKILL")
+}
+
+// lineLogger logs a stdio upstream's stderr line by line at debug level,
+// with the credential's values redacted: a server that prints its
+// environment must not put the credential into the gateway's log.
 type lineLogger struct {
 	logger  *slog.Logger
 	command string
+	red     *redactor
 	mu      sync.Mutex
 	buf     []byte
 }
@@ -496,7 +607,7 @@ func (l *lineLogger) Write(p []byte) (int, error) {
 				break
 			}
 		}
-		line := string(l.buf[:i])
+		line := l.red.redact(string(l.buf[:i]))
 		l.buf = l.buf[min(i+1, len(l.buf)):]
 		l.logger.Debug("upstream stderr", slog.String("command", l.command), slog.String("line", line))
 	}

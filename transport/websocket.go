@@ -57,6 +57,11 @@ func AcceptWebSocket(w http.ResponseWriter, r *http.Request, opts WebSocketOptio
 // DialWebSocket opens a WebSocket MCP connection to url with the given
 // request headers.
 func DialWebSocket(ctx context.Context, url string, header http.Header, client *http.Client, opts WebSocketOptions) (mcp.Connection, error) {
+	return dialWebSocket(ctx, url, header, client, opts, decodeMessage)
+}
+
+// dialWebSocket is DialWebSocket decoding incoming messages with decode.
+func dialWebSocket(ctx context.Context, url string, header http.Header, client *http.Client, opts WebSocketOptions, decode func([]byte) (jsonrpc.Message, error)) (mcp.Connection, error) {
 	c, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{
 		HTTPClient:   client,
 		HTTPHeader:   header,
@@ -68,13 +73,16 @@ func DialWebSocket(ctx context.Context, url string, header http.Header, client *
 		}
 		return nil, fmt.Errorf("websocket dial %s: %w", url, err)
 	}
-	return newWSConn(c, opts), nil
+	w := newWSConn(c, opts)
+	w.decode = decode
+	return w, nil
 }
 
 // wsConn is an mcp.Connection over one WebSocket.
 type wsConn struct {
-	c    *websocket.Conn
-	opts WebSocketOptions
+	c      *websocket.Conn
+	opts   WebSocketOptions
+	decode func([]byte) (jsonrpc.Message, error)
 
 	ctx    context.Context // ends when the connection closes
 	cancel context.CancelFunc
@@ -89,7 +97,7 @@ func newWSConn(c *websocket.Conn, opts WebSocketOptions) *wsConn {
 	// per message in Read instead, so an oversized message costs only itself.
 	c.SetReadLimit(-1)
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &wsConn{c: c, opts: opts, ctx: ctx, cancel: cancel}
+	w := &wsConn{c: c, opts: opts, decode: decodeMessage, ctx: ctx, cancel: cancel}
 	if opts.PingInterval > 0 {
 		w.wg.Add(1)
 		go w.pingLoop()
@@ -138,7 +146,7 @@ func (w *wsConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 		me.ID, me.Response = peekID(data)
 		return nil, me
 	}
-	return decodeMessage(data)
+	return w.decode(data)
 }
 
 func (w *wsConn) Write(ctx context.Context, msg jsonrpc.Message) error {
