@@ -1,9 +1,11 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -367,5 +369,45 @@ func TestStrictUpstreamResults(t *testing.T) {
 	if r.Error == nil || r.Error.Code != CodeUpstreamError ||
 		!strings.Contains(r.Error.Message, `key "IsError" in the result of tools/call is a case variant of "isError" and refused`) {
 		t.Fatalf("tools/call: result %s error %+v, want the upstream error naming isError", r.Result, r.Error)
+	}
+}
+
+// TestStrictOpenFrameUnix: over a real Unix socket, an open frame with a
+// duplicate or case-variant key is refused with -32600 naming the key,
+// even when the last spelling holds a valid token.
+func TestStrictOpenFrameUnix(t *testing.T) {
+	n, _ := gatewayTo(t)
+	tok := testToken(n)
+	tests := []struct{ name, frame, msg string }{
+		{name: "duplicate token", frame: `{"route":"up","org":"org1","account":"acct1","token":"forged","token":"` + tok + `"}`,
+			msg: `duplicate key "token" in the open frame refused; send each key once, spelled exactly`},
+		{name: "case-variant token", frame: `{"route":"up","org":"org1","account":"acct1","token":"forged","Token":"` + tok + `"}`,
+			msg: `key "Token" in the open frame is a case variant of "token" and refused; send each key once, spelled exactly`},
+		{name: "case-variant org", frame: `{"route":"up","org":"org1","Org":"org2","account":"acct1","token":"` + tok + `"}`,
+			msg: `key "Org" in the open frame is a case variant of "org" and refused; send each key once, spelled exactly`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("unix", n.cfg.UnixPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Write([]byte(tc.frame + "\n")); err != nil {
+				t.Fatal(err)
+			}
+			line, err := bufio.NewReader(c).ReadBytes('\n')
+			if err != nil {
+				t.Fatalf("read open reply: %v", err)
+			}
+			var reply transport.OpenReply
+			if err := json.Unmarshal(line, &reply); err != nil {
+				t.Fatalf("open reply %q: %v", line, err)
+			}
+			if reply.OK || reply.Code != jsonrpc.CodeInvalidRequest || reply.Error != tc.msg {
+				t.Fatalf("open reply %+v, want -32600 %q", reply, tc.msg)
+			}
+		})
 	}
 }
