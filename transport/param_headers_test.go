@@ -2,6 +2,7 @@ package transport
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -45,4 +46,28 @@ func TestParamHeaders(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzParamHeaders learns from arbitrary tools/list results (upstream
+// bytes) and sets headers from arbitrary bodies: it must never panic, and
+// every header it sets must be a valid Mcp-Param-* header.
+func FuzzParamHeaders(f *testing.F) {
+	f.Add([]byte(`{"tools":[{"name":"t","inputSchema":{"properties":{"a":{"x-mcp-header":"A","properties":{"b":{"x-mcp-header":"B"}}}}}}]}`),
+		[]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"a":{"b":"x"}}}}`))
+	f.Fuzz(func(t *testing.T, result, body []byte) {
+		var p ParamHeaders
+		p.learn(result)
+		h := http.Header{}
+		p.set(h, body)
+		for k, vs := range h {
+			if !strings.HasPrefix(k, HeaderParamPrefix) || len(vs) != 1 || !validHeaderToken(strings.TrimPrefix(k, HeaderParamPrefix)) {
+				t.Fatalf("set %s: %q", k, vs)
+			}
+			for _, c := range vs[0] {
+				if c < 0x20 || c > 0x7e {
+					t.Fatalf("header %s value %q is not printable ASCII", k, vs[0])
+				}
+			}
+		}
+	})
 }
