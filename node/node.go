@@ -64,6 +64,11 @@ type Node struct {
 	activeSessions atomic.Int64 // sessions counted against MaxSessions
 	live           liveSessions // running sessions by token id
 
+	// paramHeaders holds, per route (name and URL), what its upstream's
+	// tools mirror into Mcp-Param-* headers: route name + "\x00" + URL →
+	// *transport.ParamHeaders.
+	paramHeaders sync.Map
+
 	closeOnce sync.Once
 	closeErr  error
 }

@@ -1,9 +1,7 @@
 package node
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +12,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpgw/mcpgw/internal/jsonrpcx"
 	"github.com/mcpgw/mcpgw/policy"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/transport"
@@ -157,9 +156,21 @@ func (s *session) clientToServer(ctx context.Context) {
 		s.n.metrics.messagesTotal.WithLabelValues("client_to_server").Inc()
 		req, ok := msg.(*jsonrpc.Request)
 		if !ok || !req.IsCall() {
-			err := s.up.Write(ctx, msg)
+			var cancelled jsonrpc.ID
 			if ok && req.Method == "notifications/cancelled" {
-				s.abandon(req)
+				id, _, err := jsonrpcx.CancelledRequestID(req.Params)
+				if err != nil {
+					// Which call the upstream would cancel is unclear: not
+					// forwarded, and the call it may name stays tracked.
+					s.n.metrics.refusalsTotal.WithLabelValues("bad_message").Inc()
+					s.writeDown(ctx, &jsonrpc.Response{Error: rpcError(jsonrpcx.CodeInvalidRequest, err.Error(), nil)})
+					continue
+				}
+				cancelled = id
+			}
+			err := s.up.Write(ctx, msg)
+			if cancelled.IsValid() {
+				s.abandon(cancelled)
 			}
 			if err != nil {
 				s.logger.Debug("upstream write failed", slog.Any("error", err))
@@ -194,13 +205,15 @@ func (s *session) clientToServer(ctx context.Context) {
 func (s *session) admit(ctx context.Context, req *jsonrpc.Request) (context.Context, *jsonrpc.Error) {
 	pc := pendingCall{method: req.Method, start: time.Now()}
 	if req.Method == "tools/call" {
-		var p struct {
-			Name string `json:"name"`
+		name, ok, err := jsonrpcx.ToolCallName(req.Params)
+		if err != nil {
+			s.n.metrics.refusalsTotal.WithLabelValues("bad_message").Inc()
+			return nil, rpcError(jsonrpcx.CodeInvalidRequest, err.Error(), nil)
 		}
-		if err := json.Unmarshal(req.Params, &p); err != nil || p.Name == "" {
+		if !ok || name == "" {
 			return nil, rpcError(jsonrpc.CodeInvalidParams, "tools/call needs params.name naming the tool", nil)
 		}
-		pc.tool = p.Name
+		pc.tool = name
 	}
 	if end := s.ended.Load(); end != nil {
 		return nil, end.err
@@ -252,20 +265,10 @@ func (s *session) admit(ctx context.Context, req *jsonrpc.Request) (context.Cont
 	return callCtx, nil
 }
 
-// abandon stops tracking the call a forwarded notifications/cancelled names
-// and aborts its upstream write. A response that still arrives is dropped,
-// as for any id nothing is waiting on.
-func (s *session) abandon(note *jsonrpc.Request) {
-	var p struct {
-		RequestID any `json:"requestId"`
-	}
-	if json.Unmarshal(note.Params, &p) != nil {
-		return
-	}
-	id, err := jsonrpc.MakeID(p.RequestID)
-	if err != nil {
-		return
-	}
+// abandon stops tracking the call id a forwarded notifications/cancelled
+// names and aborts its upstream write. A response that still arrives is
+// dropped, as for any id nothing is waiting on.
+func (s *session) abandon(id jsonrpc.ID) {
 	pc, ok := s.takePending(id)
 	if ok {
 		pc.cancel()
@@ -416,12 +419,19 @@ func (s *session) complete(ctx context.Context, resp *jsonrpc.Response) {
 	if pc.method == "tools/list" && resp.Error == nil {
 		resp = s.filterTools(resp)
 	}
+	toolError := false
+	if pc.method == "tools/call" && resp.Error == nil {
+		var err error
+		if toolError, err = jsonrpcx.IsToolError(resp.Result); err != nil {
+			resp = s.unusableResult(resp.ID, pc.method, err)
+		}
+	}
 	if pc.method == "tools/call" {
 		outcome, label := "ok", "ok"
 		switch {
 		case resp.Error != nil:
 			outcome, label = "error", "error"
-		case isToolError(resp.Result):
+		case toolError:
 			// The call went through and the tool reported a failure.
 			outcome, label = "error", "tool_error"
 		}
@@ -461,57 +471,36 @@ func (s *session) writeDown(ctx context.Context, msg jsonrpc.Message) {
 }
 
 // filterTools removes from a tools/list result the tools the rules deny
-// this session, so callers see only what they may call.
+// this session, so callers see only what they may call. A result whose
+// tool names the client could read differently from the gateway fails the
+// call instead: the rules would have been applied to other names.
 func (s *session) filterTools(resp *jsonrpc.Response) *jsonrpc.Response {
 	st, err := s.n.policy()
 	if err != nil || st.rules.Len() == 0 {
 		return resp
 	}
-	var result map[string]json.RawMessage
-	if json.Unmarshal(resp.Result, &result) != nil {
-		return resp
+	tl, err := jsonrpcx.ListedTools(resp.Result)
+	if err != nil {
+		return s.unusableResult(resp.ID, "tools/list", err)
 	}
-	var tools []json.RawMessage
-	if json.Unmarshal(result["tools"], &tools) != nil {
-		return resp
-	}
-	names := make([]string, len(tools))
-	for i, t := range tools {
-		var v struct {
-			Name string `json:"name"`
-		}
-		json.Unmarshal(t, &v)
-		names[i] = v.Name
-	}
-	allowed := st.rules.FilterTools(policy.Request{Service: s.claims.Service, Org: s.org, Account: s.account, Route: s.route.Name}, names)
-	kept := tools[:0]
-	for i, t := range tools {
-		if allowed[i] {
-			kept = append(kept, t)
+	allowed := st.rules.FilterTools(policy.Request{Service: s.claims.Service, Org: s.org, Account: s.account, Route: s.route.Name}, tl.Names)
+	kept := 0
+	for _, a := range allowed {
+		if a {
+			kept++
 		}
 	}
-	if len(kept) == len(names) {
+	if kept == len(tl.Names) {
 		return resp
 	}
-	b, err := json.Marshal(kept)
-	if err != nil {
-		return resp
-	}
-	result["tools"] = b
-	out, err := json.Marshal(result)
-	if err != nil {
-		return resp
-	}
-	return &jsonrpc.Response{ID: resp.ID, Result: out}
+	return &jsonrpc.Response{ID: resp.ID, Result: tl.Keep(allowed)}
 }
 
-// isToolError reports whether a tools/call result says isError: true.
-func isToolError(result json.RawMessage) bool {
-	if !bytes.Contains(result, []byte(`"isError"`)) {
-		return false
-	}
-	var r struct {
-		IsError bool `json:"isError"`
-	}
-	return json.Unmarshal(result, &r) == nil && r.IsError
+// unusableResult is the error a call gets in place of an upstream result
+// the gateway refuses to decide on.
+func (s *session) unusableResult(id jsonrpc.ID, method string, err error) *jsonrpc.Response {
+	s.n.metrics.refusalsTotal.WithLabelValues("upstream_error").Inc()
+	s.logger.Warn("upstream result refused", slog.String("method", method), slog.Any("error", err))
+	return &jsonrpc.Response{ID: id, Error: rpcError(CodeUpstreamError,
+		fmt.Sprintf("upstream of route %q answered %s with a result the gateway refuses (%v); report it to the server's maintainers", s.route.Name, method, err), nil)}
 }

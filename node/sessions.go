@@ -191,6 +191,20 @@ func (n *Node) resolve(req sessionRequest) (sessionSpec, error) {
 	return spec, nil
 }
 
+// routeParamHeaders returns the Mcp-Param-* bindings learned for route,
+// shared by all its sessions (a 2026-07-28 client lists tools and calls
+// them in different stateless sessions). Keyed by the route's configured
+// URL too, so a route pointed elsewhere starts afresh; routes are few, so
+// the map stays small.
+func (n *Node) routeParamHeaders(route storage.Route) *transport.ParamHeaders {
+	key := route.Name + "\x00" + route.URL
+	if p, ok := n.paramHeaders.Load(key); ok {
+		return p.(*transport.ParamHeaders)
+	}
+	p, _ := n.paramHeaders.LoadOrStore(key, &transport.ParamHeaders{})
+	return p.(*transport.ParamHeaders)
+}
+
 // dial opens the upstream connection for a session, with the account's
 // credential injected: as headers on every HTTP request (read afresh each
 // time, so a rotated credential applies from the next request) or as
@@ -211,6 +225,7 @@ func (n *Node) dial(ctx context.Context, spec sessionSpec, creds *credentialSour
 		MaxMessageBytes: n.cfg.MaxMessageBytes,
 		Logger:          n.logger.With(slog.String("route", spec.route.Name)),
 		Route:           spec.route.Name,
+		ParamHeaders:    n.routeParamHeaders(spec.route),
 	})
 	var coe *transport.CrossOriginError
 	if errors.As(err, &coe) {

@@ -18,9 +18,11 @@
 //
 //     {"target":"https://mcp.example.com/mcp","org":"o","account":"a","token":"…"}
 //
-//     A named route may replace the target: {"route":"linear",…}. The
-//     frame must arrive within the open deadline (10 s unless configured),
-//     or the stream is refused.
+//     A named route may replace the target: {"route":"linear",…}. Each
+//     key appears once, spelled exactly: a duplicate or a case variant
+//     ("Token") is refused, so that no two readers of a frame disagree on
+//     who asks for what. The frame must arrive within the open deadline
+//     (10 s unless configured), or the stream is refused.
 //
 //  2. The gateway answers with one line: {"ok":true}, or
 //     {"ok":false,"code":<JSON-RPC error code>,"error":"<what to do>"} and
@@ -29,8 +31,9 @@
 //  3. Then both sides send newline-delimited JSON-RPC 2.0, one message per
 //     line. A line over the message cap is answered with a JSON-RPC error
 //     (id null) and skipped through its newline; a line that is not JSON-RPC
-//     is answered with a parse error (id null). Either way the session goes
-//     on.
+//     is answered with a parse error (id null). A message whose envelope
+//     has a duplicate or case-variant key (two "id"s, "Method") is answered
+//     with -32600. Either way the session goes on.
 //
 // Closing a stream ends its session only; resetting it (RESET_STREAM or
 // STOP_SENDING) does the same. Closing the QUIC connection ends all of its

@@ -9,7 +9,14 @@ import (
 	"strconv"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+
+	"github.com/mcpgw/mcpgw/internal/jsonrpcx"
 )
+
+// CodeHeaderMismatch is the JSON-RPC error code of a routing header that
+// disagrees with the body, as the MCP specification and the go-sdk define
+// it.
+const CodeHeaderMismatch = -32020
 
 // MessageError reports that one incoming message was unusable (malformed
 // JSON, over the size cap) while the connection itself is still fine. Read
@@ -36,10 +43,16 @@ func AsMessageError(err error) (*MessageError, bool) {
 	return me, ok
 }
 
-// decodeMessage decodes one JSON-RPC message, turning a decode failure into
-// a MessageError that names the problem.
+// decodeMessage decodes one JSON-RPC message strictly (see jsonrpcx),
+// turning a decode failure into a MessageError that names the problem.
 func decodeMessage(data []byte) (jsonrpc.Message, error) {
-	msg, err := jsonrpc.DecodeMessage(data)
+	msg, err := jsonrpcx.DecodeMessage(data)
+	var strict *jsonrpcx.Error
+	if errors.As(err, &strict) {
+		// The message is readable but ambiguous: answer the call it is,
+		// when its id is not what is ambiguous.
+		return nil, &MessageError{Code: jsonrpcx.CodeInvalidRequest, Message: strict.Error(), ID: strict.ID, Response: strict.Response}
+	}
 	if err != nil {
 		return nil, &MessageError{
 			Code:    jsonrpc.CodeParseError,
@@ -76,7 +89,7 @@ func peekID(head []byte) (id jsonrpc.ID, response bool) {
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return jsonrpc.ID{}, false
 	}
-	sawMethod, sawResult := false, false
+	sawMethod, sawResult, sawID := false, false, false
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
@@ -89,9 +102,11 @@ func peekID(head []byte) (id jsonrpc.ID, response bool) {
 			sawResult = true
 		case "id":
 			var v any
-			if dec.Decode(&v) != nil {
+			if sawID || dec.Decode(&v) != nil {
+				// Two ids: which one the peer meant is anyone's guess.
 				return jsonrpc.ID{}, false
 			}
+			sawID = true
 			if id, err = jsonrpc.MakeID(v); err != nil {
 				return jsonrpc.ID{}, false
 			}
@@ -116,6 +131,8 @@ type HTTPError struct {
 	Message string
 	// RetryAfter, when positive, is sent as a Retry-After header (seconds).
 	RetryAfter int
+	// ID, when valid, is the id of the request the refusal answers.
+	ID jsonrpc.ID
 }
 
 func (e *HTTPError) Error() string { return e.Message }
@@ -131,7 +148,7 @@ func WriteHTTPError(w http.ResponseWriter, err error) {
 	if he.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(he.RetryAfter))
 	}
-	body, _ := encodeMessage(&jsonrpc.Response{Error: &jsonrpc.Error{Code: he.Code, Message: he.Message}})
+	body, _ := encodeMessage(&jsonrpc.Response{ID: he.ID, Error: &jsonrpc.Error{Code: he.Code, Message: he.Message}})
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(he.Status)

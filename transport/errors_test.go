@@ -137,6 +137,8 @@ func TestPeekID(t *testing.T) {
 		{name: "id and nothing else", head: `{"jsonrpc":"2.0","id":5}`},
 		{name: "method and result", head: `{"id":5,"result":{},"method":"ping"}`, id: int64(5)},
 		{name: "case matters", head: `{"ID":5,"Method":"ping"}`},
+		{name: "duplicate id", head: `{"jsonrpc":"2.0","id":5,"id":6,"method":"ping","params":{"text":"` + big},
+		{name: "null then id", head: `{"jsonrpc":"2.0","id":null,"id":6,"method":"ping"}`},
 		{name: "not an object", head: `[{"jsonrpc":"2.0","id":5,"method":"ping"}]`},
 		{name: "garbage", head: "\xff\x00"},
 		{name: "empty", head: ""},

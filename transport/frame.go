@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+
+	"github.com/mcpgw/mcpgw/internal/jsonrpcx"
 )
 
 // This file implements the framed wire format of QUIC streams and Unix
@@ -32,6 +34,9 @@ type OpenFrame struct {
 	Account string `json:"account"`
 	Token   string `json:"token,omitempty"`
 }
+
+// openFrameKeys are the members of an open frame, as OpenFrame spells them.
+var openFrameKeys = []string{"target", "route", "org", "account", "token"}
 
 // OpenReply answers an open frame: {"ok":true}, or a refusal with a
 // JSON-RPC error code and a message that says what to do.
@@ -61,6 +66,19 @@ func ParseOpenFrame(line []byte) (OpenFrame, error) {
 	if err := json.Unmarshal(line, &f); err != nil {
 		return OpenFrame{}, &MessageError{Code: jsonrpc.CodeParseError,
 			Message: fmt.Sprintf("malformed open frame: %v; send one JSON object with target (or route), org, account and token, then a newline", err)}
+	}
+	// encoding/json has read the frame leniently (keys in any case, the
+	// last of duplicates); the gateway decides on it only if every reader
+	// would have read the same.
+	const where = "the open frame"
+	vals, err := jsonrpcx.Members(line, where, openFrameKeys...)
+	if err != nil {
+		return OpenFrame{}, &MessageError{Code: jsonrpcx.CodeInvalidRequest, Message: err.Error()}
+	}
+	for i, raw := range vals {
+		if _, _, err := jsonrpcx.String(raw, openFrameKeys[i], where); err != nil {
+			return OpenFrame{}, &MessageError{Code: jsonrpcx.CodeInvalidRequest, Message: err.Error()}
+		}
 	}
 	if f.Target != "" && f.Route != "" {
 		return OpenFrame{}, &MessageError{Code: jsonrpc.CodeInvalidParams, Message: "open frame names both a target and a route; give one of them"}

@@ -16,6 +16,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpgw/mcpgw/internal/jsonrpcx"
 )
 
 // Header names of the streamable HTTP transport.
@@ -218,7 +220,18 @@ func (s *StreamableServer) servePOST(w http.ResponseWriter, r *http.Request, id 
 	}
 	msgs, err := decodeBody(body)
 	if err != nil {
-		WriteHTTPError(w, &HTTPError{Status: http.StatusBadRequest, Code: jsonrpc.CodeParseError, Message: err.Error()})
+		he := &HTTPError{Status: http.StatusBadRequest, Code: jsonrpc.CodeParseError, Message: err.Error()}
+		if me, ok := AsMessageError(err); ok {
+			he.Code = me.Code
+			if !me.Response {
+				he.ID = me.ID
+			}
+		}
+		WriteHTTPError(w, he)
+		return
+	}
+	if err := checkBody(r.Header, msgs); err != nil {
+		WriteHTTPError(w, err)
 		return
 	}
 
@@ -305,6 +318,9 @@ func decodeBody(body []byte) ([]jsonrpc.Message, error) {
 	for i, raw := range raws {
 		msg, err := decodeMessage(raw)
 		if err != nil {
+			if me, ok := AsMessageError(err); ok {
+				return nil, &MessageError{Code: me.Code, Message: fmt.Sprintf("batch element %d: %s", i, me.Message)}
+			}
 			return nil, fmt.Errorf("batch element %d: %v", i, err)
 		}
 		msgs = append(msgs, msg)
@@ -495,7 +511,7 @@ func (h *httpSession) servePOST(w http.ResponseWriter, r *http.Request, msgs []j
 			}
 			h.pending[req.ID] = st
 			st.remaining++
-			if tok := progressToken(req.Params); tok != "" {
+			if tok, _ := progressToken(req.Method, req.Params); tok != "" { // checkBody refused ambiguous tokens
 				h.progress[tok] = st
 			}
 		}
@@ -665,8 +681,12 @@ func (h *httpSession) Write(_ context.Context, msg jsonrpc.Message) error {
 		st.remaining--
 		last = st.remaining == 0
 	case *jsonrpc.Request:
-		if tok := progressToken(m.Params); tok != "" && m.Method == "notifications/progress" {
-			st = h.progress[tok]
+		if m.Method == "notifications/progress" {
+			// An ambiguous token from the upstream routes like no token:
+			// to the GET stream or the newest POST stream of the session.
+			if tok, err := progressToken(m.Method, m.Params); err == nil && tok != "" {
+				st = h.progress[tok]
+			}
 		}
 		if st == nil {
 			st = h.standalone
@@ -711,35 +731,11 @@ func (h *httpSession) closed() bool {
 
 func (h *httpSession) SessionID() string { return h.id }
 
-// progressToken returns params._meta.progressToken (or the top-level
-// progressToken of a progress notification) as a map key, or "" if there
-// is none. The key is the token's JSON encoding, so the string "1" and the
-// number 1 stay different tokens.
-func progressToken(params json.RawMessage) string {
-	if len(params) == 0 || !strings.Contains(string(params), "progressToken") {
-		return ""
+// progressToken returns the progress token of a message's params as a map
+// key (see jsonrpcx.ProgressToken), or "" if there is none.
+func progressToken(method string, params json.RawMessage) (string, error) {
+	if len(params) == 0 {
+		return "", nil
 	}
-	var p struct {
-		Meta struct {
-			ProgressToken any `json:"progressToken"`
-		} `json:"_meta"`
-		ProgressToken any `json:"progressToken"` // notifications/progress carries it at top level
-	}
-	if json.Unmarshal(params, &p) != nil {
-		return ""
-	}
-	tok := p.Meta.ProgressToken
-	if tok == nil {
-		tok = p.ProgressToken
-	}
-	switch tok.(type) {
-	case string, float64: // the only token types the protocol allows
-	default:
-		return ""
-	}
-	key, err := json.Marshal(tok)
-	if err != nil {
-		return ""
-	}
-	return string(key)
+	return jsonrpcx.ProgressToken(method, params)
 }

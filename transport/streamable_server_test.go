@@ -36,6 +36,9 @@ func TestDecodeBody(t *testing.T) {
 		{name: "empty batch", body: `[]`, errMsg: "empty JSON-RPC batch"},
 		{name: "garbage batch element", body: `[{"jsonrpc":"2.0","id":1,"method":"ping"},"garbage"]`, errMsg: "batch element 1: malformed JSON-RPC message"},
 		{name: "null batch element", body: `[null]`, errMsg: "batch element 0: malformed JSON-RPC message"},
+		{name: "duplicate method", body: `{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}`, errMsg: `duplicate key "method" in the JSON-RPC message refused`},
+		{name: "case-variant id in a batch", body: `[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","ID":2,"id":3,"method":"ping"}]`,
+			errMsg: `batch element 1: key "ID" in the JSON-RPC message is a case variant of "id"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -98,27 +101,48 @@ func FuzzDecodeBody(f *testing.F) {
 func TestProgressToken(t *testing.T) {
 	tests := []struct {
 		name   string
+		method string // default tools/call
 		params string
 		want   string
+		err    string // part of the refusal
 	}{
 		{name: "none", params: ``, want: ""},
 		{name: "no token", params: `{"name":"echo"}`, want: ""},
 		{name: "request string token", params: `{"name":"slow","_meta":{"progressToken":"p1"}}`, want: `"p1"`},
-		{name: "notification token", params: `{"progressToken":"p1","progress":1}`, want: `"p1"`},
+		{name: "notification token", method: "notifications/progress", params: `{"progressToken":"p1","progress":1}`, want: `"p1"`},
+		{name: "top-level token of a request", params: `{"progressToken":"p1"}`, want: ""},
 		{name: "number token", params: `{"_meta":{"progressToken":1}}`, want: `1`},
 		{name: "string of a number", params: `{"_meta":{"progressToken":"1"}}`, want: `"1"`},
-		{name: "number spelled as a float", params: `{"progressToken":1.0,"progress":1}`, want: `1`},
+		{name: "number spelled as a float", method: "notifications/progress", params: `{"progressToken":1.0,"progress":1}`, want: `1`},
 		{name: "empty string token", params: `{"_meta":{"progressToken":""}}`, want: `""`},
 		{name: "object token", params: `{"_meta":{"progressToken":{"a":1}}}`, want: ""},
 		{name: "boolean token", params: `{"_meta":{"progressToken":true}}`, want: ""},
 		{name: "malformed", params: `{"_meta":{"progressToken":`, want: ""},
 		{name: "null token", params: `{"_meta":{"progressToken":null}}`, want: ""},
 		{name: "mentioned but absent", params: `{"text":"progressToken"}`, want: ""},
+		{name: "escaped key", params: `{"_meta":{"progress\u0054oken":"p1"}}`, err: `key "progressToken" in params._meta of tools/call is written with escape sequences`},
+		{name: "duplicate token", params: `{"_meta":{"progressToken":"p1","progressToken":"p2"}}`, err: `duplicate key "progressToken" in params._meta of tools/call`},
+		{name: "case-variant token", params: `{"_meta":{"ProgressToken":"p1"}}`, err: `key "ProgressToken" in params._meta of tools/call is a case variant of "progressToken"`},
+		{name: "duplicate _meta", params: `{"_meta":{"progressToken":"p1"},"_meta":{"progressToken":"p2"}}`, err: `duplicate key "_meta" in params of tools/call`},
+		{name: "case-variant _meta", params: `{"_Meta":{"progressToken":"p1"}}`, err: `key "_Meta" in params of tools/call is a case variant of "_meta"`},
+		{name: "duplicate notification token", method: "notifications/progress", params: `{"progressToken":"p1","progressToken":"p2"}`, err: `duplicate key "progressToken" in params of notifications/progress`},
+		{name: "invalid UTF-8 token", params: "{\"_meta\":{\"progressToken\":\"p\xff\"}}", err: `"progressToken" in params._meta of tools/call is not valid UTF-8`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := progressToken(json.RawMessage(tc.params)); got != tc.want {
-				t.Fatalf("progressToken(%s)=%q, want %q", tc.params, got, tc.want)
+			method := tc.method
+			if method == "" {
+				method = "tools/call"
+			}
+			got, err := progressToken(method, json.RawMessage(tc.params))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("progressToken(%s) error %v, want one containing %q", tc.params, err, tc.err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("progressToken(%s)=%q, %v, want %q", tc.params, got, err, tc.want)
 			}
 		})
 	}
@@ -132,7 +156,8 @@ func FuzzProgressToken(f *testing.F) {
 	f.Add([]byte(`42`))
 	f.Add([]byte(`{"_meta":{"progressToken":"p1"}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		progressToken(json.RawMessage(data)) // arbitrary params
+		progressToken("tools/call", json.RawMessage(data)) // arbitrary params
+		progressToken("notifications/progress", json.RawMessage(data))
 
 		var tok any
 		if json.Unmarshal(data, &tok) != nil {
@@ -143,8 +168,14 @@ func FuzzProgressToken(f *testing.F) {
 		default:
 			return // the spec allows only strings and integers
 		}
-		req := progressToken(json.RawMessage(`{"name":"slow","_meta":{"progressToken":` + string(data) + `}}`))
-		note := progressToken(json.RawMessage(`{"progress":1,"progressToken":` + string(data) + `}`))
+		req, rerr := progressToken("tools/call", json.RawMessage(`{"name":"slow","_meta":{"progressToken":`+string(data)+`}}`))
+		note, nerr := progressToken("notifications/progress", json.RawMessage(`{"progress":1,"progressToken":`+string(data)+`}`))
+		if (rerr == nil) != (nerr == nil) {
+			t.Fatalf("token %s: request error %v, notification error %v", data, rerr, nerr)
+		}
+		if rerr != nil {
+			return // refused alike: a string that is not valid UTF-8
+		}
 		if req != note {
 			t.Fatalf("token %s: request key %q, notification key %q", data, req, note)
 		}
@@ -155,7 +186,7 @@ func FuzzProgressToken(f *testing.F) {
 		// tokens.
 		if _, isNum := tok.(float64); isNum {
 			quoted, _ := json.Marshal(strings.TrimSpace(string(data)))
-			if other := progressToken(json.RawMessage(`{"_meta":{"progressToken":` + string(quoted) + `}}`)); other == req {
+			if other, _ := progressToken("tools/call", json.RawMessage(`{"_meta":{"progressToken":`+string(quoted)+`}}`)); other == req {
 				t.Fatalf("number token %s and string token %s share the key %q", data, quoted, req)
 			}
 		}

@@ -57,6 +57,10 @@ type Upstream struct {
 	// Route names the route in the errors a caller gets for the upstream's
 	// unusable answers. Default "".
 	Route string
+	// ParamHeaders, for KindStreamable, learns from the tools/list results
+	// read on the connection and sets the Mcp-Param-* headers of the
+	// tools/call POSTs it writes. nil: no Mcp-Param-* headers are sent.
+	ParamHeaders *ParamHeaders
 }
 
 // DialTimeout bounds establishing a TCP connection to an upstream.
@@ -88,7 +92,7 @@ func Dial(ctx context.Context, u Upstream) (mcp.Connection, error) {
 		base = defaultHTTPClient
 	}
 	rt := &injectingTransport{base: base.Transport, header: u.Header, route: u.Route, max: u.MaxMessageBytes,
-		logger: u.Logger, legacySSE: u.Kind == KindSSE}
+		logger: u.Logger, legacySSE: u.Kind == KindSSE, params: u.ParamHeaders}
 	if rt.base == nil {
 		rt.base = http.DefaultTransport
 	}
@@ -177,6 +181,7 @@ func noRedirects(req *http.Request, via []*http.Request) error {
 type injectingTransport struct {
 	base    http.RoundTripper
 	header  func() (http.Header, error)
+	params  *ParamHeaders          // may be nil
 	version atomic.Pointer[string] // negotiated MCP protocol version, once known
 
 	origin    origin // the route's; the only one requests may go to
@@ -213,6 +218,17 @@ func (t *injectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 	}
 	if v := t.version.Load(); v != nil && req.Header.Get(HeaderProtocolVersion) == "" {
 		req.Header.Set(HeaderProtocolVersion, *v)
+	}
+	// The SDK sets Mcp-Method (from the body) on 2026-07-28 requests only,
+	// which are the ones that carry Mcp-Param-* headers.
+	if t.params != nil && req.Method == http.MethodPost && req.Header.Get(HeaderMethod) == "tools/call" && req.GetBody != nil {
+		if rb, err := req.GetBody(); err == nil {
+			body, err := io.ReadAll(rb)
+			rb.Close()
+			if err == nil {
+				t.params.set(req.Header, body)
+			}
+		}
 	}
 	resp, err := t.base.RoundTrip(req)
 	if err != nil {
@@ -312,9 +328,10 @@ type streamableConn struct {
 	once   sync.Once
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex
-	initID   jsonrpc.ID // id of the initialize request, guarded by mu
-	getStart bool       // standalone stream started, guarded by mu
+	mu        sync.Mutex
+	initID    jsonrpc.ID              // id of the initialize request, guarded by mu
+	getStart  bool                    // standalone stream started, guarded by mu
+	toolLists map[jsonrpc.ID]struct{} // tools/list calls awaiting their response, guarded by mu
 }
 
 func newStreamableConn(sdk mcp.Connection, u Upstream, client *http.Client, rt *injectingTransport) *streamableConn {
@@ -353,7 +370,12 @@ func (c *streamableConn) readLoop() {
 func (c *streamableConn) observeResponse(resp *jsonrpc.Response) {
 	c.mu.Lock()
 	isInit := c.initID.IsValid() && resp.ID == c.initID
+	_, isToolList := c.toolLists[resp.ID]
+	delete(c.toolLists, resp.ID)
 	c.mu.Unlock()
+	if isToolList && resp.Error == nil && c.u.ParamHeaders != nil {
+		c.u.ParamHeaders.learn(resp.Result)
+	}
 	if !isInit || resp.Error != nil {
 		return
 	}
@@ -392,6 +414,16 @@ func (c *streamableConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 		c.initID = req.ID
 		c.mu.Unlock()
 	}
+	if isReq && req.Method == "tools/list" && req.IsCall() && c.u.ParamHeaders != nil {
+		c.mu.Lock()
+		if c.toolLists == nil {
+			c.toolLists = make(map[jsonrpc.ID]struct{})
+		}
+		if len(c.toolLists) < maxInFlightToolLists {
+			c.toolLists[req.ID] = struct{}{}
+		}
+		c.mu.Unlock()
+	}
 	if err := c.sdk.Write(ctx, msg); err != nil {
 		return err
 	}
@@ -400,6 +432,10 @@ func (c *streamableConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 	}
 	return nil
 }
+
+// maxInFlightToolLists bounds the tools/list calls a connection watches
+// for the tool schemas of their responses.
+const maxInFlightToolLists = 64
 
 // startStandalone opens the GET stream for server-initiated messages, once,
 // for protocol versions that have it (before 2026-07-28).
