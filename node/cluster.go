@@ -217,11 +217,28 @@ func (n *Node) watchLiveNodes() {
 // ensureSigningKeyOnLeader creates the first service-token signing key of
 // a new cluster. Only the leader does it, once it has applied the whole
 // log: a node joining a cluster gets the leader's key instead.
+//
+// A new leader appends an entry of its own right after winning, so it may
+// briefly lag its own log: it waits for that (bounded by RaftApplyTimeout)
+// rather than skip the key and leave a fresh cluster unable to issue tokens.
 func (n *Node) ensureSigningKeyOnLeader(ctx context.Context) error {
-	if st := n.raft.Status(); st.State != "Leader" || st.AppliedIndex < st.LastIndex {
-		return nil
+	deadline := time.Now().Add(n.cfg.RaftApplyTimeout)
+	for {
+		st := n.raft.Status()
+		switch {
+		case st.State != "Leader":
+			return nil
+		case st.AppliedIndex >= st.LastIndex:
+			return n.ensureSigningKey(ctx)
+		case time.Now().After(deadline):
+			return fmt.Errorf("the leader has not applied its own log after %v", n.cfg.RaftApplyTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
-	return n.ensureSigningKey(ctx)
 }
 
 // Raft returns this node's cluster member; nil before Start.
