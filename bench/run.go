@@ -485,9 +485,10 @@ func closeAll(sessions []*mcp.ClientSession) {
 	wg.Wait()
 }
 
-// call sends one echo and checks the answer.
-func (r *runner) call(ctx context.Context, s *mcp.ClientSession, params *mcp.CallToolParams) error {
-	res, err := s.CallTool(ctx, params)
+// call sends one echo and checks the answer. The params are new each
+// time: the go-sdk writes the protocol's _meta into them.
+func (r *runner) call(ctx context.Context, s *mcp.ClientSession) error {
+	res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": r.cfg.Payload}})
 	if err != nil {
 		return err
 	}
@@ -510,9 +511,8 @@ func (r *runner) load(ctx context.Context, tgt, proto string) Result {
 	sessions, open := r.openAll(ctx, tgt, proto, r.cfg.Sessions, &openErrs)
 	defer closeAll(sessions)
 	res.Open = open
-	params := &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": r.cfg.Payload}}
 	for _, s := range sessions { // warm up connections and caches; not counted
-		if err := r.call(ctx, s, params); err != nil {
+		if err := r.call(ctx, s); err != nil {
 			callErrs.add(fmt.Errorf("warm-up call: %w", err))
 		}
 	}
@@ -562,7 +562,7 @@ func (r *runner) load(ctx context.Context, tgt, proto string) Result {
 						return
 					}
 				}
-				if err := r.call(runCtx, s, params); err != nil {
+				if err := r.call(runCtx, s); err != nil {
 					callErrs.add(err)
 					continue
 				}
