@@ -23,7 +23,7 @@ drives tools/call over each target: direct (streamable HTTP to the upstream) and
 through the gateway over ws, quic, unix and http.
 
 Examples:
-   mcpgw bench                                   # 8 sessions × 8 workers × 10s, every target
+   mcpgw bench                                   # 8 sessions, 8 workers, 10s per target, every target
    mcpgw bench --protocol 2025-11-25,2026-07-28 --json
    mcpgw bench --rate 2000 --targets direct,ws   # latency at a given load
    mcpgw bench --idle-sessions 2000 --targets ws,quic
@@ -32,11 +32,11 @@ Examples:
 			&cli.StringSliceFlag{Name: "targets", Value: cli.NewStringSlice(def.Targets...), Usage: "what to measure: direct, ws, quic, unix, http"},
 			&cli.StringSliceFlag{Name: "protocol", Value: cli.NewStringSlice(def.Protocols...), Usage: "protocol versions to pin, each over every target: 2025-11-25, 2026-07-28"},
 			&cli.IntFlag{Name: "sessions", Value: def.Sessions, Usage: "sessions per target"},
-			&cli.IntFlag{Name: "concurrency", Value: def.Concurrency, Usage: "workers per session, each with one call in flight"},
+			&cli.IntFlag{Name: "concurrency", Value: def.Concurrency, Usage: "workers in total, each with one call in flight, spread round-robin over the sessions"},
 			&cli.DurationFlag{Name: "duration", Value: def.Duration, Usage: "how long each target is driven"},
 			&cli.Float64Flag{Name: "rate", Usage: "calls per second in total at fixed times (latency at a given load); 0: as fast as answers come"},
 			&cli.IntFlag{Name: "idle-sessions", Usage: "instead of load, open this many idle sessions per target and report the memory each costs"},
-			&cli.BoolFlag{Name: "smoke", Usage: "a short run over every target and both protocols (1 session × 2 workers × 1s); fails on any error"},
+			&cli.BoolFlag{Name: "smoke", Usage: "a short run over every target and both protocols (1 session, 2 workers, 1s); fails on any error"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 			&cli.StringFlag{Name: "upstream", Usage: "base URL of a running `mcpgw bench-upstream`, or the URL of another MCP server with an echo tool (default: start one)"},
 			&cli.IntFlag{Name: "upstream-pid", Usage: "process id of --upstream, to measure its CPU and memory"},

@@ -2,14 +2,21 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"net/http/httptest"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/mcpgw/mcpgw/bench"
+	"github.com/mcpgw/mcpgw/node"
+	"github.com/mcpgw/mcpgw/vault"
 )
 
 // envRunMain makes the test binary act as the mcpgw binary, so that the
@@ -24,19 +31,28 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// runBenchCLI runs `mcpgw bench args...` with child processes started from
-// the test binary and returns the JSON report.
-func runBenchCLI(t *testing.T, args ...string) *bench.Report {
+// benchApp runs `mcpgw bench args...` with child processes started from
+// the test binary.
+func benchApp(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	t.Setenv(envRunMain, "1")
 	var out bytes.Buffer
-	app := &cli.App{Name: "mcpgw", Writer: &out, Commands: []*cli.Command{benchCommand(), benchUpstreamCommand()}, ExitErrHandler: func(*cli.Context, error) {}}
-	if err := app.Run(append([]string{"mcpgw", "bench", "--json"}, args...)); err != nil {
-		t.Fatalf("mcpgw bench %s: %v\n%s", strings.Join(args, " "), err, out.String())
+	app := &cli.App{Name: "mcpgw", Writer: &out, ErrWriter: &out, Commands: []*cli.Command{benchCommand(), benchUpstreamCommand()}, ExitErrHandler: func(*cli.Context, error) {}}
+	err := app.Run(append([]string{"mcpgw", "bench"}, args...))
+	return out.String(), err
+}
+
+// runBenchCLI runs `mcpgw bench --json args...`, checks that nothing
+// failed and returns the report.
+func runBenchCLI(t *testing.T, args ...string) *bench.Report {
+	t.Helper()
+	out, err := benchApp(t, append([]string{"--json"}, args...)...)
+	if err != nil {
+		t.Fatalf("mcpgw bench %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	var rep bench.Report
-	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
-		t.Fatalf("bench --json printed no report: %v\n%s", err, out.String())
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("bench --json printed no report: %v\n%s", err, out)
 	}
 	for _, res := range rep.Results {
 		if res.Errors != 0 || res.Open.Errors != 0 {
@@ -75,7 +91,7 @@ func TestBenchSmoke(t *testing.T) {
 	if err := rep.WriteText(&text); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"1 sessions × 2 workers", "calls/s", "×direct", "gateway µs/call", "open p50", "quic  2026-07-28"} {
+	for _, s := range []string{"1 sessions, 2 workers in total", "calls/s", "×direct", "gateway µs/call", "open p50", "quic  2026-07-28"} {
 		if !strings.Contains(text.String(), s) {
 			t.Errorf("text report lacks %q:\n%s", s, text.String())
 		}
@@ -113,5 +129,70 @@ func TestBenchIdleSessions(t *testing.T) {
 		if g := res.Idle.GatewayGoroutinesPerSession; g != nil && *g <= 0 {
 			t.Errorf("%s: %v gateway goroutines per open session, want more than 0", res.Target, *g)
 		}
+	}
+}
+
+// TestBenchRunningGateway measures a gateway and an upstream the bench did
+// not start, given by their addresses, with their CPU read through
+// --gateway-pid and --upstream-pid (here both are this test process).
+func TestBenchRunningGateway(t *testing.T) {
+	up := httptest.NewServer(bench.EchoHandler())
+	t.Cleanup(up.Close)
+	id, err := vault.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := node.DefaultConfig()
+	cfg.DataDir, cfg.HTTPAddr, cfg.AdminAddr, cfg.QUICAddr, cfg.RaftAddr = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout = 50*time.Millisecond, 50*time.Millisecond
+	cfg.VaultKeys = vault.NewKeys(id)
+	n, err := node.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	pid := strconv.Itoa(os.Getpid())
+	rep := runBenchCLI(t, "--targets", "direct,ws,quic,http", "--protocol", "2025-11-25,2026-07-28", "--sessions", "1", "--concurrency", "1", "--duration", "500ms",
+		"--upstream", up.URL, "--upstream-pid", pid,
+		"--gateway-admin", "http://"+n.AdminAddr(), "--admin-token", n.AdminToken(), "--gateway-http", n.HTTPAddr(), "--gateway-quic", n.QUICAddr(),
+		"--ca-file", filepath.Join(node.DefaultClusterTLSDir(cfg.DataDir), "ca.crt"), "--gateway-pid", pid)
+	if got, want := len(rep.Results), 8; got != want {
+		t.Fatalf("%d results, want %d", got, want)
+	}
+	for _, res := range rep.Results {
+		if res.Calls == 0 {
+			t.Errorf("%s %s made no calls", res.Target, res.Protocol)
+		}
+		if res.CPUPerCall.Gateway == nil || res.CPUPerCall.Upstream == nil {
+			t.Errorf("%s %s: CPU of the given processes not measured: %+v", res.Target, res.Protocol, res.CPUPerCall)
+		}
+	}
+}
+
+func TestBenchUsageErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown target", []string{"--targets", "ws,carrier-pigeon"}, `unknown target "carrier-pigeon"`},
+		{"unknown protocol", []string{"--protocol", "2024-11-05"}, `--protocol "2024-11-05": use 2025-11-25 or 2026-07-28`},
+		{"no sessions", []string{"--sessions", "0"}, "must be positive"},
+		{"running gateway without upstream", []string{"--gateway-admin", "http://127.0.0.1:1"}, "needs --upstream"},
+		{"running gateway without admin or token", []string{"--gateway-http", "127.0.0.1:1", "--upstream", "http://127.0.0.1:1"}, "needs --gateway-admin"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := benchApp(t, tc.args...)
+			if err == nil {
+				t.Fatalf("mcpgw bench %s succeeded:\n%s", strings.Join(tc.args, " "), out)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q, want it to say %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -21,9 +21,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	case "idle":
 		fmt.Fprintf(w, "mcpgw bench: %d idle sessions per target\n", r.Idle)
 	case "rate":
-		fmt.Fprintf(w, "mcpgw bench: %.0f calls/s in total over %d sessions × %d workers, %gs per target; latency from each call's due time\n", r.Rate, r.Sessions, r.Concurrency, r.DurationSec)
+		fmt.Fprintf(w, "mcpgw bench: %.0f calls/s in total over %d sessions and %d workers, %gs per target; latency from each call's due time\n", r.Rate, r.Sessions, r.Concurrency, r.DurationSec)
 	default:
-		fmt.Fprintf(w, "mcpgw bench: %d sessions × %d workers (%d calls in flight), %gs per target\n", r.Sessions, r.Concurrency, r.Sessions*r.Concurrency, r.DurationSec)
+		fmt.Fprintf(w, "mcpgw bench: %d sessions, %d workers in total (calls in flight), %gs per target\n", r.Sessions, r.Concurrency, r.DurationSec)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	if r.Mode == "idle" {

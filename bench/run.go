@@ -28,8 +28,9 @@ type Config struct {
 	Protocols []string
 	// Sessions is the number of sessions per target. Default 8.
 	Sessions int
-	// Concurrency is the number of workers per session, each with one call
-	// in flight. Default 8.
+	// Concurrency is the number of workers in total, each with one call in
+	// flight, spread round-robin over the sessions (as etcd's benchmark
+	// spreads --clients over --conns). Default 8.
 	Concurrency int
 	// Duration is how long each target is driven. Default 10s.
 	Duration time.Duration
@@ -332,7 +333,7 @@ func (r *runner) setup(ctx context.Context, targets []string) error {
 			}
 		}
 	}
-	ep, err := newEndpoints(up, gw, token, r.cfg.Sessions*r.cfg.Concurrency+r.cfg.IdleSessions)
+	ep, err := newEndpoints(up, gw, token, r.cfg.Concurrency+r.cfg.IdleSessions)
 	if err != nil {
 		r.teardown()
 		return err
@@ -523,7 +524,7 @@ func (r *runner) load(ctx context.Context, tgt, proto string) Result {
 	// A call still unanswered this long after the run ends counts as failed.
 	runCtx, cancel := context.WithTimeout(ctx, r.cfg.Duration+30*time.Second)
 	defer cancel()
-	workers := len(sessions) * r.cfg.Concurrency
+	workers := r.cfg.Concurrency
 	hists := make([]Histogram, workers)
 	var calls atomic.Uint64
 	before := r.sample()
