@@ -18,7 +18,7 @@ func benchCommand() *cli.Command {
 		Name:  "bench",
 		Usage: "measure calls/s, latency, CPU per call and memory per session, directly and through the gateway",
 		Description: `Without addresses, starts an echo upstream and a gateway as child processes
-(a temporary data dir, loopback ports), creates a route and a service token, and
+(a temporary data dir, loopback ports), creates routes and a service token, and
 drives tools/call over each target: direct (streamable HTTP to the upstream) and
 through the gateway over ws, quic, unix and http.
 
@@ -38,7 +38,7 @@ Examples:
 			&cli.IntFlag{Name: "idle-sessions", Usage: "instead of load, open this many idle sessions per target and report the memory each costs"},
 			&cli.BoolFlag{Name: "smoke", Usage: "a short run over every target and both protocols (1 session, 2 workers, 1s); fails on any error"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
-			&cli.StringFlag{Name: "upstream", Usage: "base URL of a running `mcpgw bench-upstream`, or the URL of another MCP server with an echo tool (default: start one)"},
+			&cli.StringFlag{Name: "upstream", Usage: "base URL of a running mcpgw bench-upstream, or the URL of another MCP server with an echo tool (default: start one)"},
 			&cli.IntFlag{Name: "upstream-pid", Usage: "process id of --upstream, to measure its CPU and memory"},
 			&cli.StringFlag{Name: "gateway-admin", Usage: "admin API URL of a running gateway to measure (default: start one); the bench adds routes bench and bench-stateless to it"},
 			&cli.StringFlag{Name: "admin-token", EnvVars: []string{"MCPGW_ADMIN_TOKEN"}, Usage: "admin token of --gateway-admin"},
@@ -91,7 +91,9 @@ func runBench(c *cli.Context) error {
 		}
 	}
 	cfg.GatewayPID = c.Int("gateway-pid")
-	cfg.Token = c.String("token")
+	if cfg.Gateway != nil { // a gateway the bench starts gets a token of its own
+		cfg.Token = c.String("token")
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find the mcpgw binary to start the upstream and gateway with: %w", err)

@@ -99,8 +99,10 @@ func TestBenchSmoke(t *testing.T) {
 }
 
 // TestBenchFixedRate checks that a fixed-rate run sends exactly rate ×
-// duration calls.
+// duration calls, and that a gateway the bench starts is reached with a
+// token of its own whatever MCPGW_TOKEN holds.
 func TestBenchFixedRate(t *testing.T) {
+	t.Setenv("MCPGW_TOKEN", "a-token-of-another-gateway")
 	rep := runBenchCLI(t, "--targets", "direct,unix", "--rate", "40", "--duration", "1s", "--sessions", "2", "--concurrency", "2")
 	if got, want := rep.Mode, "rate"; got != want {
 		t.Fatalf("mode %q, want %q", got, want)
