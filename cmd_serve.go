@@ -58,6 +58,7 @@ func serveCommand() *cli.Command {
 			&cli.DurationFlag{Name: "raft-election-timeout", Value: def.RaftElectionTimeout, EnvVars: []string{"MCPGW_RAFT_ELECTION_TIMEOUT"}, Usage: "how long a candidate waits for votes"},
 			&cli.DurationFlag{Name: "raft-apply-timeout", Value: def.RaftApplyTimeout, EnvVars: []string{"MCPGW_RAFT_APPLY_TIMEOUT"}, Usage: "how long a replicated write may take, waiting for a leader included"},
 			&cli.BoolFlag{Name: "insecure-dev", EnvVars: []string{"MCPGW_INSECURE_DEV"}, Usage: "accept sessions WITHOUT a service token (local trials only)"},
+			&cli.BoolFlag{Name: "pprof", EnvVars: []string{"MCPGW_PPROF"}, Usage: "serve Go profiles (net/http/pprof) under /debug/pprof/ on the admin listener, behind the admin token"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"MCPGW_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		},
 		Action: runServe,
@@ -124,6 +125,7 @@ func runServe(c *cli.Context) error {
 	cfg.RaftHeartbeatTimeout = c.Duration("raft-heartbeat-timeout")
 	cfg.RaftElectionTimeout = c.Duration("raft-election-timeout")
 	cfg.RaftApplyTimeout = c.Duration("raft-apply-timeout")
+	cfg.Pprof = c.Bool("pprof")
 	cfg.Logger = logger
 	_, statErr := os.Stat(filepath.Join(cfg.DataDir, storage.StateFile))
 	cfg.VaultKeyFile = c.String("vault-key")

@@ -32,6 +32,8 @@ func main() {
 			limitCommand(),
 			auditCommand(),
 			callCommand(),
+			benchCommand(),
+			benchUpstreamCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
 	}

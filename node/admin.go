@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -51,7 +52,7 @@ func exists(err error) (bool, error) {
 }
 
 // adminHandler serves the admin API: /healthz and /metrics openly, every
-// /v1/ endpoint with the admin token.
+// /v1/ endpoint and, with Pprof, /debug/pprof/ with the admin token.
 func (n *Node) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -65,12 +66,21 @@ func (n *Node) adminHandler() http.Handler {
 	n.registerPolicyAdmin(mux)
 	n.registerAuditAdmin(mux)
 	n.registerClusterAdmin(mux)
+	// Importing net/http/pprof also registers it on http.DefaultServeMux,
+	// which no listener of the node serves.
+	if n.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index) // also serves the named profiles: heap, goroutine, allocs…
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return http.MaxBytesHandler(n.requireAdmin(mux), 1<<20)
 }
 
 func (n *Node) requireAdmin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/v1/") {
+		if strings.HasPrefix(r.URL.Path, "/v1/") || strings.HasPrefix(r.URL.Path, "/debug/") {
 			tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			if !ok || !n.checkAdminToken(tok) {
 				writeAdminError(w, http.StatusUnauthorized, "admin token missing or wrong: send Authorization: Bearer <token from %s/%s>", n.cfg.DataDir, AdminTokenFile)

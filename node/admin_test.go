@@ -107,3 +107,51 @@ func TestAdminOpenEndpoints(t *testing.T) {
 		}
 	}
 }
+
+func TestAdminPprof(t *testing.T) {
+	tests := []struct {
+		name   string
+		pprof  bool
+		path   string
+		token  bool
+		status int
+	}{
+		{name: "off: not mounted", path: "/debug/pprof/", token: true, status: http.StatusNotFound},
+		{name: "off: a profile is not mounted either", path: "/debug/pprof/heap", token: true, status: http.StatusNotFound},
+		{name: "on: index with the token", pprof: true, path: "/debug/pprof/", token: true, status: http.StatusOK},
+		{name: "on: heap profile with the token", pprof: true, path: "/debug/pprof/heap?debug=1", token: true, status: http.StatusOK},
+		{name: "on: goroutines with the token", pprof: true, path: "/debug/pprof/goroutine?debug=1", token: true, status: http.StatusOK},
+		{name: "on: cmdline with the token", pprof: true, path: "/debug/pprof/cmdline", token: true, status: http.StatusOK},
+		{name: "on: index without the token", pprof: true, path: "/debug/pprof/", status: http.StatusUnauthorized},
+		{name: "on: profile without the token", pprof: true, path: "/debug/pprof/profile?seconds=1", status: http.StatusUnauthorized},
+		{name: "on: heap without the token", pprof: true, path: "/debug/pprof/heap", status: http.StatusUnauthorized},
+	}
+	nodes := map[bool]*Node{
+		false: startNode(t),
+		true:  startNode(t, func(c *Config) { c.Pprof = true }),
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n := nodes[tc.pprof]
+			req, err := http.NewRequestWithContext(testContext(t, 10e9), http.MethodGet, "http://"+n.AdminAddr()+tc.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.token {
+				req.Header.Set("Authorization", "Bearer "+n.AdminToken())
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if got, want := resp.StatusCode, tc.status; got != want {
+				t.Fatalf("GET %s: HTTP %d (%.200s), want %d", tc.path, got, body, want)
+			}
+			if tc.status == http.StatusUnauthorized {
+				checkMessage(t, string(body), "admin token missing or wrong")
+			}
+		})
+	}
+}

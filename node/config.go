@@ -147,6 +147,9 @@ type Config struct {
 	// RaftApplyTimeout bounds one replicated write, waiting for a leader
 	// included, and how long Start waits for a leader. Default 10s.
 	RaftApplyTimeout time.Duration
+	// Pprof mounts net/http/pprof under /debug/pprof/ on the admin
+	// listener, behind the admin token. Default false.
+	Pprof bool
 	// Logger receives structured logs. Default: discard.
 	Logger *slog.Logger
 	// Clock returns the current time for token expiry and rate limits.

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/mcpgw/mcpgw/bench"
+	"github.com/mcpgw/mcpgw/node"
+	"github.com/mcpgw/mcpgw/vault"
+)
+
+// envRunMain makes the test binary act as the mcpgw binary, so that the
+// bench started by a test can start `serve` and `bench-upstream` from it.
+const envRunMain = "MCPGW_TEST_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envRunMain) == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// benchApp runs `mcpgw bench args...` with child processes started from
+// the test binary.
+func benchApp(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	t.Setenv(envRunMain, "1")
+	var out bytes.Buffer
+	app := &cli.App{Name: "mcpgw", Writer: &out, ErrWriter: &out, Commands: []*cli.Command{benchCommand(), benchUpstreamCommand()}, ExitErrHandler: func(*cli.Context, error) {}}
+	err := app.Run(append([]string{"mcpgw", "bench"}, args...))
+	return out.String(), err
+}
+
+// runBenchCLI runs `mcpgw bench --json args...`, checks that nothing
+// failed and returns the report.
+func runBenchCLI(t *testing.T, args ...string) *bench.Report {
+	t.Helper()
+	out, err := benchApp(t, append([]string{"--json"}, args...)...)
+	if err != nil {
+		t.Fatalf("mcpgw bench %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("bench --json printed no report: %v\n%s", err, out)
+	}
+	for _, res := range rep.Results {
+		if res.Errors != 0 || res.Open.Errors != 0 {
+			t.Errorf("%s %s: %d call errors, %d open errors: %v", res.Target, res.Protocol, res.Errors, res.Open.Errors, res.ErrorSample)
+		}
+	}
+	return &rep
+}
+
+// TestBenchSmoke runs the CI smoke bench: every target, both protocols, an
+// upstream and a gateway of its own. It asserts that every path works and
+// reports what it measured, never how fast.
+func TestBenchSmoke(t *testing.T) {
+	rep := runBenchCLI(t, "--smoke")
+	var got []string
+	for _, res := range rep.Results {
+		got = append(got, res.Target+"/"+res.Protocol)
+		if res.Calls == 0 {
+			t.Errorf("%s %s made no calls", res.Target, res.Protocol)
+		}
+		if res.Open.Sessions != 1 {
+			t.Errorf("%s %s opened %d sessions, want 1", res.Target, res.Protocol, res.Open.Sessions)
+		}
+		if res.CPUPerCall.Upstream == nil || res.CPUPerCall.Loadgen == nil || res.CPUPerCall.Gateway == nil {
+			t.Errorf("%s %s: CPU per call not measured for every process: %+v", res.Target, res.Protocol, res.CPUPerCall)
+		}
+		if res.Target != bench.TargetDirect && (res.AddedP50 == nil || res.RatioToDirect <= 0) {
+			t.Errorf("%s %s: no comparison with direct", res.Target, res.Protocol)
+		}
+	}
+	want := "direct/2025-11-25 ws/2025-11-25 quic/2025-11-25 unix/2025-11-25 http/2025-11-25 direct/2026-07-28 ws/2026-07-28 quic/2026-07-28 unix/2026-07-28 http/2026-07-28"
+	if g := strings.Join(got, " "); g != want {
+		t.Fatalf("results for %s, want %s", g, want)
+	}
+	var text bytes.Buffer
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"1 sessions, 2 workers in total", "calls/s", "×direct", "gateway µs/call", "open p50", "quic  2026-07-28"} {
+		if !strings.Contains(text.String(), s) {
+			t.Errorf("text report lacks %q:\n%s", s, text.String())
+		}
+	}
+}
+
+// TestBenchFixedRate checks that a fixed-rate run sends exactly rate ×
+// duration calls, and that a gateway the bench starts is reached with a
+// token of its own whatever MCPGW_TOKEN holds.
+func TestBenchFixedRate(t *testing.T) {
+	t.Setenv("MCPGW_TOKEN", "a-token-of-another-gateway")
+	rep := runBenchCLI(t, "--targets", "direct,unix", "--rate", "40", "--duration", "1s", "--sessions", "2", "--concurrency", "2")
+	if got, want := rep.Mode, "rate"; got != want {
+		t.Fatalf("mode %q, want %q", got, want)
+	}
+	for _, res := range rep.Results {
+		if got, want := res.Calls, uint64(40); got != want {
+			t.Errorf("%s: %d calls at 40/s for 1s, want %d", res.Target, got, want)
+		}
+	}
+}
+
+// TestBenchIdleSessions measures memory per idle session over two targets,
+// each on a gateway of its own.
+func TestBenchIdleSessions(t *testing.T) {
+	rep := runBenchCLI(t, "--idle-sessions", "20", "--targets", "ws,quic")
+	if got, want := len(rep.Results), 2; got != want {
+		t.Fatalf("%d results, want %d", got, want)
+	}
+	for _, res := range rep.Results {
+		if res.Idle == nil || res.Idle.Sessions != 20 {
+			t.Fatalf("%s: idle stats %+v, want 20 sessions", res.Target, res.Idle)
+		}
+		if res.Idle.GatewayRSSPerSession == nil || res.Idle.GatewayGoroutinesPerSession == nil {
+			t.Errorf("%s: gateway memory or goroutines not measured: %+v", res.Target, res.Idle)
+		}
+		if g := res.Idle.GatewayGoroutinesPerSession; g != nil && *g <= 0 {
+			t.Errorf("%s: %v gateway goroutines per open session, want more than 0", res.Target, *g)
+		}
+	}
+}
+
+// TestBenchRunningGateway measures a gateway and an upstream the bench did
+// not start, given by their addresses, with their CPU read through
+// --gateway-pid and --upstream-pid (here both are this test process).
+func TestBenchRunningGateway(t *testing.T) {
+	up := httptest.NewServer(bench.EchoHandler())
+	t.Cleanup(up.Close)
+	id, err := vault.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := node.DefaultConfig()
+	cfg.DataDir, cfg.HTTPAddr, cfg.AdminAddr, cfg.QUICAddr, cfg.RaftAddr = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout = 50*time.Millisecond, 50*time.Millisecond
+	cfg.VaultKeys = vault.NewKeys(id)
+	n, err := node.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	pid := strconv.Itoa(os.Getpid())
+	rep := runBenchCLI(t, "--targets", "direct,ws,quic,http", "--protocol", "2025-11-25,2026-07-28", "--sessions", "1", "--concurrency", "1", "--duration", "500ms",
+		"--upstream", up.URL, "--upstream-pid", pid,
+		"--gateway-admin", "http://"+n.AdminAddr(), "--admin-token", n.AdminToken(), "--gateway-http", n.HTTPAddr(), "--gateway-quic", n.QUICAddr(),
+		"--ca-file", filepath.Join(node.DefaultClusterTLSDir(cfg.DataDir), "ca.crt"), "--gateway-pid", pid)
+	if got, want := len(rep.Results), 8; got != want {
+		t.Fatalf("%d results, want %d", got, want)
+	}
+	for _, res := range rep.Results {
+		if res.Calls == 0 {
+			t.Errorf("%s %s made no calls", res.Target, res.Protocol)
+		}
+		if res.CPUPerCall.Gateway == nil || res.CPUPerCall.Upstream == nil {
+			t.Errorf("%s %s: CPU of the given processes not measured: %+v", res.Target, res.Protocol, res.CPUPerCall)
+		}
+	}
+}
+
+func TestBenchUsageErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown target", []string{"--targets", "ws,carrier-pigeon"}, `unknown target "carrier-pigeon"`},
+		{"unknown protocol", []string{"--protocol", "2024-11-05"}, `--protocol "2024-11-05": use 2025-11-25 or 2026-07-28`},
+		{"no sessions", []string{"--sessions", "0"}, "must be positive"},
+		{"running gateway without upstream", []string{"--gateway-admin", "http://127.0.0.1:1"}, "needs --upstream"},
+		{"running gateway without admin or token", []string{"--gateway-http", "127.0.0.1:1", "--upstream", "http://127.0.0.1:1"}, "needs --gateway-admin"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := benchApp(t, tc.args...)
+			if err == nil {
+				t.Fatalf("mcpgw bench %s succeeded:\n%s", strings.Join(tc.args, " "), out)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q, want it to say %q", err, tc.want)
+			}
+		})
+	}
+}
