@@ -1,0 +1,16 @@
+#!/bin/sh
+# Reload systemd so it sees the unit. The service is neither enabled nor
+# started here: review /etc/mcpgw/mcpgw.env first, then
+#   systemctl enable --now mcpgw
+set -e
+if [ -d /run/systemd/system ]; then
+	systemctl daemon-reload >/dev/null 2>&1 || true
+	# An upgrade restarts a running gateway onto the new binary.
+	if systemctl is-active --quiet mcpgw.service; then
+		systemctl try-restart mcpgw.service || true
+	fi
+fi
+if [ ! -e /var/lib/mcpgw/vault.key ] && [ ! -e /var/lib/mcpgw/data ]; then
+	echo "mcpgw: review /etc/mcpgw/mcpgw.env, then: systemctl enable --now mcpgw"
+	echo "mcpgw: the first start creates /var/lib/mcpgw/vault.key: back it up"
+fi
