@@ -7,8 +7,9 @@
 #
 # The version comes from `git describe` (a tag v1.2.3 gives 1.2.3; an
 # untagged tree gives 0.0.0~git<date>.<commit>), or PKG_VERSION. nfpm runs
-# from the Go module proxy at a pinned version, so it needs no install; for
-# an offline build, warm the module cache first (see deploy/README-install.md).
+# from the Go module proxy at a pinned version, so it needs no install;
+# NFPM_BIN names an nfpm binary to use instead (for an offline build, see
+# deploy/README-install.md).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -38,7 +39,11 @@ CGO_ENABLED=0 GOOS=linux GOARCH="$goarch" go build -trimpath \
 	-ldflags "-s -w -X main.version=${PKG_VERSION}" \
 	-o dist/build/mcpgw .
 
+nfpm=(go run "$NFPM")
+if [[ -n "${NFPM_BIN:-}" ]]; then
+	nfpm=("$NFPM_BIN")
+fi
 for f in $formats; do
-	go run "$NFPM" package --config deploy/nfpm.yaml --packager "$f" --target dist/
+	"${nfpm[@]}" package --config deploy/nfpm.yaml --packager "$f" --target dist/
 done
 ls -l dist/*.deb dist/*.rpm 2>/dev/null || true

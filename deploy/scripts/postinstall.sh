@@ -3,6 +3,11 @@
 # started here: review /etc/mcpgw/mcpgw.env first, then
 #   systemctl enable --now mcpgw
 set -e
+# systemd makes the state directory on start (StateDirectory=); making it now
+# lets `mcpgw init` and the admin CLI use it before the first start.
+if [ ! -d /var/lib/mcpgw ]; then
+	install -d -o mcpgw -g mcpgw -m 0700 /var/lib/mcpgw
+fi
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null 2>&1 || true
 	# An upgrade restarts a running gateway onto the new binary.
