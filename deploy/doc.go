@@ -1,0 +1,6 @@
+// Package deploy holds what installs mcpgw on a host: the systemd unit
+// (systemd/mcpgw.service), the default environment file (mcpgw.env), the
+// package scripts that create the mcpgw user (scripts/), and the nfpm
+// configuration that builds the .deb and .rpm (nfpm.yaml, run by
+// scripts/package.sh). It has no Go code; its tests check a built .deb.
+package deploy
