@@ -9,7 +9,7 @@
 # untagged tree gives 0.0.0~git<date>.<commit>), or PKG_VERSION. nfpm runs
 # from the Go module proxy at a pinned version, so it needs no install;
 # NFPM_BIN names an nfpm binary to use instead (for an offline build, see
-# deploy/README-install.md).
+# deploy/INSTALL.md).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
