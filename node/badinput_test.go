@@ -354,27 +354,27 @@ func TestUnknownTarget(t *testing.T) {
 		code    int64
 		message []string
 	}{
-		{name: "unrouted host", target: "https://unknown.example/mcp", status: http.StatusNotFound, code: CodeNoRoute,
+		{name: "unrouted host", target: "https://unknown.example/mcp", status: http.StatusNotFound, code: transport.CodeNoRoute,
 			message: []string{`no route for target "https://unknown.example/mcp"`, "mcpgw route add"}},
-		{name: "host suffix", target: "http://127.0.0.1.evil.example/mcp", status: http.StatusNotFound, code: CodeNoRoute,
+		{name: "host suffix", target: "http://127.0.0.1.evil.example/mcp", status: http.StatusNotFound, code: transport.CodeNoRoute,
 			message: []string{`"http://127.0.0.1.evil.example/mcp"`, "mcpgw route add"}},
-		{name: "host suffix with the port", target: "http://127.0.0.1.evil.example:" + u.Port() + "/mcp", status: http.StatusNotFound, code: CodeNoRoute,
+		{name: "host suffix with the port", target: "http://127.0.0.1.evil.example:" + u.Port() + "/mcp", status: http.StatusNotFound, code: transport.CodeNoRoute,
 			message: []string{"127.0.0.1.evil.example", "mcpgw route add"}},
-		{name: "path traversal", target: route.URL + "/../admin", status: http.StatusNotFound, code: CodeNoRoute,
+		{name: "path traversal", target: route.URL + "/../admin", status: http.StatusNotFound, code: transport.CodeNoRoute,
 			message: []string{`"http://` + u.Host + `/admin"`, "mcpgw route add"}},
-		{name: "path prefix without a slash", target: route.URL + "x", status: http.StatusNotFound, code: CodeNoRoute,
+		{name: "path prefix without a slash", target: route.URL + "x", status: http.StatusNotFound, code: transport.CodeNoRoute,
 			message: []string{u.Host + `/mcpx"`, "mcpgw route add"}},
-		{name: "other scheme", target: "https://" + u.Host + "/mcp", status: http.StatusNotFound, code: CodeNoRoute,
+		{name: "other scheme", target: "https://" + u.Host + "/mcp", status: http.StatusNotFound, code: transport.CodeNoRoute,
 			message: []string{`"https://` + u.Host + `/mcp"`, "mcpgw route add"}},
-		{name: "websocket scheme", target: "ws://" + u.Host + "/mcp", status: http.StatusNotFound, code: CodeNoRoute,
+		{name: "websocket scheme", target: "ws://" + u.Host + "/mcp", status: http.StatusNotFound, code: transport.CodeNoRoute,
 			message: []string{`"ws://` + u.Host + `/mcp"`, "mcpgw route add"}},
-		{name: "other port", target: "http://" + otherPort + "/mcp", status: http.StatusNotFound, code: CodeNoRoute,
+		{name: "other port", target: "http://" + otherPort + "/mcp", status: http.StatusNotFound, code: transport.CodeNoRoute,
 			message: []string{otherPort, "mcpgw route add"}},
 		{name: "userinfo", target: "http://x@" + u.Host + "/mcp", status: http.StatusBadRequest, code: jsonrpc.CodeInvalidParams,
 			message: []string{"credentials in URLs are refused", "mcpgw vault put"}},
 		{name: "not a URL", target: "http://%zz/mcp", status: http.StatusBadRequest, code: jsonrpc.CodeInvalidParams,
 			message: []string{"is not a URL"}},
-		{name: "unknown route name", target: "", status: http.StatusNotFound, code: CodeNoRoute,
+		{name: "unknown route name", target: "", status: http.StatusNotFound, code: transport.CodeNoRoute,
 			message: []string{`no route named "nope"`, "mcpgw route list"}},
 	}
 	for _, tc := range tests {
@@ -485,7 +485,7 @@ func TestUpstreamDown(t *testing.T) {
 		if !errors.As(err, &werr) {
 			t.Fatalf("Connect error %v is not a JSON-RPC error", err)
 		}
-		if got, want := werr.Code, int64(CodeUpstreamError); got != want {
+		if got, want := werr.Code, int64(transport.CodeUpstreamError); got != want {
 			t.Errorf("error code=%d, want %d", got, want)
 		}
 		checkMessage(t, werr.Message, `upstream of route "down" failed`, "mcpgw route list")
@@ -507,7 +507,7 @@ func TestUpstreamDown(t *testing.T) {
 			if elapsed := time.Since(start); elapsed > 5*time.Second {
 				t.Errorf("refusal took %v", elapsed)
 			}
-			if got, want := rerr.Code, int64(CodeUpstreamError); got != want {
+			if got, want := rerr.Code, int64(transport.CodeUpstreamError); got != want {
 				t.Errorf("error code=%d, want %d", got, want)
 			}
 			checkMessage(t, rerr.Message, tc.message...)
@@ -677,7 +677,7 @@ func TestUpstreamEndsMidCall(t *testing.T) {
 			if !errors.As(err, &werr) {
 				t.Fatalf("CallTool error %v is not a JSON-RPC error", err)
 			}
-			if got, want := werr.Code, int64(CodeUpstreamError); got != want {
+			if got, want := werr.Code, int64(transport.CodeUpstreamError); got != want {
 				t.Errorf("error code=%d, want %d", got, want)
 			}
 			checkMessage(t, werr.Message, `upstream of route "hangup" closed the session before answering`)
@@ -765,7 +765,7 @@ func TestOversizedResultFailsAlone(t *testing.T) {
 	if !errors.As(err, &werr) {
 		t.Fatalf("CallTool error %v is not a JSON-RPC error", err)
 	}
-	if got, want := werr.Code, int64(CodeUpstreamError); got != want {
+	if got, want := werr.Code, int64(transport.CodeUpstreamError); got != want {
 		t.Errorf("error code=%d, want %d", got, want)
 	}
 	checkMessage(t, werr.Message, `upstream of route "big"`, "message larger than 65536 bytes refused", "--max-message-bytes")

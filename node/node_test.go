@@ -80,9 +80,9 @@ func startNode(t testing.TB, mutate ...func(*Config)) *Node {
 // testTokens holds the service token startNode issued for each node.
 var testTokens sync.Map // *Node → string
 
-// gateway returns the client options that reach n's WebSocket endpoint
+// viaGateway returns the client options that reach n's WebSocket endpoint
 // with the token startNode issued.
-func gateway(n *Node) []client.Option {
+func viaGateway(n *Node) []client.Option {
 	return append([]client.Option{client.WithGateway("ws://" + n.HTTPAddr())}, tokenOpts(n)...)
 }
 

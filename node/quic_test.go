@@ -37,7 +37,37 @@ func gaugeValue(t testing.TB, g prometheus.Gauge) float64 {
 }
 
 func activeSessions(t testing.TB, n *Node, transportName string) float64 {
-	return gaugeValue(t, n.metrics.sessionsActive.WithLabelValues(transportName))
+	return metricValue(t, n, "mcpgw_proxy_sessions_active", "transport", transportName)
+}
+
+// metricValue returns the value of the counter or gauge name on n's
+// registry (what /metrics shows) whose labels have the given name, value
+// pairs; 0 when there is none.
+func metricValue(t testing.TB, n *Node, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := n.metrics.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if have[labels[i]] != labels[i+1] {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return 0
 }
 
 // startGateway starts a node with a streamable upstream route "up".
@@ -364,11 +394,11 @@ func TestFramedBadInput(t *testing.T) {
 				{"open frame deadline", `{"target":`, jsonrpc.CodeInvalidRequest, "no complete open frame within 200ms"},
 				{"garbage open frame", "GET / HTTP/1.1\r\n", jsonrpc.CodeParseError, "open frame must be one JSON object"},
 				{"malformed open frame", `{"target":"x",}` + "\n", jsonrpc.CodeParseError, "malformed open frame"},
-				{"unknown target", openFrame(testToken(n), "https://nowhere.example/mcp"), CodeNoRoute, `no route for target "https://nowhere.example/mcp"`},
-				{"unknown route", fmt.Sprintf(`{"route":"nope","org":"org1","account":"acct1","token":%q}`+"\n", testToken(n)), CodeNoRoute, `no route named "nope"`},
+				{"unknown target", openFrame(testToken(n), "https://nowhere.example/mcp"), transport.CodeNoRoute, `no route for target "https://nowhere.example/mcp"`},
+				{"unknown route", fmt.Sprintf(`{"route":"nope","org":"org1","account":"acct1","token":%q}`+"\n", testToken(n)), transport.CodeNoRoute, `no route named "nope"`},
 				{"missing org", fmt.Sprintf(`{"target":%q,"account":"acct1","token":%q}`+"\n", route.URL, testToken(n)), jsonrpc.CodeInvalidParams, `set "org" in the open frame`},
 				{"no target", fmt.Sprintf(`{"org":"org1","account":"acct1","token":%q}`+"\n", testToken(n)), jsonrpc.CodeInvalidParams, `set "target"`},
-				{"no token", fmt.Sprintf(`{"target":%q,"org":"org1","account":"acct1"}`+"\n", route.URL), CodeUnauthorized, `no service token: set "token" in the open frame`},
+				{"no token", fmt.Sprintf(`{"target":%q,"org":"org1","account":"acct1"}`+"\n", route.URL), transport.CodeUnauthorized, `no service token: set "token" in the open frame`},
 			}
 			for _, tc := range refusals {
 				t.Run(tc.name, func(t *testing.T) {
@@ -466,7 +496,7 @@ func TestMaxSessions(t *testing.T) {
 	for _, gw := range []gatewayCase{quicGW, unixGW, wsGW} {
 		_, err := connect(gw)
 		var re *transport.RefusalError
-		if !errors.As(err, &re) || re.Code != CodeOverloaded || !strings.Contains(re.Message, "limit of 2 concurrent sessions") {
+		if !errors.As(err, &re) || re.Code != transport.CodeOverloaded || !strings.Contains(re.Message, "limit of 2 concurrent sessions") {
 			t.Fatalf("%s: third session error = %v, want an overloaded refusal", gw.name, err)
 		}
 		if gw.name == "websocket" && re.Status != 503 {

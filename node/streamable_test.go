@@ -243,7 +243,7 @@ func TestStreamableBadRequests(t *testing.T) {
 			checkMessage(t, rerr.Message, tc.message...)
 		})
 	}
-	if got := n.streamable.Sessions(); got != 0 {
+	if got := n.gw.StreamableSessions(); got != 0 {
 		t.Errorf("bad requests left %d sessions open", got)
 	}
 }
@@ -271,5 +271,5 @@ func TestStreamableDelete(t *testing.T) {
 		}
 		checkMessage(t, decodeRefusal(t, resp).Message, "unknown or expired session")
 	}
-	waitFor(t, "the deleted session to end", func() bool { return n.streamable.Sessions() == 0 })
+	waitFor(t, "the deleted session to end", func() bool { return n.gw.StreamableSessions() == 0 })
 }

@@ -243,10 +243,6 @@ func (t *injectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 	return t.bound(req, resp), nil
 }
 
-// CodeUpstreamError is the JSON-RPC error code for an upstream that failed
-// a request without a JSON-RPC error of its own.
-const CodeUpstreamError = -32084
-
 // explainRefusal turns an upstream's non-JSON-RPC error answer to a POST
 // into a JSON-RPC error for the request it refused. The SDK treats a bare
 // HTTP error as the end of the whole connection; an MCP session should lose
