@@ -320,11 +320,11 @@ func (g *Gateway) auditRefusal(req sessionRequest, claims *policy.Claims, spec s
 	if claims != nil {
 		rec.Service, rec.TokenID = claims.Service, claims.ID
 	}
-	var he *transport.HTTPError
+	var ref *transport.Refusal
 	switch {
-	case errors.As(err, &he):
-		rec.Code, rec.Reason, rec.Error = he.Code, auditReason(he.Code), auditMessage(he.Code, he.Message)
-		if he.Code == transport.CodeNoRoute {
+	case errors.As(err, &ref):
+		rec.Code, rec.Reason, rec.Error = ref.Code, auditReason(ref.Code), auditMessage(ref.Code, ref.Message)
+		if ref.Code == transport.CodeNoRoute {
 			rec.Error = "no route allows " + requestedTarget(req)
 		}
 	default:

@@ -71,7 +71,7 @@ func (c *credentialSource) current() (*vault.Credential, http.Header, error) {
 	cred, err := c.g.vaultKeys().Unseal(rec.Sealed, c.aad)
 	if err != nil {
 		c.g.logger.Error("credential cannot be unsealed", "org", c.aad.Org, "account", c.aad.Account, "route", c.aad.Route, "key_id", rec.KeyID, "error", err)
-		return nil, nil, &transport.HTTPError{Status: http.StatusBadGateway, Code: transport.CodeCredentialBroken,
+		return nil, nil, &transport.Refusal{Code: transport.CodeCredentialBroken,
 			Message: fmt.Sprintf("the credential for org %q, account %q on route %q cannot be unsealed (%v); put it again with `mcpgw vault put`", c.aad.Org, c.aad.Account, c.aad.Route, err)}
 	}
 	c.gen, c.sealed, c.cred, c.hdr, c.kid = gen, rec.Sealed, &cred, cred.HTTPHeaders(), rec.KeyID

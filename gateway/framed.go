@@ -24,8 +24,8 @@ func (g *Gateway) ServeFramed(st transport.FramedStream, transportName, remote s
 		token: f.Token, target: f.Target, route: f.Route, org: f.Org, account: f.Account, framed: true, remote: remote,
 	}, transportName)
 	if err != nil {
-		var he *transport.HTTPError
-		if !errors.As(err, &he) {
+		var ref *transport.Refusal
+		if !errors.As(err, &ref) {
 			g.logger.Error("session setup failed", slog.String("transport", transportName), slog.Any("error", err))
 		}
 		open.Refuse(err)

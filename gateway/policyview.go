@@ -173,14 +173,15 @@ func bearerToken(r *http.Request) string {
 }
 
 // verifyToken checks a service token and returns its claims; errors are
-// HTTP 401 refusals that say what was wrong, never quoting the token.
+// CodeUnauthorized refusals that say what was wrong, never quoting the
+// token.
 func (g *Gateway) verifyToken(token string) (*policy.Claims, error) {
 	if g.opts.InsecureDev {
 		return insecureClaims, nil
 	}
 	refuse := func(kind, msg string) error {
 		g.metrics.refusalsTotal.WithLabelValues(kind).Inc()
-		return &transport.HTTPError{Status: http.StatusUnauthorized, Code: transport.CodeUnauthorized, Message: msg}
+		return &transport.Refusal{Code: transport.CodeUnauthorized, Message: msg}
 	}
 	if token == "" {
 		return nil, refuse("token_missing", "no service token: send Authorization: Bearer <token> (or access_token=<token>); get one with `mcpgw token issue`")
@@ -240,7 +241,7 @@ func (s *session) authorizeDriver(r *http.Request) error {
 	}
 	if c.Service != s.claims.Service || !c.AllowsOrg(s.org) {
 		g.metrics.refusalsTotal.WithLabelValues("session_forbidden").Inc()
-		return &transport.HTTPError{Status: http.StatusForbidden, Code: transport.CodeForbidden,
+		return &transport.Refusal{Code: transport.CodeForbidden,
 			Message: fmt.Sprintf("this session was opened by service %q for org %q, and this token (service %q) could not have opened it; send initialize to open your own session",
 				s.claims.Service, s.org, c.Service)}
 	}
@@ -252,8 +253,8 @@ func (s *session) authorizeDriver(r *http.Request) error {
 func (g *Gateway) authorizeSession(claims *policy.Claims, spec sessionSpec) error {
 	if !claims.AllowsOrg(spec.org) {
 		g.metrics.refusalsTotal.WithLabelValues("org_forbidden").Inc()
-		return &transport.HTTPError{Status: http.StatusForbidden, Code: transport.CodeForbidden,
-			Message: fmt.Sprintf("service %q may not act for org %q; issue it a token with --org %s", claims.Service, spec.org, spec.org)}
+		return &transport.Refusal{Code: transport.CodeForbidden,
+			Message: fmt.Sprintf("service %q may not act for org %q; issue it a token that allows org %q", claims.Service, spec.org, spec.org)}
 	}
 	st, err := g.policy()
 	if err != nil {
@@ -262,7 +263,7 @@ func (g *Gateway) authorizeSession(claims *policy.Claims, spec sessionSpec) erro
 	d := st.rules.Decide(policy.Request{Service: claims.Service, Org: spec.org, Account: spec.account, Route: spec.route.Name})
 	if !d.Allowed {
 		g.metrics.refusalsTotal.WithLabelValues("rule_denied").Inc()
-		return &transport.HTTPError{Status: http.StatusForbidden, Code: transport.CodeForbidden, Message: d.Reason}
+		return &transport.Refusal{Code: transport.CodeForbidden, Message: d.Reason}
 	}
 	return nil
 }

@@ -88,7 +88,7 @@ func (g *Gateway) checkOrigin(r *http.Request) error {
 		}
 	}
 	return &transport.HTTPError{Status: http.StatusForbidden, Code: jsonrpc.CodeInvalidRequest,
-		Message: fmt.Sprintf("Origin %q is not allowed; the operator can add it with --allowed-origin", origin)}
+		Message: fmt.Sprintf("Origin %q is not allowed; the operator can add it to the allowed origins", origin)}
 }
 
 // ParseOrigin canonicalizes a browser Origin, scheme://host[:port]; its
@@ -143,7 +143,7 @@ func (g *Gateway) resolve(req sessionRequest) (sessionSpec, error) {
 	spec := sessionSpec{org: req.org, account: req.account}
 	bad := func(msg string) error {
 		g.metrics.refusalsTotal.WithLabelValues("bad_request").Inc()
-		return &transport.HTTPError{Status: http.StatusBadRequest, Code: jsonrpc.CodeInvalidParams, Message: msg}
+		return &transport.Refusal{Code: jsonrpc.CodeInvalidParams, Message: msg}
 	}
 	if err := ValidName("org", spec.org); err != nil {
 		return spec, bad(err.Error() + req.hint("; pass ?org=<org>", `; set "org" in the open frame`))
@@ -168,7 +168,7 @@ func (g *Gateway) resolve(req sessionRequest) (sessionSpec, error) {
 	if err != nil {
 		if errors.Is(err, ErrNoRoute) {
 			g.metrics.refusalsTotal.WithLabelValues("no_route").Inc()
-			return spec, &transport.HTTPError{Status: http.StatusNotFound, Code: transport.CodeNoRoute, Message: err.Error()}
+			return spec, &transport.Refusal{Code: transport.CodeNoRoute, Message: err.Error()}
 		}
 		return spec, bad(err.Error())
 	}
@@ -201,7 +201,7 @@ func (g *Gateway) dial(ctx context.Context, spec sessionSpec, creds *credentialS
 	ctx, cancel := context.WithTimeout(ctx, g.opts.ConnectTimeout)
 	defer cancel()
 	up, err := transport.Dial(ctx, transport.Upstream{
-		Kind:            string(spec.route.Transport),
+		Transport:       string(spec.route.Transport),
 		URL:             spec.dialURL,
 		Command:         spec.route.Command,
 		Header:          creds.header,
@@ -216,13 +216,13 @@ func (g *Gateway) dial(ctx context.Context, spec sessionSpec, creds *credentialS
 		g.metrics.refusalsTotal.WithLabelValues("upstream_cross_origin").Inc()
 		g.logger.Warn("upstream pointed the session at another origin; refused", slog.String("route", spec.route.Name),
 			slog.String("route_origin", coe.Route), slog.String("target", coe.Target))
-		return nil, &transport.HTTPError{Status: http.StatusBadGateway, Code: transport.CodeUpstreamError,
+		return nil, &transport.Refusal{Code: transport.CodeUpstreamError,
 			Message: fmt.Sprintf("upstream of route %q named a message endpoint on another origin (%s); the gateway only talks to the route's origin (%s): fix the server or the route URL (`mcpgw route list`)", spec.route.Name, coe.Target, coe.Route)}
 	}
 	if err != nil {
 		g.metrics.refusalsTotal.WithLabelValues("upstream_error").Inc()
 		g.logger.Warn("upstream connect failed", slog.String("route", spec.route.Name), slog.Any("error", err))
-		return nil, &transport.HTTPError{Status: http.StatusBadGateway, Code: transport.CodeUpstreamError,
+		return nil, &transport.Refusal{Code: transport.CodeUpstreamError,
 			Message: fmt.Sprintf("upstream of route %q is unreachable: %v; check the server is up and the route is right (`mcpgw route list`)", spec.route.Name, err)}
 	}
 	return up, nil
@@ -231,14 +231,14 @@ func (g *Gateway) dial(ctx context.Context, spec sessionSpec, creds *credentialS
 // credentialRefusal turns a credential lookup failure into the refusal a
 // caller sees before its session starts.
 func (g *Gateway) credentialRefusal(err error) error {
-	var he *transport.HTTPError
+	var ref *transport.Refusal
 	switch {
-	case errors.As(err, &he):
+	case errors.As(err, &ref):
 		g.metrics.refusalsTotal.WithLabelValues("credential_broken").Inc()
-		return he
+		return ref
 	case errors.Is(err, errNoCredential):
 		g.metrics.refusalsTotal.WithLabelValues("no_credential").Inc()
-		return &transport.HTTPError{Status: http.StatusForbidden, Code: transport.CodeNoCredential, Message: err.Error()}
+		return &transport.Refusal{Code: transport.CodeNoCredential, Message: err.Error()}
 	}
 	return err
 }
@@ -262,7 +262,7 @@ func (g *Gateway) prepareSession(ctx context.Context, req sessionRequest, transp
 	}()
 	if req.token == "" && req.framed && !g.opts.InsecureDev {
 		g.metrics.refusalsTotal.WithLabelValues("token_missing").Inc()
-		return nil, &transport.HTTPError{Status: http.StatusUnauthorized, Code: transport.CodeUnauthorized,
+		return nil, &transport.Refusal{Code: transport.CodeUnauthorized,
 			Message: `no service token: set "token" in the open frame; get one with ` + "`mcpgw token issue`"}
 	}
 	claims, err = g.verifyToken(req.token)
@@ -278,7 +278,7 @@ func (g *Gateway) prepareSession(ctx context.Context, req sessionRequest, transp
 	}
 	if !g.takeSessionSlot() {
 		g.metrics.refusalsTotal.WithLabelValues("overloaded").Inc()
-		return nil, &transport.HTTPError{Status: http.StatusServiceUnavailable, Code: transport.CodeOverloaded, RetryAfter: 1,
+		return nil, &transport.Refusal{Code: transport.CodeOverloaded, RetryAfter: 1,
 			Message: fmt.Sprintf("this gateway node is at its limit of %d concurrent sessions; retry shortly or connect to another node", g.opts.MaxSessions)}
 	}
 	creds := g.credentialSource(spec)

@@ -240,7 +240,7 @@ func TestWebSocketBadFrames(t *testing.T) {
 			typ:     websocket.MessageText,
 			data:    append(append([]byte(`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":{"text":"`), bytes.Repeat([]byte("x"), 64<<10)...), `"}}}`...),
 			code:    jsonrpc.CodeInvalidRequest,
-			message: []string{"message larger than 65536 bytes refused", "--max-message-bytes"},
+			message: []string{"message larger than 65536 bytes refused", "raise the message size limit"},
 			id:      "5",
 		},
 		{
@@ -248,7 +248,7 @@ func TestWebSocketBadFrames(t *testing.T) {
 			typ:     websocket.MessageText,
 			data:    append(append([]byte(`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"echo","arguments":{"text":"`), bytes.Repeat([]byte("x"), 64<<10)...), `"}},"id":5}`...),
 			code:    jsonrpc.CodeInvalidRequest,
-			message: []string{"message larger than 65536 bytes refused", "--max-message-bytes"},
+			message: []string{"message larger than 65536 bytes refused", "raise the message size limit"},
 			id:      "null",
 		},
 	}
@@ -540,13 +540,13 @@ func TestOrigin(t *testing.T) {
 		{name: "allowed Origin", origin: "https://app.example.com"},
 		{name: "allowed Origin in another case", origin: "HTTPS://APP.example.com"},
 		{name: "disallowed Origin", origin: "https://evil.example", status: http.StatusForbidden,
-			message: []string{`Origin "https://evil.example" is not allowed`, "--allowed-origin"}},
+			message: []string{`Origin "https://evil.example" is not allowed`, "allowed origins"}},
 		{name: "allowed host on another port", origin: "https://app.example.com:8443", status: http.StatusForbidden,
-			message: []string{`Origin "https://app.example.com:8443"`, "--allowed-origin"}},
+			message: []string{`Origin "https://app.example.com:8443"`, "allowed origins"}},
 		{name: "allowed host over http", origin: "http://app.example.com", status: http.StatusForbidden,
-			message: []string{`Origin "http://app.example.com"`, "--allowed-origin"}},
+			message: []string{`Origin "http://app.example.com"`, "allowed origins"}},
 		{name: "null Origin", origin: "null", status: http.StatusForbidden,
-			message: []string{`Origin "null"`, "--allowed-origin"}},
+			message: []string{`Origin "null"`, "allowed origins"}},
 		{name: "rebinding Host", host: "evil.example", status: http.StatusForbidden,
 			message: []string{`Host "evil.example" refused on a loopback listener`, "DNS rebinding"}},
 		{name: "rebinding Host with port", host: "evil.example:" + strings.Split(n.HTTPAddr(), ":")[1], status: http.StatusForbidden,
@@ -704,7 +704,7 @@ func TestOversizedCallFailsAlone(t *testing.T) {
 	if got, want := werr.Code, int64(jsonrpc.CodeInvalidRequest); got != want {
 		t.Errorf("error code=%d, want %d", got, want)
 	}
-	checkMessage(t, werr.Message, "message larger than 65536 bytes refused", "--max-message-bytes")
+	checkMessage(t, werr.Message, "message larger than 65536 bytes refused", "raise the message size limit")
 	echo(t, ctx, sess, "still here")
 }
 
@@ -768,7 +768,7 @@ func TestOversizedResultFailsAlone(t *testing.T) {
 	if got, want := werr.Code, int64(transport.CodeUpstreamError); got != want {
 		t.Errorf("error code=%d, want %d", got, want)
 	}
-	checkMessage(t, werr.Message, `upstream of route "big"`, "message larger than 65536 bytes refused", "--max-message-bytes")
+	checkMessage(t, werr.Message, `upstream of route "big"`, "message larger than 65536 bytes refused", "raise the message size limit")
 	res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "small"})
 	if err != nil {
 		t.Fatalf("CallTool after the oversized result: %v", err)

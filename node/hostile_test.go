@@ -244,7 +244,7 @@ func TestHostileHugeResponseFailsAlone(t *testing.T) {
 			if got, want := werr.Code, int64(transport.CodeUpstreamError); got != want {
 				t.Errorf("error code=%d, want %d", got, want)
 			}
-			checkMessage(t, werr.Message, `upstream of route "`+route.Name+`"`, "larger than 4194304 bytes", "--max-message-bytes")
+			checkMessage(t, werr.Message, `upstream of route "`+route.Name+`"`, "larger than 4194304 bytes", "raise the message size limit")
 			if limit := uint64(hostileupstream.HugeBytes / 2); grew > limit {
 				t.Errorf("heap grew by %d bytes during the call, want under %d", grew, limit)
 			}

@@ -67,7 +67,7 @@ func decodeMessage(data []byte) (jsonrpc.Message, error) {
 func tooLarge(limit int64, head []byte) *MessageError {
 	me := &MessageError{
 		Code:    jsonrpc.CodeInvalidRequest,
-		Message: fmt.Sprintf("message larger than %d bytes refused; split it or ask the operator to raise --max-message-bytes", limit),
+		Message: fmt.Sprintf("message larger than %d bytes refused; split it or ask the operator to raise the message size limit", limit),
 	}
 	me.ID, me.Response = peekID(head)
 	return me
