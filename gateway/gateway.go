@@ -216,8 +216,9 @@ func (g *Gateway) VerifyToken(token string) (*policy.Claims, error) { return g.v
 func (g *Gateway) Drain() { g.streamable.Drain() }
 
 // Shutdown ends every session (a pending call is answered with
-// transport.CodeNodeLost, a WebSocket is closed as going away) and waits until they
-// have ended or ctx is done. New sessions are refused from then on.
+// transport.CodeNodeLost, a WebSocket is closed as going away) and waits
+// until they have ended or ctx is done. New sessions are refused from then
+// on.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.cancel()
 	g.streamable.Close()

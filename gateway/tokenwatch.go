@@ -106,8 +106,9 @@ func (g *Gateway) checkSessionTokens() {
 }
 
 // endForToken ends the session because its token stopped being valid:
-// calls outstanding and any read before the end get transport.CodeUnauthorized with
-// what happened and what to do, and a WebSocket closes with that reason.
+// calls outstanding and any read before the end get
+// transport.CodeUnauthorized with what happened and what to do, and a
+// WebSocket closes with that reason.
 func (s *session) endForToken(cause error) {
 	end := &sessionEnd{
 		reason: "token_expired",

@@ -14,8 +14,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/mcpgw/mcpgw/client"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
@@ -262,12 +260,6 @@ func TestAuditCallErrors(t *testing.T) {
 	if r := recs[1]; r.Outcome != storage.AuditError || r.Reason != "cancelled" || r.LatencyMicros <= 0 {
 		t.Errorf("cancelled call recorded as %+v, want error/cancelled with its latency", r)
 	}
-}
-
-func counterValue(c prometheus.Counter) float64 {
-	var m dto.Metric
-	c.Write(&m)
-	return m.GetCounter().GetValue()
 }
 
 // TestAuditToolError: a tool that runs and reports isError is audited and

@@ -15,8 +15,6 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/quic-go/quic-go"
 	"go.uber.org/goleak"
 
@@ -26,48 +24,8 @@ import (
 	"github.com/mcpgw/mcpgw/transport"
 )
 
-// gaugeValue reads a gauge.
-func gaugeValue(t testing.TB, g prometheus.Gauge) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := g.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetGauge().GetValue()
-}
-
 func activeSessions(t testing.TB, n *Node, transportName string) float64 {
 	return metricValue(t, n, "mcpgw_proxy_sessions_active", "transport", transportName)
-}
-
-// metricValue returns the value of the counter or gauge name on n's
-// registry (what /metrics shows) whose labels have the given name, value
-// pairs; 0 when there is none.
-func metricValue(t testing.TB, n *Node, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := n.metrics.registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue metrics
-				}
-			}
-			return m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return 0
 }
 
 // startGateway starts a node with a streamable upstream route "up".
