@@ -38,7 +38,7 @@ func (n *Node) listenFramed(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		ln, err := transport.ListenQUIC(ctx, n.cfg.QUICAddr, cert, transport.QUICOptions{
+		ln, err := transport.ListenQUIC(ctx, n.cfg.QUICAddr, cert, &transport.QUICOptions{
 			MaxStreamsPerConn: n.cfg.MaxStreamsPerConn,
 			IdleTimeout:       n.cfg.QUICIdleTimeout,
 			StatelessResetKey: resetKey,
