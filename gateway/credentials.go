@@ -57,8 +57,8 @@ func (c *credentialSource) current() (*vault.Credential, http.Header, error) {
 	case errors.Is(err, storage.ErrNotFound):
 		c.gen, c.sealed, c.cred, c.hdr = gen, nil, nil, nil
 		if c.route.Credential == storage.CredentialRequired {
-			return nil, nil, fmt.Errorf("%w is configured for org %q, account %q on route %q: store one with `mcpgw vault put --org %s --account %s --route %s --kind bearer`",
-				errNoCredential, c.aad.Org, c.aad.Account, c.aad.Route, c.aad.Org, c.aad.Account, c.aad.Route)
+			return nil, nil, fmt.Errorf("%w is configured for org %q, account %q on route %q: ask the operator to store one for them (`mcpgw vault put`)",
+				errNoCredential, c.aad.Org, c.aad.Account, c.aad.Route)
 		}
 		return nil, nil, nil
 	case err != nil:
