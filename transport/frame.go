@@ -145,9 +145,9 @@ func (o *OpenRequest) Accept(opts LineOptions) (*LineConn, error) {
 }
 
 // Refuse answers the open frame with err and closes the stream. A
-// *Refusal, *HTTPError or *MessageError lends its code and message; any other error
-// is reported as an internal error without its text, so internal details
-// never leak to callers.
+// *Refusal, *HTTPError or *MessageError lends its code and message; any
+// other error is reported as an internal error without its text, so
+// internal details never leak to callers.
 func (o *OpenRequest) Refuse(err error) {
 	reply := OpenReply{Code: jsonrpc.CodeInternalError, Error: "internal error; see the gateway log"}
 	var ref *Refusal

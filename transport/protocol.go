@@ -77,9 +77,9 @@ type Refusal struct {
 
 func (e *Refusal) Error() string { return e.Message }
 
-// RefusalError is a refusal a server answered before a session started:
-// an HTTP error with the message from its JSON-RPC error body, or a refused
-// open frame.
+// RefusalError is a Refusal as a client receives it, before a session
+// started: an HTTP error with the code and message of its JSON-RPC error
+// body, or a refused open frame.
 type RefusalError struct {
 	Status  int // HTTP status; 0 for a refused open frame
 	Code    int64

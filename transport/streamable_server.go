@@ -52,7 +52,7 @@ type StreamableServer struct {
 type StreamableServerOptions struct {
 	// Authenticate, when set, checks the credentials of every request that
 	// names a session before the session is looked up, so that a revoked
-	// or expired credential is refused as such (its *HTTPError) even once
+	// or expired credential is refused as such (its *Refusal) even once
 	// the session it opened has ended. Default: none.
 	Authenticate func(r *http.Request) error
 	// MaxMessageBytes caps a POST body. Default DefaultMaxMessageBytes.
@@ -68,9 +68,9 @@ type StreamableServerOptions struct {
 // NewStreamableServer returns a server whose sessions open with open: it
 // authenticates and routes a request that starts a session, and returns
 // the check every later request on the session (POST, GET, DELETE) must
-// pass, which refuses with an *HTTPError a request whose credentials could
+// pass, which refuses with a *Refusal a request whose credentials could
 // not have opened the session, and the function that serves the session
-// until it ends; or an *HTTPError to refuse. It starts the goroutine that
+// until it ends; or a *Refusal to refuse. It starts the goroutine that
 // closes idle sessions; Close stops it.
 func NewStreamableServer(open func(r *http.Request) (authorize func(*http.Request) error, serve func(mcp.Connection), err error), opts *StreamableServerOptions) *StreamableServer {
 	s := &StreamableServer{openSession: open, sessions: make(map[string]*httpSession), stop: make(chan struct{}), draining: make(chan struct{})}
