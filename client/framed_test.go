@@ -51,7 +51,7 @@ func startQUICServer(t *testing.T) (string, *x509.CertPool, <-chan *quic.Conn) {
 	t.Helper()
 	cert, pool := testCert(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	ln, err := transport.ListenQUIC(ctx, "127.0.0.1:0", cert, transport.QUICOptions{})
+	ln, err := transport.ListenQUIC(ctx, "127.0.0.1:0", cert, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

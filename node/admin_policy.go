@@ -70,11 +70,11 @@ func (n *Node) issueToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A node that joined a moment ago may not hold the signing key yet.
-	var st *policyState
+	var kr *policy.Keyring
 	if _, err := n.found(r.Context(), func() (bool, error) {
 		var err error
-		st, err = n.policy()
-		return err == nil && st.keyring.ActiveKeyID() != "", err
+		kr, err = n.gw.Keyring()
+		return err == nil && kr.ActiveKeyID() != "", err
 	}); err != nil {
 		n.writeInternalError(w, r, "read signing keys", err)
 		return
@@ -86,12 +86,12 @@ func (n *Node) issueToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	claims := policy.Claims{ID: id, Service: req.Service, Orgs: req.Orgs, ExpiresAt: now.Add(ttl)}
-	tok, err := st.keyring.Issue(claims, now)
+	tok, err := kr.Issue(claims, now)
 	if err != nil {
 		writeAdminError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	meta := storage.Token{ID: id, Service: req.Service, Orgs: req.Orgs, KeyID: st.keyring.ActiveKeyID(), IssuedAt: now.Truncate(time.Second), ExpiresAt: claims.ExpiresAt.Truncate(time.Second)}
+	meta := storage.Token{ID: id, Service: req.Service, Orgs: req.Orgs, KeyID: kr.ActiveKeyID(), IssuedAt: now.Truncate(time.Second), ExpiresAt: claims.ExpiresAt.Truncate(time.Second)}
 	if err := n.writes.Apply(r.Context(), cluster.Command{Op: cluster.OpPutToken, Token: &meta}); err != nil {
 		writeApplyError(w, err, "record token")
 		return
@@ -160,12 +160,12 @@ func (n *Node) rotateTokenKey(w http.ResponseWriter, r *http.Request) {
 		writeApplyError(w, err, "rotate signing key")
 		return
 	}
-	st, err := n.policy()
+	kr, err := n.gw.Keyring()
 	if err != nil {
 		n.writeInternalError(w, r, "read signing keys", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"key_id": st.keyring.ActiveKeyID()})
+	writeJSON(w, http.StatusOK, map[string]string{"key_id": kr.ActiveKeyID()})
 }
 
 func (n *Node) listRules(w http.ResponseWriter, r *http.Request) {

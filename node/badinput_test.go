@@ -2,12 +2,10 @@ package node
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,29 +19,9 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpgw/mcpgw/client"
-	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/transport"
 )
-
-// gatewayTo starts a node with one route, "up", to a stateful streamable
-// HTTP test upstream.
-func gatewayTo(t *testing.T, mutate ...func(*Config)) (*Node, storage.Route) {
-	n, route, _ := gatewayToServer(t, mutate...)
-	return n, route
-}
-
-// gatewayToServer is gatewayTo that also returns the upstream. The upstream
-// starts before the node so that it stops after it: sessions the node ends
-// on Close can still end their upstream sessions.
-func gatewayToServer(t *testing.T, mutate ...func(*Config)) (*Node, storage.Route, *upstreamtest.Server) {
-	t.Helper()
-	up := upstreamtest.New()
-	upURL := upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp"
-	n := startNode(t, mutate...)
-	route := addRoute(t, n, storage.Route{Name: "up", URL: upURL})
-	return n, route, up
-}
 
 // closedPort returns a loopback address nothing listens on.
 func closedPort(t *testing.T) string {
@@ -66,139 +44,6 @@ func sessionURL(n *Node, scheme, target, org, account string) string {
 		}
 	}
 	return scheme + "://" + n.HTTPAddr() + "/v1/mcp?" + q.Encode()
-}
-
-// testContext returns a context that ends with the test or after d.
-func testContext(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// rpcReply is any JSON-RPC message as a raw client sees it.
-type rpcReply struct {
-	ID     json.RawMessage `json:"id"`
-	Method string          `json:"method"`
-	Result json.RawMessage `json:"result"`
-	Error  *jsonrpc.Error  `json:"error"`
-}
-
-// text returns the first text content of a tools/call result.
-func (r rpcReply) text(t *testing.T) string {
-	t.Helper()
-	if r.Error != nil {
-		t.Fatalf("call failed: %d %s", r.Error.Code, r.Error.Message)
-	}
-	var res mcp.CallToolResult
-	if err := json.Unmarshal(r.Result, &res); err != nil || len(res.Content) == 0 {
-		t.Fatalf("result %s is not a tool result with content: %v", r.Result, err)
-	}
-	tc, ok := res.Content[0].(*mcp.TextContent)
-	if !ok {
-		t.Fatalf("result %s has no text content", r.Result)
-	}
-	return tc.Text
-}
-
-// rawSession is a WebSocket session through the gateway driven frame by
-// frame, so tests can send what no SDK would.
-type rawSession struct {
-	t      *testing.T
-	c      *websocket.Conn
-	nextID int
-}
-
-// dialRaw opens a WebSocket to the gateway for target, speaking "mcp".
-func dialRaw(t *testing.T, n *Node, target string, header http.Header) *rawSession {
-	t.Helper()
-	ctx := testContext(t, 10*time.Second)
-	c, _, err := websocket.Dial(ctx, sessionURL(n, "ws", target, "org1", "acct1"), &websocket.DialOptions{
-		Subprotocols: []string{transport.Subprotocol},
-		HTTPHeader:   header,
-	})
-	if err != nil {
-		t.Fatalf("dial gateway: %v", err)
-	}
-	c.SetReadLimit(-1)
-	t.Cleanup(func() { c.CloseNow() })
-	if got, want := c.Subprotocol(), transport.Subprotocol; got != want {
-		t.Fatalf("subprotocol=%q, want %q", got, want)
-	}
-	return &rawSession{t: t, c: c}
-}
-
-func (s *rawSession) write(typ websocket.MessageType, data []byte) {
-	s.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.c.Write(ctx, typ, data); err != nil {
-		s.t.Fatalf("write frame: %v", err)
-	}
-}
-
-// read returns the next message that is not a notification.
-func (s *rawSession) read() rpcReply {
-	s.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for {
-		_, data, err := s.c.Read(ctx)
-		if err != nil {
-			s.t.Fatalf("read frame: %v", err)
-		}
-		var r rpcReply
-		if err := json.Unmarshal(data, &r); err != nil {
-			s.t.Fatalf("gateway sent %q: %v", data, err)
-		}
-		if r.Method != "" && len(r.ID) == 0 {
-			continue
-		}
-		return r
-	}
-}
-
-func (s *rawSession) notify(method string, params any) {
-	s.t.Helper()
-	data, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": method, "params": params})
-	s.write(websocket.MessageText, data)
-}
-
-// call sends a request and returns its response, which must be the next
-// message that is not a notification.
-func (s *rawSession) call(method string, params any) rpcReply {
-	s.t.Helper()
-	s.nextID++
-	data, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": s.nextID, "method": method, "params": params})
-	s.write(websocket.MessageText, data)
-	r := s.read()
-	if got, want := string(r.ID), jsonString(s.nextID); got != want {
-		s.t.Fatalf("%s: got a reply with id %s (error %v), want id %s", method, got, r.Error, want)
-	}
-	return r
-}
-
-func (s *rawSession) initialize() {
-	s.t.Helper()
-	r := s.call("initialize", map[string]any{
-		"protocolVersion": "2025-11-25",
-		"capabilities":    map[string]any{},
-		"clientInfo":      map[string]any{"name": "raw", "version": "1"},
-	})
-	if r.Error != nil {
-		s.t.Fatalf("initialize: %d %s", r.Error.Code, r.Error.Message)
-	}
-	s.notify("notifications/initialized", map[string]any{})
-}
-
-func (s *rawSession) echo(text string) string {
-	s.t.Helper()
-	return s.call("tools/call", map[string]any{"name": "echo", "arguments": map[string]any{"text": text}}).text(s.t)
-}
-
-func jsonString(v any) string {
-	b, _ := json.Marshal(v)
-	return string(b)
 }
 
 func TestWebSocketBadFrames(t *testing.T) {
@@ -240,7 +85,7 @@ func TestWebSocketBadFrames(t *testing.T) {
 			typ:     websocket.MessageText,
 			data:    append(append([]byte(`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":{"text":"`), bytes.Repeat([]byte("x"), 64<<10)...), `"}}}`...),
 			code:    jsonrpc.CodeInvalidRequest,
-			message: []string{"message larger than 65536 bytes refused", "--max-message-bytes"},
+			message: []string{"message larger than 65536 bytes refused", "raise the message size limit"},
 			id:      "5",
 		},
 		{
@@ -248,7 +93,7 @@ func TestWebSocketBadFrames(t *testing.T) {
 			typ:     websocket.MessageText,
 			data:    append(append([]byte(`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"echo","arguments":{"text":"`), bytes.Repeat([]byte("x"), 64<<10)...), `"}},"id":5}`...),
 			code:    jsonrpc.CodeInvalidRequest,
-			message: []string{"message larger than 65536 bytes refused", "--max-message-bytes"},
+			message: []string{"message larger than 65536 bytes refused", "raise the message size limit"},
 			id:      "null",
 		},
 	}
@@ -320,29 +165,6 @@ func upgradeRequest(t *testing.T, rawURL, host string, header http.Header) (int,
 	return resp.StatusCode, decodeRefusal(t, resp)
 }
 
-// decodeRefusal reads the JSON-RPC error body of an HTTP refusal.
-func decodeRefusal(t *testing.T, resp *http.Response) *jsonrpc.Error {
-	t.Helper()
-	if got, want := resp.Header.Get("Content-Type"), "application/json"; got != want {
-		t.Errorf("refusal Content-Type=%q, want %q", got, want)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	var r rpcReply
-	if err := json.Unmarshal(body, &r); err != nil || r.Error == nil {
-		t.Fatalf("HTTP %d body %q is not a JSON-RPC error: %v", resp.StatusCode, body, err)
-	}
-	return r.Error
-}
-
-func checkMessage(t *testing.T, msg string, parts ...string) {
-	t.Helper()
-	for _, p := range parts {
-		if !strings.Contains(msg, p) {
-			t.Errorf("message %q does not contain %q", msg, p)
-		}
-	}
-}
-
 func TestUnknownTarget(t *testing.T) {
 	n, route := gatewayTo(t)
 	u, _ := url.Parse(route.URL)
@@ -354,27 +176,27 @@ func TestUnknownTarget(t *testing.T) {
 		code    int64
 		message []string
 	}{
-		{name: "unrouted host", target: "https://unknown.example/mcp", status: http.StatusNotFound, code: CodeNoRoute,
+		{name: "unrouted host", target: "https://unknown.example/mcp", status: http.StatusNotFound, code: transport.CodeNoRoute,
 			message: []string{`no route for target "https://unknown.example/mcp"`, "mcpgw route add"}},
-		{name: "host suffix", target: "http://127.0.0.1.evil.example/mcp", status: http.StatusNotFound, code: CodeNoRoute,
+		{name: "host suffix", target: "http://127.0.0.1.evil.example/mcp", status: http.StatusNotFound, code: transport.CodeNoRoute,
 			message: []string{`"http://127.0.0.1.evil.example/mcp"`, "mcpgw route add"}},
-		{name: "host suffix with the port", target: "http://127.0.0.1.evil.example:" + u.Port() + "/mcp", status: http.StatusNotFound, code: CodeNoRoute,
+		{name: "host suffix with the port", target: "http://127.0.0.1.evil.example:" + u.Port() + "/mcp", status: http.StatusNotFound, code: transport.CodeNoRoute,
 			message: []string{"127.0.0.1.evil.example", "mcpgw route add"}},
-		{name: "path traversal", target: route.URL + "/../admin", status: http.StatusNotFound, code: CodeNoRoute,
+		{name: "path traversal", target: route.URL + "/../admin", status: http.StatusNotFound, code: transport.CodeNoRoute,
 			message: []string{`"http://` + u.Host + `/admin"`, "mcpgw route add"}},
-		{name: "path prefix without a slash", target: route.URL + "x", status: http.StatusNotFound, code: CodeNoRoute,
+		{name: "path prefix without a slash", target: route.URL + "x", status: http.StatusNotFound, code: transport.CodeNoRoute,
 			message: []string{u.Host + `/mcpx"`, "mcpgw route add"}},
-		{name: "other scheme", target: "https://" + u.Host + "/mcp", status: http.StatusNotFound, code: CodeNoRoute,
+		{name: "other scheme", target: "https://" + u.Host + "/mcp", status: http.StatusNotFound, code: transport.CodeNoRoute,
 			message: []string{`"https://` + u.Host + `/mcp"`, "mcpgw route add"}},
-		{name: "websocket scheme", target: "ws://" + u.Host + "/mcp", status: http.StatusNotFound, code: CodeNoRoute,
+		{name: "websocket scheme", target: "ws://" + u.Host + "/mcp", status: http.StatusNotFound, code: transport.CodeNoRoute,
 			message: []string{`"ws://` + u.Host + `/mcp"`, "mcpgw route add"}},
-		{name: "other port", target: "http://" + otherPort + "/mcp", status: http.StatusNotFound, code: CodeNoRoute,
+		{name: "other port", target: "http://" + otherPort + "/mcp", status: http.StatusNotFound, code: transport.CodeNoRoute,
 			message: []string{otherPort, "mcpgw route add"}},
 		{name: "userinfo", target: "http://x@" + u.Host + "/mcp", status: http.StatusBadRequest, code: jsonrpc.CodeInvalidParams,
 			message: []string{"credentials in URLs are refused", "mcpgw vault put"}},
 		{name: "not a URL", target: "http://%zz/mcp", status: http.StatusBadRequest, code: jsonrpc.CodeInvalidParams,
 			message: []string{"is not a URL"}},
-		{name: "unknown route name", target: "", status: http.StatusNotFound, code: CodeNoRoute,
+		{name: "unknown route name", target: "", status: http.StatusNotFound, code: transport.CodeNoRoute,
 			message: []string{`no route named "nope"`, "mcpgw route list"}},
 	}
 	for _, tc := range tests {
@@ -485,7 +307,7 @@ func TestUpstreamDown(t *testing.T) {
 		if !errors.As(err, &werr) {
 			t.Fatalf("Connect error %v is not a JSON-RPC error", err)
 		}
-		if got, want := werr.Code, int64(CodeUpstreamError); got != want {
+		if got, want := werr.Code, int64(transport.CodeUpstreamError); got != want {
 			t.Errorf("error code=%d, want %d", got, want)
 		}
 		checkMessage(t, werr.Message, `upstream of route "down" failed`, "mcpgw route list")
@@ -507,7 +329,7 @@ func TestUpstreamDown(t *testing.T) {
 			if elapsed := time.Since(start); elapsed > 5*time.Second {
 				t.Errorf("refusal took %v", elapsed)
 			}
-			if got, want := rerr.Code, int64(CodeUpstreamError); got != want {
+			if got, want := rerr.Code, int64(transport.CodeUpstreamError); got != want {
 				t.Errorf("error code=%d, want %d", got, want)
 			}
 			checkMessage(t, rerr.Message, tc.message...)
@@ -540,13 +362,13 @@ func TestOrigin(t *testing.T) {
 		{name: "allowed Origin", origin: "https://app.example.com"},
 		{name: "allowed Origin in another case", origin: "HTTPS://APP.example.com"},
 		{name: "disallowed Origin", origin: "https://evil.example", status: http.StatusForbidden,
-			message: []string{`Origin "https://evil.example" is not allowed`, "--allowed-origin"}},
+			message: []string{`Origin "https://evil.example" is not allowed`, "allowed origins"}},
 		{name: "allowed host on another port", origin: "https://app.example.com:8443", status: http.StatusForbidden,
-			message: []string{`Origin "https://app.example.com:8443"`, "--allowed-origin"}},
+			message: []string{`Origin "https://app.example.com:8443"`, "allowed origins"}},
 		{name: "allowed host over http", origin: "http://app.example.com", status: http.StatusForbidden,
-			message: []string{`Origin "http://app.example.com"`, "--allowed-origin"}},
+			message: []string{`Origin "http://app.example.com"`, "allowed origins"}},
 		{name: "null Origin", origin: "null", status: http.StatusForbidden,
-			message: []string{`Origin "null"`, "--allowed-origin"}},
+			message: []string{`Origin "null"`, "allowed origins"}},
 		{name: "rebinding Host", host: "evil.example", status: http.StatusForbidden,
 			message: []string{`Host "evil.example" refused on a loopback listener`, "DNS rebinding"}},
 		{name: "rebinding Host with port", host: "evil.example:" + strings.Split(n.HTTPAddr(), ":")[1], status: http.StatusForbidden,
@@ -594,32 +416,6 @@ func TestOrigin(t *testing.T) {
 			}
 		})
 	}
-}
-
-// postJSON POSTs body to the streamable endpoint as a client would, with
-// extra header name/value pairs.
-func postJSON(t *testing.T, rawURL, host, body string, header ...string) *http.Response {
-	t.Helper()
-	req, err := http.NewRequestWithContext(testContext(t, 10*time.Second), http.MethodPost, rawURL, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	for i := 0; i+1 < len(header); i += 2 {
-		if header[i+1] != "" {
-			req.Header.Set(header[i], header[i+1])
-		}
-	}
-	if host != "" {
-		req.Host = host
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("POST %s: %v", rawURL, err)
-	}
-	t.Cleanup(func() { resp.Body.Close() })
-	return resp
 }
 
 // hangUpUpstream is a WebSocket MCP upstream that answers initialize and
@@ -677,7 +473,7 @@ func TestUpstreamEndsMidCall(t *testing.T) {
 			if !errors.As(err, &werr) {
 				t.Fatalf("CallTool error %v is not a JSON-RPC error", err)
 			}
-			if got, want := werr.Code, int64(CodeUpstreamError); got != want {
+			if got, want := werr.Code, int64(transport.CodeUpstreamError); got != want {
 				t.Errorf("error code=%d, want %d", got, want)
 			}
 			checkMessage(t, werr.Message, `upstream of route "hangup" closed the session before answering`)
@@ -704,7 +500,7 @@ func TestOversizedCallFailsAlone(t *testing.T) {
 	if got, want := werr.Code, int64(jsonrpc.CodeInvalidRequest); got != want {
 		t.Errorf("error code=%d, want %d", got, want)
 	}
-	checkMessage(t, werr.Message, "message larger than 65536 bytes refused", "--max-message-bytes")
+	checkMessage(t, werr.Message, "message larger than 65536 bytes refused", "raise the message size limit")
 	echo(t, ctx, sess, "still here")
 }
 
@@ -765,10 +561,10 @@ func TestOversizedResultFailsAlone(t *testing.T) {
 	if !errors.As(err, &werr) {
 		t.Fatalf("CallTool error %v is not a JSON-RPC error", err)
 	}
-	if got, want := werr.Code, int64(CodeUpstreamError); got != want {
+	if got, want := werr.Code, int64(transport.CodeUpstreamError); got != want {
 		t.Errorf("error code=%d, want %d", got, want)
 	}
-	checkMessage(t, werr.Message, `upstream of route "big"`, "message larger than 65536 bytes refused", "--max-message-bytes")
+	checkMessage(t, werr.Message, `upstream of route "big"`, "message larger than 65536 bytes refused", "raise the message size limit")
 	res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "small"})
 	if err != nil {
 		t.Fatalf("CallTool after the oversized result: %v", err)

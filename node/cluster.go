@@ -196,7 +196,7 @@ func (n *Node) waitForLeader(ctx context.Context) bool {
 // whenever membership or liveness changes, until the node closes.
 func (n *Node) watchLiveNodes() {
 	changes, stop := n.raft.Observe()
-	n.pol.limiter.SetShare(n.raft.LiveNodes())
+	n.gw.SetLiveNodes(n.raft.LiveNodes())
 	n.clusterWG.Add(1)
 	go func() {
 		defer n.clusterWG.Done()
@@ -207,7 +207,7 @@ func (n *Node) watchLiveNodes() {
 				return
 			case <-changes:
 				live := n.raft.LiveNodes()
-				n.pol.limiter.SetShare(live)
+				n.gw.SetLiveNodes(live)
 				n.logger.Debug("rate limits re-split", slog.Int("live_nodes", live))
 			}
 		}

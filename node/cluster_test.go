@@ -22,6 +22,7 @@ import (
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/storage"
+	"github.com/mcpgw/mcpgw/transport"
 	"github.com/mcpgw/mcpgw/vault"
 )
 
@@ -104,7 +105,7 @@ func others(nodes []*Node, n *Node) []*Node {
 
 // tokenRefused reports whether n refuses tok.
 func tokenRefused(n *Node, tok string) bool {
-	_, err := n.verifyToken(tok)
+	_, err := n.gw.VerifyToken(tok)
 	return err != nil
 }
 
@@ -156,7 +157,7 @@ func TestClusterReplicates(t *testing.T) {
 	if got := callText(t, ctx, sess, "echo", "via n3"); got != "via n3" {
 		t.Fatalf("echo through node 3 = %q", got)
 	}
-	if werr := toolError(t, ctx, sess, "slow"); werr.Code != CodeForbidden || !strings.Contains(werr.Message, "deny-slow") {
+	if werr := toolError(t, ctx, sess, "slow"); werr.Code != transport.CodeForbidden || !strings.Contains(werr.Message, "deny-slow") {
 		t.Fatalf("slow through node 3: %v, want the rule written on node 1 to forbid it", werr)
 	}
 
@@ -225,7 +226,7 @@ func TestClusterLeaderFailover(t *testing.T) {
 	var werr *jsonrpc.Error
 	for {
 		// A call written while the client was still noticing the loss is
-		// answered with CodeNodeLost, which callers may retry.
+		// answered with transport.CodeNodeLost, which callers may retry.
 		_, err := sess.CallTool(ctx, callParams("echo", "after"))
 		if !errors.As(err, &werr) || werr.Code != client.CodeNodeLost {
 			if err != nil {
@@ -282,7 +283,7 @@ func TestClusterRateLimitShare(t *testing.T) {
 		for i := 0; ; i++ {
 			res, err := sess.CallTool(ctx, callParams("echo", "x"))
 			var werr *jsonrpc.Error
-			if errors.As(err, &werr) && werr.Code == CodeRateLimited {
+			if errors.As(err, &werr) && werr.Code == transport.CodeRateLimited {
 				return i
 			}
 			if err != nil || res.IsError {
@@ -294,7 +295,7 @@ func TestClusterRateLimitShare(t *testing.T) {
 		}
 	}
 
-	waitFor(t, "the limit to be shared by 3 nodes", func() bool { return n.pol.limiter.Share() == 3 })
+	waitFor(t, "the limit to be shared by 3 nodes", func() bool { return n.gw.LiveNodes() == 3 })
 	if got, want := passes("a1"), 2; got != want {
 		t.Fatalf("with 3 live nodes %d calls passed through one node, want %d", got, want)
 	}
@@ -305,7 +306,7 @@ func TestClusterRateLimitShare(t *testing.T) {
 		t.Fatalf("remove %s: HTTP %d %s", gone.NodeID(), resp.StatusCode, body)
 	}
 	gone.Close()
-	waitFor(t, "the limit to be re-split among 2 nodes", func() bool { return n.pol.limiter.Share() == 2 })
+	waitFor(t, "the limit to be re-split among 2 nodes", func() bool { return n.gw.LiveNodes() == 2 })
 	if got, want := passes("a2"), 3; got != want {
 		t.Fatalf("with 2 live nodes %d calls passed through one node, want %d", got, want)
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/mcpgw/mcpgw/gateway"
 	"github.com/mcpgw/mcpgw/transport"
 	"github.com/mcpgw/mcpgw/vault"
 )
@@ -239,7 +240,7 @@ func (c *Config) Validate() error {
 		return err
 	}
 	for _, o := range c.AllowedOrigins {
-		if _, err := parseOrigin(o); err != nil {
+		if _, err := gateway.ParseOrigin(o); err != nil {
 			return fmt.Errorf("--allowed-origin %q: %v", o, err)
 		}
 	}

@@ -90,7 +90,7 @@ func TestConnectionFloodSparesSessions(t *testing.T) {
 	})
 	ctx := testContext(t, 60*time.Second)
 
-	control, err := client.Connect(ctx, route.URL, "org1", "acct1", gateway(n)...)
+	control, err := client.Connect(ctx, route.URL, "org1", "acct1", viaGateway(n)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestConnectionFloodSparesSessions(t *testing.T) {
 	base := calls.Load()
 	waitFor(t, "calls under the flood", func() bool { return calls.Load() >= base+20 })
 	// ...a new authenticated session opens and calls...
-	fresh, err := client.Connect(ctx, route.URL, "org1", "acct1", gateway(n)...)
+	fresh, err := client.Connect(ctx, route.URL, "org1", "acct1", viaGateway(n)...)
 	if err != nil {
 		t.Fatalf("new session under the flood: %v", err)
 	}

@@ -106,7 +106,7 @@ func TestHostileSSEEndpointOtherOrigin(t *testing.T) {
 			posts := hs.Posts.Load()
 			_, err := connect(t, ctx, n, route.URL, "acme", "alice")
 			var re *transport.RefusalError
-			if !errors.As(err, &re) || re.Status != http.StatusBadGateway || re.Code != CodeUpstreamError {
+			if !errors.As(err, &re) || re.Status != http.StatusBadGateway || re.Code != transport.CodeUpstreamError {
 				t.Fatalf("Connect: err = %v, want a 502 upstream error", err)
 			}
 			checkMessage(t, re.Message, `upstream of route "hostile-sse" named a message endpoint on another origin`, "only talks to the route's origin")
@@ -168,7 +168,7 @@ func TestHostileHandshakeRefusalNotEchoed(t *testing.T) {
 	ctx := testContext(t, 20*time.Second)
 	_, err := connect(t, ctx, n, route.URL, "acme", "alice")
 	var re *transport.RefusalError
-	if !errors.As(err, &re) || re.Code != CodeUpstreamError {
+	if !errors.As(err, &re) || re.Code != transport.CodeUpstreamError {
 		t.Fatalf("Connect: err = %v, want an upstream refusal", err)
 	}
 	checkMessage(t, re.Message, `upstream of route "refuses"`, "refused "+"[REDACTED]")
@@ -241,10 +241,10 @@ func TestHostileHugeResponseFailsAlone(t *testing.T) {
 			var werr *jsonrpc.Error
 			grew := heapPeak(func() { werr = callError(t, ctx, sess, tc.tool) })
 			t.Logf("heap grew by %.1f MiB during a %d MiB answer", float64(grew)/(1<<20), hostileupstream.HugeBytes>>20)
-			if got, want := werr.Code, int64(CodeUpstreamError); got != want {
+			if got, want := werr.Code, int64(transport.CodeUpstreamError); got != want {
 				t.Errorf("error code=%d, want %d", got, want)
 			}
-			checkMessage(t, werr.Message, `upstream of route "`+route.Name+`"`, "larger than 4194304 bytes", "--max-message-bytes")
+			checkMessage(t, werr.Message, `upstream of route "`+route.Name+`"`, "larger than 4194304 bytes", "raise the message size limit")
 			if limit := uint64(hostileupstream.HugeBytes / 2); grew > limit {
 				t.Errorf("heap grew by %d bytes during the call, want under %d", grew, limit)
 			}
@@ -274,7 +274,7 @@ func TestHostileUnusableResponsesFailAlone(t *testing.T) {
 				{hostileupstream.ToolMalformed, "not a JSON-RPC 2.0 object"},
 			} {
 				werr := callError(t, ctx, sess, tc.tool)
-				if got, want := werr.Code, int64(CodeUpstreamError); got != want {
+				if got, want := werr.Code, int64(transport.CodeUpstreamError); got != want {
 					t.Errorf("%s: error code=%d, want %d", tc.tool, got, want)
 				}
 				checkMessage(t, werr.Message, `upstream of route "`+route.Name+`" answered with an unusable message`, tc.reason)
@@ -310,7 +310,7 @@ func TestHostileUnrequestedResponseDropped(t *testing.T) {
 			if got, want := s.echo("next"), "next"; got != want {
 				t.Fatalf("echo=%q, want %q", got, want)
 			}
-			if got := counterValue(n.metrics.unrequestedTotal.WithLabelValues(route.Name)); got != 1 {
+			if got := metricValue(t, n, "mcpgw_proxy_unrequested_responses_total", "route", route.Name); got != 1 {
 				t.Fatalf("mcpgw_proxy_unrequested_responses_total{route=%q}=%v, want 1", route.Name, got)
 			}
 		})

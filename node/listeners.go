@@ -57,7 +57,7 @@ func (c *Config) validateListeners() error {
 		return fmt.Errorf("--idle-timeout %v and --read-timeout %v must be positive", c.IdleTimeout, c.ReadTimeout)
 	}
 	for _, l := range []struct{ flag, addr string }{{"--http", c.HTTPAddr}, {"--admin", c.AdminAddr}} {
-		if !c.listenerTLS(l.addr) && !isLoopbackAddr(l.addr) && !c.InsecurePlaintext {
+		if !c.listenerTLS(l.addr) && !transport.IsLoopbackAddr(l.addr) && !c.InsecurePlaintext {
 			return fmt.Errorf("%s %s is not a loopback address, and plain HTTP there sends service and admin tokens in the clear: "+
 				"drop --tls=off to serve TLS with the node's cluster certificate (or --tls-cert and --tls-key), "+
 				"or pass --insecure-plaintext if something else protects the network", l.flag, l.addr)
@@ -75,7 +75,7 @@ func (c *Config) listenerTLS(addr string) bool {
 	case c.TLS == TLSOn:
 		return true
 	}
-	return !isLoopbackAddr(addr)
+	return !transport.IsLoopbackAddr(addr)
 }
 
 // certHosts returns the hosts a certificate this node creates for itself
@@ -254,7 +254,7 @@ func (n *Node) newHTTPServer(h http.Handler) *http.Server {
 // once the body has been read.
 func readDeadline(timeout time.Duration, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body == nil || r.Body == http.NoBody || isWebSocketUpgrade(r) {
+		if r.Body == nil || r.Body == http.NoBody || transport.IsWebSocketUpgrade(r) {
 			next.ServeHTTP(w, r)
 			return
 		}

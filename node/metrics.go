@@ -5,19 +5,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// metrics are the node's Prometheus instruments, registered on the node's
-// own registry (never the global one, so tests can run many nodes).
+// metrics are the node's own Prometheus instruments (listeners, process),
+// on the node's registry, which the gateway registers the data path's
+// instruments on too. Never the global registry, so tests can run many
+// nodes.
 type metrics struct {
 	registry *prometheus.Registry
-
-	sessionsActive *prometheus.GaugeVec     // transport
-	sessionsTotal  *prometheus.CounterVec   // transport, outcome
-	messagesTotal  *prometheus.CounterVec   // direction
-	callsTotal     *prometheus.CounterVec   // route, outcome
-	callSeconds    *prometheus.HistogramVec // route
-	refusalsTotal  *prometheus.CounterVec   // kind
-	// unrequestedTotal counts upstream responses to no pending call, dropped.
-	unrequestedTotal *prometheus.CounterVec // route
 
 	quicConnsActive   prometheus.Gauge
 	connsRefusedTotal *prometheus.CounterVec // listener, reason
@@ -26,29 +19,6 @@ type metrics struct {
 func newMetrics() *metrics {
 	m := &metrics{
 		registry: prometheus.NewRegistry(),
-		sessionsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "mcpgw_proxy_sessions_active", Help: "Open proxied MCP sessions.",
-		}, []string{"transport"}),
-		sessionsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mcpgw_proxy_sessions_total", Help: "Proxied MCP sessions opened.",
-		}, []string{"transport"}),
-		messagesTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mcpgw_proxy_messages_total", Help: "JSON-RPC messages forwarded.",
-		}, []string{"direction"}),
-		callsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mcpgw_proxy_tool_calls_total", Help: "tools/call requests by outcome (ok, error, tool_error, refused).",
-		}, []string{"route", "outcome"}),
-		callSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "mcpgw_proxy_tool_call_duration_seconds",
-			Help:    "Time from a tools/call reaching the gateway to its response leaving it.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
-		}, []string{"route"}),
-		refusalsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mcpgw_proxy_refusals_total", Help: "Requests and sessions refused, by kind.",
-		}, []string{"kind"}),
-		unrequestedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mcpgw_proxy_unrequested_responses_total", Help: "Upstream responses whose id no pending call had, dropped instead of forwarded.",
-		}, []string{"route"}),
 		quicConnsActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mcpgw_quic_connections_active", Help: "Open QUIC connections (each carries many sessions).",
 		}),
@@ -56,7 +26,7 @@ func newMetrics() *metrics {
 			Name: "mcpgw_listener_connections_refused_total", Help: "Connections closed on arrival at a connection cap, by listener and cap (listener_cap, per_ip_cap).",
 		}, []string{"listener", "reason"}),
 	}
-	m.registry.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.callsTotal, m.callSeconds, m.refusalsTotal, m.unrequestedTotal, m.quicConnsActive, m.connsRefusedTotal,
+	m.registry.MustRegister(m.quicConnsActive, m.connsRefusedTotal,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

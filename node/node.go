@@ -17,9 +17,8 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/cluster"
-	"github.com/mcpgw/mcpgw/policy"
+	"github.com/mcpgw/mcpgw/gateway"
 	"github.com/mcpgw/mcpgw/storage"
-	"github.com/mcpgw/mcpgw/transport"
 	"github.com/mcpgw/mcpgw/vault"
 )
 
@@ -40,37 +39,34 @@ type Node struct {
 	store  *storage.Store
 	raft   *cluster.Raft // nil before Start
 	writes applier       // raft, or the local store in tests of the layers above
+	gw     *gateway.Gateway
 
 	adminToken []byte
 	keys       atomic.Pointer[vault.Keys]
-	pol        policyCache
 	rotateMu   sync.Mutex // serialises vault key rotations
-	audit      *auditor
+	audit      nodeAudit
 
 	lns               listeners
 	httpLn, adminLn   net.Listener
 	httpTLS, adminTLS bool // whether the listeners serve TLS
 	httpSrv           *http.Server
 	adminSrv          *http.Server
-	streamable        *transport.StreamableServer
 	framed            framedListeners
 
 	ctx       context.Context // ends when the node closes
 	cancel    context.CancelFunc
-	sessions  sync.WaitGroup
 	served    sync.WaitGroup
-	clusterWG sync.WaitGroup // goroutines following replicated state: rate-limit re-split, session token checks
-
-	activeSessions atomic.Int64 // sessions counted against MaxSessions
-	live           liveSessions // running sessions by token id
-
-	// paramHeaders holds, per route (name and URL), what its upstream's
-	// tools mirror into Mcp-Param-* headers: route name + "\x00" + URL →
-	// *transport.ParamHeaders.
-	paramHeaders sync.Map
+	clusterWG sync.WaitGroup // goroutines following replicated state: the rate-limit re-split
 
 	closeOnce sync.Once
 	closeErr  error
+}
+
+// nodeAudit is this node's audit log: the gateway appends to it, the admin
+// API queries and verifies it.
+type nodeAudit struct {
+	log  *storage.AuditLog // nil before Start and after Close
+	node string            // this node's id, stamped on its records
 }
 
 // New checks cfg and prepares a node. It does no I/O.
@@ -85,9 +81,6 @@ func New(cfg Config) (*Node, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, logger: logger, metrics: newMetrics(), ctx: ctx, cancel: cancel}
 	n.keys.Store(cfg.VaultKeys)
-	n.pol.inflight = policy.NewGate(cfg.MaxInFlightCalls)
-	n.pol.limiter, _ = policy.NewLimiter(nil)
-	n.audit = newAuditor(logger, n.metrics.registry, auditQueueLen)
 	return n, nil
 }
 
@@ -119,13 +112,6 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 
-	n.streamable = &transport.StreamableServer{
-		Open:            n.openStreamable,
-		Authenticate:    func(r *http.Request) error { _, err := n.authenticate(r); return err },
-		MaxMessageBytes: n.cfg.MaxMessageBytes,
-		IdleTimeout:     n.cfg.SessionIdleTimeout,
-		Logger:          n.logger,
-	}
 	err = n.startCluster(ctx, id)
 	if n.raft != nil {
 		// Raft closes before the store it writes into.
@@ -134,8 +120,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	auditOpts := storage.AuditOptions{MaxRecords: n.cfg.AuditMaxRecords, MaxAge: n.cfg.AuditMaxAge}
+	if n.audit.log, err = storage.OpenAudit(filepath.Join(n.cfg.DataDir, storage.AuditFile), auditOpts); err != nil {
+		return err
+	}
+	n.audit.node = id
+	undo = append(undo, func() { n.audit.log.Close(); n.audit.log = nil })
+	n.gw = gateway.New(store, n.vaultKeys, n.gatewayOptions())
+	undo = append(undo, func() { n.gw.Close() })
 	n.watchLiveNodes()
-	n.watchSessionTokens()
 	undo = append(undo, func() { n.cancel(); n.clusterWG.Wait() })
 	if n.cfg.InsecureDev {
 		n.logger.Warn("INSECURE: --insecure-dev is set; sessions are accepted WITHOUT a service token. Never run this way outside a local trial.")
@@ -151,18 +144,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	undo = append(undo, func() { n.adminLn.Close() })
-	auditOpts := storage.AuditOptions{MaxRecords: n.cfg.AuditMaxRecords, MaxAge: n.cfg.AuditMaxAge}
-	if err := n.audit.open(filepath.Join(n.cfg.DataDir, storage.AuditFile), auditOpts, id); err != nil {
-		return err
-	}
-	undo = append(undo, func() { n.audit.close() })
 	if err := n.listenFramed(ctx); err != nil {
 		return err
 	}
-	n.httpSrv = n.newHTTPServer(n.sessionHandler())
+	n.httpSrv = n.newHTTPServer(n.gw.Handler())
 	// Shutdown waits for requests in flight; GET event streams never end by
 	// themselves, so they end when it starts.
-	n.httpSrv.RegisterOnShutdown(n.streamable.Drain)
+	n.httpSrv.RegisterOnShutdown(n.gw.Drain)
 	n.adminSrv = n.newHTTPServer(n.adminHandler())
 	n.serve(n.httpSrv, n.httpLn)
 	n.serve(n.adminSrv, n.adminLn)
@@ -206,6 +194,15 @@ func schemeURL(tls bool, addr string) string {
 	return "http://" + addr
 }
 
+// Sessions returns the number of sessions open on this node, across
+// transports.
+func (n *Node) Sessions() int {
+	if n.gw == nil {
+		return 0
+	}
+	return n.gw.Sessions()
+}
+
 // AdminToken returns the token the admin API requires.
 func (n *Node) AdminToken() string { return string(n.adminToken) }
 
@@ -221,12 +218,15 @@ func (n *Node) Close() error {
 				n.httpSrv.Close()
 			}
 		}
-		n.cancel() // ends sessions on every transport and stops the QUIC and Unix socket listeners
-		if n.streamable != nil {
-			n.streamable.Close()
-		}
+		n.cancel() // stops the QUIC and Unix socket listeners
 		drained := make(chan struct{})
-		go func() { n.sessions.Wait(); n.framed.wg.Wait(); close(drained) }()
+		go func() {
+			if n.gw != nil {
+				n.gw.Shutdown(ctx) // ends sessions on every transport
+			}
+			n.framed.wg.Wait()
+			close(drained)
+		}()
 		select {
 		case <-drained:
 		case <-ctx.Done():
@@ -238,7 +238,14 @@ func (n *Node) Close() error {
 		}
 		n.served.Wait()
 		// Sessions have ended or been cut off: what they recorded is queued.
-		auditErr := n.audit.close()
+		var auditErr error
+		if n.gw != nil {
+			n.gw.Close()
+		}
+		if n.audit.log != nil {
+			auditErr = n.audit.log.Close()
+			n.audit.log = nil
+		}
 		n.clusterWG.Wait()
 		var raftErr error
 		if n.raft != nil {

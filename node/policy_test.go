@@ -75,12 +75,12 @@ func TestTokenRefusals(t *testing.T) {
 		code             int64
 		want             string
 	}{
-		{"missing", "", "acme", 401, CodeUnauthorized, "no service token"},
-		{"malformed", "not-a-token", "acme", 401, CodeUnauthorized, "malformed"},
-		{"wrong signature", foreign, "acme", 401, CodeUnauthorized, "key"},
-		{"expired", short, "acme", 401, CodeUnauthorized, "expired"},
-		{"revoked", revoked.Token, "acme", 401, CodeUnauthorized, "revoked"},
-		{"org not allowed", acmeOnly, "globex", 403, CodeForbidden, `may not act for org "globex"`},
+		{"missing", "", "acme", 401, transport.CodeUnauthorized, "no service token"},
+		{"malformed", "not-a-token", "acme", 401, transport.CodeUnauthorized, "malformed"},
+		{"wrong signature", foreign, "acme", 401, transport.CodeUnauthorized, "key"},
+		{"expired", short, "acme", 401, transport.CodeUnauthorized, "expired"},
+		{"revoked", revoked.Token, "acme", 401, transport.CodeUnauthorized, "revoked"},
+		{"org not allowed", acmeOnly, "globex", 403, transport.CodeForbidden, `may not act for org "globex"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -133,7 +133,7 @@ func TestRules(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	sess, err := client.Connect(ctx, route.URL, "acme", "a1", gateway(n)...)
+	sess, err := client.Connect(ctx, route.URL, "acme", "a1", viaGateway(n)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestRules(t *testing.T) {
 		t.Fatalf("echo = %q", got)
 	}
 	werr := toolError(t, ctx, sess, "slow")
-	if werr.Code != CodeForbidden || !strings.Contains(werr.Message, `"r-deny-slow"`) {
+	if werr.Code != transport.CodeForbidden || !strings.Contains(werr.Message, `"r-deny-slow"`) {
 		t.Fatalf("slow: %v, want forbidden naming r-deny-slow", werr)
 	}
 	// The session survives the refusal.
@@ -165,7 +165,7 @@ func TestRules(t *testing.T) {
 	other := issueToken(t, n, "other-svc", []string{"*"}, "1h").Token
 	_, err = client.Connect(ctx, route.URL, "acme", "a1", client.WithGateway("ws://"+n.HTTPAddr()), client.WithToken(other))
 	re := refusal(err)
-	if re == nil || re.Status != http.StatusForbidden || re.Code != CodeForbidden || !strings.Contains(re.Message, "deny by default") {
+	if re == nil || re.Status != http.StatusForbidden || re.Code != transport.CodeForbidden || !strings.Contains(re.Message, "deny by default") {
 		t.Fatalf("other-svc: err = %v, want 403 deny by default", err)
 	}
 }
@@ -181,7 +181,7 @@ func TestRateLimit(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	sess, err := client.Connect(ctx, route.URL, "acme", "a1", gateway(n)...)
+	sess, err := client.Connect(ctx, route.URL, "acme", "a1", viaGateway(n)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func TestRateLimit(t *testing.T) {
 		Limit        string `json:"limit"`
 	}
 	json.Unmarshal(werr.Data, &data)
-	if werr.Code != CodeRateLimited || data.Limit != "echo-5" || data.RetryAfterMs != 501 || !strings.Contains(werr.Message, "retry in 501ms") {
+	if werr.Code != transport.CodeRateLimited || data.Limit != "echo-5" || data.RetryAfterMs != 501 || !strings.Contains(werr.Message, "retry in 501ms") {
 		t.Fatalf("6th call: %v data %s, want rate limited by echo-5 retry in 501ms", werr, werr.Data)
 	}
 	// Other tools are not limited.
@@ -208,7 +208,7 @@ func TestRateLimit(t *testing.T) {
 	if got := callText(t, ctx, sess, "echo", "again"); got != "again" {
 		t.Fatalf("after refill = %q", got)
 	}
-	if werr := toolError(t, ctx, sess, "echo"); werr.Code != CodeRateLimited {
+	if werr := toolError(t, ctx, sess, "echo"); werr.Code != transport.CodeRateLimited {
 		t.Fatalf("after one refill the next call: %v, want rate limited", werr)
 	}
 }

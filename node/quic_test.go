@@ -15,8 +15,6 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/quic-go/quic-go"
 	"go.uber.org/goleak"
 
@@ -26,18 +24,8 @@ import (
 	"github.com/mcpgw/mcpgw/transport"
 )
 
-// gaugeValue reads a gauge.
-func gaugeValue(t testing.TB, g prometheus.Gauge) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := g.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetGauge().GetValue()
-}
-
 func activeSessions(t testing.TB, n *Node, transportName string) float64 {
-	return gaugeValue(t, n.metrics.sessionsActive.WithLabelValues(transportName))
+	return metricValue(t, n, "mcpgw_proxy_sessions_active", "transport", transportName)
 }
 
 // startGateway starts a node with a streamable upstream route "up".
@@ -364,11 +352,11 @@ func TestFramedBadInput(t *testing.T) {
 				{"open frame deadline", `{"target":`, jsonrpc.CodeInvalidRequest, "no complete open frame within 200ms"},
 				{"garbage open frame", "GET / HTTP/1.1\r\n", jsonrpc.CodeParseError, "open frame must be one JSON object"},
 				{"malformed open frame", `{"target":"x",}` + "\n", jsonrpc.CodeParseError, "malformed open frame"},
-				{"unknown target", openFrame(testToken(n), "https://nowhere.example/mcp"), CodeNoRoute, `no route for target "https://nowhere.example/mcp"`},
-				{"unknown route", fmt.Sprintf(`{"route":"nope","org":"org1","account":"acct1","token":%q}`+"\n", testToken(n)), CodeNoRoute, `no route named "nope"`},
+				{"unknown target", openFrame(testToken(n), "https://nowhere.example/mcp"), transport.CodeNoRoute, `no route for target "https://nowhere.example/mcp"`},
+				{"unknown route", fmt.Sprintf(`{"route":"nope","org":"org1","account":"acct1","token":%q}`+"\n", testToken(n)), transport.CodeNoRoute, `no route named "nope"`},
 				{"missing org", fmt.Sprintf(`{"target":%q,"account":"acct1","token":%q}`+"\n", route.URL, testToken(n)), jsonrpc.CodeInvalidParams, `set "org" in the open frame`},
 				{"no target", fmt.Sprintf(`{"org":"org1","account":"acct1","token":%q}`+"\n", testToken(n)), jsonrpc.CodeInvalidParams, `set "target"`},
-				{"no token", fmt.Sprintf(`{"target":%q,"org":"org1","account":"acct1"}`+"\n", route.URL), CodeUnauthorized, `no service token: set "token" in the open frame`},
+				{"no token", fmt.Sprintf(`{"target":%q,"org":"org1","account":"acct1"}`+"\n", route.URL), transport.CodeUnauthorized, `no service token: set "token" in the open frame`},
 			}
 			for _, tc := range refusals {
 				t.Run(tc.name, func(t *testing.T) {
@@ -466,7 +454,7 @@ func TestMaxSessions(t *testing.T) {
 	for _, gw := range []gatewayCase{quicGW, unixGW, wsGW} {
 		_, err := connect(gw)
 		var re *transport.RefusalError
-		if !errors.As(err, &re) || re.Code != CodeOverloaded || !strings.Contains(re.Message, "limit of 2 concurrent sessions") {
+		if !errors.As(err, &re) || re.Code != transport.CodeOverloaded || !strings.Contains(re.Message, "limit of 2 concurrent sessions") {
 			t.Fatalf("%s: third session error = %v, want an overloaded refusal", gw.name, err)
 		}
 		if gw.name == "websocket" && re.Status != 503 {

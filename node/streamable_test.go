@@ -225,7 +225,7 @@ func TestStreamableBadRequests(t *testing.T) {
 			body:   `[{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":2,"method":"ping"},{"garbage":true}]`,
 			status: http.StatusBadRequest, code: jsonrpc.CodeParseError, message: []string{"batch element 2", "malformed JSON-RPC message"}},
 		{name: "body over the cap", method: http.MethodPost, contentType: "application/json", body: big,
-			status: http.StatusRequestEntityTooLarge, code: jsonrpc.CodeInvalidRequest, message: []string{"message larger than 65536 bytes refused", "--max-message-bytes"}},
+			status: http.StatusRequestEntityTooLarge, code: jsonrpc.CodeInvalidRequest, message: []string{"message larger than 65536 bytes refused", "raise the message size limit"}},
 		{name: "PUT", method: http.MethodPut, contentType: "application/json", body: initializeBody,
 			status: http.StatusMethodNotAllowed, code: jsonrpc.CodeInvalidRequest, message: []string{"method PUT not allowed"}},
 	}
@@ -243,7 +243,7 @@ func TestStreamableBadRequests(t *testing.T) {
 			checkMessage(t, rerr.Message, tc.message...)
 		})
 	}
-	if got := n.streamable.Sessions(); got != 0 {
+	if got := n.gw.StreamableSessions(); got != 0 {
 		t.Errorf("bad requests left %d sessions open", got)
 	}
 }
@@ -271,5 +271,5 @@ func TestStreamableDelete(t *testing.T) {
 		}
 		checkMessage(t, decodeRefusal(t, resp).Message, "unknown or expired session")
 	}
-	waitFor(t, "the deleted session to end", func() bool { return n.streamable.Sessions() == 0 })
+	waitFor(t, "the deleted session to end", func() bool { return n.gw.StreamableSessions() == 0 })
 }

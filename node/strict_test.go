@@ -128,7 +128,7 @@ func TestStrictToolNameWebSocket(t *testing.T) {
 	n, route := gatewayWithRules(t, u, false)
 	s := dialRaw(t, n, route.URL, nil)
 	s.initialize()
-	if got := s.call("tools/call", map[string]any{"name": "delete_repo"}); got.Error == nil || got.Error.Code != CodeForbidden {
+	if got := s.call("tools/call", map[string]any{"name": "delete_repo"}); got.Error == nil || got.Error.Code != transport.CodeForbidden {
 		t.Fatalf("plain delete_repo: %+v, want forbidden", got.Error)
 	}
 	for i, tc := range ambiguousToolCalls {
@@ -361,12 +361,12 @@ func TestStrictUpstreamResults(t *testing.T) {
 	s := dialRaw(t, n, route.URL, nil)
 	s.initialize()
 	r := s.call("tools/list", map[string]any{})
-	if r.Error == nil || r.Error.Code != CodeUpstreamError ||
+	if r.Error == nil || r.Error.Code != transport.CodeUpstreamError ||
 		!strings.Contains(r.Error.Message, `key "Name" in tool 1 of the result of tools/list is a case variant of "name" and refused`) {
 		t.Fatalf("tools/list: result %s error %+v, want the upstream error naming the tool's key", r.Result, r.Error)
 	}
 	r = s.call("tools/call", map[string]any{"name": "echo"})
-	if r.Error == nil || r.Error.Code != CodeUpstreamError ||
+	if r.Error == nil || r.Error.Code != transport.CodeUpstreamError ||
 		!strings.Contains(r.Error.Message, `key "IsError" in the result of tools/call is a case variant of "isError" and refused`) {
 		t.Fatalf("tools/call: result %s error %+v, want the upstream error naming isError", r.Result, r.Error)
 	}

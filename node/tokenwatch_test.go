@@ -167,13 +167,13 @@ func (ls *lineSession) expectEnd() error {
 }
 
 // checkEndedByToken checks that the call outstanding as id failed with
-// CodeUnauthorized saying what happened to the token, and that the session
+// transport.CodeUnauthorized saying what happened to the token, and that the session
 // then ended; a WebSocket closes with policy violation and a reason.
 func checkEndedByToken(t *testing.T, ls *lineSession, id int, what string) {
 	t.Helper()
 	r := ls.await(id)
-	if r.Error == nil || r.Error.Code != CodeUnauthorized || !strings.Contains(r.Error.Message, what) || !strings.Contains(r.Error.Message, "mcpgw token issue") {
-		t.Fatalf("%s: outstanding call answered %+v, want code %d saying %q and what to do", ls.name, r, CodeUnauthorized, what)
+	if r.Error == nil || r.Error.Code != transport.CodeUnauthorized || !strings.Contains(r.Error.Message, what) || !strings.Contains(r.Error.Message, "mcpgw token issue") {
+		t.Fatalf("%s: outstanding call answered %+v, want code %d saying %q and what to do", ls.name, r, transport.CodeUnauthorized, what)
 	}
 	err := ls.expectEnd()
 	if ls.name == "websocket" {
@@ -188,7 +188,7 @@ var lineTransports = []string{"websocket", "quic", "unix"}
 
 // TestRevokedTokenEndsSessions: revoking a token ends every session it
 // opened, on every transport, within seconds: the call each had
-// outstanding fails with CodeUnauthorized, then the session closes. A
+// outstanding fails with transport.CodeUnauthorized, then the session closes. A
 // session opened with another token is untouched.
 func TestRevokedTokenEndsSessions(t *testing.T) {
 	upURL := blockingUpstream(t)
@@ -263,11 +263,7 @@ func TestClusterRevocationEndsSessions(t *testing.T) {
 	addRoute(t, n1, storage.Route{Name: "blk", URL: upURL})
 	tok := issueToken(t, n1, "svc", []string{"*"}, "1h")
 	waitFor(t, "the route and token on node 2", func() bool {
-		st, err := n2.policy()
-		if err != nil {
-			return false
-		}
-		_, _, err = st.routes.byRouteName("blk")
+		_, err := n2.store.Route("blk")
 		return err == nil && !tokenRefused(n2, tok.Token)
 	})
 	ls := openLineSession(t, n2, "websocket", tok.Token, "blk")
@@ -308,8 +304,8 @@ func TestStreamableSessionDriver(t *testing.T) {
 					t.Fatalf("HTTP %d, want %d", got, want)
 				}
 				e := decodeRefusal(t, resp)
-				if e.Code != CodeForbidden {
-					t.Fatalf("code %d, want %d", e.Code, CodeForbidden)
+				if e.Code != transport.CodeForbidden {
+					t.Fatalf("code %d, want %d", e.Code, transport.CodeForbidden)
 				}
 				checkMessage(t, e.Message, `opened by service "svc" for org "org1"`, "could not have opened it", "send initialize")
 			})
@@ -328,8 +324,8 @@ func TestStreamableSessionDriver(t *testing.T) {
 	if got, want := resp.StatusCode, http.StatusUnauthorized; got != want {
 		t.Fatalf("POST with the revoked token: HTTP %d, want %d", got, want)
 	}
-	if e := decodeRefusal(t, resp); e.Code != CodeUnauthorized || !strings.Contains(e.Message, "revoked") {
-		t.Fatalf("POST with the revoked token: %d %q, want code %d saying revoked", e.Code, e.Message, CodeUnauthorized)
+	if e := decodeRefusal(t, resp); e.Code != transport.CodeUnauthorized || !strings.Contains(e.Message, "revoked") {
+		t.Fatalf("POST with the revoked token: %d %q, want code %d saying revoked", e.Code, e.Message, transport.CodeUnauthorized)
 	}
-	waitFor(t, "the session of the revoked token to end", func() bool { return n.streamable.Sessions() == 0 })
+	waitFor(t, "the session of the revoked token to end", func() bool { return n.gw.StreamableSessions() == 0 })
 }

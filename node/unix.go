@@ -1,16 +1,12 @@
 package node
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/mcpgw/mcpgw/internal/connlimit"
 )
 
 // unixSocketMode lets the node's user and group connect.
@@ -67,37 +63,5 @@ func listenUnix(path string) (*net.UnixListener, os.FileInfo, error) {
 func removeSocket(path string, created os.FileInfo) {
 	if fi, err := os.Lstat(path); err == nil && os.SameFile(fi, created) {
 		os.Remove(path)
-	}
-}
-
-func (n *Node) acceptUnix() {
-	defer n.framed.wg.Done()
-	ln := n.framed.unix
-	stop := context.AfterFunc(n.ctx, func() { ln.Close() })
-	defer stop()
-	// Unix peers have no address to cap them by; they share the session
-	// listener's budget of descriptors.
-	capped := &connlimit.Listener{Listener: ln, Limiter: n.lns.sessions, OnRefuse: n.countRefusedConn("unix"),
-		Refusal: framedRefusals(n.lns.caps.sessions, n.lns.caps.perIP)}
-	for {
-		c, err := capped.Accept()
-		if err != nil {
-			if n.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Out of file descriptors and the like: back off, then retry.
-			n.logger.Warn("unix socket accept failed", slog.Any("error", err))
-			select {
-			case <-time.After(100 * time.Millisecond):
-				continue
-			case <-n.ctx.Done():
-				return
-			}
-		}
-		n.framed.wg.Add(1)
-		go func() {
-			defer n.framed.wg.Done()
-			n.serveFramedSession(c, "unix", "unix:"+n.cfg.UnixPath)
-		}()
 	}
 }

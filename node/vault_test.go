@@ -20,6 +20,7 @@ import (
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/transport"
+	"github.com/mcpgw/mcpgw/vault"
 )
 
 // putCredential stores a credential through the admin API.
@@ -51,7 +52,7 @@ func callText(t testing.TB, ctx context.Context, sess *mcp.ClientSession, tool, 
 
 func connect(t testing.TB, ctx context.Context, n *Node, target, org, account string, opts ...client.Option) (*mcp.ClientSession, error) {
 	t.Helper()
-	sess, err := client.Connect(ctx, target, org, account, append(gateway(n), opts...)...)
+	sess, err := client.Connect(ctx, target, org, account, append(viaGateway(n), opts...)...)
 	if err == nil {
 		t.Cleanup(func() { sess.Close() })
 	}
@@ -85,7 +86,7 @@ func TestCredentialInjection(t *testing.T) {
 	// No credential at all: refused before the session starts.
 	_, err = connect(t, ctx, n, route.URL, "acme", "bob")
 	var re *transport.RefusalError
-	if !errors.As(err, &re) || re.Status != http.StatusForbidden || re.Code != CodeNoCredential ||
+	if !errors.As(err, &re) || re.Status != http.StatusForbidden || re.Code != transport.CodeNoCredential ||
 		!strings.Contains(re.Message, `account "bob"`) || !strings.Contains(re.Message, "mcpgw vault put") {
 		t.Fatalf("Connect bob: err = %v, want 403 no-credential naming the account and `mcpgw vault put`", err)
 	}
@@ -163,7 +164,7 @@ func TestCorruptCredentialFailsOnlyItsSessions(t *testing.T) {
 	defer cancel()
 	_, err := connect(t, ctx, n, route.URL, "acme", "eve")
 	var re *transport.RefusalError
-	if !errors.As(err, &re) || re.Code != CodeCredentialBroken || !strings.Contains(re.Message, "cannot be unsealed") || !strings.Contains(re.Message, "mcpgw vault put") {
+	if !errors.As(err, &re) || re.Code != transport.CodeCredentialBroken || !strings.Contains(re.Message, "cannot be unsealed") || !strings.Contains(re.Message, "mcpgw vault put") {
 		t.Fatalf("Connect eve: err = %v, want credential-broken refusal", err)
 	}
 	sess, err := connect(t, ctx, n, route.URL, "acme", "alice")
@@ -244,9 +245,12 @@ func TestNoPlaintextAtRest(t *testing.T) {
 			t.Errorf("credential %s/%s sealed with %s, want %s", c.Org, c.Account, c.KeyID, res.KeyID)
 		}
 	}
-	src := n.credentialSource(sessionSpec{route: storage.Route{Name: "gh", Credential: storage.CredentialRequired}, org: "acme", account: "a1"})
-	h, err := src.header()
-	if err != nil || h.Get("Authorization") != "Bearer "+secrets[0] {
+	rec, err := n.store.Credential("acme", "a1", "gh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred, err := n.vaultKeys().Unseal(rec.Sealed, vault.AAD{Org: "acme", Account: "a1", Route: "gh"})
+	if h := cred.HTTPHeaders(); err != nil || h.Get("Authorization") != "Bearer "+secrets[0] {
 		t.Fatalf("after rotation the credential unseals to %v, %v", h.Get("Authorization") != "", err)
 	}
 	// The listing shows metadata only.

@@ -13,11 +13,6 @@ import (
 	"github.com/mcpgw/mcpgw/internal/jsonrpcx"
 )
 
-// CodeHeaderMismatch is the JSON-RPC error code of a routing header that
-// disagrees with the body, as the MCP specification and the go-sdk define
-// it.
-const CodeHeaderMismatch = -32020
-
 // MessageError reports that one incoming message was unusable (malformed
 // JSON, over the size cap) while the connection itself is still fine. Read
 // returns it so the caller can answer that message with a JSON-RPC error and
@@ -72,7 +67,7 @@ func decodeMessage(data []byte) (jsonrpc.Message, error) {
 func tooLarge(limit int64, head []byte) *MessageError {
 	me := &MessageError{
 		Code:    jsonrpc.CodeInvalidRequest,
-		Message: fmt.Sprintf("message larger than %d bytes refused; split it or ask the operator to raise --max-message-bytes", limit),
+		Message: fmt.Sprintf("message larger than %d bytes refused; split it or ask the operator to raise the message size limit", limit),
 	}
 	me.ID, me.Response = peekID(head)
 	return me
@@ -123,8 +118,11 @@ func peekID(head []byte) (id jsonrpc.ID, response bool) {
 	return id, !sawMethod
 }
 
-// HTTPError is a refusal before a session starts: an HTTP status plus a
-// JSON-RPC error body that says what was wrong and what to do.
+// HTTPError is a refusal of an HTTP request whose status says what no
+// JSON-RPC code does (wrong method, media type, path or session): an HTTP
+// status plus a JSON-RPC error body that says what was wrong and what to
+// do. The gateway's own refusals, the same on every transport, are
+// *Refusal.
 type HTTPError struct {
 	Status  int
 	Code    int64
@@ -138,11 +136,15 @@ type HTTPError struct {
 func (e *HTTPError) Error() string { return e.Message }
 
 // WriteHTTPError writes err as an HTTP error response with a JSON-RPC error
-// body. Errors that are not *HTTPError become 500s without their text, so
-// internal details never leak to callers.
+// body: an *HTTPError as it is, a *Refusal with the status of its code.
+// Other errors become 500s without their text, so internal details never
+// leak to callers.
 func WriteHTTPError(w http.ResponseWriter, err error) {
 	var he *HTTPError
-	if !errors.As(err, &he) {
+	var ref *Refusal
+	if errors.As(err, &ref) {
+		he = &HTTPError{Status: HTTPStatus(ref.Code), Code: ref.Code, Message: ref.Message, RetryAfter: ref.RetryAfter}
+	} else if !errors.As(err, &he) {
 		he = &HTTPError{Status: http.StatusInternalServerError, Code: jsonrpc.CodeInternalError, Message: "internal error; see the gateway log"}
 	}
 	if he.RetryAfter > 0 {

@@ -144,15 +144,18 @@ func (o *OpenRequest) Accept(opts LineOptions) (*LineConn, error) {
 	return newLineConn(o.s, o.br, opts), nil
 }
 
-// Refuse answers the open frame with err and closes the stream. An
-// *HTTPError or *MessageError lends its code and message; any other error
-// is reported as an internal error without its text, so internal details
-// never leak to callers.
+// Refuse answers the open frame with err and closes the stream. A
+// *Refusal, *HTTPError or *MessageError lends its code and message; any
+// other error is reported as an internal error without its text, so
+// internal details never leak to callers.
 func (o *OpenRequest) Refuse(err error) {
 	reply := OpenReply{Code: jsonrpc.CodeInternalError, Error: "internal error; see the gateway log"}
+	var ref *Refusal
 	var he *HTTPError
 	var me *MessageError
 	switch {
+	case errors.As(err, &ref):
+		reply.Code, reply.Error = ref.Code, ref.Message
 	case errors.As(err, &he):
 		reply.Code, reply.Error = he.Code, he.Message
 	case errors.As(err, &me):

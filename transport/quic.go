@@ -43,7 +43,8 @@ const (
 	ConnCodeRefused quic.ApplicationErrorCode = 2
 )
 
-// QUICOptions tune a QUIC listener.
+// QUICOptions tune a QUIC listener. A nil *QUICOptions means all
+// defaults.
 type QUICOptions struct {
 	// MaxStreamsPerConn caps concurrent sessions on one connection; a
 	// client opening more waits for one to end. Default
@@ -67,8 +68,13 @@ type QUICListener struct {
 	ln *quic.Listener
 }
 
-// ListenQUIC listens on the UDP address addr, presenting cert.
-func ListenQUIC(ctx context.Context, addr string, cert tls.Certificate, opts QUICOptions) (*QUICListener, error) {
+// ListenQUIC listens on the UDP address addr, presenting cert. Close stops
+// it.
+func ListenQUIC(ctx context.Context, addr string, cert tls.Certificate, o *QUICOptions) (*QUICListener, error) {
+	var opts QUICOptions
+	if o != nil {
+		opts = *o
+	}
 	if opts.MaxStreamsPerConn <= 0 {
 		opts.MaxStreamsPerConn = DefaultMaxStreamsPerConn
 	}

@@ -50,7 +50,7 @@ func quicPair(t *testing.T) (client, server *quic.Stream) {
 	cert, roots := testCert(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ln, err := ListenQUIC(ctx, "127.0.0.1:0", cert, QUICOptions{})
+	ln, err := ListenQUIC(ctx, "127.0.0.1:0", cert, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestQUICStatelessResetAfterCrash(t *testing.T) {
 	key := &quic.StatelessResetKey{1, 2, 3}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	first, err := ListenQUIC(ctx, "127.0.0.1:0", cert, QUICOptions{StatelessResetKey: key})
+	first, err := ListenQUIC(ctx, "127.0.0.1:0", cert, &QUICOptions{StatelessResetKey: key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func TestQUICStatelessResetAfterCrash(t *testing.T) {
 	}
 	first.Close() // drops every connection without telling the peer, as a crash would
 
-	second, err := ListenQUIC(ctx, addr, cert, QUICOptions{StatelessResetKey: key})
+	second, err := ListenQUIC(ctx, addr, cert, &QUICOptions{StatelessResetKey: key})
 	if err != nil {
 		t.Fatal(err)
 	}

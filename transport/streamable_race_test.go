@@ -16,21 +16,19 @@ import (
 // empty result.
 func echoServer(t *testing.T) (*StreamableServer, string) {
 	t.Helper()
-	s := &StreamableServer{
-		Open: func(*http.Request) (func(*http.Request) error, func(mcp.Connection), error) {
-			return func(*http.Request) error { return nil }, func(c mcp.Connection) {
-				for {
-					msg, err := c.Read(context.Background())
-					if err != nil {
-						return
-					}
-					if req, ok := msg.(*jsonrpc.Request); ok && req.IsCall() {
-						c.Write(context.Background(), &jsonrpc.Response{ID: req.ID, Result: []byte(`{}`)})
-					}
+	s := NewStreamableServer(func(*http.Request) (func(*http.Request) error, func(mcp.Connection), error) {
+		return func(*http.Request) error { return nil }, func(c mcp.Connection) {
+			for {
+				msg, err := c.Read(context.Background())
+				if err != nil {
+					return
 				}
-			}, nil
-		},
-	}
+				if req, ok := msg.(*jsonrpc.Request); ok && req.IsCall() {
+					c.Write(context.Background(), &jsonrpc.Response{ID: req.ID, Result: []byte(`{}`)})
+				}
+			}
+		}, nil
+	}, nil)
 	ts := httptest.NewServer(s)
 	t.Cleanup(func() {
 		ts.Close()

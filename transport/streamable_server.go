@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -16,8 +15,6 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-
-	"github.com/mcpgw/mcpgw/internal/jsonrpcx"
 )
 
 // Header names of the streamable HTTP transport.
@@ -27,8 +24,8 @@ const (
 )
 
 // StreamableServer serves MCP sessions over streamable HTTP for standard MCP
-// clients. Each session is an mcp.Connection handed to the Open callback's
-// serve function.
+// clients. Each session is an mcp.Connection handed to the serve function
+// its open callback returns (see NewStreamableServer).
 //
 // It carries both protocol generations: a POST that starts with initialize
 // opens a stateful session with an Mcp-Session-Id; a POST without a session
@@ -36,24 +33,8 @@ const (
 // stateless legacy client) is served as a one-request session that ends when
 // its calls are answered.
 type StreamableServer struct {
-	// Open authenticates and routes a request that starts a session. It
-	// returns the check every later request on the session (POST, GET,
-	// DELETE) must pass, which refuses with an *HTTPError a request whose
-	// credentials could not have opened the session, and the function that
-	// serves the session until it ends; or an *HTTPError to refuse.
-	Open func(r *http.Request) (authorize func(*http.Request) error, serve func(mcp.Connection), err error)
-	// Authenticate, when set, checks the credentials of every request that
-	// names a session before the session is looked up, so that a revoked
-	// or expired credential is refused as such (its *HTTPError) even once
-	// the session it opened has ended.
-	Authenticate func(r *http.Request) error
-	// MaxMessageBytes caps a POST body. Default DefaultMaxMessageBytes.
-	MaxMessageBytes int64
-	// IdleTimeout closes a stateful session after this long without
-	// requests or open streams. Default 30m.
-	IdleTimeout time.Duration
-	// Logger receives lifecycle and per-message debug logs.
-	Logger *slog.Logger
+	openSession func(r *http.Request) (authorize func(*http.Request) error, serve func(mcp.Connection), err error)
+	opts        StreamableServerOptions
 
 	mu       sync.Mutex
 	sessions map[string]*httpSession // guarded by mu
@@ -66,31 +47,54 @@ type StreamableServer struct {
 	draining  chan struct{} // closed by Drain
 }
 
-func (s *StreamableServer) init() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.sessions == nil {
-		s.sessions = make(map[string]*httpSession)
-		s.stop = make(chan struct{})
-		s.draining = make(chan struct{})
-		if s.MaxMessageBytes <= 0 {
-			s.MaxMessageBytes = DefaultMaxMessageBytes
-		}
-		if s.IdleTimeout <= 0 {
-			s.IdleTimeout = 30 * time.Minute
-		}
-		if s.Logger == nil {
-			s.Logger = slog.New(slog.DiscardHandler)
-		}
-		s.wg.Add(1)
-		go s.janitor()
+// StreamableServerOptions configures a StreamableServer. A nil
+// *StreamableServerOptions means all defaults.
+type StreamableServerOptions struct {
+	// Authenticate, when set, checks the credentials of every request that
+	// names a session before the session is looked up, so that a revoked
+	// or expired credential is refused as such (its *Refusal) even once
+	// the session it opened has ended. Default: none.
+	Authenticate func(r *http.Request) error
+	// MaxMessageBytes caps a POST body. Default DefaultMaxMessageBytes.
+	MaxMessageBytes int64
+	// IdleTimeout closes a stateful session after this long without
+	// requests or open streams. Default 30m.
+	IdleTimeout time.Duration
+	// Logger receives lifecycle and per-message debug logs. Default:
+	// discard.
+	Logger *slog.Logger
+}
+
+// NewStreamableServer returns a server whose sessions open with open: it
+// authenticates and routes a request that starts a session, and returns
+// the check every later request on the session (POST, GET, DELETE) must
+// pass, which refuses with a *Refusal a request whose credentials could
+// not have opened the session, and the function that serves the session
+// until it ends; or a *Refusal to refuse. It starts the goroutine that
+// closes idle sessions; Close stops it.
+func NewStreamableServer(open func(r *http.Request) (authorize func(*http.Request) error, serve func(mcp.Connection), err error), opts *StreamableServerOptions) *StreamableServer {
+	s := &StreamableServer{openSession: open, sessions: make(map[string]*httpSession), stop: make(chan struct{}), draining: make(chan struct{})}
+	if opts != nil {
+		s.opts = *opts
 	}
+	if s.opts.MaxMessageBytes <= 0 {
+		s.opts.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if s.opts.IdleTimeout <= 0 {
+		s.opts.IdleTimeout = 30 * time.Minute
+	}
+	if s.opts.Logger == nil {
+		s.opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s.wg.Add(1)
+	go s.janitor()
+	return s
 }
 
 // janitor closes idle sessions.
 func (s *StreamableServer) janitor() {
 	defer s.wg.Done()
-	t := time.NewTicker(min(s.IdleTimeout/4, time.Minute))
+	t := time.NewTicker(min(s.opts.IdleTimeout/4, time.Minute))
 	defer t.Stop()
 	for {
 		select {
@@ -100,13 +104,13 @@ func (s *StreamableServer) janitor() {
 			var idle []*httpSession
 			s.mu.Lock()
 			for _, sess := range s.sessions {
-				if sess.idleSince(now) > s.IdleTimeout {
+				if sess.idleSince(now) > s.opts.IdleTimeout {
 					idle = append(idle, sess)
 				}
 			}
 			s.mu.Unlock()
 			for _, sess := range idle {
-				s.Logger.Info("closing idle streamable HTTP session", slog.String("session", sess.id))
+				s.opts.Logger.Info("closing idle streamable HTTP session", slog.String("session", sess.id))
 				sess.Close()
 			}
 		}
@@ -125,13 +129,12 @@ func (s *StreamableServer) Sessions() int {
 // shutting down calls Drain to let http.Server.Shutdown wait only for the
 // requests that will (calls in flight).
 func (s *StreamableServer) Drain() {
-	s.init()
 	s.drainOnce.Do(func() { close(s.draining) })
 }
 
-// Close ends every session and waits for their serve functions to return.
+// Close ends every session and waits for their serve functions and the
+// idle-session goroutine to return. It is safe to call more than once.
 func (s *StreamableServer) Close() {
-	s.init()
 	s.stopOnce.Do(func() { close(s.stop) })
 	s.mu.Lock()
 	s.closed = true
@@ -147,7 +150,6 @@ func (s *StreamableServer) Close() {
 }
 
 func (s *StreamableServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.init()
 	id := r.Header.Get(HeaderSessionID)
 	switch r.Method {
 	case http.MethodPost:
@@ -181,8 +183,8 @@ func (s *StreamableServer) lookup(w http.ResponseWriter, r *http.Request, id str
 		WriteHTTPError(w, &HTTPError{Status: http.StatusBadRequest, Code: jsonrpc.CodeInvalidRequest, Message: "missing Mcp-Session-Id header; start a session with an initialize POST first"})
 		return nil, false
 	}
-	if s.Authenticate != nil {
-		if err := s.Authenticate(r); err != nil {
+	if s.opts.Authenticate != nil {
+		if err := s.opts.Authenticate(r); err != nil {
 			WriteHTTPError(w, err)
 			return nil, false
 		}
@@ -208,11 +210,11 @@ func (s *StreamableServer) servePOST(w http.ResponseWriter, r *http.Request, id 
 		WriteHTTPError(w, &HTTPError{Status: http.StatusUnsupportedMediaType, Code: jsonrpc.CodeInvalidRequest, Message: "POST body must be Content-Type: application/json"})
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.MaxMessageBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxMessageBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			WriteHTTPError(w, &HTTPError{Status: http.StatusRequestEntityTooLarge, Code: jsonrpc.CodeInvalidRequest, Message: tooLarge(s.MaxMessageBytes, nil).Message})
+			WriteHTTPError(w, &HTTPError{Status: http.StatusRequestEntityTooLarge, Code: jsonrpc.CodeInvalidRequest, Message: tooLarge(s.opts.MaxMessageBytes, nil).Message})
 			return
 		}
 		WriteHTTPError(w, &HTTPError{Status: http.StatusBadRequest, Code: jsonrpc.CodeInvalidRequest, Message: "could not read request body"})
@@ -265,11 +267,11 @@ func (s *StreamableServer) servePOST(w http.ResponseWriter, r *http.Request, id 
 // open starts a new session: stateful ones get a fresh id and live until
 // closed; ephemeral ones serve one POST.
 func (s *StreamableServer) open(r *http.Request, stateful bool) (*httpSession, error) {
-	authorize, serve, err := s.Open(r)
+	authorize, serve, err := s.openSession(r)
 	if err != nil {
 		return nil, err
 	}
-	sess := newHTTPSession(authorize, !stateful, s.Logger, s.draining)
+	sess := newHTTPSession(authorize, !stateful, s.opts.Logger, s.draining)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -343,399 +345,3 @@ func acceptsEventStream(r *http.Request) bool {
 // maxBacklog bounds server-to-client messages held while the client has no
 // open stream to receive them.
 const maxBacklog = 256
-
-// httpSession is one MCP session over streamable HTTP, seen from the proxy
-// as an mcp.Connection.
-type httpSession struct {
-	id        string
-	authorize func(*http.Request) error // may this request drive the session
-	ephemeral bool
-	logger    *slog.Logger
-
-	incoming chan jsonrpc.Message
-	done     chan struct{}
-	once     sync.Once
-	drain    <-chan struct{} // closed when the server drains: GET streams end
-
-	mu         sync.Mutex
-	pending    map[jsonrpc.ID]*sseStream // call id → the POST stream awaiting its response
-	progress   map[string]*sseStream     // progress token → the POST stream of its request
-	open       []*sseStream              // POST streams still awaiting responses, oldest first
-	standalone *sseStream                // the GET stream, if connected
-	backlog    []jsonrpc.Message         // server-to-client messages with nowhere to go yet
-	active     int                       // requests being served
-	lastUsed   time.Time
-}
-
-func newHTTPSession(authorize func(*http.Request) error, ephemeral bool, logger *slog.Logger, drain <-chan struct{}) *httpSession {
-	return &httpSession{
-		authorize: authorize,
-		ephemeral: ephemeral,
-		logger:    logger,
-		drain:     drain,
-		incoming:  make(chan jsonrpc.Message, 16),
-		done:      make(chan struct{}),
-		pending:   make(map[jsonrpc.ID]*sseStream),
-		progress:  make(map[string]*sseStream),
-		lastUsed:  time.Now(),
-	}
-}
-
-func (h *httpSession) idleSince(now time.Time) time.Duration {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.active > 0 {
-		return 0
-	}
-	return now.Sub(h.lastUsed)
-}
-
-func (h *httpSession) enter() {
-	h.mu.Lock()
-	h.active++
-	h.mu.Unlock()
-}
-
-func (h *httpSession) leave() {
-	h.mu.Lock()
-	h.active--
-	h.lastUsed = time.Now()
-	h.mu.Unlock()
-}
-
-// sseStream is one open HTTP response carrying server-sent events.
-type sseStream struct {
-	w         http.ResponseWriter
-	mu        sync.Mutex // serialises writes to w
-	detached  bool       // the handler is returning, so w must not be used; guarded by mu
-	remaining int        // calls not yet answered; guarded by the session's mu
-	finished  chan struct{}
-	endOnce   sync.Once
-}
-
-// errStreamDetached is returned when a message is sent to a stream whose
-// client has already gone.
-var errStreamDetached = errors.New("client stream already ended")
-
-func newSSEStream(w http.ResponseWriter) *sseStream {
-	return &sseStream{w: w, finished: make(chan struct{})}
-}
-
-func (st *sseStream) send(msg jsonrpc.Message) error {
-	data, err := encodeMessage(msg)
-	if err != nil {
-		return err
-	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.detached {
-		return errStreamDetached
-	}
-	return writeSSE(st.w, "", data)
-}
-
-func (st *sseStream) end() { st.endOnce.Do(func() { close(st.finished) }) }
-
-// detach is called by the stream's handler before it returns. A session
-// goroutine may hold the stream after the handler stopped waiting for it (the
-// client hung up, the session closed); detach waits out a send in progress
-// and turns later ones into errors, since a ResponseWriter must not be used
-// once its handler has returned.
-func (st *sseStream) detach() {
-	st.mu.Lock()
-	st.detached = true
-	st.mu.Unlock()
-}
-
-func startSSE(w http.ResponseWriter) {
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache, no-transform")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	if f, ok := w.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (h *httpSession) servePOST(w http.ResponseWriter, r *http.Request, msgs []jsonrpc.Message) {
-	h.enter()
-	defer h.leave()
-
-	var st *sseStream
-	var calls []jsonrpc.ID
-	// A call whose id an earlier element of the batch already uses is
-	// answered here and not passed on: two calls under one id cannot both
-	// be answered, and the stream would wait for the second forever.
-	var dups []jsonrpc.ID
-	var seen map[jsonrpc.ID]bool
-	if len(msgs) > 1 {
-		seen = make(map[jsonrpc.ID]bool, len(msgs))
-	}
-	forward := msgs[:0:0]
-	for i, m := range msgs {
-		if req, ok := m.(*jsonrpc.Request); ok && req.IsCall() {
-			if seen[req.ID] {
-				if dups == nil {
-					forward = append(forward, msgs[:i]...)
-				}
-				dups = append(dups, req.ID)
-				continue
-			}
-			if seen != nil {
-				seen[req.ID] = true
-			}
-			calls = append(calls, req.ID)
-		}
-		if dups != nil {
-			forward = append(forward, m)
-		}
-	}
-	if dups != nil {
-		msgs = forward
-	}
-	if len(calls) > 0 {
-		st = newSSEStream(w)
-		defer st.detach()
-		h.mu.Lock()
-		for _, id := range calls {
-			if _, dup := h.pending[id]; dup {
-				h.mu.Unlock()
-				WriteHTTPError(w, &HTTPError{Status: http.StatusBadRequest, Code: jsonrpc.CodeInvalidRequest, Message: fmt.Sprintf("request id %v is already in flight on this session; use a new id", id.Raw())})
-				return
-			}
-		}
-		for _, m := range msgs {
-			req, ok := m.(*jsonrpc.Request)
-			if !ok || !req.IsCall() {
-				continue
-			}
-			h.pending[req.ID] = st
-			st.remaining++
-			if tok, _ := progressToken(req.Method, req.Params); tok != "" { // checkBody refused ambiguous tokens
-				h.progress[tok] = st
-			}
-		}
-		h.open = append(h.open, st)
-		h.mu.Unlock()
-		startSSE(w)
-		for _, id := range dups {
-			if err := st.send(&jsonrpc.Response{ID: id, Error: &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest,
-				Message: fmt.Sprintf("duplicate id %v in batch: an earlier element uses it; give every call in a batch its own id", id.Raw())}}); err != nil {
-				h.logger.Debug("client stream write failed", slog.String("session", h.id), slog.Any("error", err))
-			}
-		}
-	}
-
-	for _, m := range msgs {
-		select {
-		case h.incoming <- m:
-		case <-h.done:
-			if st == nil {
-				WriteHTTPError(w, &HTTPError{Status: http.StatusNotFound, Code: jsonrpc.CodeInvalidRequest, Message: "session closed; send initialize to start a new one"})
-			}
-			return
-		case <-r.Context().Done():
-			return
-		}
-	}
-	if st == nil {
-		w.WriteHeader(http.StatusAccepted)
-		return
-	}
-	h.flushBacklog()
-	select {
-	case <-st.finished:
-	case <-h.done:
-	case <-r.Context().Done():
-	}
-	h.forget(st)
-}
-
-// forget drops every reference to a finished or abandoned POST stream.
-func (h *httpSession) forget(st *sseStream) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for id, s := range h.pending {
-		if s == st {
-			delete(h.pending, id)
-		}
-	}
-	for tok, s := range h.progress {
-		if s == st {
-			delete(h.progress, tok)
-		}
-	}
-	for i, s := range h.open {
-		if s == st {
-			h.open = append(h.open[:i], h.open[i+1:]...)
-			break
-		}
-	}
-}
-
-func (h *httpSession) serveStandalone(w http.ResponseWriter, r *http.Request) {
-	select {
-	case <-h.drain:
-		WriteHTTPError(w, &HTTPError{Status: http.StatusServiceUnavailable, Code: jsonrpc.CodeInternalError, Message: "gateway is shutting down; retry on another node"})
-		return
-	default:
-	}
-	st := newSSEStream(w)
-	h.mu.Lock()
-	if h.standalone != nil {
-		h.mu.Unlock()
-		WriteHTTPError(w, &HTTPError{Status: http.StatusConflict, Code: jsonrpc.CodeInvalidRequest, Message: "this session already has an open GET stream; close it before opening another"})
-		return
-	}
-	h.standalone = st
-	h.active++
-	h.mu.Unlock()
-	defer func() {
-		st.detach()
-		h.mu.Lock()
-		if h.standalone == st {
-			h.standalone = nil
-		}
-		h.active--
-		h.lastUsed = time.Now()
-		h.mu.Unlock()
-	}()
-	startSSE(w)
-	h.flushBacklog()
-	keepalive := time.NewTicker(25 * time.Second)
-	defer keepalive.Stop()
-	for {
-		select {
-		case <-h.done:
-			return
-		case <-h.drain:
-			return
-		case <-r.Context().Done():
-			return
-		case <-keepalive.C:
-			st.mu.Lock()
-			_, err := io.WriteString(w, ": keepalive\n\n")
-			if f, ok := w.(http.Flusher); ok && err == nil {
-				f.Flush()
-			}
-			st.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}
-}
-
-// flushBacklog delivers held server-to-client messages now that a stream
-// may be open.
-func (h *httpSession) flushBacklog() {
-	h.mu.Lock()
-	backlog := h.backlog
-	h.backlog = nil
-	h.mu.Unlock()
-	for _, m := range backlog {
-		h.Write(context.Background(), m)
-	}
-}
-
-func (h *httpSession) Read(ctx context.Context) (jsonrpc.Message, error) {
-	select {
-	case m := <-h.incoming:
-		return m, nil
-	case <-h.done:
-		// A one-POST session is closed as soon as its 202 is sent, when
-		// its notifications may still be queued: deliver them first.
-		select {
-		case m := <-h.incoming:
-			return m, nil
-		default:
-		}
-		return nil, mcp.ErrConnectionClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-// Write routes a message to the client: a response to the POST stream that
-// carried its request; a progress notification to the stream of the request
-// it reports on; any other server-to-client message to the GET stream, else
-// the newest open POST stream, else a bounded backlog.
-func (h *httpSession) Write(_ context.Context, msg jsonrpc.Message) error {
-	select {
-	case <-h.done:
-		return mcp.ErrConnectionClosed
-	default:
-	}
-	h.mu.Lock()
-	var st *sseStream
-	last := false
-	switch m := msg.(type) {
-	case *jsonrpc.Response:
-		st = h.pending[m.ID]
-		if st == nil {
-			h.mu.Unlock()
-			h.logger.Debug("dropping response for a request no stream awaits", slog.Any("id", m.ID.Raw()))
-			return nil
-		}
-		delete(h.pending, m.ID)
-		st.remaining--
-		last = st.remaining == 0
-	case *jsonrpc.Request:
-		if m.Method == "notifications/progress" {
-			// An ambiguous token from the upstream routes like no token:
-			// to the GET stream or the newest POST stream of the session.
-			if tok, err := progressToken(m.Method, m.Params); err == nil && tok != "" {
-				st = h.progress[tok]
-			}
-		}
-		if st == nil {
-			st = h.standalone
-		}
-		if st == nil && len(h.open) > 0 {
-			st = h.open[len(h.open)-1]
-		}
-		if st == nil {
-			if len(h.backlog) >= maxBacklog {
-				h.backlog = h.backlog[1:]
-				h.logger.Warn("streamable HTTP client has no open stream; dropped the oldest held message", slog.String("session", h.id))
-			}
-			h.backlog = append(h.backlog, msg)
-			h.mu.Unlock()
-			return nil
-		}
-	}
-	h.mu.Unlock()
-	err := st.send(msg)
-	if last {
-		st.end()
-	}
-	if err != nil {
-		h.logger.Debug("client stream write failed", slog.String("session", h.id), slog.Any("error", err))
-	}
-	return nil
-}
-
-func (h *httpSession) Close() error {
-	h.once.Do(func() { close(h.done) })
-	return nil
-}
-
-func (h *httpSession) closed() bool {
-	select {
-	case <-h.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (h *httpSession) SessionID() string { return h.id }
-
-// progressToken returns the progress token of a message's params as a map
-// key (see jsonrpcx.ProgressToken), or "" if there is none.
-func progressToken(method string, params json.RawMessage) (string, error) {
-	if len(params) == 0 {
-		return "", nil
-	}
-	return jsonrpcx.ProgressToken(method, params)
-}

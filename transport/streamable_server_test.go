@@ -197,45 +197,43 @@ func FuzzProgressToken(f *testing.F) {
 // the stream of the request whose token it carries, when two requests in
 // flight on one session use the string "1" and the number 1.
 func TestStreamableProgressRouting(t *testing.T) {
-	s := &StreamableServer{
-		Open: func(*http.Request) (func(*http.Request) error, func(mcp.Connection), error) {
-			return func(*http.Request) error { return nil }, func(c mcp.Connection) {
-				ctx := context.Background()
-				var held []*jsonrpc.Request
-				for {
-					msg, err := c.Read(ctx)
-					if err != nil {
-						return
-					}
-					req, ok := msg.(*jsonrpc.Request)
-					if !ok || !req.IsCall() {
-						continue
-					}
-					if req.Method == "initialize" {
-						c.Write(ctx, &jsonrpc.Response{ID: req.ID, Result: []byte(`{}`)})
-						continue
-					}
-					// Answer once both calls are in flight, progress first.
-					if held = append(held, req); len(held) < 2 {
-						continue
-					}
-					for _, r := range held {
-						var p struct {
-							Meta struct {
-								Token json.RawMessage `json:"progressToken"`
-							} `json:"_meta"`
-						}
-						json.Unmarshal(r.Params, &p)
-						c.Write(ctx, &jsonrpc.Request{Method: "notifications/progress", Params: []byte(`{"progress":1,"progressToken":` + string(p.Meta.Token) + `}`)})
-					}
-					for _, r := range held {
-						c.Write(ctx, &jsonrpc.Response{ID: r.ID, Result: []byte(`{}`)})
-					}
-					held = nil
+	s := NewStreamableServer(func(*http.Request) (func(*http.Request) error, func(mcp.Connection), error) {
+		return func(*http.Request) error { return nil }, func(c mcp.Connection) {
+			ctx := context.Background()
+			var held []*jsonrpc.Request
+			for {
+				msg, err := c.Read(ctx)
+				if err != nil {
+					return
 				}
-			}, nil
-		},
-	}
+				req, ok := msg.(*jsonrpc.Request)
+				if !ok || !req.IsCall() {
+					continue
+				}
+				if req.Method == "initialize" {
+					c.Write(ctx, &jsonrpc.Response{ID: req.ID, Result: []byte(`{}`)})
+					continue
+				}
+				// Answer once both calls are in flight, progress first.
+				if held = append(held, req); len(held) < 2 {
+					continue
+				}
+				for _, r := range held {
+					var p struct {
+						Meta struct {
+							Token json.RawMessage `json:"progressToken"`
+						} `json:"_meta"`
+					}
+					json.Unmarshal(r.Params, &p)
+					c.Write(ctx, &jsonrpc.Request{Method: "notifications/progress", Params: []byte(`{"progress":1,"progressToken":` + string(p.Meta.Token) + `}`)})
+				}
+				for _, r := range held {
+					c.Write(ctx, &jsonrpc.Response{ID: r.ID, Result: []byte(`{}`)})
+				}
+				held = nil
+			}
+		}, nil
+	}, nil)
 	ts := httptest.NewServer(s)
 	defer s.Close()
 	defer ts.Close()

@@ -26,25 +26,23 @@ func TestStreamableStatelessNotificationsDelivered(t *testing.T) {
 		received = make(map[string]bool)
 		served   sync.WaitGroup
 	)
-	s := &StreamableServer{
-		Open: func(*http.Request) (func(*http.Request) error, func(mcp.Connection), error) {
-			served.Add(1)
-			return func(*http.Request) error { return nil }, func(c mcp.Connection) {
-				defer served.Done()
-				for {
-					msg, err := c.Read(context.Background())
-					if err != nil {
-						return
-					}
-					if req, ok := msg.(*jsonrpc.Request); ok && !req.IsCall() {
-						mu.Lock()
-						received[string(req.Params)] = true
-						mu.Unlock()
-					}
+	s := NewStreamableServer(func(*http.Request) (func(*http.Request) error, func(mcp.Connection), error) {
+		served.Add(1)
+		return func(*http.Request) error { return nil }, func(c mcp.Connection) {
+			defer served.Done()
+			for {
+				msg, err := c.Read(context.Background())
+				if err != nil {
+					return
 				}
-			}, nil
-		},
-	}
+				if req, ok := msg.(*jsonrpc.Request); ok && !req.IsCall() {
+					mu.Lock()
+					received[string(req.Params)] = true
+					mu.Unlock()
+				}
+			}
+		}, nil
+	}, nil)
 	ts := httptest.NewServer(s)
 	t.Cleanup(func() {
 		ts.Close()

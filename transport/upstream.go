@@ -23,28 +23,30 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
-// Upstream transport names, as routes store them.
+// The upstream wire protocols Dial speaks, by the names routes store
+// (storage.Transport, whose values are persisted: the one public set of
+// transport names).
 const (
-	KindStreamable = "streamable"
-	KindSSE        = "sse"
-	KindWebSocket  = "websocket"
-	KindStdio      = "stdio"
+	transportStreamable = "streamable"
+	transportSSE        = "sse"
+	transportWebSocket  = "websocket"
+	transportStdio      = "stdio"
 )
 
 // Upstream describes one connection to make to an MCP server.
 type Upstream struct {
-	// Kind is the wire protocol: KindStreamable (default), KindSSE,
-	// KindWebSocket or KindStdio.
-	Kind string
+	// Transport is the wire protocol, a route's storage.Transport:
+	// "streamable" (the default), "sse", "websocket" or "stdio".
+	Transport string
 	// URL is the endpoint for network kinds.
 	URL string
-	// Command is the argv for KindStdio.
+	// Command is the argv of a stdio upstream.
 	Command []string
 	// Header returns headers to add to every HTTP request made for the
 	// session (credentials). It is called per request, so a credential
 	// replaced while the session is open is used from the next request on.
 	Header func() (http.Header, error)
-	// Env is added to the environment of a KindStdio command. The command
+	// Env is added to the environment of a stdio command. The command
 	// never inherits the gateway's own environment beyond PATH and HOME.
 	Env []string
 	// Client makes the HTTP requests; nil means a client with DialTimeout.
@@ -57,7 +59,7 @@ type Upstream struct {
 	// Route names the route in the errors a caller gets for the upstream's
 	// unusable answers. Default "".
 	Route string
-	// ParamHeaders, for KindStreamable, learns from the tools/list results
+	// ParamHeaders, for streamable HTTP, learns from the tools/list results
 	// read on the connection and sets the Mcp-Param-* headers of the
 	// tools/call POSTs it writes. nil: no Mcp-Param-* headers are sent.
 	ParamHeaders *ParamHeaders
@@ -92,12 +94,12 @@ func Dial(ctx context.Context, u Upstream) (mcp.Connection, error) {
 		base = defaultHTTPClient
 	}
 	rt := &injectingTransport{base: base.Transport, header: u.Header, route: u.Route, max: u.MaxMessageBytes,
-		logger: u.Logger, legacySSE: u.Kind == KindSSE, params: u.ParamHeaders}
+		logger: u.Logger, legacySSE: u.Transport == transportSSE, params: u.ParamHeaders}
 	if rt.base == nil {
 		rt.base = http.DefaultTransport
 	}
 	client := &http.Client{Transport: rt, CheckRedirect: noRedirects}
-	if u.Kind == "" || u.Kind == KindStreamable || u.Kind == KindSSE || u.Kind == KindWebSocket {
+	if u.Transport == "" || u.Transport == transportStreamable || u.Transport == transportSSE || u.Transport == transportWebSocket {
 		pu, err := url.Parse(u.URL)
 		if err != nil {
 			return nil, fmt.Errorf("upstream URL is not a URL: %w", err)
@@ -107,8 +109,8 @@ func Dial(ctx context.Context, u Upstream) (mcp.Connection, error) {
 		}
 	}
 
-	switch u.Kind {
-	case "", KindStreamable:
+	switch u.Transport {
+	case "", transportStreamable:
 		t := &mcp.StreamableClientTransport{
 			Endpoint:             u.URL,
 			HTTPClient:           client,
@@ -124,7 +126,7 @@ func Dial(ctx context.Context, u Upstream) (mcp.Connection, error) {
 			return nil, err
 		}
 		return newStreamableConn(conn, u, client, rt), nil
-	case KindSSE:
+	case transportSSE:
 		// The SDK ties the event stream to the Connect context, while ctx
 		// here bounds connecting only: give the stream a context of its own
 		// that ctx can cancel until Connect returns.
@@ -143,14 +145,14 @@ func Dial(ctx context.Context, u Upstream) (mcp.Connection, error) {
 			return nil, err
 		}
 		return &cancelOnClose{Connection: conn, cancel: cancel}, nil
-	case KindWebSocket:
+	case transportWebSocket:
 		// The handshake goes through rt like every other upstream request,
 		// so the origin check and the credential are applied in one place.
 		return dialWebSocket(ctx, u.URL, nil, client, WebSocketOptions{MaxMessageBytes: u.MaxMessageBytes}, decodeUpstream)
-	case KindStdio:
+	case transportStdio:
 		return dialStdio(ctx, u)
 	default:
-		return nil, fmt.Errorf("unknown upstream transport %q (want streamable, sse, websocket or stdio)", u.Kind)
+		return nil, fmt.Errorf("unknown upstream transport %q (want streamable, sse, websocket or stdio)", u.Transport)
 	}
 }
 
@@ -242,10 +244,6 @@ func (t *injectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 	}
 	return t.bound(req, resp), nil
 }
-
-// CodeUpstreamError is the JSON-RPC error code for an upstream that failed
-// a request without a JSON-RPC error of its own.
-const CodeUpstreamError = -32084
 
 // explainRefusal turns an upstream's non-JSON-RPC error answer to a POST
 // into a JSON-RPC error for the request it refused. The SDK treats a bare

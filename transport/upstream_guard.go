@@ -399,7 +399,7 @@ func (t *injectingTransport) unusableMessage(reason string) string {
 // tooLargeMessage is the error a call gets when its upstream's answer is
 // over the cap.
 func (t *injectingTransport) tooLargeMessage() string {
-	return fmt.Sprintf("upstream of route %q answered with a message larger than %d bytes; the call failed, the session goes on (ask the operator to raise --max-message-bytes if such results are expected)", t.route, t.max)
+	return fmt.Sprintf("upstream of route %q answered with a message larger than %d bytes; the call failed, the session goes on (ask the operator to raise the message size limit if such results are expected)", t.route, t.max)
 }
 
 // bound wraps the body of an upstream's answer so that no more than the

@@ -152,7 +152,7 @@ func TestDialWebSocketInjectsThroughTransport(t *testing.T) {
 	t.Cleanup(srv.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := Dial(ctx, Upstream{Kind: KindWebSocket, URL: "ws" + strings.TrimPrefix(srv.URL, "http") + "/mcp",
+	conn, err := Dial(ctx, Upstream{Transport: transportWebSocket, URL: "ws" + strings.TrimPrefix(srv.URL, "http") + "/mcp",
 		Header: func() (http.Header, error) { return http.Header{"Authorization": {"Bearer ws-secret"}}, nil }})
 	if err != nil {
 		t.Fatalf("Dial: %v", err)

@@ -227,39 +227,6 @@ func IsGoingAway(err error) bool {
 	return websocket.CloseStatus(err) == websocket.StatusGoingAway
 }
 
-// RefusalError is a refusal a server answered before a session started:
-// an HTTP error with the message from its JSON-RPC error body, or a refused
-// open frame.
-type RefusalError struct {
-	Status  int // HTTP status; 0 for a refused open frame
-	Code    int64
-	Message string
-}
-
-// Refused reports whether the refusal is about the request itself (bad
-// token, no route, forbidden), so another node would refuse it too, rather
-// than about the node (overloaded, shutting down).
-func (e *RefusalError) Refused() bool {
-	if e.Status == 0 { // a refused open frame carries only the JSON-RPC code
-		return e.Code != CodeOverloaded && e.Code != CodeUpstreamError
-	}
-	return e.Status >= 400 && e.Status < 500
-}
-
-// CodeOverloaded is the JSON-RPC error code of a node at one of its caps.
-const CodeOverloaded = -32087
-
-// CodeNodeLost is the JSON-RPC error code of a call whose gateway node went
-// away (or shut down) before it was answered.
-const CodeNodeLost = -32089
-
-func (e *RefusalError) Error() string {
-	if e.Status == 0 {
-		return fmt.Sprintf("refused with code %d: %s", e.Code, e.Message)
-	}
-	return fmt.Sprintf("refused with HTTP %d: %s", e.Status, e.Message)
-}
-
 // refusalFromResponse reads the error body of a refused handshake.
 func refusalFromResponse(resp *http.Response, cause error) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))

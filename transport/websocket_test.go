@@ -86,7 +86,7 @@ func TestWebSocketRead(t *testing.T) {
 		{name: "one byte over the cap", typ: websocket.MessageText, data: append([]byte(" "), exact...), code: jsonrpc.CodeInvalidRequest, message: "message larger than 1024 bytes refused", id: int64(7)},
 		{name: "call over the cap", typ: websocket.MessageText, data: []byte(`{"jsonrpc":"2.0","id":"big","method":"tools/call","params":{"text":"` + strings.Repeat("x", 2*limit) + `"}}`),
 			code: jsonrpc.CodeInvalidRequest, message: "message larger than 1024 bytes refused", id: "big"},
-		{name: "far over the cap", typ: websocket.MessageText, data: bytes.Repeat([]byte("x"), 1<<20), code: jsonrpc.CodeInvalidRequest, message: "--max-message-bytes"},
+		{name: "far over the cap", typ: websocket.MessageText, data: bytes.Repeat([]byte("x"), 1<<20), code: jsonrpc.CodeInvalidRequest, message: "raise the message size limit"},
 		{name: "binary over the cap", typ: websocket.MessageBinary, data: bytes.Repeat([]byte("x"), 2*limit), code: jsonrpc.CodeInvalidRequest, message: "message larger than 1024 bytes refused"},
 	}
 	for _, tc := range tests {

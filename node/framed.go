@@ -8,10 +8,12 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
 	"github.com/mcpgw/mcpgw/cluster"
+	"github.com/mcpgw/mcpgw/internal/connlimit"
 	"github.com/mcpgw/mcpgw/transport"
 )
 
@@ -36,7 +38,7 @@ func (n *Node) listenFramed(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		ln, err := transport.ListenQUIC(ctx, n.cfg.QUICAddr, cert, transport.QUICOptions{
+		ln, err := transport.ListenQUIC(ctx, n.cfg.QUICAddr, cert, &transport.QUICOptions{
 			MaxStreamsPerConn: n.cfg.MaxStreamsPerConn,
 			IdleTimeout:       n.cfg.QUICIdleTimeout,
 			StatelessResetKey: resetKey,
@@ -138,37 +140,39 @@ func (n *Node) serveQUICConn(conn *quic.Conn) {
 		streams.Add(1)
 		go func() {
 			defer streams.Done()
-			n.serveFramedSession(transport.QUICStream(st), "quic", conn.RemoteAddr().String())
+			n.gw.ServeFramed(transport.QUICStream(st), "quic", conn.RemoteAddr().String())
 		}()
 	}
 }
 
-// serveFramedSession reads a stream's open frame, prepares the session it
-// asks for, answers, and runs the session until either side ends it.
-func (n *Node) serveFramedSession(st transport.FramedStream, transportName, remote string) {
-	open, err := transport.ReadOpen(n.ctx, st, n.cfg.OpenFrameTimeout)
-	if err != nil {
-		n.metrics.refusalsTotal.WithLabelValues("bad_open_frame").Inc()
-		n.logger.Debug("open frame refused", slog.String("transport", transportName), slog.Any("error", err))
-		return
-	}
-	f := open.Frame
-	s, err := n.prepareSession(n.ctx, sessionRequest{
-		token: f.Token, target: f.Target, route: f.Route, org: f.Org, account: f.Account, framed: true, remote: remote,
-	}, transportName)
-	if err != nil {
-		var he *transport.HTTPError
-		if !errors.As(err, &he) {
-			n.logger.Error("session setup failed", slog.String("transport", transportName), slog.Any("error", err))
+func (n *Node) acceptUnix() {
+	defer n.framed.wg.Done()
+	ln := n.framed.unix
+	stop := context.AfterFunc(n.ctx, func() { ln.Close() })
+	defer stop()
+	// Unix peers have no address to cap them by; they share the session
+	// listener's budget of descriptors.
+	capped := &connlimit.Listener{Listener: ln, Limiter: n.lns.sessions, OnRefuse: n.countRefusedConn("unix"),
+		Refusal: framedRefusals(n.lns.caps.sessions, n.lns.caps.perIP)}
+	for {
+		c, err := capped.Accept()
+		if err != nil {
+			if n.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off, then retry.
+			n.logger.Warn("unix socket accept failed", slog.Any("error", err))
+			select {
+			case <-time.After(100 * time.Millisecond):
+				continue
+			case <-n.ctx.Done():
+				return
+			}
 		}
-		open.Refuse(err)
-		return
+		n.framed.wg.Add(1)
+		go func() {
+			defer n.framed.wg.Done()
+			n.gw.ServeFramed(c, "unix", "unix:"+n.cfg.UnixPath)
+		}()
 	}
-	down, err := open.Accept(transport.LineOptions{MaxMessageBytes: n.cfg.MaxMessageBytes})
-	if err != nil {
-		s.discard()
-		return
-	}
-	s.down = down
-	s.run(n.ctx)
 }

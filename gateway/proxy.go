@@ -1,4 +1,4 @@
-package node
+package gateway
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 // session is one proxied MCP session: a downstream connection, the upstream
 // connection opened for it, and what the proxy tracks between the two.
 type session struct {
-	n         *Node
+	g         *Gateway
 	id        string
 	transport string // downstream transport, for metrics and logs
 	route     storage.Route
@@ -77,15 +77,15 @@ type pendingCall struct {
 // run pumps messages both ways until either side ends, then closes both and
 // answers calls still outstanding so no caller waits forever.
 func (s *session) run(ctx context.Context) {
-	defer s.n.releaseSessionSlot()
+	defer s.g.releaseSessionSlot()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.stop = cancel
-	s.n.live.add(s)
-	defer s.n.live.remove(s)
-	s.n.metrics.sessionsActive.WithLabelValues(s.transport).Inc()
-	s.n.metrics.sessionsTotal.WithLabelValues(s.transport).Inc()
-	defer s.n.metrics.sessionsActive.WithLabelValues(s.transport).Dec()
+	s.g.live.add(s)
+	defer s.g.live.remove(s)
+	s.g.metrics.sessionsActive.WithLabelValues(s.transport).Inc()
+	s.g.metrics.sessionsTotal.WithLabelValues(s.transport).Inc()
+	defer s.g.metrics.sessionsActive.WithLabelValues(s.transport).Dec()
 	s.logger.Info("session opened")
 	s.auditOpen()
 	start := time.Now()
@@ -109,7 +109,7 @@ func (s *session) run(ctx context.Context) {
 	} else {
 		s.up.Close()
 		s.failPending(ctx)
-		if ga, ok := s.down.(interface{ CloseGoingAway() error }); ok && s.n.ctx.Err() != nil {
+		if ga, ok := s.down.(interface{ CloseGoingAway() error }); ok && s.g.ctx.Err() != nil {
 			// Everything read has been answered: tell the client that what
 			// it sent since was never processed, so it may resend it
 			// elsewhere.
@@ -137,7 +137,7 @@ func (s *session) clientToServer(ctx context.Context) {
 			if me, ok := transport.AsMessageError(err); ok {
 				// One bad message: answer it and keep the session. A refused
 				// response fails the upstream's request it answered.
-				s.n.metrics.refusalsTotal.WithLabelValues("bad_message").Inc()
+				s.g.metrics.refusalsTotal.WithLabelValues("bad_message").Inc()
 				refusal := &jsonrpc.Response{ID: me.ID, Error: &jsonrpc.Error{Code: me.Code, Message: me.Message}}
 				if me.Response {
 					if err := s.up.Write(ctx, refusal); err != nil {
@@ -153,7 +153,7 @@ func (s *session) clientToServer(ctx context.Context) {
 			}
 			return
 		}
-		s.n.metrics.messagesTotal.WithLabelValues("client_to_server").Inc()
+		s.g.metrics.messagesTotal.WithLabelValues("client_to_server").Inc()
 		req, ok := msg.(*jsonrpc.Request)
 		if !ok || !req.IsCall() {
 			var cancelled jsonrpc.ID
@@ -162,7 +162,7 @@ func (s *session) clientToServer(ctx context.Context) {
 				if err != nil {
 					// Which call the upstream would cancel is unclear: not
 					// forwarded, and the call it may name stays tracked.
-					s.n.metrics.refusalsTotal.WithLabelValues("bad_message").Inc()
+					s.g.metrics.refusalsTotal.WithLabelValues("bad_message").Inc()
 					s.writeDown(ctx, &jsonrpc.Response{Error: rpcError(jsonrpcx.CodeInvalidRequest, err.Error(), nil)})
 					continue
 				}
@@ -207,7 +207,7 @@ func (s *session) admit(ctx context.Context, req *jsonrpc.Request) (context.Cont
 	if req.Method == "tools/call" {
 		name, ok, err := jsonrpcx.ToolCallName(req.Params)
 		if err != nil {
-			s.n.metrics.refusalsTotal.WithLabelValues("bad_message").Inc()
+			s.g.metrics.refusalsTotal.WithLabelValues("bad_message").Inc()
 			return nil, rpcError(jsonrpcx.CodeInvalidRequest, err.Error(), nil)
 		}
 		if !ok || name == "" {
@@ -218,7 +218,7 @@ func (s *session) admit(ctx context.Context, req *jsonrpc.Request) (context.Cont
 	if end := s.ended.Load(); end != nil {
 		return nil, end.err
 	}
-	limit := s.n.cfg.MaxCallsPerSession
+	limit := s.g.opts.MaxCallsPerSession
 	s.mu.Lock()
 	_, dup := s.pending[req.ID]
 	// Pings are counted apart, so that a session whose calls are all busy
@@ -232,17 +232,17 @@ func (s *session) admit(ctx context.Context, req *jsonrpc.Request) (context.Cont
 		return nil, rpcError(jsonrpc.CodeInvalidRequest, fmt.Sprintf("request id %v is already in flight; use a new id", req.ID.Raw()), nil)
 	}
 	if busy >= limit {
-		s.n.metrics.refusalsTotal.WithLabelValues("session_inflight").Inc()
-		rerr := rpcError(CodeOverloaded, fmt.Sprintf("this session has %d calls in flight; wait for answers or open another session", busy), nil)
+		s.g.metrics.refusalsTotal.WithLabelValues("session_inflight").Inc()
+		rerr := rpcError(transport.CodeOverloaded, fmt.Sprintf("this session has %d calls in flight; wait for answers or open another session", busy), nil)
 		if pc.tool != "" {
-			s.n.metrics.callsTotal.WithLabelValues(s.route.Name, "refused").Inc()
+			s.g.metrics.callsTotal.WithLabelValues(s.route.Name, "refused").Inc()
 			s.auditToolCall(pc, storage.AuditRefused, rerr)
 		}
 		return nil, rerr
 	}
 	if pc.tool != "" {
 		if rerr := s.admitToolCall(pc.tool); rerr != nil {
-			s.n.metrics.callsTotal.WithLabelValues(s.route.Name, "refused").Inc()
+			s.g.metrics.callsTotal.WithLabelValues(s.route.Name, "refused").Inc()
 			s.auditToolCall(pc, storage.AuditRefused, rerr)
 			return nil, rerr
 		}
@@ -301,7 +301,7 @@ func (s *session) takePendingLocked(id jsonrpc.ID) (pendingCall, bool) {
 // release gives back what an admitted call holds.
 func (s *session) release(pc pendingCall) {
 	if pc.gated {
-		s.n.pol.inflight.Release()
+		s.g.pol.inflight.Release()
 	}
 }
 
@@ -351,12 +351,12 @@ func (s *session) answerFailedWrite(ctx context.Context, req *jsonrpc.Request, e
 	}
 	var werr *jsonrpc.Error
 	var rerr *jsonrpc.Error
-	if errors.As(err, &werr) && werr.Code != sdkRejectedCode {
+	if errors.As(err, &werr) && werr.Code != transport.CodeSDKRejected {
 		rerr = &jsonrpc.Error{Code: werr.Code, Message: werr.Message, Data: werr.Data}
 	} else {
-		s.n.metrics.refusalsTotal.WithLabelValues("upstream_error").Inc()
+		s.g.metrics.refusalsTotal.WithLabelValues("upstream_error").Inc()
 		s.logger.Warn("upstream request failed", slog.String("method", req.Method), slog.Any("error", err))
-		rerr = rpcError(CodeUpstreamError, fmt.Sprintf("upstream of route %q failed: %v; check the server is up and the route URL is right (`mcpgw route list`)", s.route.Name, err), nil)
+		rerr = rpcError(transport.CodeUpstreamError, fmt.Sprintf("upstream of route %q failed: %v; check the server is up and the route URL is right (`mcpgw route list`)", s.route.Name, err), nil)
 	}
 	s.complete(ctx, &jsonrpc.Response{ID: req.ID, Error: rerr})
 }
@@ -374,7 +374,7 @@ func (s *session) serverToClient(ctx context.Context) {
 				// Fail the call the message answered, or tell the upstream
 				// its request was refused, rather than leave either waiting.
 				if me.Response {
-					s.complete(ctx, &jsonrpc.Response{ID: me.ID, Error: rpcError(CodeUpstreamError,
+					s.complete(ctx, &jsonrpc.Response{ID: me.ID, Error: rpcError(transport.CodeUpstreamError,
 						fmt.Sprintf("upstream of route %q answered with an unusable message: %s", s.route.Name, me.Message), nil)})
 				} else if err := s.up.Write(ctx, &jsonrpc.Response{ID: me.ID, Error: &jsonrpc.Error{Code: me.Code, Message: me.Message}}); err != nil {
 					s.logger.Debug("upstream write failed", slog.Any("error", err))
@@ -386,7 +386,7 @@ func (s *session) serverToClient(ctx context.Context) {
 			}
 			return
 		}
-		s.n.metrics.messagesTotal.WithLabelValues("server_to_client").Inc()
+		s.g.metrics.messagesTotal.WithLabelValues("server_to_client").Inc()
 		if resp, ok := msg.(*jsonrpc.Response); ok {
 			s.complete(ctx, resp)
 			continue
@@ -408,7 +408,7 @@ func (s *session) complete(ctx context.Context, resp *jsonrpc.Response) {
 		// Nothing asked for it (or its caller gave up on it): passing it on
 		// would let the upstream answer the client's future calls, or a
 		// call the gateway refused, in the gateway's name.
-		s.n.metrics.unrequestedTotal.WithLabelValues(s.route.Name).Inc()
+		s.g.metrics.unrequestedTotal.WithLabelValues(s.route.Name).Inc()
 		s.logger.Debug("upstream response to no pending call dropped", slog.Any("id", resp.ID.Raw()))
 		return
 	}
@@ -435,8 +435,8 @@ func (s *session) complete(ctx context.Context, resp *jsonrpc.Response) {
 			// The call went through and the tool reported a failure.
 			outcome, label = "error", "tool_error"
 		}
-		s.n.metrics.callsTotal.WithLabelValues(s.route.Name, label).Inc()
-		s.n.metrics.callSeconds.WithLabelValues(s.route.Name).Observe(time.Since(pc.start).Seconds())
+		s.g.metrics.callsTotal.WithLabelValues(s.route.Name, label).Inc()
+		s.g.metrics.callSeconds.WithLabelValues(s.route.Name).Observe(time.Since(pc.start).Seconds())
 		s.auditToolCall(pc, outcome, resp.Error)
 	}
 	s.writeDown(ctx, resp)
@@ -450,12 +450,12 @@ func (s *session) failPending(ctx context.Context) {
 		ids = append(ids, id)
 	}
 	s.mu.Unlock()
-	rerr := rpcError(CodeUpstreamError, fmt.Sprintf("upstream of route %q closed the session before answering; open a new session and retry", s.route.Name), nil)
+	rerr := rpcError(transport.CodeUpstreamError, fmt.Sprintf("upstream of route %q closed the session before answering; open a new session and retry", s.route.Name), nil)
 	switch end := s.ended.Load(); {
 	case end != nil:
 		rerr = end.err
-	case s.n.ctx.Err() != nil:
-		rerr = rpcError(CodeNodeLost, "this gateway node is shutting down and the call was not answered; retry it through another node if it is safe to repeat", nil)
+	case s.g.ctx.Err() != nil:
+		rerr = rpcError(transport.CodeNodeLost, "this gateway node is shutting down and the call was not answered; retry it through another node if it is safe to repeat", nil)
 	}
 	for _, id := range ids {
 		s.complete(context.WithoutCancel(ctx), &jsonrpc.Response{ID: id, Error: rerr})
@@ -475,7 +475,7 @@ func (s *session) writeDown(ctx context.Context, msg jsonrpc.Message) {
 // tool names the client could read differently from the gateway fails the
 // call instead: the rules would have been applied to other names.
 func (s *session) filterTools(resp *jsonrpc.Response) *jsonrpc.Response {
-	st, err := s.n.policy()
+	st, err := s.g.policy()
 	if err != nil || st.rules.Len() == 0 {
 		return resp
 	}
@@ -499,8 +499,8 @@ func (s *session) filterTools(resp *jsonrpc.Response) *jsonrpc.Response {
 // unusableResult is the error a call gets in place of an upstream result
 // the gateway refuses to decide on.
 func (s *session) unusableResult(id jsonrpc.ID, method string, err error) *jsonrpc.Response {
-	s.n.metrics.refusalsTotal.WithLabelValues("upstream_error").Inc()
+	s.g.metrics.refusalsTotal.WithLabelValues("upstream_error").Inc()
 	s.logger.Warn("upstream result refused", slog.String("method", method), slog.Any("error", err))
-	return &jsonrpc.Response{ID: id, Error: rpcError(CodeUpstreamError,
+	return &jsonrpc.Response{ID: id, Error: rpcError(transport.CodeUpstreamError,
 		fmt.Sprintf("upstream of route %q answered %s with a result the gateway refuses (%v); report it to the server's maintainers", s.route.Name, method, err), nil)}
 }

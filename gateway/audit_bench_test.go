@@ -1,4 +1,4 @@
-package node
+package gateway
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mcpgw/mcpgw/client"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/policy"
 	"github.com/mcpgw/mcpgw/storage"
@@ -22,13 +23,14 @@ import (
 // without the auditor to see what auditing adds per call.
 func BenchmarkAuditProxyOverhead(b *testing.B) {
 	up := upstreamtest.New()
-	n := startNode(b)
-	route := addRoute(b, n, storage.Route{Name: "up", URL: upstreamtest.StartHTTP(b, up.StreamableHandler()) + "/mcp"})
+	tg := newTestGateway(b)
+	route := tg.addRoute(b, storage.Route{Name: "up", URL: upstreamtest.StartHTTP(b, up.StreamableHandler()) + "/mcp"})
 	ctx := context.Background()
-	sess, err := connect(b, ctx, n, route.URL, "acme", "alice")
+	sess, err := client.Connect(ctx, route.URL, "acme", "alice", client.WithGateway(tg.wsURL()), client.WithToken(tg.issueToken(b, "bench", "*")))
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer sess.Close()
 	params := &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}}
 	lat := make([]time.Duration, 0, 1<<16)
 	b.ReportAllocs()
@@ -60,8 +62,8 @@ func BenchmarkAuditRecord(b *testing.B) {
 			}
 		}
 	}()
-	n := &Node{audit: a}
-	s := &session{n: n, id: "SESSIONID", remote: "127.0.0.1:50000", route: storage.Route{Name: "gh"}, org: "acme", account: "alice",
+	g := &Gateway{audit: a}
+	s := &session{g: g, id: "SESSIONID", remote: "127.0.0.1:50000", route: storage.Route{Name: "gh"}, org: "acme", account: "alice",
 		claims: &policy.Claims{ID: "0123456789abcdef0123456789abcdef", Service: "billing-agent"}}
 	pc := pendingCall{method: "tools/call", tool: "list_issues", start: time.Now()}
 	b.ReportAllocs()

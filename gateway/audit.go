@@ -1,4 +1,4 @@
-package node
+package gateway
 
 import (
 	"errors"
@@ -14,10 +14,6 @@ import (
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/transport"
 )
-
-// auditQueueLen bounds the records waiting for the disk. At a few hundred
-// bytes each, a full queue holds tens of MiB. Tests shrink it.
-var auditQueueLen = 65536
 
 // Audit writer tuning.
 const (
@@ -36,7 +32,7 @@ const (
 	auditMaxText = 256
 )
 
-// auditor writes the node's audit records to its audit log without ever
+// auditor writes the gateway's audit records to its audit log without ever
 // making the proxy wait for the disk: records go into a bounded queue that
 // one writer goroutine drains in batches. When the queue is full, records
 // are dropped and counted (mcpgw_audit_dropped_total), never waited for.
@@ -49,7 +45,7 @@ type auditor struct {
 	droppedWrite prometheus.Counter
 	writeSeconds prometheus.Histogram
 
-	// Set by open, before the writer starts and the admin API serves.
+	// Set by start, before the writer starts.
 	log  *storage.AuditLog
 	node string
 	stop chan struct{}
@@ -85,29 +81,23 @@ func newAuditor(logger *slog.Logger, reg prometheus.Registerer, queueLen int) *a
 	return a
 }
 
-// open opens the audit log and starts the writer.
-func (a *auditor) open(path string, opts storage.AuditOptions, node string) error {
-	l, err := storage.OpenAudit(path, opts)
-	if err != nil {
-		return err
-	}
+// start starts the writer appending to l, stamping records with node.
+func (a *auditor) start(l *storage.AuditLog, node string) {
 	a.log, a.node = l, node
 	a.stop, a.done = make(chan struct{}), make(chan struct{})
 	go a.run()
-	return nil
 }
 
-// close writes what is queued, stops the writer and closes the log. It is
-// safe to call more than once; records queued after it are never written.
-func (a *auditor) close() error {
+// close writes what is queued and stops the writer; the log stays open. It
+// is safe to call more than once; records queued after it are never
+// written.
+func (a *auditor) close() {
 	if a.log == nil {
-		return nil
+		return
 	}
 	close(a.stop)
 	<-a.done
-	err := a.log.Close()
 	a.log = nil
-	return err
 }
 
 // record queues r for writing. It never blocks.
@@ -217,17 +207,17 @@ func clip(s string) string {
 // Short reason codes of refusals and errors, by the JSON-RPC code the
 // caller got.
 var auditReasons = map[int64]string{
-	CodeUnauthorized:           "unauthorized",
-	CodeForbidden:              "forbidden",
-	CodeRateLimited:            "rate_limited",
-	CodeUpstreamError:          "upstream_error",
-	CodeNoRoute:                "no_route",
-	CodeNoCredential:           "no_credential",
-	CodeOverloaded:             "overloaded",
-	CodeCredentialBroken:       "credential_broken",
-	jsonrpc.CodeInvalidParams:  "bad_request",
-	jsonrpc.CodeInvalidRequest: "bad_request",
-	jsonrpc.CodeInternalError:  "internal_error",
+	transport.CodeUnauthorized:     "unauthorized",
+	transport.CodeForbidden:        "forbidden",
+	transport.CodeRateLimited:      "rate_limited",
+	transport.CodeUpstreamError:    "upstream_error",
+	transport.CodeNoRoute:          "no_route",
+	transport.CodeNoCredential:     "no_credential",
+	transport.CodeOverloaded:       "overloaded",
+	transport.CodeCredentialBroken: "credential_broken",
+	jsonrpc.CodeInvalidParams:      "bad_request",
+	jsonrpc.CodeInvalidRequest:     "bad_request",
+	jsonrpc.CodeInternalError:      "internal_error",
 }
 
 func auditReason(code int64) string {
@@ -242,7 +232,7 @@ func auditReason(code int64) string {
 // supplied (an upstream's error body, a target URL's query).
 func auditMessage(code int64, msg string) string {
 	switch code {
-	case CodeUpstreamError, CodeNoRoute, jsonrpc.CodeInvalidParams, jsonrpc.CodeInvalidRequest:
+	case transport.CodeUpstreamError, transport.CodeNoRoute, jsonrpc.CodeInvalidParams, jsonrpc.CodeInvalidRequest:
 		return ""
 	}
 	return clip(msg)
@@ -265,7 +255,7 @@ func (s *session) auditRecord(kind storage.AuditKind, outcome string) storage.Au
 
 // auditOpen records the session's start.
 func (s *session) auditOpen() {
-	s.n.audit.record(s.auditRecord(storage.AuditSessionOpen, storage.AuditOK))
+	s.g.audit.record(s.auditRecord(storage.AuditSessionOpen, storage.AuditOK))
 }
 
 // auditClose records the session's end and how long it lasted.
@@ -275,7 +265,7 @@ func (s *session) auditClose(lasted time.Duration) {
 	if end := s.ended.Load(); end != nil {
 		r.Reason = end.reason // ended by the gateway: token revoked or expired
 	}
-	s.n.audit.record(r)
+	s.g.audit.record(r)
 }
 
 // auditToolCall records a tools/call answered (outcome ok or error) or
@@ -297,13 +287,13 @@ func (s *session) auditToolCall(pc pendingCall, outcome string, err error) {
 		switch {
 		case outcome == storage.AuditRefused:
 			r.Reason, r.Error = auditReason(r.Code), auditMessage(r.Code, msg)
-		case r.Code == CodeUpstreamError:
+		case r.Code == transport.CodeUpstreamError:
 			r.Reason = "upstream_error" // the gateway could not get an answer
 		default:
 			r.Reason = "rpc_error" // the upstream answered with an error
 		}
 	}
-	s.n.audit.record(r)
+	s.g.audit.record(r)
 }
 
 // auditCancelled records a tools/call the caller cancelled before it was
@@ -313,12 +303,12 @@ func (s *session) auditCancelled(pc pendingCall) {
 	r.Tool = clip(pc.tool)
 	r.LatencyMicros = time.Since(pc.start).Microseconds()
 	r.Reason = "cancelled"
-	s.n.audit.record(r)
+	s.g.audit.record(r)
 }
 
 // auditRefusal records a session refused before it opened, with what is
 // known of the caller by then.
-func (n *Node) auditRefusal(req sessionRequest, claims *policy.Claims, spec sessionSpec, err error) {
+func (g *Gateway) auditRefusal(req sessionRequest, claims *policy.Claims, spec sessionSpec, err error) {
 	if spec.org == "" && spec.account == "" {
 		// Refused before the request was resolved: keep what it asked for.
 		spec.org, spec.account = req.org, req.account
@@ -330,17 +320,17 @@ func (n *Node) auditRefusal(req sessionRequest, claims *policy.Claims, spec sess
 	if claims != nil {
 		rec.Service, rec.TokenID = claims.Service, claims.ID
 	}
-	var he *transport.HTTPError
+	var ref *transport.Refusal
 	switch {
-	case errors.As(err, &he):
-		rec.Code, rec.Reason, rec.Error = he.Code, auditReason(he.Code), auditMessage(he.Code, he.Message)
-		if he.Code == CodeNoRoute {
+	case errors.As(err, &ref):
+		rec.Code, rec.Reason, rec.Error = ref.Code, auditReason(ref.Code), auditMessage(ref.Code, ref.Message)
+		if ref.Code == transport.CodeNoRoute {
 			rec.Error = "no route allows " + requestedTarget(req)
 		}
 	default:
 		rec.Reason, rec.Error = "internal_error", clip(err.Error())
 	}
-	n.audit.record(rec)
+	g.audit.record(rec)
 }
 
 // requestedTarget describes what a request asked for without anything a

@@ -1,7 +1,8 @@
-package node
+package gateway
 
 import (
 	"context"
+	"net/url"
 	"slices"
 	"testing"
 	"time"
@@ -14,14 +15,16 @@ import (
 )
 
 // BenchmarkProxyToolsCall measures one tools/call round trip to the same
-// upstream, directly and through the gateway, each over one session on
-// loopback in this process. Allocations count every party: client,
+// upstream, directly and through the gateway's handler (a Gateway over a
+// store in a temp dir, no raft, no node listeners), each over one session
+// on loopback in this process. Allocations count every party: client,
 // gateway and upstream.
 func BenchmarkProxyToolsCall(b *testing.B) {
 	up := upstreamtest.New()
 	upURL := upstreamtest.StartHTTP(b, up.StreamableHandler()) + "/mcp"
-	n := startNode(b)
-	route := addRoute(b, n, storage.Route{Name: "up", URL: upURL})
+	tg := newTestGateway(b)
+	route := tg.addRoute(b, storage.Route{Name: "up", URL: upURL})
+	token := tg.issueToken(b, "bench", "*")
 	sdkClient := mcp.NewClient(&mcp.Implementation{Name: "bench", Version: "1"}, nil)
 	pinned := &mcp.ClientSessionOptions{ProtocolVersion: benchProtocol}
 
@@ -34,20 +37,23 @@ func BenchmarkProxyToolsCall(b *testing.B) {
 	})
 	b.Run("gateway", func(b *testing.B) {
 		sess, err := client.Connect(context.Background(), route.URL, "org1", "acct1",
-			client.WithGateway("ws://"+n.HTTPAddr()), client.WithToken(testToken(n)), client.WithProtocolVersion(benchProtocol))
+			client.WithGateway(tg.wsURL()), client.WithToken(token), client.WithProtocolVersion(benchProtocol))
 		if err != nil {
 			b.Fatal(err)
 		}
 		benchCalls(b, sess)
 	})
 	b.Run("gateway-streamable", func(b *testing.B) {
-		sess, err := sdkClient.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: streamableEndpoint(n, "up")}, pinned)
+		sess, err := sdkClient.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: tg.url + "/v1/mcp/up?org=org1&account=acct1&access_token=" + url.QueryEscape(token)}, pinned)
 		if err != nil {
 			b.Fatal(err)
 		}
 		benchCalls(b, sess)
 	})
 }
+
+// benchProtocol is pinned so every case negotiates the same protocol.
+const benchProtocol = "2025-11-25"
 
 // benchCalls calls echo in the benchmark loop and reports the median and
 // 99th percentile latency in microseconds. It closes sess.

@@ -1,4 +1,4 @@
-package node
+package gateway
 
 import (
 	"errors"
@@ -209,10 +209,10 @@ func TestValidateRoute(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			r := tc.route
-			err := validateRoute(&r)
+			err := ValidateRoute(&r)
 			if tc.errMsg != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.errMsg) {
-					t.Fatalf("validateRoute(%+v) error %v, want one containing %q", tc.route, err, tc.errMsg)
+					t.Fatalf("ValidateRoute(%+v) error %v, want one containing %q", tc.route, err, tc.errMsg)
 				}
 				if strings.Contains(err.Error(), "secret") {
 					t.Fatalf("validateRoute error %q leaks the password", err)
@@ -220,7 +220,7 @@ func TestValidateRoute(t *testing.T) {
 				return
 			}
 			if err != nil {
-				t.Fatalf("validateRoute(%+v): %v", tc.route, err)
+				t.Fatalf("ValidateRoute(%+v): %v", tc.route, err)
 			}
 			if r.Name != tc.want.Name || r.URL != tc.want.URL || r.Transport != tc.want.Transport || r.Kind != tc.want.Kind ||
 				strings.Join(r.Command, " ") != strings.Join(tc.want.Command, " ") {

@@ -1,14 +1,12 @@
-package node
+package gateway
 
 import (
-	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 
-	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/policy"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/transport"
@@ -68,51 +65,52 @@ type policyCache struct {
 	inflight *policy.Gate // node-wide cap on calls being forwarded
 }
 
-// tokenKeyAAD binds a sealed signing key to its id.
-func tokenKeyAAD(id string) vault.AAD {
+// SigningKeyAAD binds a sealed signing key to its id. Node seals
+// service-token signing keys with it; the policy view unseals them.
+func SigningKeyAAD(id string) vault.AAD {
 	return vault.AAD{Org: "mcpgw", Account: "token-signing-key", Route: id}
 }
 
 // policy returns the current policy view, rebuilding it after writes.
-func (n *Node) policy() (*policyState, error) {
-	gen := n.store.Generation()
-	if st := n.pol.state.Load(); st != nil && st.gen == gen {
+func (g *Gateway) policy() (*policyState, error) {
+	gen := g.state.Generation()
+	if st := g.pol.state.Load(); st != nil && st.gen == gen {
 		return st, nil
 	}
-	n.pol.mu.Lock()
-	defer n.pol.mu.Unlock()
-	if st := n.pol.state.Load(); st != nil && st.gen == gen {
+	g.pol.mu.Lock()
+	defer g.pol.mu.Unlock()
+	if st := g.pol.state.Load(); st != nil && st.gen == gen {
 		return st, nil
 	}
-	st, err := n.buildPolicy(gen)
+	st, err := g.buildPolicy(gen)
 	if err != nil {
 		return nil, err
 	}
-	n.pol.state.Store(st)
+	g.pol.state.Store(st)
 	return st, nil
 }
 
-func (n *Node) buildPolicy(gen uint64) (*policyState, error) {
-	stored, err := n.store.TokenKeys()
+func (g *Gateway) buildPolicy(gen uint64) (*policyState, error) {
+	stored, err := g.state.TokenKeys()
 	if err != nil {
 		return nil, err
 	}
 	keys := make([]policy.SigningKey, 0, len(stored))
 	for _, k := range stored {
-		cred, err := n.vaultKeys().Unseal(k.Sealed, tokenKeyAAD(k.ID))
+		cred, err := g.vaultKeys().Unseal(k.Sealed, SigningKeyAAD(k.ID))
 		if err != nil {
-			n.logger.Error("token signing key cannot be unsealed; tokens it signed will not verify", "key_id", k.ID, "error", err)
+			g.logger.Error("token signing key cannot be unsealed; tokens it signed will not verify", "key_id", k.ID, "error", err)
 			continue
 		}
 		seed, err := base64.StdEncoding.DecodeString(cred.Token)
 		if err != nil || len(seed) != ed25519.SeedSize {
-			n.logger.Error("token signing key is malformed", "key_id", k.ID)
+			g.logger.Error("token signing key is malformed", "key_id", k.ID)
 			continue
 		}
 		priv := ed25519.NewKeyFromSeed(seed)
 		keys = append(keys, policy.SigningKey{ID: k.ID, Private: priv, Public: priv.Public().(ed25519.PublicKey), Created: k.Created, Retired: k.Retired})
 	}
-	revs, err := n.store.Revocations()
+	revs, err := g.state.Revocations()
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +118,7 @@ func (n *Node) buildPolicy(gen uint64) (*policyState, error) {
 	for _, r := range revs {
 		revoked[r.ID] = r.Expires
 	}
-	storedRules, err := n.store.Rules()
+	storedRules, err := g.state.Rules()
 	if err != nil {
 		return nil, err
 	}
@@ -132,85 +130,36 @@ func (n *Node) buildPolicy(gen uint64) (*policyState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stored rules: %w", err)
 	}
-	storedLimits, err := n.store.Limits()
+	storedLimits, err := g.state.Limits()
 	if err != nil {
 		return nil, err
 	}
 	limits := make([]policy.Limit, 0, len(storedLimits))
 	for _, l := range storedLimits {
-		pl, err := toPolicyLimit(l)
+		pl, err := PolicyLimit(l)
 		if err != nil {
 			return nil, err
 		}
 		limits = append(limits, pl)
 	}
-	if err := n.pol.limiter.SetLimits(limits); err != nil {
+	if err := g.pol.limiter.SetLimits(limits); err != nil {
 		return nil, fmt.Errorf("stored limits: %w", err)
 	}
-	routes, err := n.store.Routes()
+	routes, err := g.state.Routes()
 	if err != nil {
 		return nil, err
 	}
 	return &policyState{gen: gen, routes: newRouteTable(routes), keyring: policy.NewKeyring(keys, revoked, policy.KeyringOptions{}), rules: compiled}, nil
 }
 
-func toPolicyLimit(l storage.Limit) (policy.Limit, error) {
+// PolicyLimit converts a stored rate limit to the limiter's form, checking its
+// pool dimensions.
+func PolicyLimit(l storage.Limit) (policy.Limit, error) {
 	pool, err := policy.ParseDims(l.Pool)
 	if err != nil {
 		return policy.Limit{}, err
 	}
 	return policy.Limit{ID: l.ID, Service: l.Service, Org: l.Org, Account: l.Account, Route: l.Route, Tool: l.Tool, Rate: l.Rate, Burst: l.Burst, Pool: pool}, nil
-}
-
-// ensureSigningKey creates the first service-token signing key of a fresh
-// cluster.
-//
-// When signing keys exist it checks the vault key opens them: a node
-// started with the wrong --vault-key would otherwise run and fail every
-// session.
-func (n *Node) ensureSigningKey(ctx context.Context) error {
-	keys, err := n.store.TokenKeys()
-	if err != nil {
-		return err
-	}
-	if len(keys) == 0 {
-		return n.addSigningKey(ctx, nil)
-	}
-	var lastErr error
-	sealedWith := make([]string, 0, len(keys))
-	for _, k := range keys {
-		_, err := n.vaultKeys().Unseal(k.Sealed, tokenKeyAAD(k.ID))
-		if err == nil {
-			return nil
-		}
-		lastErr = err
-		if env, err := vault.DecodeEnvelope(k.Sealed); err == nil {
-			sealedWith = append(sealedWith, env.KeyID)
-		}
-	}
-	return fmt.Errorf("the vault key (id %s) cannot open the secrets in %s, sealed with key %s (%v): start with the --vault-key that sealed them, or restore that key file from backup",
-		n.vaultKeys().Current().ID(), n.cfg.DataDir, strings.Join(slices.Compact(sealedWith), ", "), lastErr)
-}
-
-// addSigningKey creates a signing key and, in the same batch, retires the
-// given ones.
-func (n *Node) addSigningKey(ctx context.Context, retire []storage.TokenKey) error {
-	now := n.now().UTC()
-	k, err := policy.NewSigningKey(now)
-	if err != nil {
-		return err
-	}
-	seed := base64.StdEncoding.EncodeToString(k.Private.Seed())
-	sealed, err := n.vaultKeys().Seal(vault.Credential{Kind: vault.KindBearer, Token: seed}, tokenKeyAAD(k.ID))
-	if err != nil {
-		return fmt.Errorf("seal token signing key: %w", err)
-	}
-	batch := []cluster.Command{{Op: cluster.OpPutTokenKey, TokenKey: &storage.TokenKey{ID: k.ID, Public: k.Public, Sealed: sealed, Created: now}}}
-	for _, old := range retire {
-		old.Retired = now
-		batch = append(batch, cluster.Command{Op: cluster.OpPutTokenKey, TokenKey: &old})
-	}
-	return n.writes.Apply(ctx, cluster.Command{Op: cluster.OpBatch, Batch: batch})
 }
 
 // bearerToken extracts a service token: the Authorization header, or the
@@ -224,23 +173,24 @@ func bearerToken(r *http.Request) string {
 }
 
 // verifyToken checks a service token and returns its claims; errors are
-// HTTP 401 refusals that say what was wrong, never quoting the token.
-func (n *Node) verifyToken(token string) (*policy.Claims, error) {
-	if n.cfg.InsecureDev {
+// CodeUnauthorized refusals that say what was wrong, never quoting the
+// token.
+func (g *Gateway) verifyToken(token string) (*policy.Claims, error) {
+	if g.opts.InsecureDev {
 		return insecureClaims, nil
 	}
 	refuse := func(kind, msg string) error {
-		n.metrics.refusalsTotal.WithLabelValues(kind).Inc()
-		return &transport.HTTPError{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: msg}
+		g.metrics.refusalsTotal.WithLabelValues(kind).Inc()
+		return &transport.Refusal{Code: transport.CodeUnauthorized, Message: msg}
 	}
 	if token == "" {
 		return nil, refuse("token_missing", "no service token: send Authorization: Bearer <token> (or access_token=<token>); get one with `mcpgw token issue`")
 	}
-	st, err := n.policy()
+	st, err := g.policy()
 	if err != nil {
 		return nil, err
 	}
-	now := n.now()
+	now := g.now()
 	sum := sha256.Sum256([]byte(token))
 	if v, ok := st.verified.Load(sum); ok {
 		// A hit expires exactly when Verify would refuse the token, leeway
@@ -274,8 +224,8 @@ func (n *Node) verifyToken(token string) (*policy.Claims, error) {
 }
 
 // authenticate identifies the service behind an HTTP request.
-func (n *Node) authenticate(r *http.Request) (*policy.Claims, error) {
-	return n.verifyToken(bearerToken(r))
+func (g *Gateway) authenticate(r *http.Request) (*policy.Claims, error) {
+	return g.verifyToken(bearerToken(r))
 }
 
 // authorizeDriver checks that a request on an open streamable HTTP session
@@ -284,14 +234,14 @@ func (n *Node) authenticate(r *http.Request) (*policy.Claims, error) {
 // token may drive the session, so a service can swap in a fresh token
 // without reopening it.
 func (s *session) authorizeDriver(r *http.Request) error {
-	n := s.n
-	c, err := n.authenticate(r)
+	g := s.g
+	c, err := g.authenticate(r)
 	if err != nil {
 		return err
 	}
 	if c.Service != s.claims.Service || !c.AllowsOrg(s.org) {
-		n.metrics.refusalsTotal.WithLabelValues("session_forbidden").Inc()
-		return &transport.HTTPError{Status: http.StatusForbidden, Code: CodeForbidden,
+		g.metrics.refusalsTotal.WithLabelValues("session_forbidden").Inc()
+		return &transport.Refusal{Code: transport.CodeForbidden,
 			Message: fmt.Sprintf("this session was opened by service %q for org %q, and this token (service %q) could not have opened it; send initialize to open your own session",
 				s.claims.Service, s.org, c.Service)}
 	}
@@ -300,20 +250,20 @@ func (s *session) authorizeDriver(r *http.Request) error {
 
 // authorizeSession applies the token's org list and the access rules to a
 // session about to open.
-func (n *Node) authorizeSession(claims *policy.Claims, spec sessionSpec) error {
+func (g *Gateway) authorizeSession(claims *policy.Claims, spec sessionSpec) error {
 	if !claims.AllowsOrg(spec.org) {
-		n.metrics.refusalsTotal.WithLabelValues("org_forbidden").Inc()
-		return &transport.HTTPError{Status: http.StatusForbidden, Code: CodeForbidden,
-			Message: fmt.Sprintf("service %q may not act for org %q; issue it a token with --org %s", claims.Service, spec.org, spec.org)}
+		g.metrics.refusalsTotal.WithLabelValues("org_forbidden").Inc()
+		return &transport.Refusal{Code: transport.CodeForbidden,
+			Message: fmt.Sprintf("service %q may not act for org %q; issue it a token that allows org %q", claims.Service, spec.org, spec.org)}
 	}
-	st, err := n.policy()
+	st, err := g.policy()
 	if err != nil {
 		return err
 	}
 	d := st.rules.Decide(policy.Request{Service: claims.Service, Org: spec.org, Account: spec.account, Route: spec.route.Name})
 	if !d.Allowed {
-		n.metrics.refusalsTotal.WithLabelValues("rule_denied").Inc()
-		return &transport.HTTPError{Status: http.StatusForbidden, Code: CodeForbidden, Message: d.Reason}
+		g.metrics.refusalsTotal.WithLabelValues("rule_denied").Inc()
+		return &transport.Refusal{Code: transport.CodeForbidden, Message: d.Reason}
 	}
 	return nil
 }
@@ -322,25 +272,25 @@ func (n *Node) authorizeSession(claims *policy.Claims, spec sessionSpec) error {
 // tools/call. A nil error admits it; the caller must then release the
 // in-flight slot when the call completes.
 func (s *session) admitToolCall(tool string) *jsonrpc.Error {
-	n := s.n
-	st, err := n.policy()
+	g := s.g
+	st, err := g.policy()
 	if err != nil {
 		return rpcError(jsonrpc.CodeInternalError, "policy unavailable; see the gateway log", nil)
 	}
 	req := policy.Request{Service: s.claims.Service, Org: s.org, Account: s.account, Route: s.route.Name, Tool: tool}
 	if d := st.rules.Decide(req); !d.Allowed {
-		n.metrics.refusalsTotal.WithLabelValues("rule_denied").Inc()
-		return rpcError(CodeForbidden, d.Reason, map[string]string{"rule": d.RuleID})
+		g.metrics.refusalsTotal.WithLabelValues("rule_denied").Inc()
+		return rpcError(transport.CodeForbidden, d.Reason, map[string]string{"rule": d.RuleID})
 	}
-	if ok, retry, limitID := n.pol.limiter.Allow(policy.Key(req), n.now()); !ok {
-		n.metrics.refusalsTotal.WithLabelValues("rate_limited").Inc()
+	if ok, retry, limitID := g.pol.limiter.Allow(policy.Key(req), g.now()); !ok {
+		g.metrics.refusalsTotal.WithLabelValues("rate_limited").Inc()
 		ms := retry.Milliseconds() + 1
-		return rpcError(CodeRateLimited, fmt.Sprintf("rate limit %q reached for tool %q on route %q; retry in %dms", limitID, tool, s.route.Name, ms),
+		return rpcError(transport.CodeRateLimited, fmt.Sprintf("rate limit %q reached for tool %q on route %q; retry in %dms", limitID, tool, s.route.Name, ms),
 			map[string]any{"retryAfterMs": ms, "limit": limitID})
 	}
-	if !n.pol.inflight.TryAcquire() {
-		n.metrics.refusalsTotal.WithLabelValues("overloaded").Inc()
-		return rpcError(CodeOverloaded, fmt.Sprintf("this node is forwarding its maximum of %d calls; retry shortly or on another node", n.pol.inflight.Max()), nil)
+	if !g.pol.inflight.TryAcquire() {
+		g.metrics.refusalsTotal.WithLabelValues("overloaded").Inc()
+		return rpcError(transport.CodeOverloaded, fmt.Sprintf("this node is forwarding its maximum of %d calls; retry shortly or on another node", g.pol.inflight.Max()), nil)
 	}
 	return nil
 }

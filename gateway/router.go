@@ -1,4 +1,4 @@
-package node
+package gateway
 
 import (
 	"errors"
@@ -140,17 +140,18 @@ func normalizeURL(raw string) (normalURL, error) {
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$`)
 
-// validName checks a route, org or account name.
-func validName(what, s string) error {
+// ValidName checks a route, org or account name; what names it in the error.
+func ValidName(what, s string) error {
 	if !namePattern.MatchString(s) {
 		return fmt.Errorf("%s %q is invalid: use 1-128 letters, digits and . _ : @ - (starting with a letter or digit)", what, s)
 	}
 	return nil
 }
 
-// validateRoute checks a route before it is written.
-func validateRoute(r *storage.Route) error {
-	if err := validName("route name", r.Name); err != nil {
+// ValidateRoute checks a route before it is written and fills in its defaults
+// (transport, kind, credential mode) and its normalized URL.
+func ValidateRoute(r *storage.Route) error {
+	if err := ValidName("route name", r.Name); err != nil {
 		return err
 	}
 	if r.Transport == "" {

@@ -1,4 +1,4 @@
-package node
+package gateway
 
 import (
 	"errors"
@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/policy"
+	"github.com/mcpgw/mcpgw/transport"
 )
 
 // tokenCheckInterval is how often the node re-checks the tokens of its live
@@ -49,21 +50,21 @@ func (l *liveSessions) remove(s *session) {
 // watchSessionTokens ends sessions whose token is revoked or expired, until
 // the node closes. Tokens are checked against the local policy view, which
 // every replicated write (a revocation made through any node) rebuilds.
-func (n *Node) watchSessionTokens() {
-	if n.cfg.InsecureDev {
+func (g *Gateway) watchSessionTokens() {
+	if g.opts.InsecureDev {
 		return // sessions carry no token
 	}
-	n.clusterWG.Add(1)
+	g.watchers.Add(1)
 	go func() {
-		defer n.clusterWG.Done()
+		defer g.watchers.Done()
 		t := time.NewTicker(tokenCheckInterval)
 		defer t.Stop()
 		for {
 			select {
-			case <-n.ctx.Done():
+			case <-g.ctx.Done():
 				return
 			case <-t.C:
-				n.checkSessionTokens()
+				g.checkSessionTokens()
 			}
 		}
 	}()
@@ -71,20 +72,20 @@ func (n *Node) watchSessionTokens() {
 
 // checkSessionTokens ends every live session whose token the current policy
 // view no longer accepts.
-func (n *Node) checkSessionTokens() {
-	st, err := n.policy()
+func (g *Gateway) checkSessionTokens() {
+	st, err := g.policy()
 	if err != nil {
-		n.logger.Warn("cannot re-check the tokens of live sessions", slog.Any("error", err))
+		g.logger.Warn("cannot re-check the tokens of live sessions", slog.Any("error", err))
 		return
 	}
-	now := n.now()
+	now := g.now()
 	type ending struct {
 		s   *session
 		err error
 	}
 	var end []ending
-	n.live.mu.Lock()
-	for _, set := range n.live.byToken {
+	g.live.mu.Lock()
+	for _, set := range g.live.byToken {
 		var err error
 		checked := false
 		for s := range set {
@@ -98,15 +99,16 @@ func (n *Node) checkSessionTokens() {
 			end = append(end, ending{s, err})
 		}
 	}
-	n.live.mu.Unlock()
+	g.live.mu.Unlock()
 	for _, e := range end {
 		e.s.endForToken(e.err)
 	}
 }
 
 // endForToken ends the session because its token stopped being valid:
-// calls outstanding and any read before the end get CodeUnauthorized with
-// what happened and what to do, and a WebSocket closes with that reason.
+// calls outstanding and any read before the end get
+// transport.CodeUnauthorized with what happened and what to do, and a
+// WebSocket closes with that reason.
 func (s *session) endForToken(cause error) {
 	end := &sessionEnd{
 		reason: "token_expired",
@@ -116,11 +118,11 @@ func (s *session) endForToken(cause error) {
 		end.reason = "token_revoked"
 		end.close = "service token revoked; get a new one with `mcpgw token issue`"
 	}
-	end.err = rpcError(CodeUnauthorized, "session ended: "+cause.Error(), map[string]string{"reason": end.reason})
+	end.err = rpcError(transport.CodeUnauthorized, "session ended: "+cause.Error(), map[string]string{"reason": end.reason})
 	if !s.ended.CompareAndSwap(nil, end) {
 		return
 	}
-	s.n.metrics.refusalsTotal.WithLabelValues(end.reason).Inc()
+	s.g.metrics.refusalsTotal.WithLabelValues(end.reason).Inc()
 	s.logger.Info("ending session: its service token is no longer valid", slog.String("reason", end.reason), slog.String("token_id", s.claims.ID))
 	s.stop()
 }

@@ -1,10 +1,9 @@
-package node
+package gateway
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/mcpgw/mcpgw/policy"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpgw/mcpgw/policy"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/transport"
 )
@@ -91,15 +91,15 @@ func (c *scriptConn) writes() int {
 
 // runScripted runs a session between two scripted connections until both
 // scripts are used up, then ends it and waits for it to return.
-func runScripted(t *testing.T, n *Node, down, up *scriptConn) {
+func runScripted(t *testing.T, g *Gateway, down, up *scriptConn) {
 	t.Helper()
 	s := &session{
-		n: n, id: "scripted", transport: "scripted", route: storage.Route{Name: "scripted"},
+		g: g, id: "scripted", transport: "scripted", route: storage.Route{Name: "scripted"},
 		down: down, up: up,
 		claims:   &policy.Claims{ID: "scripted", Service: "scripted", Orgs: []string{"*"}},
 		pending:  make(map[jsonrpc.ID]pendingCall),
 		finished: make(map[jsonrpc.ID]context.CancelFunc),
-		logger:   n.logger,
+		logger:   g.logger,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -154,14 +154,16 @@ func FuzzProxyMessages(f *testing.F) {
 		[]byte(`{"jsonrpc":"2.0","id":9,"method":"sampling/createMessage","params":{}}`+"\n"+`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1}}`))
 	f.Add([]byte(`{"jsonrpc":"2.0","id":2.5,"method":"initialize","params":{}}`+"\n"+`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`), []byte(`{"jsonrpc":"2.0","id":2,"result":{"tools":[]}}`))
 
-	n := startNode(f)
+	// The session runs on a Gateway over a store in a temp dir: no raft,
+	// no listeners.
+	g := newTestGateway(f).Gateway
 	f.Fuzz(func(t *testing.T, fromClient, fromServer []byte) {
 		clientMsgs := decodeLines(fromClient)
-		if len(clientMsgs) > n.cfg.MaxCallsPerSession {
+		if len(clientMsgs) > g.opts.MaxCallsPerSession {
 			return
 		}
 		down, up := newScriptConn(clientMsgs), newScriptConn(decodeLines(fromServer))
-		runScripted(t, n, down, up)
+		runScripted(t, g, down, up)
 
 		// Every call the client made and did not cancel got a response.
 		calls := map[jsonrpc.ID]bool{}
@@ -246,12 +248,12 @@ func TestSessionAnswersRefusedMessages(t *testing.T) {
 			up:   []any{refused(true, jsonrpc.ID{})},
 		},
 	}
-	n := startNode(t)
+	g := newTestGateway(t).Gateway
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			down, up := newScriptConn(tc.down), newScriptConn(tc.up)
 			up.after = tc.upAfter
-			runScripted(t, n, down, up)
+			runScripted(t, g, down, up)
 			for _, side := range []struct {
 				name string
 				c    *scriptConn

@@ -1,4 +1,4 @@
-package node
+package gateway
 
 import (
 	"bytes"
@@ -24,7 +24,7 @@ var errNoCredential = errors.New("no credential")
 // X25519 operation (~150µs), too much to pay on every forwarded request.
 // Plaintext never leaves process memory.
 type credentialSource struct {
-	n     *Node
+	g     *Gateway
 	route storage.Route
 	aad   vault.AAD
 
@@ -36,8 +36,8 @@ type credentialSource struct {
 	kid    string            // the stored record's KeyID, for the audit log; guarded by mu
 }
 
-func (n *Node) credentialSource(spec sessionSpec) *credentialSource {
-	return &credentialSource{n: n, route: spec.route, aad: vault.AAD{Org: spec.org, Account: spec.account, Route: spec.route.Name}}
+func (g *Gateway) credentialSource(spec sessionSpec) *credentialSource {
+	return &credentialSource{g: g, route: spec.route, aad: vault.AAD{Org: spec.org, Account: spec.account, Route: spec.route.Name}}
 }
 
 // current returns the credential to inject now and its HTTP headers, nil
@@ -48,17 +48,17 @@ func (c *credentialSource) current() (*vault.Credential, http.Header, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	gen := c.n.store.Generation()
+	gen := c.g.state.Generation()
 	if gen == c.gen && c.gen != 0 {
 		return c.cred, c.hdr, nil
 	}
-	rec, err := c.n.store.Credential(c.aad.Org, c.aad.Account, c.aad.Route)
+	rec, err := c.g.state.Credential(c.aad.Org, c.aad.Account, c.aad.Route)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
 		c.gen, c.sealed, c.cred, c.hdr = gen, nil, nil, nil
 		if c.route.Credential == storage.CredentialRequired {
-			return nil, nil, fmt.Errorf("%w is configured for org %q, account %q on route %q: store one with `mcpgw vault put --org %s --account %s --route %s --kind bearer`",
-				errNoCredential, c.aad.Org, c.aad.Account, c.aad.Route, c.aad.Org, c.aad.Account, c.aad.Route)
+			return nil, nil, fmt.Errorf("%w is configured for org %q, account %q on route %q: ask the operator to store one for them (`mcpgw vault put`)",
+				errNoCredential, c.aad.Org, c.aad.Account, c.aad.Route)
 		}
 		return nil, nil, nil
 	case err != nil:
@@ -68,10 +68,10 @@ func (c *credentialSource) current() (*vault.Credential, http.Header, error) {
 		c.gen = gen
 		return c.cred, c.hdr, nil
 	}
-	cred, err := c.n.vaultKeys().Unseal(rec.Sealed, c.aad)
+	cred, err := c.g.vaultKeys().Unseal(rec.Sealed, c.aad)
 	if err != nil {
-		c.n.logger.Error("credential cannot be unsealed", "org", c.aad.Org, "account", c.aad.Account, "route", c.aad.Route, "key_id", rec.KeyID, "error", err)
-		return nil, nil, &transport.HTTPError{Status: http.StatusBadGateway, Code: CodeCredentialBroken,
+		c.g.logger.Error("credential cannot be unsealed", "org", c.aad.Org, "account", c.aad.Account, "route", c.aad.Route, "key_id", rec.KeyID, "error", err)
+		return nil, nil, &transport.Refusal{Code: transport.CodeCredentialBroken,
 			Message: fmt.Sprintf("the credential for org %q, account %q on route %q cannot be unsealed (%v); put it again with `mcpgw vault put`", c.aad.Org, c.aad.Account, c.aad.Route, err)}
 	}
 	c.gen, c.sealed, c.cred, c.hdr, c.kid = gen, rec.Sealed, &cred, cred.HTTPHeaders(), rec.KeyID

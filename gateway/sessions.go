@@ -1,4 +1,4 @@
-package node
+package gateway
 
 import (
 	"context"
@@ -37,22 +37,22 @@ type sessionSpec struct {
 	account string
 }
 
-// sessionHandler serves /v1/mcp (target in the query) and /v1/mcp/<route>:
-// a WebSocket upgrade becomes a WebSocket session, anything else is
-// streamable HTTP.
-func (n *Node) sessionHandler() http.Handler {
+// Handler serves /v1/mcp (target in the query) and /v1/mcp/<route>: a
+// WebSocket upgrade becomes a WebSocket session, anything else is
+// streamable HTTP. Any other path gets a 404 naming the endpoints.
+func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	h := func(w http.ResponseWriter, r *http.Request) {
-		if err := n.checkOrigin(r); err != nil {
-			n.metrics.refusalsTotal.WithLabelValues("origin").Inc()
+		if err := g.checkOrigin(r); err != nil {
+			g.metrics.refusalsTotal.WithLabelValues("origin").Inc()
 			transport.WriteHTTPError(w, err)
 			return
 		}
-		if isWebSocketUpgrade(r) {
-			n.serveWebSocket(w, r)
+		if transport.IsWebSocketUpgrade(r) {
+			g.serveWebSocket(w, r)
 			return
 		}
-		n.streamable.ServeHTTP(w, r)
+		g.streamable.ServeHTTP(w, r)
 	}
 	mux.HandleFunc("/v1/mcp", h)
 	mux.HandleFunc("/v1/mcp/{route}", h)
@@ -63,16 +63,12 @@ func (n *Node) sessionHandler() http.Handler {
 	return mux
 }
 
-func isWebSocketUpgrade(r *http.Request) bool {
-	return r.Method == http.MethodGet && strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
-}
-
 // checkOrigin defends against DNS rebinding and cross-site use, as the MCP
 // specification requires: a request reaching a loopback listener must name a
 // loopback Host, and a browser Origin must be a loopback origin or on the
 // allow-list.
-func (n *Node) checkOrigin(r *http.Request) error {
-	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && isLoopbackAddr(la.String()) && !isLoopbackAddr(r.Host) {
+func (g *Gateway) checkOrigin(r *http.Request) error {
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && transport.IsLoopbackAddr(la.String()) && !transport.IsLoopbackAddr(r.Host) {
 		return &transport.HTTPError{Status: http.StatusForbidden, Code: jsonrpc.CodeInvalidRequest,
 			Message: fmt.Sprintf("Host %q refused on a loopback listener (DNS rebinding defence); connect via localhost or 127.0.0.1", r.Host)}
 	}
@@ -80,41 +76,29 @@ func (n *Node) checkOrigin(r *http.Request) error {
 	if origin == "" {
 		return nil
 	}
-	o, err := parseOrigin(origin)
+	o, err := ParseOrigin(origin)
 	if err == nil {
-		if u, _ := url.Parse(o); isLoopbackAddr(u.Host) {
+		if u, _ := url.Parse(o); transport.IsLoopbackAddr(u.Host) {
 			return nil
 		}
-		for _, allowed := range n.cfg.AllowedOrigins {
-			if a, _ := parseOrigin(allowed); a == o {
+		for _, allowed := range g.opts.AllowedOrigins {
+			if a, _ := ParseOrigin(allowed); a == o {
 				return nil
 			}
 		}
 	}
 	return &transport.HTTPError{Status: http.StatusForbidden, Code: jsonrpc.CodeInvalidRequest,
-		Message: fmt.Sprintf("Origin %q is not allowed; the operator can add it with --allowed-origin", origin)}
+		Message: fmt.Sprintf("Origin %q is not allowed; the operator can add it to the allowed origins", origin)}
 }
 
-// parseOrigin canonicalizes scheme://host[:port].
-func parseOrigin(s string) (string, error) {
+// ParseOrigin canonicalizes a browser Origin, scheme://host[:port]; its
+// error says what an origin looks like.
+func ParseOrigin(s string) (string, error) {
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || (u.Path != "" && u.Path != "/") {
 		return "", errors.New("an origin is scheme://host[:port], e.g. https://app.example.com")
 	}
 	return strings.ToLower(u.Scheme + "://" + u.Host), nil
-}
-
-func isLoopbackAddr(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	host = strings.Trim(host, "[]")
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // sessionRequest is what a downstream asks for, whatever its transport.
@@ -155,19 +139,19 @@ func httpSessionRequest(r *http.Request) sessionRequest {
 }
 
 // resolve finds the route that allows what the request asks for.
-func (n *Node) resolve(req sessionRequest) (sessionSpec, error) {
+func (g *Gateway) resolve(req sessionRequest) (sessionSpec, error) {
 	spec := sessionSpec{org: req.org, account: req.account}
 	bad := func(msg string) error {
-		n.metrics.refusalsTotal.WithLabelValues("bad_request").Inc()
-		return &transport.HTTPError{Status: http.StatusBadRequest, Code: jsonrpc.CodeInvalidParams, Message: msg}
+		g.metrics.refusalsTotal.WithLabelValues("bad_request").Inc()
+		return &transport.Refusal{Code: jsonrpc.CodeInvalidParams, Message: msg}
 	}
-	if err := validName("org", spec.org); err != nil {
+	if err := ValidName("org", spec.org); err != nil {
 		return spec, bad(err.Error() + req.hint("; pass ?org=<org>", `; set "org" in the open frame`))
 	}
-	if err := validName("account", spec.account); err != nil {
+	if err := ValidName("account", spec.account); err != nil {
 		return spec, bad(err.Error() + req.hint("; pass ?account=<account>", `; set "account" in the open frame`))
 	}
-	st, err := n.policy()
+	st, err := g.policy()
 	if err != nil {
 		return spec, err
 	}
@@ -183,8 +167,8 @@ func (n *Node) resolve(req sessionRequest) (sessionSpec, error) {
 	}
 	if err != nil {
 		if errors.Is(err, ErrNoRoute) {
-			n.metrics.refusalsTotal.WithLabelValues("no_route").Inc()
-			return spec, &transport.HTTPError{Status: http.StatusNotFound, Code: CodeNoRoute, Message: err.Error()}
+			g.metrics.refusalsTotal.WithLabelValues("no_route").Inc()
+			return spec, &transport.Refusal{Code: transport.CodeNoRoute, Message: err.Error()}
 		}
 		return spec, bad(err.Error())
 	}
@@ -196,12 +180,12 @@ func (n *Node) resolve(req sessionRequest) (sessionSpec, error) {
 // them in different stateless sessions). Keyed by the route's configured
 // URL too, so a route pointed elsewhere starts afresh; routes are few, so
 // the map stays small.
-func (n *Node) routeParamHeaders(route storage.Route) *transport.ParamHeaders {
+func (g *Gateway) routeParamHeaders(route storage.Route) *transport.ParamHeaders {
 	key := route.Name + "\x00" + route.URL
-	if p, ok := n.paramHeaders.Load(key); ok {
+	if p, ok := g.paramHeaders.Load(key); ok {
 		return p.(*transport.ParamHeaders)
 	}
-	p, _ := n.paramHeaders.LoadOrStore(key, &transport.ParamHeaders{})
+	p, _ := g.paramHeaders.LoadOrStore(key, &transport.ParamHeaders{})
 	return p.(*transport.ParamHeaders)
 }
 
@@ -209,36 +193,36 @@ func (n *Node) routeParamHeaders(route storage.Route) *transport.ParamHeaders {
 // credential injected: as headers on every HTTP request (read afresh each
 // time, so a rotated credential applies from the next request) or as
 // environment variables of a stdio command.
-func (n *Node) dial(ctx context.Context, spec sessionSpec, creds *credentialSource) (mcp.Connection, error) {
+func (g *Gateway) dial(ctx context.Context, spec sessionSpec, creds *credentialSource) (mcp.Connection, error) {
 	env, err := creds.environ()
 	if err != nil {
-		return nil, n.credentialRefusal(err)
+		return nil, g.credentialRefusal(err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.ConnectTimeout)
+	ctx, cancel := context.WithTimeout(ctx, g.opts.ConnectTimeout)
 	defer cancel()
 	up, err := transport.Dial(ctx, transport.Upstream{
-		Kind:            string(spec.route.Transport),
+		Transport:       string(spec.route.Transport),
 		URL:             spec.dialURL,
 		Command:         spec.route.Command,
 		Header:          creds.header,
 		Env:             env,
-		MaxMessageBytes: n.cfg.MaxMessageBytes,
-		Logger:          n.logger.With(slog.String("route", spec.route.Name)),
+		MaxMessageBytes: g.opts.MaxMessageBytes,
+		Logger:          g.logger.With(slog.String("route", spec.route.Name)),
 		Route:           spec.route.Name,
-		ParamHeaders:    n.routeParamHeaders(spec.route),
+		ParamHeaders:    g.routeParamHeaders(spec.route),
 	})
 	var coe *transport.CrossOriginError
 	if errors.As(err, &coe) {
-		n.metrics.refusalsTotal.WithLabelValues("upstream_cross_origin").Inc()
-		n.logger.Warn("upstream pointed the session at another origin; refused", slog.String("route", spec.route.Name),
+		g.metrics.refusalsTotal.WithLabelValues("upstream_cross_origin").Inc()
+		g.logger.Warn("upstream pointed the session at another origin; refused", slog.String("route", spec.route.Name),
 			slog.String("route_origin", coe.Route), slog.String("target", coe.Target))
-		return nil, &transport.HTTPError{Status: http.StatusBadGateway, Code: CodeUpstreamError,
+		return nil, &transport.Refusal{Code: transport.CodeUpstreamError,
 			Message: fmt.Sprintf("upstream of route %q named a message endpoint on another origin (%s); the gateway only talks to the route's origin (%s): fix the server or the route URL (`mcpgw route list`)", spec.route.Name, coe.Target, coe.Route)}
 	}
 	if err != nil {
-		n.metrics.refusalsTotal.WithLabelValues("upstream_error").Inc()
-		n.logger.Warn("upstream connect failed", slog.String("route", spec.route.Name), slog.Any("error", err))
-		return nil, &transport.HTTPError{Status: http.StatusBadGateway, Code: CodeUpstreamError,
+		g.metrics.refusalsTotal.WithLabelValues("upstream_error").Inc()
+		g.logger.Warn("upstream connect failed", slog.String("route", spec.route.Name), slog.Any("error", err))
+		return nil, &transport.Refusal{Code: transport.CodeUpstreamError,
 			Message: fmt.Sprintf("upstream of route %q is unreachable: %v; check the server is up and the route is right (`mcpgw route list`)", spec.route.Name, err)}
 	}
 	return up, nil
@@ -246,125 +230,121 @@ func (n *Node) dial(ctx context.Context, spec sessionSpec, creds *credentialSour
 
 // credentialRefusal turns a credential lookup failure into the refusal a
 // caller sees before its session starts.
-func (n *Node) credentialRefusal(err error) error {
-	var he *transport.HTTPError
+func (g *Gateway) credentialRefusal(err error) error {
+	var ref *transport.Refusal
 	switch {
-	case errors.As(err, &he):
-		n.metrics.refusalsTotal.WithLabelValues("credential_broken").Inc()
-		return he
+	case errors.As(err, &ref):
+		g.metrics.refusalsTotal.WithLabelValues("credential_broken").Inc()
+		return ref
 	case errors.Is(err, errNoCredential):
-		n.metrics.refusalsTotal.WithLabelValues("no_credential").Inc()
-		return &transport.HTTPError{Status: http.StatusForbidden, Code: CodeNoCredential, Message: err.Error()}
+		g.metrics.refusalsTotal.WithLabelValues("no_credential").Inc()
+		return &transport.Refusal{Code: transport.CodeNoCredential, Message: err.Error()}
 	}
 	return err
 }
 
 // prepare is prepareSession for an HTTP request.
-func (n *Node) prepare(r *http.Request, transportName string) (*session, error) {
-	return n.prepareSession(r.Context(), httpSessionRequest(r), transportName)
+func (g *Gateway) prepare(r *http.Request, transportName string) (*session, error) {
+	return g.prepareSession(r.Context(), httpSessionRequest(r), transportName)
 }
 
 // prepareSession authenticates, resolves, takes a session slot and dials:
 // everything that can refuse a session before it starts, for every
 // transport. The session holds its slot until run returns or discard is
 // called.
-func (n *Node) prepareSession(ctx context.Context, req sessionRequest, transportName string) (_ *session, err error) {
+func (g *Gateway) prepareSession(ctx context.Context, req sessionRequest, transportName string) (_ *session, err error) {
 	var claims *policy.Claims
 	var spec sessionSpec
 	defer func() {
 		if err != nil {
-			n.auditRefusal(req, claims, spec, err)
+			g.auditRefusal(req, claims, spec, err)
 		}
 	}()
-	if req.token == "" && req.framed && !n.cfg.InsecureDev {
-		n.metrics.refusalsTotal.WithLabelValues("token_missing").Inc()
-		return nil, &transport.HTTPError{Status: http.StatusUnauthorized, Code: CodeUnauthorized,
+	if req.token == "" && req.framed && !g.opts.InsecureDev {
+		g.metrics.refusalsTotal.WithLabelValues("token_missing").Inc()
+		return nil, &transport.Refusal{Code: transport.CodeUnauthorized,
 			Message: `no service token: set "token" in the open frame; get one with ` + "`mcpgw token issue`"}
 	}
-	claims, err = n.verifyToken(req.token)
+	claims, err = g.verifyToken(req.token)
 	if err != nil {
 		return nil, err
 	}
-	spec, err = n.resolve(req)
+	spec, err = g.resolve(req)
 	if err != nil {
 		return nil, err
 	}
-	if err := n.authorizeSession(claims, spec); err != nil {
+	if err := g.authorizeSession(claims, spec); err != nil {
 		return nil, err
 	}
-	if !n.takeSessionSlot() {
-		n.metrics.refusalsTotal.WithLabelValues("overloaded").Inc()
-		return nil, &transport.HTTPError{Status: http.StatusServiceUnavailable, Code: CodeOverloaded, RetryAfter: 1,
-			Message: fmt.Sprintf("this gateway node is at its limit of %d concurrent sessions; retry shortly or connect to another node", n.cfg.MaxSessions)}
+	if !g.takeSessionSlot() {
+		g.metrics.refusalsTotal.WithLabelValues("overloaded").Inc()
+		return nil, &transport.Refusal{Code: transport.CodeOverloaded, RetryAfter: 1,
+			Message: fmt.Sprintf("this gateway node is at its limit of %d concurrent sessions; retry shortly or connect to another node", g.opts.MaxSessions)}
 	}
-	creds := n.credentialSource(spec)
-	up, err := n.dial(ctx, spec, creds)
+	creds := g.credentialSource(spec)
+	up, err := g.dial(ctx, spec, creds)
 	if err != nil {
-		n.releaseSessionSlot()
+		g.releaseSessionSlot()
 		return nil, err
 	}
 	id := rand.Text()
 	return &session{
-		n: n, id: id, transport: transportName, route: spec.route,
+		g: g, id: id, transport: transportName, route: spec.route,
 		org: spec.org, account: spec.account, claims: claims,
 		remote: req.remote, creds: creds,
 		up:       up,
 		pending:  make(map[jsonrpc.ID]pendingCall),
 		finished: make(map[jsonrpc.ID]context.CancelFunc),
-		logger: n.logger.With(slog.String("session", id), slog.String("transport", transportName), slog.String("service", claims.Service),
+		logger: g.logger.With(slog.String("session", id), slog.String("transport", transportName), slog.String("service", claims.Service),
 			slog.String("route", spec.route.Name), slog.String("org", spec.org), slog.String("account", spec.account)),
 	}, nil
 }
 
 // takeSessionSlot counts a session against MaxSessions, reporting false
 // when the node is full.
-func (n *Node) takeSessionSlot() bool {
-	if n.activeSessions.Add(1) > int64(n.cfg.MaxSessions) {
-		n.activeSessions.Add(-1)
+func (g *Gateway) takeSessionSlot() bool {
+	if g.activeSessions.Add(1) > int64(g.opts.MaxSessions) {
+		g.activeSessions.Add(-1)
 		return false
 	}
 	return true
 }
 
-func (n *Node) releaseSessionSlot() { n.activeSessions.Add(-1) }
-
-// Sessions returns the number of sessions open on this node, across
-// transports.
-func (n *Node) Sessions() int { return int(n.activeSessions.Load()) }
+func (g *Gateway) releaseSessionSlot() { g.activeSessions.Add(-1) }
 
 // discard drops a prepared session that never ran.
 func (s *session) discard() {
 	s.up.Close()
-	s.n.releaseSessionSlot()
+	s.g.releaseSessionSlot()
 }
 
-func (n *Node) serveWebSocket(w http.ResponseWriter, r *http.Request) {
-	s, err := n.prepare(r, "websocket")
+func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	s, err := g.prepare(r, "websocket")
 	if err != nil {
 		transport.WriteHTTPError(w, err)
 		return
 	}
-	down, err := transport.AcceptWebSocket(w, r, transport.WebSocketOptions{MaxMessageBytes: n.cfg.MaxMessageBytes})
+	down, err := transport.AcceptWebSocket(w, r, transport.WebSocketOptions{MaxMessageBytes: g.opts.MaxMessageBytes})
 	if err != nil {
 		s.discard()
 		return // Accept has written the HTTP error
 	}
 	s.down = down
-	n.sessions.Add(1)
-	defer n.sessions.Done()
-	s.run(n.ctx)
+	g.sessions.Add(1)
+	defer g.sessions.Done()
+	s.run(g.ctx)
 }
 
 // openStreamable starts a streamable HTTP session for the transport layer.
-func (n *Node) openStreamable(r *http.Request) (func(*http.Request) error, func(mcp.Connection), error) {
-	s, err := n.prepare(r, "streamable")
+func (g *Gateway) openStreamable(r *http.Request) (func(*http.Request) error, func(mcp.Connection), error) {
+	s, err := g.prepare(r, "streamable")
 	if err != nil {
 		return nil, nil, err
 	}
-	n.sessions.Add(1)
+	g.sessions.Add(1)
 	return s.authorizeDriver, func(down mcp.Connection) {
-		defer n.sessions.Done()
+		defer g.sessions.Done()
 		s.down = down
-		s.run(n.ctx)
+		s.run(g.ctx)
 	}, nil
 }

@@ -1,4 +1,4 @@
-package node
+package gateway
 
 import (
 	"testing"
@@ -10,13 +10,13 @@ import (
 // upstream request once a session has unsealed it (the steady state), and
 // what a session's first request (or the first after a rotation) costs.
 func BenchmarkCredentialHeader(b *testing.B) {
-	n := startNode(b)
-	addRoute(b, n, storage.Route{Name: "gh", URL: "https://api.example.com/mcp"})
-	putCredential(b, n, "acme", "alice", "gh", "bearer", "bench-token")
+	tg := newTestGateway(b)
+	tg.addRoute(b, storage.Route{Name: "gh", URL: "https://api.example.com/mcp"})
+	tg.putCredential(b, "acme", "alice", "gh", "bench-token")
 	spec := sessionSpec{route: storage.Route{Name: "gh", Credential: storage.CredentialRequired}, org: "acme", account: "alice"}
 
 	b.Run("per-request", func(b *testing.B) {
-		src := n.credentialSource(spec)
+		src := tg.credentialSource(spec)
 		if _, err := src.header(); err != nil {
 			b.Fatal(err)
 		}
@@ -30,7 +30,7 @@ func BenchmarkCredentialHeader(b *testing.B) {
 	b.Run("session-open", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := n.credentialSource(spec).header(); err != nil {
+			if _, err := tg.credentialSource(spec).header(); err != nil {
 				b.Fatal(err)
 			}
 		}

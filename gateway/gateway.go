@@ -1,0 +1,246 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mcpgw/mcpgw/policy"
+	"github.com/mcpgw/mcpgw/storage"
+	"github.com/mcpgw/mcpgw/transport"
+	"github.com/mcpgw/mcpgw/vault"
+)
+
+// State is what the data path reads of the replicated state. Reads are
+// local and may be stale by one applied write; Generation changes after
+// every write, which is how the gateway knows to rebuild its views.
+// *storage.Store satisfies it.
+type State interface {
+	Generation() uint64
+	Routes() ([]storage.Route, error)
+	Credential(org, account, route string) (storage.Credential, error)
+	TokenKeys() ([]storage.TokenKey, error)
+	Revocations() ([]storage.Revocation, error)
+	Rules() ([]storage.Rule, error)
+	Limits() ([]storage.Limit, error)
+}
+
+// Options configures a Gateway. The zero value of each field means its
+// default; a nil *Options means all defaults.
+type Options struct {
+	// Logger receives structured logs. Default: discard.
+	Logger *slog.Logger
+	// Clock returns the current time for token expiry and rate limits.
+	// Default time.Now.
+	Clock func() time.Time
+	// Registerer receives the data path's Prometheus instruments. Default:
+	// a private registry nobody reads.
+	Registerer prometheus.Registerer
+	// AuditLog receives the audit records, written in batches by one
+	// goroutine. The caller opens and closes it, after Close. Default nil:
+	// records are queued and dropped.
+	AuditLog *storage.AuditLog
+	// NodeID names this node in its audit records. Default: empty.
+	NodeID string
+	// AuditQueueLen bounds the audit records waiting for the disk; more
+	// are dropped and counted, never waited for. Default 65536.
+	AuditQueueLen int
+	// MaxMessageBytes caps one JSON-RPC message in either direction.
+	// Default transport.DefaultMaxMessageBytes.
+	MaxMessageBytes int64
+	// ConnectTimeout bounds opening an upstream connection. Default 10s.
+	ConnectTimeout time.Duration
+	// SessionIdleTimeout closes streamable HTTP sessions without requests
+	// for this long. Default 30m.
+	SessionIdleTimeout time.Duration
+	// OpenFrameTimeout bounds reading the open frame of a framed stream.
+	// Default transport.DefaultOpenTimeout.
+	OpenFrameTimeout time.Duration
+	// MaxSessions caps concurrent sessions across transports; more are
+	// refused with transport.CodeOverloaded. Default 10000.
+	MaxSessions int
+	// MaxInFlightCalls caps the tools/call requests forwarded at once.
+	// Default 10000.
+	MaxInFlightCalls int
+	// MaxCallsPerSession caps the calls one session may have awaiting an
+	// answer; more are answered at once with transport.CodeOverloaded. Default 256.
+	MaxCallsPerSession int
+	// InsecureDev accepts sessions without a service token, as service
+	// "insecure-dev" with every org. For local trials only. Default false.
+	InsecureDev bool
+	// AllowedOrigins lists the browser Origins (scheme://host[:port]) that
+	// may open sessions besides loopback ones. Default: none.
+	AllowedOrigins []string
+}
+
+// withDefaults returns o with every zero field set to its default.
+func (o *Options) withDefaults() Options {
+	var r Options
+	if o != nil {
+		r = *o
+	}
+	if r.Logger == nil {
+		r.Logger = slog.New(slog.DiscardHandler)
+	}
+	if r.Clock == nil {
+		r.Clock = time.Now
+	}
+	if r.Registerer == nil {
+		r.Registerer = prometheus.NewRegistry()
+	}
+	if r.AuditQueueLen <= 0 {
+		r.AuditQueueLen = 65536
+	}
+	if r.MaxMessageBytes <= 0 {
+		r.MaxMessageBytes = transport.DefaultMaxMessageBytes
+	}
+	if r.ConnectTimeout <= 0 {
+		r.ConnectTimeout = 10 * time.Second
+	}
+	if r.SessionIdleTimeout <= 0 {
+		r.SessionIdleTimeout = 30 * time.Minute
+	}
+	if r.OpenFrameTimeout <= 0 {
+		r.OpenFrameTimeout = transport.DefaultOpenTimeout
+	}
+	if r.MaxSessions <= 0 {
+		r.MaxSessions = 10000
+	}
+	if r.MaxInFlightCalls <= 0 {
+		r.MaxInFlightCalls = 10000
+	}
+	if r.MaxCallsPerSession <= 0 {
+		r.MaxCallsPerSession = 256
+	}
+	return r
+}
+
+// Gateway is one node's data path. Its methods are safe for concurrent
+// use.
+type Gateway struct {
+	state   State
+	keys    func() *vault.Keys
+	opts    Options
+	logger  *slog.Logger
+	metrics *metrics
+
+	pol        policyCache
+	audit      *auditor
+	streamable *transport.StreamableServer
+
+	ctx      context.Context // ends when the gateway shuts down, and with it every session
+	cancel   context.CancelFunc
+	sessions sync.WaitGroup // running sessions
+	watchers sync.WaitGroup // the token watch
+
+	activeSessions atomic.Int64 // sessions counted against MaxSessions
+	live           liveSessions // running sessions by token id
+
+	// paramHeaders holds, per route (name and URL), what its upstream's
+	// tools mirror into Mcp-Param-* headers: route name + "\x00" + URL →
+	// *transport.ParamHeaders.
+	paramHeaders sync.Map
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New returns a gateway over state that unseals credentials and signing
+// keys with the vault keys keys returns (a func, since a key rotation
+// swaps them). It does no I/O; it starts the audit writer and, unless
+// InsecureDev is set, the watch that ends sessions of revoked or expired
+// tokens. Close stops them.
+func New(state State, keys func() *vault.Keys, opts *Options) *Gateway {
+	o := opts.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &Gateway{state: state, keys: keys, opts: o, logger: o.Logger, metrics: newMetrics(o.Registerer), ctx: ctx, cancel: cancel}
+	g.pol.inflight = policy.NewGate(o.MaxInFlightCalls)
+	g.pol.limiter, _ = policy.NewLimiter(nil)
+	g.audit = newAuditor(o.Logger, o.Registerer, o.AuditQueueLen)
+	if o.AuditLog != nil {
+		g.audit.start(o.AuditLog, o.NodeID)
+	}
+	g.streamable = transport.NewStreamableServer(g.openStreamable, &transport.StreamableServerOptions{
+		Authenticate:    func(r *http.Request) error { _, err := g.authenticate(r); return err },
+		MaxMessageBytes: o.MaxMessageBytes,
+		IdleTimeout:     o.SessionIdleTimeout,
+		Logger:          o.Logger,
+	})
+	g.watchSessionTokens()
+	return g
+}
+
+// now reads the gateway's clock.
+func (g *Gateway) now() time.Time { return g.opts.Clock() }
+
+// vaultKeys returns the vault keys in force.
+func (g *Gateway) vaultKeys() *vault.Keys { return g.keys() }
+
+// Sessions returns the number of sessions open, across transports.
+func (g *Gateway) Sessions() int { return int(g.activeSessions.Load()) }
+
+// StreamableSessions returns the number of streamable HTTP sessions the
+// gateway tracks, stateful ones awaiting their next request included.
+func (g *Gateway) StreamableSessions() int { return g.streamable.Sessions() }
+
+// SetLiveNodes sets the number of live nodes that split every cluster-wide
+// rate limit; values below 1 count as 1.
+func (g *Gateway) SetLiveNodes(n int) { g.pol.limiter.SetShare(n) }
+
+// LiveNodes returns the number of live nodes the rate limits are split
+// among.
+func (g *Gateway) LiveNodes() int { return g.pol.limiter.Share() }
+
+// Keyring returns the service-token keyring of the current policy view:
+// the signing keys and revocations of the replicated state.
+func (g *Gateway) Keyring() (*policy.Keyring, error) {
+	st, err := g.policy()
+	if err != nil {
+		return nil, err
+	}
+	return st.keyring, nil
+}
+
+// VerifyToken checks a service token against the current policy view and
+// returns its claims. Its errors are refusals (transport.Refusal) that say
+// what was wrong, never quoting the token.
+func (g *Gateway) VerifyToken(token string) (*policy.Claims, error) { return g.verifyToken(token) }
+
+// Drain ends the open streamable HTTP event streams, which never end by
+// themselves; an http.Server's RegisterOnShutdown takes it.
+func (g *Gateway) Drain() { g.streamable.Drain() }
+
+// Shutdown ends every session (a pending call is answered with
+// transport.CodeNodeLost, a WebSocket is closed as going away) and waits
+// until they have ended or ctx is done. New sessions are refused from then
+// on.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.cancel()
+	g.streamable.Close()
+	done := make(chan struct{})
+	go func() { g.sessions.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close ends every session without waiting for them (Shutdown waits),
+// stops the token watch and writes the audit records queued so far. Records
+// queued later are dropped. It is safe to call more than once.
+func (g *Gateway) Close() error {
+	g.closeOnce.Do(func() {
+		g.cancel()
+		g.streamable.Close()
+		g.watchers.Wait()
+		g.audit.close()
+	})
+	return g.closeErr
+}

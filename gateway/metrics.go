@@ -1,0 +1,49 @@
+package gateway
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the data path's Prometheus instruments, registered on the
+// Registerer the gateway is given (never the global one, so tests can run
+// many gateways).
+type metrics struct {
+	sessionsActive *prometheus.GaugeVec     // transport
+	sessionsTotal  *prometheus.CounterVec   // transport, outcome
+	messagesTotal  *prometheus.CounterVec   // direction
+	callsTotal     *prometheus.CounterVec   // route, outcome
+	callSeconds    *prometheus.HistogramVec // route
+	refusalsTotal  *prometheus.CounterVec   // kind
+	// unrequestedTotal counts upstream responses to no pending call, dropped.
+	unrequestedTotal *prometheus.CounterVec // route
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		sessionsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mcpgw_proxy_sessions_active", Help: "Open proxied MCP sessions.",
+		}, []string{"transport"}),
+		sessionsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_proxy_sessions_total", Help: "Proxied MCP sessions opened.",
+		}, []string{"transport"}),
+		messagesTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_proxy_messages_total", Help: "JSON-RPC messages forwarded.",
+		}, []string{"direction"}),
+		callsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_proxy_tool_calls_total", Help: "tools/call requests by outcome (ok, error, tool_error, refused).",
+		}, []string{"route", "outcome"}),
+		callSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "mcpgw_proxy_tool_call_duration_seconds",
+			Help:    "Time from a tools/call reaching the gateway to its response leaving it.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"route"}),
+		refusalsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_proxy_refusals_total", Help: "Requests and sessions refused, by kind.",
+		}, []string{"kind"}),
+		unrequestedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_proxy_unrequested_responses_total", Help: "Upstream responses whose id no pending call had, dropped instead of forwarded.",
+		}, []string{"route"}),
+	}
+	reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.callsTotal, m.callSeconds, m.refusalsTotal, m.unrequestedTotal)
+	return m
+}

@@ -1,0 +1,36 @@
+package node
+
+import (
+	"github.com/mcpgw/mcpgw/gateway"
+	"github.com/mcpgw/mcpgw/policy"
+	"github.com/mcpgw/mcpgw/storage"
+)
+
+// The data path reads the store the raft FSM writes.
+var _ gateway.State = (*storage.Store)(nil)
+
+// gatewayOptions returns the gateway's options of this node's Config.
+func (n *Node) gatewayOptions() *gateway.Options {
+	return &gateway.Options{
+		Logger:             n.logger,
+		Clock:              n.cfg.Clock,
+		Registerer:         n.metrics.registry,
+		AuditLog:           n.audit.log,
+		NodeID:             n.audit.node,
+		MaxMessageBytes:    n.cfg.MaxMessageBytes,
+		ConnectTimeout:     n.cfg.ConnectTimeout,
+		SessionIdleTimeout: n.cfg.SessionIdleTimeout,
+		OpenFrameTimeout:   n.cfg.OpenFrameTimeout,
+		MaxSessions:        n.cfg.MaxSessions,
+		MaxInFlightCalls:   n.cfg.MaxInFlightCalls,
+		MaxCallsPerSession: n.cfg.MaxCallsPerSession,
+		InsecureDev:        n.cfg.InsecureDev,
+		AllowedOrigins:     n.cfg.AllowedOrigins,
+	}
+}
+
+// The admin API checks what it writes by the rules the data path reads it
+// with.
+func validateRoute(r *storage.Route) error                { return gateway.ValidateRoute(r) }
+func validName(what, s string) error                      { return gateway.ValidName(what, s) }
+func toPolicyLimit(l storage.Limit) (policy.Limit, error) { return gateway.PolicyLimit(l) }
