@@ -127,7 +127,7 @@ func runServe(c *cli.Context) error {
 	cfg.Logger = logger
 	_, statErr := os.Stat(filepath.Join(cfg.DataDir, storage.StateFile))
 	cfg.VaultKeyFile = c.String("vault-key")
-	cfg.VaultKeys, cfg.VaultPassphrase, err = loadVaultKeys(cfg.VaultKeyFile, statErr == nil, logger)
+	cfg.VaultKeys, cfg.VaultPassphrase, err = loadVaultKeys(c.App.ErrWriter, cfg.VaultKeyFile, statErr == nil, logger)
 	if err != nil {
 		return err
 	}

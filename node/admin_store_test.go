@@ -11,6 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/mcpgw/mcpgw/adminapi"
 	"github.com/mcpgw/mcpgw/storage"
 )
 
@@ -70,10 +71,10 @@ func TestAdminStoreErrors(t *testing.T) {
 		{name: "put over unreadable route", method: http.MethodPost, path: "/v1/routes", body: storage.Route{Name: "broken", URL: "http://127.0.0.1:9/mcp"}, message: "read route: internal error; see the gateway log"},
 		{name: "list routes", method: http.MethodGet, path: "/v1/routes", message: "read routes: internal error; see the gateway log"},
 		{name: "put credential on unreadable route", method: http.MethodPut, path: "/v1/credentials",
-			body:    PutCredentialRequest{Org: "acme", Account: "alice", Route: "broken", Kind: "bearer", Secret: "s3cret-token"},
+			body:    adminapi.PutCredentialRequest{Org: "acme", Account: "alice", Route: "broken", Kind: "bearer", Secret: "s3cret-token"},
 			message: "read route: internal error; see the gateway log"},
 		{name: "put over unreadable credential", method: http.MethodPut, path: "/v1/credentials",
-			body:    PutCredentialRequest{Org: "acme", Account: "alice", Route: "kept", Kind: "bearer", Secret: "s3cret-token"},
+			body:    adminapi.PutCredentialRequest{Org: "acme", Account: "alice", Route: "kept", Kind: "bearer", Secret: "s3cret-token"},
 			message: "read credential: internal error; see the gateway log"},
 		{name: "delete unreadable credential", method: http.MethodDelete, path: "/v1/credentials?org=acme&account=alice&route=kept", message: "read credential: internal error; see the gateway log"},
 		{name: "list credentials", method: http.MethodGet, path: "/v1/credentials", message: "read credentials: internal error; see the gateway log"},
@@ -86,7 +87,7 @@ func TestAdminStoreErrors(t *testing.T) {
 			if got, want := resp.StatusCode, http.StatusInternalServerError; got != want {
 				t.Fatalf("%s %s: HTTP %d (%s), want %d", tc.method, tc.path, got, body, want)
 			}
-			var e adminError
+			var e adminapi.ErrorBody
 			if err := json.Unmarshal(body, &e); err != nil {
 				t.Fatalf("body %q is not an admin error: %v", body, err)
 			}

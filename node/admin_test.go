@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mcpgw/mcpgw/adminapi"
 	"github.com/mcpgw/mcpgw/storage"
 )
 
@@ -73,7 +74,7 @@ func TestAdminAPIRefusals(t *testing.T) {
 			if got, want := resp.StatusCode, tc.status; got != want {
 				t.Fatalf("HTTP %d (%s), want %d", got, body, want)
 			}
-			var e adminError
+			var e adminapi.ErrorBody
 			if err := json.Unmarshal(body, &e); err != nil {
 				t.Fatalf("body %q is not an admin error: %v", body, err)
 			}

@@ -44,7 +44,6 @@ type Node struct {
 	adminToken []byte
 	keys       atomic.Pointer[vault.Keys]
 	pol        policyCache
-	rotateMu   sync.Mutex // serialises vault key rotations
 	audit      *auditor
 
 	lns               listeners
@@ -163,7 +162,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// Shutdown waits for requests in flight; GET event streams never end by
 	// themselves, so they end when it starts.
 	n.httpSrv.RegisterOnShutdown(n.streamable.Drain)
-	n.adminSrv = n.newHTTPServer(n.adminHandler())
+	svc, err := n.newAdmin()
+	if err != nil {
+		return err
+	}
+	n.adminSrv = n.newHTTPServer(n.adminHandler(svc))
 	n.serve(n.httpSrv, n.httpLn)
 	n.serve(n.adminSrv, n.adminLn)
 	n.serveFramed()

@@ -1,0 +1,138 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/mcpgw/mcpgw/cluster"
+	"github.com/mcpgw/mcpgw/storage"
+)
+
+// AuditMaxLimit is the most records one audit query may return.
+const AuditMaxLimit = 10000
+
+// AuditVerification is the outcome of checking this node's audit chain.
+type AuditVerification struct {
+	Node    string
+	Checked int
+	OK      bool
+	// BrokenSeq and Problem say where and why the chain breaks when OK
+	// is false.
+	BrokenSeq uint64
+	Problem   string
+}
+
+// BackupInfo describes a backup about to be taken.
+type BackupInfo struct {
+	Node  string
+	Taken time.Time
+	// AppliedIndex is the raft index the state holds; zero if unknown.
+	AppliedIndex uint64
+}
+
+func (s *Service) cluster(op string) (Cluster, error) {
+	if s.d.Cluster == nil {
+		return nil, &Error{Kind: ErrUnavailable, Op: op, Err: errors.New("this node runs outside a cluster")}
+	}
+	return s.d.Cluster, nil
+}
+
+// ClusterStatus returns this node's view of the cluster.
+func (s *Service) ClusterStatus(ctx context.Context) (cluster.Status, error) {
+	c, err := s.cluster("cluster status")
+	if err != nil {
+		return cluster.Status{}, err
+	}
+	return c.Status(), nil
+}
+
+// JoinNode adds the node id, reachable for raft at addr, as a voter.
+func (s *Service) JoinNode(ctx context.Context, id, addr string) (cluster.Status, error) {
+	if id == "" || addr == "" {
+		return cluster.Status{}, invalidf("join needs the new node's id and raft address (its --raft-advertise, or --raft)")
+	}
+	c, err := s.cluster("join " + id)
+	if err != nil {
+		return cluster.Status{}, err
+	}
+	if err := c.Join(ctx, id, addr); err != nil {
+		return cluster.Status{}, writeError("join "+id, err)
+	}
+	return c.Status(), nil
+}
+
+// RemoveNode takes the node id out of the cluster.
+func (s *Service) RemoveNode(ctx context.Context, id string) (cluster.Status, error) {
+	if id == "" {
+		return cluster.Status{}, invalidf("remove needs the node id (see mcpgw cluster status)")
+	}
+	c, err := s.cluster("remove " + id)
+	if err != nil {
+		return cluster.Status{}, err
+	}
+	if err := c.Remove(ctx, id); err != nil {
+		return cluster.Status{}, writeError("remove "+id, err)
+	}
+	return c.Status(), nil
+}
+
+// BackupInfo describes the backup WriteBackup would take now.
+func (s *Service) BackupInfo(ctx context.Context) BackupInfo {
+	info := BackupInfo{Node: s.NodeID(), Taken: s.now().UTC()}
+	if applied, err := s.d.State.AppliedIndex(); err == nil {
+		info.AppliedIndex = applied
+	}
+	return info
+}
+
+// WriteBackup writes a consistent copy of the state database to w: routes,
+// rules, limits, token metadata and credentials, the latter sealed by the
+// vault (restoring needs the vault key as well).
+func (s *Service) WriteBackup(ctx context.Context, w io.Writer) (int64, error) {
+	n, err := s.d.State.Snapshot(w)
+	if err != nil {
+		s.opts.Logger.Error("backup failed", "error", err)
+		return n, internal("backup", err)
+	}
+	return n, nil
+}
+
+// QueryAudit returns this node's audit records that q selects.
+func (s *Service) QueryAudit(ctx context.Context, q storage.AuditQuery) ([]storage.AuditRecord, error) {
+	if q.Kind != "" && !q.Kind.Valid() {
+		return nil, invalidf("kind %q is unknown: use session_open, session_close, tool_call or refusal", q.Kind)
+	}
+	if q.Limit < 1 || q.Limit > AuditMaxLimit {
+		return nil, invalidf("limit %d: use a number from 1 to %d", q.Limit, AuditMaxLimit)
+	}
+	if s.d.Audit == nil {
+		return nil, &Error{Kind: ErrUnavailable, Op: "query audit log", Err: errors.New("this node keeps no audit log")}
+	}
+	recs, err := s.d.Audit.Query(q)
+	if err != nil {
+		return nil, internal("query audit log", err)
+	}
+	return recs, nil
+}
+
+// VerifyAudit checks the hash chain of this node's audit log. A broken
+// chain is a result, not an error.
+func (s *Service) VerifyAudit(ctx context.Context) (AuditVerification, error) {
+	if s.d.Audit == nil {
+		return AuditVerification{}, &Error{Kind: ErrUnavailable, Op: "verify audit log", Err: errors.New("this node keeps no audit log")}
+	}
+	checked, err := s.d.Audit.Verify()
+	res := AuditVerification{Node: s.NodeID(), Checked: checked, OK: err == nil}
+	var ce *storage.AuditChainError
+	switch {
+	case errors.As(err, &ce):
+		res.BrokenSeq, res.Problem = ce.Seq, ce.Error()
+		s.opts.Logger.Error("audit log verification failed", "seq", ce.Seq, "reason", ce.Reason)
+	case err != nil:
+		return AuditVerification{}, internal("verify audit log", fmt.Errorf("%w", err))
+	}
+	return res, nil
+}

@@ -1,0 +1,63 @@
+package node
+
+import (
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mcpgw/mcpgw/admin"
+	"github.com/mcpgw/mcpgw/adminapi"
+	"github.com/mcpgw/mcpgw/policy"
+)
+
+// newAdmin builds the admin use cases over this node's state, write path,
+// vault keys, token keyring, audit log and raft member.
+func (n *Node) newAdmin() (*admin.Service, error) {
+	deps := admin.Deps{
+		State:     n.store,
+		Writes:    n.writes,
+		VaultKeys: &n.keys,
+		Keyring: func() (*policy.Keyring, error) {
+			st, err := n.policy()
+			if err != nil {
+				return nil, err
+			}
+			return st.keyring, nil
+		},
+		SigningKeys: n.addSigningKey,
+		Checks:      admin.Checks{Name: validName, Route: validateRoute, Limit: toPolicyLimit},
+	}
+	if n.raft != nil {
+		deps.Cluster = n.raft
+	}
+	if n.audit.log != nil {
+		deps.Audit = n.audit.log
+	}
+	return admin.New(deps, &admin.Options{
+		NodeID:          n.NodeID(),
+		VaultKeyFile:    n.cfg.VaultKeyFile,
+		VaultPassphrase: n.cfg.VaultPassphrase,
+		Clock:           n.now,
+		Logger:          n.logger,
+	})
+}
+
+// adminHandler serves the admin API: /healthz and /metrics openly, every
+// /v1/ endpoint with the admin token.
+func (n *Node) adminHandler(svc *admin.Service) http.Handler {
+	healthz := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]string{"status": "ok"})
+	})
+	return adminapi.NewHandler(svc, n.adminToken, &adminapi.Options{
+		// Not filepath.Join: the hint names the data dir as configured.
+		TokenHint: n.cfg.DataDir + string(filepath.Separator) + AdminTokenFile,
+		Open: map[string]http.Handler{
+			"GET /healthz": healthz,
+			"GET /metrics": promhttp.HandlerFor(n.metrics.registry, promhttp.HandlerOpts{}),
+		},
+		Logger: n.logger,
+	})
+}
