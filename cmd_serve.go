@@ -86,7 +86,7 @@ func runServe(c *cli.Context) error {
 	if err = level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return fmt.Errorf("--log-level %q: use debug, info, warn or error", c.String("log-level"))
 	}
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	logger := slog.New(slog.NewJSONHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
 
 	cfg := node.DefaultConfig()
 	cfg.DataDir = c.String("data-dir")

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -285,9 +284,4 @@ func loadOrCreateAdminToken(path string) ([]byte, error) {
 		return nil, fmt.Errorf("write admin token: %w", err)
 	}
 	return tok, nil
-}
-
-// checkAdminToken compares in constant time.
-func (n *Node) checkAdminToken(got string) bool {
-	return subtle.ConstantTimeCompare([]byte(got), n.adminToken) == 1
 }
