@@ -13,8 +13,9 @@ import (
 type BackupInfo struct {
 	Node  string
 	Taken time.Time
-	// AppliedIndex is the raft index the state holds; zero if unknown.
+	// AppliedIndex is the raft index the state holds, when AppliedKnown.
 	AppliedIndex uint64
+	AppliedKnown bool
 }
 
 func (s *Service) cluster(op string) (Cluster, error) {
@@ -67,7 +68,7 @@ func (s *Service) RemoveNode(ctx context.Context, id string) (cluster.Status, er
 func (s *Service) BackupInfo(ctx context.Context) BackupInfo {
 	info := BackupInfo{Node: s.NodeID(), Taken: s.now().UTC()}
 	if applied, err := s.d.State.AppliedIndex(); err == nil {
-		info.AppliedIndex = applied
+		info.AppliedIndex, info.AppliedKnown = applied, true
 	}
 	return info
 }

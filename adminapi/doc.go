@@ -10,5 +10,6 @@
 //
 // The package must not hold use cases or touch storage directly: it reaches
 // the gateway only through the [UseCases] interface, which *admin.Service
-// satisfies.
+// satisfies, and uses the storage and cluster packages only for the record
+// types it converts from.
 package adminapi

@@ -297,7 +297,7 @@ func (s *server) backup(w http.ResponseWriter, r *http.Request) {
 	info := s.uc.BackupInfo(r.Context())
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=mcpgw-%s-%s.db", info.Node, info.Taken.Format("20060102T150405Z")))
-	if info.AppliedIndex > 0 {
+	if info.AppliedKnown {
 		w.Header().Set("X-Mcpgw-Applied-Index", strconv.FormatUint(info.AppliedIndex, 10))
 	}
 	if _, err := s.uc.WriteBackup(r.Context(), w); err != nil {

@@ -65,6 +65,7 @@ func (b *syncBuffer) String() string {
 }
 
 type api struct {
+	h     http.Handler
 	url   string
 	store *storage.Store
 	w     *localWriter
@@ -73,7 +74,7 @@ type api struct {
 
 // startAPI serves the admin API on loopback over a real admin.Service on a
 // bbolt store in dataDir (a new temp dir when empty), without raft.
-func startAPI(t *testing.T, dataDir string) *api {
+func startAPI(t testing.TB, dataDir string) *api {
 	t.Helper()
 	if dataDir == "" {
 		dataDir = t.TempDir()
@@ -121,19 +122,19 @@ func startAPI(t *testing.T, dataDir string) *api {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := NewHandler(svc, []byte(testToken), &Options{
+	a.h = NewHandler(svc, []byte(testToken), &Options{
 		TokenHint: "/data/admin.token",
 		Logger:    logger,
 		Open:      map[string]http.Handler{"GET /healthz": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })},
 	})
-	srv := httptest.NewServer(h)
+	srv := httptest.NewServer(a.h)
 	t.Cleanup(srv.Close)
 	a.url = srv.URL
 	return a
 }
 
 // do sends a request with the admin token and returns the status and body.
-func (a *api) do(t *testing.T, method, path string, body any) (int, http.Header, []byte) {
+func (a *api) do(t testing.TB, method, path string, body any) (int, http.Header, []byte) {
 	t.Helper()
 	var r io.Reader
 	switch b := body.(type) {
@@ -164,7 +165,7 @@ func (a *api) do(t *testing.T, method, path string, body any) (int, http.Header,
 	return resp.StatusCode, resp.Header, data
 }
 
-func errorMessage(t *testing.T, body []byte) string {
+func errorMessage(t testing.TB, body []byte) string {
 	t.Helper()
 	var e ErrorBody
 	if err := json.Unmarshal(body, &e); err != nil || e.Error == "" {
