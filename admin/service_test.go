@@ -13,35 +13,11 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/cluster"
+	"github.com/mcpgw/mcpgw/cluster/clustertest"
 	"github.com/mcpgw/mcpgw/policy"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/vault"
 )
-
-// localWriter applies commands straight to the store, as raft's FSM does
-// on every node, without raft. err, when set, fails every write.
-type localWriter struct {
-	store *storage.Store
-	mu    sync.Mutex
-	err   error
-	n     int // commands applied
-}
-
-func (w *localWriter) Apply(ctx context.Context, cmd cluster.Command) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.err != nil {
-		return w.err
-	}
-	w.n++
-	return cluster.Apply(w.store, 0, cmd)
-}
-
-func (w *localWriter) fail(err error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.err = err
-}
 
 // testKeyring stands in for the data path's keyring, which unseals the
 // stored signing keys: here the keys stay in memory, and SigningKeys
@@ -90,7 +66,7 @@ var testChecks = Checks{
 type fixture struct {
 	svc   *Service
 	store *storage.Store
-	w     *localWriter
+	w     *clustertest.LocalWriter
 	keys  *atomic.Pointer[vault.Keys]
 	kr    *testKeyring
 	now   time.Time
@@ -107,7 +83,7 @@ func newFixture(t *testing.T, mutate ...func(*Deps, *Options)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{store: store, w: &localWriter{store: store}, keys: &atomic.Pointer[vault.Keys]{}, kr: &testKeyring{},
+	f := &fixture{store: store, w: clustertest.NewLocalWriter(store), keys: &atomic.Pointer[vault.Keys]{}, kr: &testKeyring{},
 		now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	f.keys.Store(vault.NewKeys(id))
 	if err := f.kr.rotate(f.now); err != nil {
@@ -251,7 +227,7 @@ func TestErrorKinds(t *testing.T) {
 			if _, _, err := f.svc.PutRoute(ctx, storage.Route{Name: "echo", URL: "http://127.0.0.1:9/mcp"}); err != nil {
 				t.Fatal(err)
 			}
-			f.w.fail(tc.writeErr)
+			f.w.Fail(tc.writeErr)
 			err := tc.call(f.svc)
 			if !errors.Is(err, tc.kind) {
 				t.Fatalf("error %v, want kind %v", err, tc.kind)
@@ -280,8 +256,8 @@ func TestStoreReadFailureIsInternal(t *testing.T) {
 	if !errors.Is(err, ErrInternal) || !errors.As(err, &e) || e.Op != "read route" {
 		t.Fatalf("PutRoute on a closed store = %v, want ErrInternal with Op %q", err, "read route")
 	}
-	if f.w.n != 0 {
-		t.Fatalf("%d writes after a failed read, want none", f.w.n)
+	if n := f.w.Applied(); n != 0 {
+		t.Fatalf("%d writes after a failed read, want none", n)
 	}
 }
 

@@ -22,29 +22,13 @@ import (
 	"github.com/mcpgw/mcpgw/admin"
 	"github.com/mcpgw/mcpgw/client"
 	"github.com/mcpgw/mcpgw/cluster"
+	"github.com/mcpgw/mcpgw/cluster/clustertest"
 	"github.com/mcpgw/mcpgw/policy"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/vault"
 )
 
 const testToken = "0123456789abcdef0123456789abcdef"
-
-// localWriter applies commands straight to the store, as raft's FSM does
-// on every node, without raft; err, when set, fails every write.
-type localWriter struct {
-	store *storage.Store
-	mu    sync.Mutex
-	err   error
-}
-
-func (w *localWriter) Apply(ctx context.Context, cmd cluster.Command) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.err != nil {
-		return w.err
-	}
-	return cluster.Apply(w.store, 0, cmd)
-}
 
 // syncBuffer is a log sink the handler writes while the test reads.
 type syncBuffer struct {
@@ -68,7 +52,7 @@ type api struct {
 	h     http.Handler
 	url   string
 	store *storage.Store
-	w     *localWriter
+	w     *clustertest.LocalWriter
 	logs  *syncBuffer
 }
 
@@ -95,7 +79,7 @@ func startAPI(t testing.TB, dataDir string) *api {
 		t.Fatal(err)
 	}
 	kr := policy.NewKeyring([]policy.SigningKey{sk}, nil, policy.KeyringOptions{})
-	a := &api{store: store, w: &localWriter{store: store}, logs: &syncBuffer{}}
+	a := &api{store: store, w: clustertest.NewLocalWriter(store), logs: &syncBuffer{}}
 	logger := slog.New(slog.NewJSONHandler(a.logs, nil))
 	svc, err := admin.New(admin.Deps{
 		State: store, Writes: a.w, VaultKeys: &keys,
@@ -275,9 +259,7 @@ func TestOpenEndpoints(t *testing.T) {
 // Retry-After, saying to retry or use another node.
 func TestWriteWithoutLeader(t *testing.T) {
 	a := startAPI(t, "")
-	a.w.mu.Lock()
-	a.w.err = fmt.Errorf("apply: %w", cluster.ErrNoLeader)
-	a.w.mu.Unlock()
+	a.w.Fail(fmt.Errorf("apply: %w", cluster.ErrNoLeader))
 	status, hdr, body := a.do(t, http.MethodPost, "/v1/rules", Rule{ID: "r1", Service: "*", Org: "*", Account: "*", Route: "*", Tool: "*", Effect: "allow"})
 	if status != http.StatusServiceUnavailable || hdr.Get("Retry-After") != "1" {
 		t.Fatalf("HTTP %d, Retry-After %q (%s); want 503 and 1", status, hdr.Get("Retry-After"), body)
