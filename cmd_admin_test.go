@@ -51,6 +51,8 @@ func TestAdminCommandsWriteThroughApp(t *testing.T) {
 			stdout: []string{"eyJ"}, stderr: []string{"for service billing, orgs acme, expires "}},
 		{name: "token list", args: []string{"token", "list"},
 			stdout: []string{"SERVICE", "billing", "acme", "false"}},
+		{name: "token rotate-key", args: []string{"token", "rotate-key"},
+			stdout: []string{"signing key is now "}},
 		{name: "rule add", args: []string{"rule", "add", "--id", "r1", "--effect", "deny", "--tool", "drop_*"},
 			stdout: []string{"rule r1: deny service=* org=* account=* route=* tool=drop_*\n"}},
 		{name: "limit list", args: []string{"limit", "list"},

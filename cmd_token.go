@@ -88,11 +88,11 @@ func tokenCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					var res map[string]string
+					var res adminapi.TokenKeyRotated
 					if err := a.Do(c.Context, "POST", "/v1/token-keys/rotate", nil, &res); err != nil {
 						return err
 					}
-					fmt.Fprintf(c.App.Writer, "signing key is now %s\n", res["key_id"])
+					fmt.Fprintf(c.App.Writer, "signing key is now %s\n", res.KeyID)
 					return nil
 				},
 			},
