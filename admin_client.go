@@ -1,21 +1,15 @@
 package main
 
 import (
-	"bytes"
-	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/mcpgw/mcpgw/adminapi"
 	"github.com/mcpgw/mcpgw/client"
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/node"
@@ -62,14 +56,9 @@ func cliRoots(c *cli.Context) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// adminClient calls a node's admin API.
-type adminClient struct {
-	base  string
-	token string
-	http  *http.Client
-}
-
-func newAdminClient(c *cli.Context) (*adminClient, error) {
+// newAdminClient returns a client of the admin API at --admin, with the
+// admin token of --admin-token or of --data-dir.
+func newAdminClient(c *cli.Context) (*adminapi.Client, error) {
 	tok := c.String("admin-token")
 	if tok == "" {
 		var err error
@@ -81,45 +70,7 @@ func newAdminClient(c *cli.Context) (*adminClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newAdminClientAt(c.String("admin"), tok, roots), nil
-}
-
-// newAdminClientAt returns a client of the admin API at base that trusts
-// roots for https:// (nil: the system roots).
-func newAdminClientAt(base, token string, roots *x509.CertPool) *adminClient {
-	base = strings.TrimSuffix(base, "/")
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	tr := &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}
-	return &adminClient{base: base, token: token, http: &http.Client{Timeout: 30 * time.Second, Transport: tr}}
-}
-
-// unreachable explains a failed request to the admin API.
-func (a *adminClient) unreachable(err error) error {
-	var verr *tls.CertificateVerificationError
-	if errors.As(err, &verr) {
-		var hostErr x509.HostnameError
-		if errors.As(verr.Err, &hostErr) {
-			return fmt.Errorf("admin API %s: %v (use a host its certificate names, as issued by `mcpgw init --host`)", a.base, err)
-		}
-		return fmt.Errorf("admin API %s: %v (trust the cluster CA: --ca-file <data-dir>/tls/cluster/ca.crt of any node, or %s)", a.base, err, client.EnvCAFile)
-	}
-	return fmt.Errorf("admin API %s unreachable: %v (is `mcpgw serve` running? set --admin)", a.base, err)
-}
-
-// httpError explains an error status from the admin API.
-func (a *adminClient) httpError(status int, data []byte) error {
-	var e struct {
-		Error string `json:"error"`
-	}
-	if json.Unmarshal(data, &e) == nil && e.Error != "" {
-		return errors.New(e.Error)
-	}
-	if status == http.StatusBadRequest && bytes.Contains(data, []byte("HTTPS server")) {
-		return fmt.Errorf("admin API %s serves HTTPS: use --admin https://%s", a.base, strings.TrimPrefix(a.base, "http://"))
-	}
-	return fmt.Errorf("admin API answered HTTP %d", status)
+	return adminapi.NewClient(c.String("admin"), tok, &adminapi.ClientOptions{Roots: roots}), nil
 }
 
 // readAdminToken reads the admin token a node keeps in its data dir.
@@ -130,59 +81,4 @@ func readAdminToken(dataDir string) (string, error) {
 		return "", fmt.Errorf("no admin token: pass --admin-token or MCPGW_ADMIN_TOKEN, or run where %s exists (%v)", path, err)
 	}
 	return strings.TrimSpace(string(b)), nil
-}
-
-// do sends a request and decodes a JSON answer into out (if non-nil).
-func (a *adminClient) do(method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, a.base+path, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := a.http.Do(req)
-	if err != nil {
-		return a.unreachable(err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		return a.httpError(resp.StatusCode, data)
-	}
-	if out != nil && len(data) > 0 {
-		return json.Unmarshal(data, out)
-	}
-	return nil
-}
-
-// download streams the answer to GET path into w.
-func (a *adminClient) download(path string, w io.Writer) (int64, error) {
-	req, err := http.NewRequest(http.MethodGet, a.base+path, nil)
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	hc := *a.http
-	hc.Timeout = 0 // a large state database takes as long as it takes
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, a.unreachable(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		return 0, a.httpError(resp.StatusCode, data)
-	}
-	return io.Copy(w, resp.Body)
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -16,8 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/mcpgw/mcpgw/node"
-	"github.com/mcpgw/mcpgw/storage"
+	"github.com/mcpgw/mcpgw/adminapi"
 )
 
 // auditAdminFlags are adminFlags for commands that ask every node: --admin
@@ -34,7 +32,7 @@ func auditAdminFlags() []cli.Flag {
 }
 
 // auditClients returns a client for each --admin, with its token.
-func auditClients(c *cli.Context) ([]*adminClient, error) {
+func auditClients(c *cli.Context, timeout time.Duration) ([]*adminapi.Client, error) {
 	addrs, toks := splitList(c.StringSlice("admin")), splitList(c.StringSlice("admin-token"))
 	if len(addrs) == 0 {
 		return nil, cli.Exit("no --admin given: name the admin API of each node, e.g. --admin 10.0.0.1:7422,10.0.0.2:7422", 2)
@@ -54,9 +52,9 @@ func auditClients(c *cli.Context) ([]*adminClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*adminClient, len(addrs))
+	out := make([]*adminapi.Client, len(addrs))
 	for i, a := range addrs {
-		out[i] = newAdminClientAt(a, toks[min(i, len(toks)-1)], roots)
+		out[i] = adminapi.NewClient(a, toks[min(i, len(toks)-1)], &adminapi.ClientOptions{Roots: roots, Timeout: timeout})
 	}
 	return out, nil
 }
@@ -130,7 +128,7 @@ func auditQueryString(c *cli.Context, now time.Time) (string, error) {
 
 // fanOut calls fn for every node at once and returns the errors, one per
 // node (nil where it succeeded).
-func fanOut(clients []*adminClient, fn func(i int, a *adminClient) error) []error {
+func fanOut(clients []*adminapi.Client, fn func(i int, a *adminapi.Client) error) []error {
 	errs := make([]error, len(clients))
 	var wg sync.WaitGroup
 	for i, a := range clients {
@@ -141,12 +139,12 @@ func fanOut(clients []*adminClient, fn func(i int, a *adminClient) error) []erro
 }
 
 // nodeErrors prints what went wrong per node and sums it up.
-func nodeErrors(clients []*adminClient, errs []error) error {
+func nodeErrors(w io.Writer, clients []*adminapi.Client, errs []error) error {
 	failed := 0
 	for i, err := range errs {
 		if err != nil {
 			failed++
-			fmt.Fprintf(os.Stderr, "mcpgw: %s: %v\n", clients[i].base, err)
+			fmt.Fprintf(w, "mcpgw: %s: %v\n", clients[i].Base(), err)
 		}
 	}
 	if failed > 0 {
@@ -163,13 +161,13 @@ func runAudit(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	clients, err := auditClients(c)
+	clients, err := auditClients(c, 0)
 	if err != nil {
 		return err
 	}
-	perNode := make([][]storage.AuditRecord, len(clients))
-	errs := fanOut(clients, func(i int, a *adminClient) error {
-		return a.do("GET", "/v1/audit?"+query, nil, &perNode[i])
+	perNode := make([][]adminapi.AuditRecord, len(clients))
+	errs := fanOut(clients, func(i int, a *adminapi.Client) error {
+		return a.Do(c.Context, "GET", "/v1/audit?"+query, nil, &perNode[i])
 	})
 	recs := mergeAudit(perNode, c.Bool("oldest-first"), c.Int("limit"))
 	var out error
@@ -180,13 +178,13 @@ func runAudit(c *cli.Context) error {
 	} else {
 		out = printAudit(c.App.Writer, recs)
 	}
-	return cmp.Or(nodeErrors(clients, errs), out)
+	return cmp.Or(nodeErrors(c.App.ErrWriter, clients, errs), out)
 }
 
 // mergeAudit merges the nodes' answers by time and keeps the first limit.
-func mergeAudit(perNode [][]storage.AuditRecord, oldestFirst bool, limit int) []storage.AuditRecord {
+func mergeAudit(perNode [][]adminapi.AuditRecord, oldestFirst bool, limit int) []adminapi.AuditRecord {
 	all := slices.Concat(perNode...)
-	slices.SortStableFunc(all, func(a, b storage.AuditRecord) int {
+	slices.SortStableFunc(all, func(a, b adminapi.AuditRecord) int {
 		c := cmp.Or(a.Time.Compare(b.Time), cmp.Compare(a.Node, b.Node), cmp.Compare(a.Seq, b.Seq))
 		if oldestFirst {
 			return c
@@ -206,7 +204,7 @@ func nonNilSlice[T any](s []T) []T {
 	return s
 }
 
-func printAudit(w io.Writer, recs []storage.AuditRecord) error {
+func printAudit(w io.Writer, recs []adminapi.AuditRecord) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tNODE\tKIND\tOUTCOME\tSERVICE\tORG\tACCOUNT\tROUTE\tTOOL\tLATENCY\tCREDENTIAL KEY")
 	dash := func(s string) string { return cmp.Or(s, "-") }
@@ -226,16 +224,13 @@ func printAudit(w io.Writer, recs []storage.AuditRecord) error {
 }
 
 func runAuditVerify(c *cli.Context) error {
-	clients, err := auditClients(c)
+	clients, err := auditClients(c, 10*time.Minute) // a node walks its whole chain
 	if err != nil {
 		return err
 	}
-	for _, a := range clients {
-		a.http.Timeout = 10 * time.Minute // a node walks its whole chain
-	}
-	results := make([]node.AuditVerifyResult, len(clients))
-	errs := fanOut(clients, func(i int, a *adminClient) error {
-		return a.do("GET", "/v1/audit/verify", nil, &results[i])
+	results := make([]adminapi.AuditVerifyResult, len(clients))
+	errs := fanOut(clients, func(i int, a *adminapi.Client) error {
+		return a.Do(c.Context, "GET", "/v1/audit/verify", nil, &results[i])
 	})
 	broken := 0
 	for i, r := range results {
@@ -243,13 +238,13 @@ func runAuditVerify(c *cli.Context) error {
 			continue
 		}
 		if r.OK {
-			fmt.Fprintf(c.App.Writer, "%s (%s): %d records, chain intact\n", r.Node, clients[i].base, r.Checked)
+			fmt.Fprintf(c.App.Writer, "%s (%s): %d records, chain intact\n", r.Node, clients[i].Base(), r.Checked)
 			continue
 		}
 		broken++
-		fmt.Fprintf(c.App.Writer, "%s (%s): chain BROKEN at record %d after %d good ones: %s\n", r.Node, clients[i].base, r.BrokenSeq, r.Checked, r.Error)
+		fmt.Fprintf(c.App.Writer, "%s (%s): chain BROKEN at record %d after %d good ones: %s\n", r.Node, clients[i].Base(), r.BrokenSeq, r.Checked, r.Error)
 	}
-	err = nodeErrors(clients, errs)
+	err = nodeErrors(c.App.ErrWriter, clients, errs)
 	if broken > 0 {
 		err = errors.Join(fmt.Errorf("the audit log of %d node(s) has been altered or damaged: keep a copy of its audit.db for investigation", broken), err)
 	}

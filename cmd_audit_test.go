@@ -12,17 +12,17 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/urfave/cli/v2"
 
+	"github.com/mcpgw/mcpgw/adminapi"
 	"github.com/mcpgw/mcpgw/client"
 	"github.com/mcpgw/mcpgw/node"
-	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/vault"
 )
 
 func TestMergeAudit(t *testing.T) {
 	at := func(s int) time.Time { return time.Date(2026, 3, 1, 12, 0, s, 0, time.UTC) }
-	a := []storage.AuditRecord{{Node: "a", Seq: 2, Time: at(5)}, {Node: "a", Seq: 1, Time: at(1)}}
-	b := []storage.AuditRecord{{Node: "b", Seq: 7, Time: at(5)}, {Node: "b", Seq: 6, Time: at(3)}}
-	key := func(recs []storage.AuditRecord) []string {
+	a := []adminapi.AuditRecord{{Node: "a", Seq: 2, Time: at(5)}, {Node: "a", Seq: 1, Time: at(1)}}
+	b := []adminapi.AuditRecord{{Node: "b", Seq: 7, Time: at(5)}, {Node: "b", Seq: 6, Time: at(3)}}
+	key := func(recs []adminapi.AuditRecord) []string {
 		var out []string
 		for _, r := range recs {
 			out = append(out, r.Node+string(rune('0'+r.Seq)))
@@ -41,7 +41,7 @@ func TestMergeAudit(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := key(mergeAudit([][]storage.AuditRecord{a, b}, tc.oldestFirst, tc.limit))
+			got := key(mergeAudit([][]adminapi.AuditRecord{a, b}, tc.oldestFirst, tc.limit))
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Fatalf("merged (-want +got):\n%s", diff)
 			}
@@ -102,7 +102,7 @@ func TestAuditCommandQueriesEveryNode(t *testing.T) {
 	admin := "--admin=" + nodes[0].AdminAddr() + "," + nodes[1].AdminAddr()
 	tokens := []string{"--admin-token", nodes[0].AdminToken(), "--admin-token", nodes[1].AdminToken()}
 
-	var recs []storage.AuditRecord
+	var recs []adminapi.AuditRecord
 	deadline := time.Now().Add(10 * time.Second)
 	for len(recs) < 2 {
 		if time.Now().After(deadline) {

@@ -5,7 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
+	"io"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -71,13 +71,13 @@ func runCall(c *cli.Context) error {
 		"capabilities":    map[string]any{},
 		"clientInfo":      map[string]string{"name": "mcpgw-call", "version": version},
 	})
-	if _, err := roundTrip(ctx, conn, 1, "initialize", init); err != nil {
+	if _, err := roundTrip(ctx, c.App.ErrWriter, conn, 1, "initialize", init); err != nil {
 		return fmt.Errorf("initialize: %w", err)
 	}
 	if err := conn.Write(ctx, &jsonrpc.Request{Method: "notifications/initialized", Params: json.RawMessage("{}")}); err != nil {
 		return err
 	}
-	result, err := roundTrip(ctx, conn, 2, method, params)
+	result, err := roundTrip(ctx, c.App.ErrWriter, conn, 2, method, params)
 	if err != nil {
 		return fmt.Errorf("%s: %w", method, err)
 	}
@@ -86,14 +86,14 @@ func runCall(c *cli.Context) error {
 		out.Write(result)
 	}
 	out.WriteByte('\n')
-	_, err = os.Stdout.Write(out.Bytes())
+	_, err = c.App.Writer.Write(out.Bytes())
 	return err
 }
 
 // roundTrip sends one request and waits for its response, printing
 // notifications to stderr and refusing server-to-client requests, which a
 // one-shot command cannot answer.
-func roundTrip(ctx context.Context, conn mcp.Connection, id int64, method string, params json.RawMessage) (json.RawMessage, error) {
+func roundTrip(ctx context.Context, notes io.Writer, conn mcp.Connection, id int64, method string, params json.RawMessage) (json.RawMessage, error) {
 	rid, _ := jsonrpc.MakeID(float64(id))
 	if err := conn.Write(ctx, &jsonrpc.Request{ID: rid, Method: method, Params: params}); err != nil {
 		return nil, err
@@ -117,7 +117,7 @@ func roundTrip(ctx context.Context, conn mcp.Connection, id int64, method string
 				conn.Write(ctx, &jsonrpc.Response{ID: m.ID, Error: &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound, Message: "mcpgw call cannot answer " + m.Method}})
 				continue
 			}
-			fmt.Fprintf(os.Stderr, "notification %s %s\n", m.Method, m.Params)
+			fmt.Fprintf(notes, "notification %s %s\n", m.Method, m.Params)
 		}
 	}
 }

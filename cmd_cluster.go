@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/mcpgw/mcpgw/adminapi"
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/node"
 )
@@ -36,7 +37,7 @@ func clusterCommand() *cli.Command {
 					if c.NArg() != 2 {
 						return errors.New("usage: mcpgw cluster join <node-id> <raft-address> (the new node's --node-id and --raft-advertise)")
 					}
-					return changeMembership(c, "/v1/cluster/join", node.ClusterJoinRequest{ID: c.Args().Get(0), Addr: c.Args().Get(1)})
+					return changeMembership(c, "/v1/cluster/join", adminapi.ClusterJoinRequest{ID: c.Args().Get(0), Addr: c.Args().Get(1)})
 				},
 			},
 			{
@@ -48,7 +49,7 @@ func clusterCommand() *cli.Command {
 					if c.NArg() != 1 {
 						return errors.New("usage: mcpgw cluster remove <node-id> (see mcpgw cluster status)")
 					}
-					return changeMembership(c, "/v1/cluster/remove", node.ClusterRemoveRequest{ID: c.Args().Get(0)})
+					return changeMembership(c, "/v1/cluster/remove", adminapi.ClusterRemoveRequest{ID: c.Args().Get(0)})
 				},
 			},
 			{
@@ -88,15 +89,15 @@ func runClusterStatus(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var st cluster.Status
-	if err := a.do(http.MethodGet, "/v1/cluster/status", nil, &st); err != nil {
+	var st adminapi.ClusterStatus
+	if err := a.Do(c.Context, http.MethodGet, "/v1/cluster/status", nil, &st); err != nil {
 		return err
 	}
 	printClusterStatus(c.App.Writer, st)
 	return nil
 }
 
-func printClusterStatus(w io.Writer, st cluster.Status) {
+func printClusterStatus(w io.Writer, st adminapi.ClusterStatus) {
 	leader := st.LeaderID
 	if leader == "" {
 		leader = "(none: no quorum reachable)"
@@ -134,13 +135,13 @@ func statusCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			var st cluster.Status
-			if err := a.do(http.MethodGet, "/v1/cluster/status", nil, &st); err != nil {
+			var st adminapi.ClusterStatus
+			if err := a.Do(c.Context, http.MethodGet, "/v1/cluster/status", nil, &st); err != nil {
 				return err
 			}
 			up := 0
 			for _, p := range st.Peers {
-				if p.Health == cluster.HealthUp {
+				if p.Health == adminapi.HealthUp {
 					up++
 				}
 			}
@@ -150,7 +151,7 @@ func statusCommand() *cli.Command {
 			}
 			var routes []struct{}
 			routeCount := "?"
-			if a.do(http.MethodGet, "/v1/routes", nil, &routes) == nil {
+			if a.Do(c.Context, http.MethodGet, "/v1/routes", nil, &routes) == nil {
 				routeCount = fmt.Sprint(len(routes))
 			}
 			fmt.Fprintf(c.App.Writer, "node:     %s (%s), raft %s\ncluster:  %d members, %d seen up, leader %s, term %d, applied %d\nroutes:   %s\n",
@@ -178,7 +179,7 @@ func backupCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("backup: %w", err)
 			}
-			n, err := a.download("/v1/backup", f)
+			n, err := a.Download(c.Context, "/v1/backup", f)
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}
@@ -198,8 +199,8 @@ func changeMembership(c *cli.Context, path string, body any) error {
 	if err != nil {
 		return err
 	}
-	var st cluster.Status
-	if err := a.do(http.MethodPost, path, body, &st); err != nil {
+	var st adminapi.ClusterStatus
+	if err := a.Do(c.Context, http.MethodPost, path, body, &st); err != nil {
 		return err
 	}
 	printClusterStatus(c.App.Writer, st)

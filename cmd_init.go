@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -98,22 +99,22 @@ func runInit(c *cli.Context) error {
 		if err := cluster.IssueNodeCert(ca, tlsDir, id, hosts); err != nil {
 			return err
 		}
-		fmt.Printf("node %s: certificate for %s issued by the cluster CA into %s\n", id, strings.Join(hosts, ", "), tlsDir)
-		fmt.Printf("Now delete %s (it holds the cluster CA key).\n", bundle)
+		fmt.Fprintf(c.App.Writer, "node %s: certificate for %s issued by the cluster CA into %s\n", id, strings.Join(hosts, ", "), tlsDir)
+		fmt.Fprintf(c.App.Writer, "Now delete %s (it holds the cluster CA key).\n", bundle)
 		if _, err := os.Stat(c.String("vault-key")); err != nil {
-			fmt.Printf("Copy vault.key from a member to %s (every node needs the same vault key; never send it over the network unprotected).\n", c.String("vault-key"))
+			fmt.Fprintf(c.App.Writer, "Copy vault.key from a member to %s (every node needs the same vault key; never send it over the network unprotected).\n", c.String("vault-key"))
 		}
-		fmt.Printf("Then start with: mcpgw serve --data-dir %s --raft-advertise %s:<port> --join <member raft address>\n", dataDir, host)
+		fmt.Fprintf(c.App.Writer, "Then start with: mcpgw serve --data-dir %s --raft-advertise %s:<port> --join <member raft address>\n", dataDir, host)
 		return nil
 	}
 
 	if err := node.CreateClusterTLS(tlsDir, id, hosts); err != nil {
 		return err
 	}
-	fmt.Printf("node %s: cluster CA and node certificate for %s written to %s\n", id, strings.Join(hosts, ", "), tlsDir)
+	fmt.Fprintf(c.App.Writer, "node %s: cluster CA and node certificate for %s written to %s\n", id, strings.Join(hosts, ", "), tlsDir)
 	path := c.String("vault-key")
 	if _, err := os.Stat(path); err == nil {
-		fmt.Printf("vault key %s exists already: kept\n", path)
+		fmt.Fprintf(c.App.Writer, "vault key %s exists already: kept\n", path)
 		return nil
 	}
 	vid, err := vault.GenerateIdentity()
@@ -121,7 +122,7 @@ func runInit(c *cli.Context) error {
 		return err
 	}
 	if c.Bool("passphrase") {
-		pass, err := readPassphrase(true)
+		pass, err := readPassphrase(c.App.ErrWriter, true)
 		if err != nil {
 			return err
 		}
@@ -134,13 +135,13 @@ func runInit(c *cli.Context) error {
 		return err
 	}
 	abs, _ := filepath.Abs(path)
-	fmt.Printf("vault key %s written to %s\nBack this file up: without it the stored credentials cannot be decrypted.\n", vid.ID(), abs)
+	fmt.Fprintf(c.App.Writer, "vault key %s written to %s\nBack this file up: without it the stored credentials cannot be decrypted.\n", vid.ID(), abs)
 	return nil
 }
 
 // readPassphrase reads the vault passphrase from the environment or, on a
 // terminal, a prompt (twice when confirm is set).
-func readPassphrase(confirm bool) ([]byte, error) {
+func readPassphrase(prompt io.Writer, confirm bool) ([]byte, error) {
 	if p, ok := os.LookupEnv(envVaultPassphrase); ok {
 		if p == "" {
 			return nil, fmt.Errorf("%s is set but empty", envVaultPassphrase)
@@ -151,16 +152,16 @@ func readPassphrase(confirm bool) ([]byte, error) {
 	if !term.IsTerminal(fd) {
 		return nil, fmt.Errorf("the vault key is passphrase-protected: set %s or run on a terminal to be prompted", envVaultPassphrase)
 	}
-	fmt.Fprint(os.Stderr, "vault passphrase: ")
+	fmt.Fprint(prompt, "vault passphrase: ")
 	p, err := term.ReadPassword(fd)
-	fmt.Fprintln(os.Stderr)
+	fmt.Fprintln(prompt)
 	if err != nil {
 		return nil, err
 	}
 	if confirm {
-		fmt.Fprint(os.Stderr, "again: ")
+		fmt.Fprint(prompt, "again: ")
 		q, err := term.ReadPassword(fd)
-		fmt.Fprintln(os.Stderr)
+		fmt.Fprintln(prompt)
 		if err != nil {
 			return nil, err
 		}
@@ -181,10 +182,10 @@ func readPassphrase(confirm bool) ([]byte, error) {
 // no credentials yet is created, with a warning to back it up, so that
 // `mcpgw serve` works with no flags; a missing file next to existing data is
 // an error, since a new key could not read what the old one sealed.
-func loadVaultKeys(path string, dataExists bool, logger *slog.Logger) (keys *vault.Keys, passphrase []byte, err error) {
+func loadVaultKeys(prompt io.Writer, path string, dataExists bool, logger *slog.Logger) (keys *vault.Keys, passphrase []byte, err error) {
 	var pass []byte
 	askPass := func() ([]byte, error) {
-		p, err := readPassphrase(false)
+		p, err := readPassphrase(prompt, false)
 		if err == nil {
 			pass = append([]byte(nil), p...)
 		}

@@ -3,13 +3,12 @@ package main
 import (
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/mcpgw/mcpgw/storage"
+	"github.com/mcpgw/mcpgw/adminapi"
 )
 
 func routeCommand() *cli.Command {
@@ -27,12 +26,12 @@ func routeCommand() *cli.Command {
 					&cli.StringFlag{Name: "credential", Usage: "required, optional or none (default: required for external, optional for internal)"},
 				),
 				Action: func(c *cli.Context) error {
-					r := storage.Route{Name: c.Args().First(), Transport: storage.Transport(c.String("transport")), Kind: storage.RouteKind(c.String("kind")), Credential: storage.CredentialMode(c.String("credential"))}
+					r := adminapi.Route{Name: c.Args().First(), Transport: c.String("transport"), Kind: c.String("kind"), Credential: c.String("credential")}
 					if r.Name == "" {
 						return cli.Exit("usage: mcpgw route add <name> <url>  (or --transport stdio -- <command> [args...])", 2)
 					}
 					rest := c.Args().Tail()
-					if r.Transport == storage.TransportStdio {
+					if r.Transport == "stdio" {
 						r.Command = rest
 					} else if len(rest) == 1 {
 						r.URL = rest[0]
@@ -43,11 +42,11 @@ func routeCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					var got storage.Route
-					if err := a.do("POST", "/v1/routes", r, &got); err != nil {
+					var got adminapi.Route
+					if err := a.Do(c.Context, "POST", "/v1/routes", r, &got); err != nil {
 						return err
 					}
-					fmt.Printf("route %s → %s (%s, %s, credential %s)\n", got.Name, got.URL, got.Transport, got.Kind, got.Credential)
+					fmt.Fprintf(c.App.Writer, "route %s → %s (%s, %s, credential %s)\n", got.Name, got.URL, got.Transport, got.Kind, got.Credential)
 					return nil
 				},
 			},
@@ -60,11 +59,11 @@ func routeCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					var routes []storage.Route
-					if err := a.do("GET", "/v1/routes", nil, &routes); err != nil {
+					var routes []adminapi.Route
+					if err := a.Do(c.Context, "GET", "/v1/routes", nil, &routes); err != nil {
 						return err
 					}
-					w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+					w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 					fmt.Fprintln(w, "NAME\tURL\tTRANSPORT\tKIND\tCREDENTIAL\tCOMMAND")
 					for _, r := range routes {
 						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.URL, r.Transport, r.Kind, r.Credential, strings.Join(r.Command, " "))
@@ -85,10 +84,10 @@ func routeCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					if err := a.do("DELETE", "/v1/routes/"+url.PathEscape(c.Args().First()), nil, nil); err != nil {
+					if err := a.Do(c.Context, "DELETE", "/v1/routes/"+url.PathEscape(c.Args().First()), nil, nil); err != nil {
 						return err
 					}
-					fmt.Printf("route %s removed\n", c.Args().First())
+					fmt.Fprintf(c.App.Writer, "route %s removed\n", c.Args().First())
 					return nil
 				},
 			},

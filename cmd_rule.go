@@ -3,12 +3,11 @@ package main
 import (
 	"fmt"
 	"net/url"
-	"os"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/mcpgw/mcpgw/storage"
+	"github.com/mcpgw/mcpgw/adminapi"
 )
 
 // selectorFlags are the who/what fields rules and limits share.
@@ -38,11 +37,11 @@ func ruleCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					r := storage.Rule{ID: c.String("id"), Service: c.String("service"), Org: c.String("org"), Account: c.String("account"), Route: c.String("route"), Tool: c.String("tool"), Effect: c.String("effect")}
-					if err := a.do("POST", "/v1/rules", r, &r); err != nil {
+					r := adminapi.Rule{ID: c.String("id"), Service: c.String("service"), Org: c.String("org"), Account: c.String("account"), Route: c.String("route"), Tool: c.String("tool"), Effect: c.String("effect")}
+					if err := a.Do(c.Context, "POST", "/v1/rules", r, &r); err != nil {
 						return err
 					}
-					fmt.Printf("rule %s: %s service=%s org=%s account=%s route=%s tool=%s\n", r.ID, r.Effect, r.Service, r.Org, r.Account, r.Route, r.Tool)
+					fmt.Fprintf(c.App.Writer, "rule %s: %s service=%s org=%s account=%s route=%s tool=%s\n", r.ID, r.Effect, r.Service, r.Org, r.Account, r.Route, r.Tool)
 					return nil
 				},
 			},
@@ -55,11 +54,11 @@ func ruleCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					var rules []storage.Rule
-					if err := a.do("GET", "/v1/rules", nil, &rules); err != nil {
+					var rules []adminapi.Rule
+					if err := a.Do(c.Context, "GET", "/v1/rules", nil, &rules); err != nil {
 						return err
 					}
-					w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+					w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 					fmt.Fprintln(w, "ID\tEFFECT\tSERVICE\tORG\tACCOUNT\tROUTE\tTOOL")
 					for _, r := range rules {
 						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Effect, r.Service, r.Org, r.Account, r.Route, r.Tool)
@@ -89,12 +88,12 @@ func limitCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					l := storage.Limit{ID: c.String("id"), Service: c.String("service"), Org: c.String("org"), Account: c.String("account"), Route: c.String("route"), Tool: c.String("tool"),
+					l := adminapi.Limit{ID: c.String("id"), Service: c.String("service"), Org: c.String("org"), Account: c.String("account"), Route: c.String("route"), Tool: c.String("tool"),
 						Rate: c.Float64("rate"), Burst: c.Int("burst"), Pool: c.String("pool")}
-					if err := a.do("POST", "/v1/limits", l, &l); err != nil {
+					if err := a.Do(c.Context, "POST", "/v1/limits", l, &l); err != nil {
 						return err
 					}
-					fmt.Printf("limit %s: %g/s burst %d on service=%s org=%s account=%s route=%s tool=%s\n", l.ID, l.Rate, l.Burst, l.Service, l.Org, l.Account, l.Route, l.Tool)
+					fmt.Fprintf(c.App.Writer, "limit %s: %g/s burst %d on service=%s org=%s account=%s route=%s tool=%s\n", l.ID, l.Rate, l.Burst, l.Service, l.Org, l.Account, l.Route, l.Tool)
 					return nil
 				},
 			},
@@ -107,11 +106,11 @@ func limitCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					var limits []storage.Limit
-					if err := a.do("GET", "/v1/limits", nil, &limits); err != nil {
+					var limits []adminapi.Limit
+					if err := a.Do(c.Context, "GET", "/v1/limits", nil, &limits); err != nil {
 						return err
 					}
-					w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+					w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 					fmt.Fprintln(w, "ID\tRATE\tBURST\tSERVICE\tORG\tACCOUNT\tROUTE\tTOOL\tPOOL")
 					for _, l := range limits {
 						fmt.Fprintf(w, "%s\t%g\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", l.ID, l.Rate, l.Burst, l.Service, l.Org, l.Account, l.Route, l.Tool, l.Pool)
@@ -139,10 +138,10 @@ func removeCommand(what, path string) *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := a.do("DELETE", path+url.PathEscape(c.Args().First()), nil, nil); err != nil {
+			if err := a.Do(c.Context, "DELETE", path+url.PathEscape(c.Args().First()), nil, nil); err != nil {
 				return err
 			}
-			fmt.Printf("%s %s removed\n", what, c.Args().First())
+			fmt.Fprintf(c.App.Writer, "%s %s removed\n", what, c.Args().First())
 			return nil
 		},
 	}

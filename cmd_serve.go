@@ -87,7 +87,7 @@ func runServe(c *cli.Context) error {
 	if err = level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return fmt.Errorf("--log-level %q: use debug, info, warn or error", c.String("log-level"))
 	}
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	logger := slog.New(slog.NewJSONHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
 
 	cfg := node.DefaultConfig()
 	cfg.DataDir = c.String("data-dir")
@@ -129,7 +129,7 @@ func runServe(c *cli.Context) error {
 	cfg.Logger = logger
 	_, statErr := os.Stat(filepath.Join(cfg.DataDir, storage.StateFile))
 	cfg.VaultKeyFile = c.String("vault-key")
-	cfg.VaultKeys, cfg.VaultPassphrase, err = loadVaultKeys(cfg.VaultKeyFile, statErr == nil, logger)
+	cfg.VaultKeys, cfg.VaultPassphrase, err = loadVaultKeys(c.App.ErrWriter, cfg.VaultKeyFile, statErr == nil, logger)
 	if err != nil {
 		return err
 	}

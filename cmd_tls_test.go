@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509"
 	"net/http"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/mcpgw/mcpgw/adminapi"
 	"github.com/mcpgw/mcpgw/client"
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
@@ -71,8 +73,8 @@ func TestCommandsTrustClusterCA(t *testing.T) {
 	if err != nil || !roots.AppendCertsFromPEM(pem) {
 		t.Fatalf("read %s: %v", caFile, err)
 	}
-	var issued node.IssuedToken
-	if err := newAdminClientAt(n.AdminURL(), n.AdminToken(), roots).do(http.MethodPost, "/v1/tokens", node.IssueTokenRequest{Service: "cli", Orgs: []string{"*"}, TTL: "1h"}, &issued); err != nil {
+	var issued adminapi.IssuedToken
+	if err := adminapi.NewClient(n.AdminURL(), n.AdminToken(), &adminapi.ClientOptions{Roots: roots}).Do(context.Background(), http.MethodPost, "/v1/tokens", adminapi.IssueTokenRequest{Service: "cli", Orgs: []string{"*"}, TTL: "1h"}, &issued); err != nil {
 		t.Fatalf("issue a token: %v", err)
 	}
 	gw := "--gateway=wss://" + n.HTTPAddr()

@@ -3,13 +3,12 @@ package main
 import (
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/mcpgw/mcpgw/node"
+	"github.com/mcpgw/mcpgw/adminapi"
 )
 
 func tokenCommand() *cli.Command {
@@ -30,12 +29,12 @@ func tokenCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					var tok node.IssuedToken
-					if err := a.do("POST", "/v1/tokens", node.IssueTokenRequest{Service: c.String("service"), Orgs: splitList(c.StringSlice("org")), TTL: c.String("ttl")}, &tok); err != nil {
+					var tok adminapi.IssuedToken
+					if err := a.Do(c.Context, "POST", "/v1/tokens", adminapi.IssueTokenRequest{Service: c.String("service"), Orgs: splitList(c.StringSlice("org")), TTL: c.String("ttl")}, &tok); err != nil {
 						return err
 					}
-					fmt.Fprintf(os.Stderr, "token %s for service %s, orgs %s, expires %s\n", tok.ID, tok.Service, strings.Join(tok.Orgs, ","), tok.ExpiresAt.Format("2006-01-02T15:04:05Z"))
-					fmt.Println(tok.Token)
+					fmt.Fprintf(c.App.ErrWriter, "token %s for service %s, orgs %s, expires %s\n", tok.ID, tok.Service, strings.Join(tok.Orgs, ","), tok.ExpiresAt.Format("2006-01-02T15:04:05Z"))
+					fmt.Fprintln(c.App.Writer, tok.Token)
 					return nil
 				},
 			},
@@ -48,11 +47,11 @@ func tokenCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					var toks []node.TokenInfo
-					if err := a.do("GET", "/v1/tokens", nil, &toks); err != nil {
+					var toks []adminapi.TokenInfo
+					if err := a.Do(c.Context, "GET", "/v1/tokens", nil, &toks); err != nil {
 						return err
 					}
-					w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+					w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 					fmt.Fprintln(w, "ID\tSERVICE\tORGS\tISSUED\tEXPIRES\tREVOKED")
 					for _, t := range toks {
 						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%v\n", t.ID, t.Service, strings.Join(t.Orgs, ","), t.IssuedAt.Format("2006-01-02T15:04:05Z"), t.ExpiresAt.Format("2006-01-02T15:04:05Z"), t.Revoked)
@@ -73,10 +72,10 @@ func tokenCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					if err := a.do("POST", "/v1/tokens/"+url.PathEscape(c.Args().First())+"/revoke", nil, nil); err != nil {
+					if err := a.Do(c.Context, "POST", "/v1/tokens/"+url.PathEscape(c.Args().First())+"/revoke", nil, nil); err != nil {
 						return err
 					}
-					fmt.Printf("token %s revoked\n", c.Args().First())
+					fmt.Fprintf(c.App.Writer, "token %s revoked\n", c.Args().First())
 					return nil
 				},
 			},
@@ -89,11 +88,11 @@ func tokenCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					var res map[string]string
-					if err := a.do("POST", "/v1/token-keys/rotate", nil, &res); err != nil {
+					var res adminapi.TokenKeyRotated
+					if err := a.Do(c.Context, "POST", "/v1/token-keys/rotate", nil, &res); err != nil {
 						return err
 					}
-					fmt.Printf("signing key is now %s\n", res["key_id"])
+					fmt.Fprintf(c.App.Writer, "signing key is now %s\n", res.KeyID)
 					return nil
 				},
 			},

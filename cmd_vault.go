@@ -11,7 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
-	"github.com/mcpgw/mcpgw/node"
+	"github.com/mcpgw/mcpgw/adminapi"
 )
 
 // maxSecretBytes bounds what vault put reads.
@@ -45,7 +45,7 @@ Example:
 					&cli.StringFlag{Name: "file", Usage: "read the secret from this file instead of stdin"},
 				),
 				Action: func(c *cli.Context) error {
-					secret, err := readSecret(c.String("file"))
+					secret, err := readSecret(c.App.ErrWriter, c.String("file"))
 					if err != nil {
 						return err
 					}
@@ -53,8 +53,8 @@ Example:
 					if err != nil {
 						return err
 					}
-					var info node.CredentialInfo
-					err = a.do("PUT", "/v1/credentials", node.PutCredentialRequest{
+					var info adminapi.CredentialInfo
+					err = a.Do(c.Context, "PUT", "/v1/credentials", adminapi.PutCredentialRequest{
 						Org: c.String("org"), Account: c.String("account"), Route: c.String("route"),
 						Kind: c.String("kind"), Secret: string(secret),
 					}, &info)
@@ -62,7 +62,7 @@ Example:
 					if err != nil {
 						return err
 					}
-					fmt.Printf("credential %s for org %s, account %s, route %s sealed with key %s\n", info.Kind, info.Org, info.Account, info.Route, info.KeyID)
+					fmt.Fprintf(c.App.Writer, "credential %s for org %s, account %s, route %s sealed with key %s\n", info.Kind, info.Org, info.Account, info.Route, info.KeyID)
 					return nil
 				},
 			},
@@ -75,11 +75,11 @@ Example:
 					if err != nil {
 						return err
 					}
-					var infos []node.CredentialInfo
-					if err := a.do("GET", "/v1/credentials", nil, &infos); err != nil {
+					var infos []adminapi.CredentialInfo
+					if err := a.Do(c.Context, "GET", "/v1/credentials", nil, &infos); err != nil {
 						return err
 					}
-					w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+					w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 					fmt.Fprintln(w, "ORG\tACCOUNT\tROUTE\tKIND\tKEY\tCREATED\tROTATED")
 					for _, i := range infos {
 						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i.Org, i.Account, i.Route, i.Kind, i.KeyID, i.Created.Format("2006-01-02T15:04:05Z"), i.Rotated.Format("2006-01-02T15:04:05Z"))
@@ -97,10 +97,10 @@ Example:
 						return err
 					}
 					q := url.Values{"org": {c.String("org")}, "account": {c.String("account")}, "route": {c.String("route")}}
-					if err := a.do("DELETE", "/v1/credentials?"+q.Encode(), nil, nil); err != nil {
+					if err := a.Do(c.Context, "DELETE", "/v1/credentials?"+q.Encode(), nil, nil); err != nil {
 						return err
 					}
-					fmt.Println("credential removed")
+					fmt.Fprintln(c.App.Writer, "credential removed")
 					return nil
 				},
 			},
@@ -113,11 +113,11 @@ Example:
 					if err != nil {
 						return err
 					}
-					var res node.RotateResult
-					if err := a.do("POST", "/v1/vault/rotate", nil, &res); err != nil {
+					var res adminapi.RotateResult
+					if err := a.Do(c.Context, "POST", "/v1/vault/rotate", nil, &res); err != nil {
 						return err
 					}
-					fmt.Printf("vault key is now %s; %d credentials resealed; retired keys: %s\nBack up the key file again.\n", res.KeyID, res.Resealed, strings.Join(res.RetiredIDs, ", "))
+					fmt.Fprintf(c.App.Writer, "vault key is now %s; %d credentials resealed; retired keys: %s\nBack up the key file again.\n", res.KeyID, res.Resealed, strings.Join(res.RetiredIDs, ", "))
 					return nil
 				},
 			},
@@ -127,7 +127,7 @@ Example:
 
 // readSecret reads a secret from a file or from stdin, refusing an
 // interactive terminal echo (use a pipe or --file).
-func readSecret(file string) ([]byte, error) {
+func readSecret(prompt io.Writer, file string) ([]byte, error) {
 	var r io.Reader = os.Stdin
 	if file != "" {
 		f, err := os.Open(file)
@@ -137,9 +137,9 @@ func readSecret(file string) ([]byte, error) {
 		defer f.Close()
 		r = f
 	} else if term.IsTerminal(int(os.Stdin.Fd())) {
-		fmt.Fprint(os.Stderr, "secret (not echoed, end with Enter): ")
+		fmt.Fprint(prompt, "secret (not echoed, end with Enter): ")
 		b, err := term.ReadPassword(int(os.Stdin.Fd()))
-		fmt.Fprintln(os.Stderr)
+		fmt.Fprintln(prompt)
 		return b, err
 	}
 	b, err := io.ReadAll(io.LimitReader(r, maxSecretBytes+1))

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpgw/mcpgw/adminapi"
 	"github.com/mcpgw/mcpgw/client"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/storage"
@@ -134,7 +135,7 @@ func TestAuditSession(t *testing.T) {
 	}
 
 	resp = adminDo(t, n, http.MethodGet, "/v1/audit/verify", nil)
-	var v AuditVerifyResult
+	var v adminapi.AuditVerifyResult
 	json.NewDecoder(resp.Body).Decode(&v)
 	if !v.OK || v.Checked != 5 || v.Node == "" {
 		t.Fatalf("verify: %+v, want ok with 5 records checked", v)

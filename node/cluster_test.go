@@ -18,6 +18,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpgw/mcpgw/adminapi"
 	"github.com/mcpgw/mcpgw/client"
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
@@ -140,7 +141,7 @@ func TestClusterReplicates(t *testing.T) {
 			return err == nil && len(rules) == 2
 		})
 		// What the admin API lists on every node is the same.
-		var infos []CredentialInfo
+		var infos []adminapi.CredentialInfo
 		json.NewDecoder(adminDo(t, n, http.MethodGet, "/v1/credentials", nil).Body).Decode(&infos)
 		if len(infos) != 1 || infos[0].Account != "alice" {
 			t.Fatalf("%s lists credentials %+v, want alice's", n.NodeID(), infos)
@@ -301,7 +302,7 @@ func TestClusterRateLimitShare(t *testing.T) {
 	}
 
 	gone := nodes[2]
-	if resp := adminDo(t, n, http.MethodPost, "/v1/cluster/remove", ClusterRemoveRequest{ID: gone.NodeID()}); resp.StatusCode != http.StatusOK {
+	if resp := adminDo(t, n, http.MethodPost, "/v1/cluster/remove", adminapi.ClusterRemoveRequest{ID: gone.NodeID()}); resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(resp.Body)
 		t.Fatalf("remove %s: HTTP %d %s", gone.NodeID(), resp.StatusCode, body)
 	}
@@ -322,13 +323,13 @@ func TestClusterAdminErrors(t *testing.T) {
 	if len(st.Peers) != 2 || st.LeaderID == "" || st.ID != "gw2" {
 		t.Fatalf("status on gw2: %+v", st)
 	}
-	if resp := adminDo(t, nodes[1], http.MethodPost, "/v1/cluster/join", ClusterJoinRequest{ID: "x"}); resp.StatusCode != http.StatusBadRequest {
+	if resp := adminDo(t, nodes[1], http.MethodPost, "/v1/cluster/join", adminapi.ClusterJoinRequest{ID: "x"}); resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("join without an address: HTTP %d, want 400", resp.StatusCode)
 	}
 	// Two voters: with one gone the other has no quorum.
 	nodes[0].Close()
 	resp := adminDo(t, nodes[1], http.MethodPost, "/v1/routes", storage.Route{Name: "r", URL: "http://127.0.0.1:1/mcp"})
-	var e adminError
+	var e adminapi.ErrorBody
 	json.NewDecoder(resp.Body).Decode(&e)
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(e.Error, "leader") {
 		t.Fatalf("write without quorum: HTTP %d Retry-After %q %q, want 503 with Retry-After naming the missing leader", resp.StatusCode, resp.Header.Get("Retry-After"), e.Error)

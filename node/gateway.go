@@ -2,7 +2,6 @@ package node
 
 import (
 	"github.com/mcpgw/mcpgw/gateway"
-	"github.com/mcpgw/mcpgw/policy"
 	"github.com/mcpgw/mcpgw/storage"
 )
 
@@ -28,9 +27,3 @@ func (n *Node) gatewayOptions() *gateway.Options {
 		AllowedOrigins:     n.cfg.AllowedOrigins,
 	}
 }
-
-// The admin API checks what it writes by the rules the data path reads it
-// with.
-func validateRoute(r *storage.Route) error                { return gateway.ValidateRoute(r) }
-func validName(what, s string) error                      { return gateway.ValidName(what, s) }
-func toPolicyLimit(l storage.Limit) (policy.Limit, error) { return gateway.PolicyLimit(l) }

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,7 +42,6 @@ type Node struct {
 
 	adminToken []byte
 	keys       atomic.Pointer[vault.Keys]
-	rotateMu   sync.Mutex // serialises vault key rotations
 	audit      nodeAudit
 
 	lns               listeners
@@ -151,7 +149,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// Shutdown waits for requests in flight; GET event streams never end by
 	// themselves, so they end when it starts.
 	n.httpSrv.RegisterOnShutdown(n.gw.Drain)
-	n.adminSrv = n.newHTTPServer(n.adminHandler())
+	svc, err := n.newAdmin()
+	if err != nil {
+		return err
+	}
+	n.adminSrv = n.newHTTPServer(n.adminHandler(svc))
 	n.serve(n.httpSrv, n.httpLn)
 	n.serve(n.adminSrv, n.adminLn)
 	n.serveFramed()
@@ -289,9 +291,4 @@ func loadOrCreateAdminToken(path string) ([]byte, error) {
 		return nil, fmt.Errorf("write admin token: %w", err)
 	}
 	return tok, nil
-}
-
-// checkAdminToken compares in constant time.
-func (n *Node) checkAdminToken(got string) bool {
-	return subtle.ConstantTimeCompare([]byte(got), n.adminToken) == 1
 }

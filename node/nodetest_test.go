@@ -23,6 +23,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 
+	"github.com/mcpgw/mcpgw/adminapi"
 	"github.com/mcpgw/mcpgw/client"
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/internal/hostileupstream"
@@ -124,12 +125,12 @@ func tokenOpts(n *Node) []client.Option {
 }
 
 // issueToken issues a service token through the admin API.
-func issueToken(t testing.TB, n *Node, service string, orgs []string, ttl string) IssuedToken {
+func issueToken(t testing.TB, n *Node, service string, orgs []string, ttl string) adminapi.IssuedToken {
 	t.Helper()
-	resp := adminDo(t, n, http.MethodPost, "/v1/tokens", IssueTokenRequest{Service: service, Orgs: orgs, TTL: ttl})
-	var tok IssuedToken
+	resp := adminDo(t, n, http.MethodPost, "/v1/tokens", adminapi.IssueTokenRequest{Service: service, Orgs: orgs, TTL: ttl})
+	var tok adminapi.IssuedToken
 	if resp.StatusCode != http.StatusCreated {
-		var e adminError
+		var e adminapi.ErrorBody
 		json.NewDecoder(resp.Body).Decode(&e)
 		t.Fatalf("issue token: HTTP %d: %s", resp.StatusCode, e.Error)
 	}
@@ -179,7 +180,7 @@ func addRoute(t testing.TB, n *Node, r storage.Route) storage.Route {
 	t.Helper()
 	resp := adminDo(t, n, http.MethodPost, "/v1/routes", r)
 	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-		var e adminError
+		var e adminapi.ErrorBody
 		json.NewDecoder(resp.Body).Decode(&e)
 		t.Fatalf("add route %q: HTTP %d: %s", r.Name, resp.StatusCode, e.Error)
 	}

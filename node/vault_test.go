@@ -15,6 +15,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpgw/mcpgw/adminapi"
 	"github.com/mcpgw/mcpgw/client"
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
@@ -24,15 +25,15 @@ import (
 )
 
 // putCredential stores a credential through the admin API.
-func putCredential(t testing.TB, n *Node, org, account, route, kind, secret string) CredentialInfo {
+func putCredential(t testing.TB, n *Node, org, account, route, kind, secret string) adminapi.CredentialInfo {
 	t.Helper()
-	resp := adminDo(t, n, http.MethodPut, "/v1/credentials", PutCredentialRequest{Org: org, Account: account, Route: route, Kind: kind, Secret: secret})
+	resp := adminDo(t, n, http.MethodPut, "/v1/credentials", adminapi.PutCredentialRequest{Org: org, Account: account, Route: route, Kind: kind, Secret: secret})
 	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-		var e adminError
+		var e adminapi.ErrorBody
 		json.NewDecoder(resp.Body).Decode(&e)
 		t.Fatalf("put credential: HTTP %d: %s", resp.StatusCode, e.Error)
 	}
-	var info CredentialInfo
+	var info adminapi.CredentialInfo
 	json.NewDecoder(resp.Body).Decode(&info)
 	return info
 }
@@ -227,7 +228,7 @@ func TestNoPlaintextAtRest(t *testing.T) {
 	scan("after put")
 
 	resp := adminDo(t, n, http.MethodPost, "/v1/vault/rotate", nil)
-	var res RotateResult
+	var res adminapi.RotateResult
 	json.NewDecoder(resp.Body).Decode(&res)
 	if resp.StatusCode != http.StatusOK || res.Resealed != 3 || len(res.RetiredIDs) != 1 {
 		t.Fatalf("rotate: HTTP %d %+v, want 200 with 3 resealed and 1 retired key", resp.StatusCode, res)

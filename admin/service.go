@@ -1,0 +1,191 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/mcpgw/mcpgw/cluster"
+	"github.com/mcpgw/mcpgw/policy"
+	"github.com/mcpgw/mcpgw/storage"
+	"github.com/mcpgw/mcpgw/vault"
+)
+
+// State is the replicated state the use cases read: the local copy,
+// which on a follower may lag the leader by a moment.
+type State interface {
+	Route(name string) (storage.Route, error)
+	Routes() ([]storage.Route, error)
+	Credential(org, account, route string) (storage.Credential, error)
+	Credentials() ([]storage.Credential, error)
+	Rules() ([]storage.Rule, error)
+	Limits() ([]storage.Limit, error)
+	TokenKeys() ([]storage.TokenKey, error)
+	Tokens() ([]storage.Token, error)
+	Revocations() ([]storage.Revocation, error)
+	AppliedIndex() (uint64, error)
+	Snapshot(w io.Writer) (int64, error)
+}
+
+var _ State = (*storage.Store)(nil)
+
+// Writer is the replicated write path: raft in a cluster, the local store
+// in tests.
+type Writer interface {
+	Apply(ctx context.Context, cmd cluster.Command) error
+}
+
+// VaultKeys holds the vault keys in force; a key rotation replaces them.
+// An atomic.Pointer[vault.Keys] is one.
+type VaultKeys interface {
+	Load() *vault.Keys
+	Store(*vault.Keys)
+}
+
+// Keyring returns the service-token keyring of the current state.
+type Keyring func() (*policy.Keyring, error)
+
+// SigningKeys writes a new token signing key and retires the given ones in
+// the same replicated batch. It lives beside the data path that unseals
+// signing keys, since both must agree on how a key is sealed.
+type SigningKeys func(ctx context.Context, retire []storage.TokenKey) error
+
+// AuditLog is this node's audit log.
+type AuditLog interface {
+	Query(q storage.AuditQuery) ([]storage.AuditRecord, error)
+	Verify() (int, error)
+}
+
+// Cluster is this node's raft member.
+type Cluster interface {
+	Status() cluster.Status
+	Join(ctx context.Context, id, addr string) error
+	Remove(ctx context.Context, id string) error
+}
+
+var _ Cluster = (*cluster.Raft)(nil)
+
+// Checks are validations the use cases share with the data path, which must
+// agree with them on what a valid name, route or limit is.
+type Checks struct {
+	// Name checks an org, account or service name; what names it in the
+	// error.
+	Name func(what, s string) error
+	// Route checks a route and fills in its defaults (transport, kind,
+	// credential mode, normalised URL).
+	Route func(r *storage.Route) error
+	// Limit converts a stored limit into the limiter's form, refusing an
+	// unparsable pool.
+	Limit func(l storage.Limit) (policy.Limit, error)
+}
+
+// Deps are what a Service needs. Every field is required except Cluster
+// (nil: a single node outside raft, which never waits for replication and
+// has no membership) and Audit (nil: audit endpoints answer ErrUnavailable).
+type Deps struct {
+	State       State
+	Writes      Writer
+	VaultKeys   VaultKeys
+	Keyring     Keyring
+	SigningKeys SigningKeys
+	Audit       AuditLog
+	Cluster     Cluster
+	Checks      Checks
+}
+
+// Options tune a Service. The zero value is valid.
+type Options struct {
+	// NodeID names this node in audit verification results and backup
+	// file names. Default: the Cluster's id.
+	NodeID string
+	// VaultKeyFile is where the vault keys came from; rotating the vault
+	// key rewrites it. Empty: rotation is refused.
+	VaultKeyFile string
+	// VaultPassphrase protects VaultKeyFile when rewritten; nil writes it
+	// unprotected.
+	VaultPassphrase []byte
+	// Clock returns the current time. Default: time.Now.
+	Clock func() time.Time
+	// Logger receives one line per change made. Default: discard.
+	Logger *slog.Logger
+	// ReplicationWait is how long a follower waits for a record it does
+	// not see yet before answering that it does not exist. Default: 2s.
+	ReplicationWait time.Duration
+}
+
+// Service carries out the admin use cases. Its methods are safe for
+// concurrent use.
+type Service struct {
+	d        Deps
+	opts     Options
+	rotateMu sync.Mutex // serialises vault key rotations
+}
+
+// New returns a Service over deps. It does no I/O.
+func New(deps Deps, opts *Options) (*Service, error) {
+	switch {
+	case deps.State == nil, deps.Writes == nil, deps.VaultKeys == nil, deps.Keyring == nil, deps.SigningKeys == nil:
+		return nil, errors.New("admin: State, Writes, VaultKeys, Keyring and SigningKeys are required")
+	case deps.Checks.Name == nil, deps.Checks.Route == nil, deps.Checks.Limit == nil:
+		return nil, errors.New("admin: Checks.Name, Checks.Route and Checks.Limit are required")
+	}
+	s := &Service{d: deps}
+	if opts != nil {
+		s.opts = *opts
+	}
+	if s.opts.Clock == nil {
+		s.opts.Clock = time.Now
+	}
+	if s.opts.Logger == nil {
+		s.opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if s.opts.ReplicationWait == 0 {
+		s.opts.ReplicationWait = 2 * time.Second
+	}
+	return s, nil
+}
+
+func (s *Service) now() time.Time { return s.opts.Clock() }
+
+// NodeID returns the id of the node this Service runs on.
+func (s *Service) NodeID() string {
+	if s.opts.NodeID == "" && s.d.Cluster != nil {
+		return s.d.Cluster.Status().ID
+	}
+	return s.opts.NodeID
+}
+
+// found reports whether find sees a record. Reads are local, so a follower
+// may not have applied a write the leader acknowledged a moment ago (say, a
+// token issued through another node): before answering "not found" it waits
+// briefly for its copy to catch up.
+func (s *Service) found(ctx context.Context, find func() (bool, error)) (bool, error) {
+	deadline := time.Now().Add(s.opts.ReplicationWait)
+	for {
+		ok, err := find()
+		if ok || err != nil || s.d.Cluster == nil || time.Now().After(deadline) {
+			return ok, err
+		}
+		if st := s.d.Cluster.Status(); st.LeaderID == st.ID {
+			return ok, err
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// exists turns the error of a typed storage getter into whether the record
+// exists: storage.ErrNotFound means it does not; any other error is a
+// failed read, not an answer.
+func exists(err error) (bool, error) {
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
