@@ -140,7 +140,7 @@ func TestQUICManySessionsOneConnection(t *testing.T) {
 	all[victim].stream.CancelRead(7)
 	all[victim].stream.CancelWrite(7)
 	waitFor(t, "the reset session to end on the gateway and upstream", func() bool {
-		return activeSessions(t, n, "quic") == sessions-1 && upstreamSessions(up) == sessions-1
+		return activeSessions(t, n, "quic") == sessions-1 && up.Sessions() == sessions-1
 	})
 	if err := echoErr(ctx, all[victim].sess, "after reset"); err == nil {
 		t.Fatal("call on the reset stream succeeded")
@@ -187,11 +187,11 @@ func TestQUICConnectionCloseEndsItsSessions(t *testing.T) {
 	defer survivor.sess.Close()
 	// Polled: a client probing for the newest protocol leaves a short-lived
 	// upstream session behind each discovery request.
-	waitFor(t, "four upstream sessions", func() bool { return upstreamSessions(up) == 4 })
+	waitFor(t, "four upstream sessions", func() bool { return up.Sessions() == 4 })
 
 	doomed.CloseWithError(transport.ConnCodeClosed, "bye")
 	waitFor(t, "the closed connection's sessions and upstreams to end", func() bool {
-		return activeSessions(t, n, "quic") == 1 && upstreamSessions(up) == 1 && gaugeValue(t, n.metrics.quicConnsActive) == 1
+		return activeSessions(t, n, "quic") == 1 && up.Sessions() == 1 && gaugeValue(t, n.metrics.quicConnsActive) == 1
 	})
 	if err := echoErr(ctx, survivor.sess, "still here"); err != nil {
 		t.Fatal(err)
@@ -503,7 +503,7 @@ func TestCloseEndsFramedSessions(t *testing.T) {
 			t.Fatalf("session %d still works after Close", i)
 		}
 	}
-	waitFor(t, "upstream sessions to end", func() bool { return upstreamSessions(up) == 0 })
+	waitFor(t, "upstream sessions to end", func() bool { return up.Sessions() == 0 })
 	if _, err := net.Dial("unix", n.cfg.UnixPath); err == nil {
 		t.Fatal("unix socket still accepts after Close")
 	}

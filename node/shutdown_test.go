@@ -9,7 +9,6 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpgw/mcpgw/client"
-	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/storage"
 )
 
@@ -62,15 +61,6 @@ func TestCloseEndsSessions(t *testing.T) {
 	}
 }
 
-// upstreamSessions counts the sessions the test upstream holds.
-func upstreamSessions(up *upstreamtest.Server) int {
-	n := 0
-	for range up.MCP.Sessions() {
-		n++
-	}
-	return n
-}
-
 // TestSessionEndClosesUpstream checks that a downstream session ending, by
 // closing or by dropping its connection, ends its upstream session too.
 func TestSessionEndClosesUpstream(t *testing.T) {
@@ -103,11 +93,11 @@ func TestSessionEndClosesUpstream(t *testing.T) {
 			n, route, up := gatewayToServer(t)
 			ctx := testContext(t, 20*time.Second)
 			end := tc.open(t, ctx, n, route)
-			if got, want := upstreamSessions(up), 1; got != want {
+			if got, want := up.Sessions(), 1; got != want {
 				t.Fatalf("upstream holds %d sessions, want %d", got, want)
 			}
 			end()
-			waitFor(t, "the upstream session to end", func() bool { return upstreamSessions(up) == 0 })
+			waitFor(t, "the upstream session to end", func() bool { return up.Sessions() == 0 })
 		})
 	}
 }

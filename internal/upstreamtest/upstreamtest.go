@@ -28,6 +28,12 @@ type EchoArgs struct {
 // Server is a test upstream and what it observed.
 type Server struct {
 	MCP *mcp.Server
+	// legacy serves the same tools over HTTP+SSE, offering only the
+	// protocol versions that transport carries. The go-sdk SSE handler
+	// announces the session's endpoint before it records which versions
+	// the transport supports, so a server/discover arriving in that window
+	// would otherwise be told 2026-07-28 is on offer.
+	legacy *mcp.Server
 	// Cancelled counts tool calls that saw their context cancelled.
 	Cancelled atomic.Int32
 	// LastAuth is the Authorization header of the latest HTTP request.
@@ -40,7 +46,20 @@ type Server struct {
 // New builds the test server.
 func New() *Server {
 	s := &Server{}
-	srv := mcp.NewServer(&mcp.Implementation{Name: "upstreamtest", Version: "1"}, nil)
+	s.MCP = s.build(nil)
+	var legacy []string
+	for _, v := range mcp.SupportedProtocolVersions() {
+		if v < "2026-07-28" {
+			legacy = append(legacy, v)
+		}
+	}
+	s.legacy = s.build(&mcp.ServerOptions{SupportedProtocolVersions: legacy})
+	return s
+}
+
+// build makes an MCP server with the test tools, resources and prompts.
+func (s *Server) build(opts *mcp.ServerOptions) *mcp.Server {
+	srv := mcp.NewServer(&mcp.Implementation{Name: "upstreamtest", Version: "1"}, opts)
 	mcp.AddTool(srv, &mcp.Tool{Name: "echo", Description: "echoes text"}, func(ctx context.Context, req *mcp.CallToolRequest, a EchoArgs) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: a.Text}}}, nil, nil
 	})
@@ -100,8 +119,7 @@ func New() *Server {
 	srv.AddPrompt(&mcp.Prompt{Name: "greet", Arguments: []*mcp.PromptArgument{{Name: "name", Required: true}}}, func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 		return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "Hello, " + req.Params.Arguments["name"]}}}}, nil
 	})
-	s.MCP = srv
-	return s
+	return srv
 }
 
 // authCheck records the Authorization header and enforces RequireBearer.
@@ -130,7 +148,7 @@ func (s *Server) StatelessHandler() http.Handler {
 
 // SSEHandler serves the server over the legacy HTTP+SSE transport.
 func (s *Server) SSEHandler() http.Handler {
-	return s.authCheck(mcp.NewSSEHandler(func(*http.Request) *mcp.Server { return s.MCP }, nil))
+	return s.authCheck(mcp.NewSSEHandler(func(*http.Request) *mcp.Server { return s.legacy }, nil))
 }
 
 // StartHTTP serves h on a loopback listener for the test's lifetime and
@@ -156,4 +174,16 @@ func RunStdioIfAsked(args []string) bool {
 		}
 	}
 	return false
+}
+
+// Sessions returns the number of sessions the server holds, over every
+// transport.
+func (s *Server) Sessions() int {
+	n := 0
+	for _, srv := range []*mcp.Server{s.MCP, s.legacy} {
+		for range srv.Sessions() {
+			n++
+		}
+	}
+	return n
 }
