@@ -33,11 +33,11 @@
 #   conformance [SERVER pass P/N]: direct N passed, M failed; gateway N passed, M failed
 # and repeats those lines in a summary at the end. Exit status is non-zero if,
 # in any pass, the direct run fails anything not expected (go: go-sdk's
-# conformance/baseline.yml; ts: nothing), or any check passing directly does
-# not pass through the gateway, unless its scenario is listed for that server
-# in the known-differences file (checks of the dns-rebinding-protection
-# scenario are exempt from the comparison but must pass through the gateway on
-# their own).
+# conformance/baseline.yml; ts: scripts/ts-reference-server/baseline.yml), or
+# any check passing directly does not pass through the gateway, unless its
+# scenario is listed for that server in the known-differences file (checks of
+# the dns-rebinding-protection scenario are exempt from the comparison but
+# must pass through the gateway on their own).
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -305,6 +305,7 @@ start_upstream() {
 		"$EVERYTHING_SERVER" -http="127.0.0.1:$port" -stateless=false >"$logfile" 2>&1 &
 		;;
 	ts)
+		BASELINE="$SCRIPT_DIR/ts-reference-server/baseline.yml"
 		"$SCRIPT_DIR/ts-reference-server.sh" --install-only
 		log "starting TypeScript SDK reference server on 127.0.0.1:$port"
 		CACHE="$CACHE" "$SCRIPT_DIR/ts-reference-server.sh" --port "$port" >"$logfile" 2>&1 &
