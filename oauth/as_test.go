@@ -40,6 +40,7 @@ type testAS struct {
 	lastTok  url.Values             // guarded by mu; the last token request form
 	rotate   bool                   // guarded by mu; issue a new refresh token on refresh
 	hits     map[string]int         // guarded by mu; requests per path
+	metaPath string                 // guarded by mu; where the metadata is served
 }
 
 type testClient struct {
@@ -59,18 +60,25 @@ type testGrant struct {
 
 func newTestAS(t *testing.T) *testAS {
 	t.Helper()
+	return newTestASAt(t, "", "/.well-known/oauth-authorization-server")
+}
+
+// newTestASAt serves metadata only at metaPath, for an issuer with issuerPath.
+func newTestASAt(t *testing.T, issuerPath, metaPath string) *testAS {
+	t.Helper()
 	a := &testAS{t: t, clients: map[string]testClient{}, codes: map[string]testCode{},
 		access: map[string]testGrant{}, refresh: map[string]testGrant{}, hits: map[string]int{}, rotate: true}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /.well-known/oauth-authorization-server", a.metadata)
+	mux.HandleFunc("GET /", a.metadata)
 	mux.HandleFunc("GET /authorize", a.authorize)
 	mux.HandleFunc("POST /token", a.token)
 	mux.HandleFunc("POST /register", a.register)
 	a.srv = httptest.NewServer(a.count(mux))
 	t.Cleanup(a.srv.Close)
 	u := a.srv.URL
+	a.metaPath = metaPath
 	a.meta = oauthex.AuthServerMeta{
-		Issuer:                                     u,
+		Issuer:                                     u + issuerPath,
 		AuthorizationEndpoint:                      u + "/authorize",
 		TokenEndpoint:                              u + "/token",
 		RegistrationEndpoint:                       u + "/register",
@@ -111,10 +119,14 @@ func oauthErr(w http.ResponseWriter, status int, code, desc string) {
 	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
 }
 
-func (a *testAS) metadata(w http.ResponseWriter, _ *http.Request) {
+func (a *testAS) metadata(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
-	m := a.meta
+	m, at := a.meta, a.metaPath
 	a.mu.Unlock()
+	if r.URL.Path != at {
+		http.NotFound(w, r)
+		return
+	}
 	writeJSON(w, 200, m)
 }
 
@@ -313,6 +325,19 @@ type testMCP struct {
 
 func newTestMCP(t *testing.T, as *testAS, scopes []string, edit func(*oauthex.ProtectedResourceMetadata)) *testMCP {
 	t.Helper()
+	return newTestMCPWith(t, as, mcpOpts{scopes: scopes, edit: edit, prmPath: "/.well-known/oauth-protected-resource/mcp", advertise: true})
+}
+
+type mcpOpts struct {
+	scopes    []string
+	edit      func(*oauthex.ProtectedResourceMetadata)
+	prmPath   string // where the metadata is served
+	advertise bool   // name it in WWW-Authenticate
+}
+
+func newTestMCPWith(t *testing.T, as *testAS, o mcpOpts) *testMCP {
+	t.Helper()
+	scopes, edit := o.scopes, o.edit
 	m := &testMCP{}
 	mux := http.NewServeMux()
 	m.srv = httptest.NewServer(mux)
@@ -329,8 +354,11 @@ func newTestMCP(t *testing.T, as *testAS, scopes []string, edit func(*oauthex.Pr
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, nil, nil
 	})
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
-	prmURL := m.srv.URL + "/.well-known/oauth-protected-resource/mcp"
+	prmURL := ""
+	if o.advertise {
+		prmURL = m.srv.URL + o.prmPath
+	}
 	mux.Handle("/mcp", auth.RequireBearerToken(as.verifier(m.url), &auth.RequireBearerTokenOptions{ResourceMetadataURL: prmURL, Scopes: scopes})(h))
-	mux.Handle("/.well-known/oauth-protected-resource/mcp", auth.ProtectedResourceMetadataHandler(m.prm))
+	mux.Handle(o.prmPath, auth.ProtectedResourceMetadataHandler(m.prm))
 	return m
 }

@@ -63,3 +63,10 @@ func New(cfg Config) (*Client, error) {
 // HTTPClient returns the SSRF-guarded client this Client fetches with, for
 // callers that fetch other upstream-named URLs (e.g. JWKS).
 func (c *Client) HTTPClient() *http.Client { return c.http }
+
+// Close drops the client's idle upstream connections. Idempotent; the
+// Client stays usable (new connections are dialled as needed).
+func (c *Client) Close() error {
+	c.http.CloseIdleConnections()
+	return nil
+}

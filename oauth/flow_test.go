@@ -23,6 +23,7 @@ func newClient(t *testing.T, now func() time.Time) *oauth.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { c.Close() })
 	return c
 }
 
