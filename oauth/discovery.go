@@ -66,7 +66,7 @@ func (c *Client) Discover(ctx context.Context, serverURL string, ch Challenge) (
 		d.Resource = prm.Resource
 		issuer = prm.AuthorizationServers[0]
 	}
-	asm, oidc, err := c.authServerMetadata(ctx, issuer)
+	asm, oidc, err := c.authServerMetadata(ctx, issuer, prm == nil)
 	if errors.Is(err, errNotFound) && prm == nil {
 		// 2025-03-26 fallback: default endpoints at the server's origin.
 		asm = &oauthex.AuthServerMeta{
@@ -153,7 +153,10 @@ func authServerMetadataURLs(issuer string) (urls []string, oidc []bool) {
 	return urls, oidc
 }
 
-func (c *Client) authServerMetadata(ctx context.Context, issuer string) (*oauthex.AuthServerMeta, bool, error) {
+// legacy relaxes the issuer check for a 2025-03-26 server (no protected
+// resource metadata): its metadata sits at the origin's well-known URL and may
+// name an issuer with a path on that same origin.
+func (c *Client) authServerMetadata(ctx context.Context, issuer string, legacy bool) (*oauthex.AuthServerMeta, bool, error) {
 	urls, oidc := authServerMetadataURLs(issuer)
 	for i, mu := range urls {
 		var asm oauthex.AuthServerMeta
@@ -163,6 +166,9 @@ func (c *Client) authServerMetadata(ctx context.Context, issuer string) (*oauthe
 		}
 		if err != nil {
 			return nil, false, fmt.Errorf("authorization server metadata: %w", err)
+		}
+		if legacy && sameOrigin(asm.Issuer, issuer) {
+			issuer = asm.Issuer
 		}
 		if err := c.checkAuthServerMeta(&asm, issuer, mu); err != nil {
 			return nil, false, err
@@ -242,4 +248,10 @@ func unwrapURLError(err error) error {
 		return ue.Err
 	}
 	return err
+}
+
+func sameOrigin(a, b string) bool {
+	ua, err1 := url.Parse(a)
+	ub, err2 := url.Parse(b)
+	return err1 == nil && err2 == nil && ua.Scheme == ub.Scheme && strings.EqualFold(ua.Host, ub.Host)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"testing"
 
@@ -159,5 +160,30 @@ func TestDiscoverRefusesMetadataAddressInPRM(t *testing.T) {
 	_, err = newClient(t, nil).Discover(context.Background(), m.url, oauth.Challenge{ResourceMetadata: "http://169.254.169.254/latest/meta-data"})
 	if !errors.Is(err, oauth.ErrURLNotAllowed) {
 		t.Fatalf("Discover: err=%v, want ErrURLNotAllowed", err)
+	}
+}
+
+// TestDiscoverLegacyServerWithMetadata: a 2025-03-26 server with its
+// authorization server metadata at the origin, naming an issuer with a path
+// on the same origin (as the conformance suite's backcompat scenario does).
+func TestDiscoverLegacyServerWithMetadata(t *testing.T) {
+	var srv *httptest.Server
+	srv, _ = countingServer(t, false, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/mcp":
+			w.WriteHeader(http.StatusUnauthorized)
+		case "/.well-known/oauth-authorization-server":
+			writeJSON(w, 200, oauthex.AuthServerMeta{Issuer: srv.URL + "/oauth", AuthorizationEndpoint: srv.URL + "/oauth/authorize",
+				TokenEndpoint: srv.URL + "/oauth/token", CodeChallengeMethodsSupported: []string{"S256"}})
+		default:
+			http.NotFound(w, r)
+		}
+	})
+	d, err := newClient(t, nil).Discover(context.Background(), srv.URL+"/mcp", oauth.Challenge{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Issuer != srv.URL+"/oauth" || d.AuthServer.TokenEndpoint != srv.URL+"/oauth/token" {
+		t.Fatalf("issuer=%q token endpoint=%q", d.Issuer, d.AuthServer.TokenEndpoint)
 	}
 }

@@ -25,6 +25,7 @@ import (
 // and so refuses a replay cluster-wide; Complete also refuses a Pending whose
 // Used is set and sets it itself.
 type Pending struct {
+	Binding               Binding      `json:"binding"`
 	State                 string       `json:"state"`
 	Verifier              string       `json:"verifier"` // secret: seal it
 	Nonce                 string       `json:"nonce,omitempty"`
@@ -43,6 +44,15 @@ type Pending struct {
 func (p Pending) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("issuer", p.Issuer), slog.String("resource", p.Resource),
 		slog.Time("expires_at", p.ExpiresAt), slog.Bool("used", p.Used))
+}
+
+// Binding is whom a flow is for. It is opaque to this package: Begin copies
+// it into the Pending so the node that takes the callback knows where the
+// token belongs, and the flow cannot be completed for anyone else.
+type Binding struct {
+	Org     string `json:"org"`
+	Account string `json:"account"`
+	Route   string `json:"route"`
 }
 
 // Token is an upstream token set. AccessToken and RefreshToken are secrets.
@@ -65,6 +75,7 @@ func (t Token) LogValue() slog.Value {
 
 // BeginRequest is what Begin needs to start a flow.
 type BeginRequest struct {
+	Binding      Binding
 	Discovery    *Discovery
 	Registration Registration
 	// RedirectURL is the gateway's callback, registered with the client.
@@ -105,6 +116,7 @@ func (c *Client) Begin(_ context.Context, r BeginRequest) (Pending, string, erro
 	}
 	now := c.now()
 	p := Pending{
+		Binding:               r.Binding,
 		State:                 randomToken(32),
 		Verifier:              oauth2.GenerateVerifier(),
 		Issuer:                d.Issuer,

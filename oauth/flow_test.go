@@ -122,11 +122,15 @@ func runFlow(t *testing.T, as *testAS, m *testMCP, ro oauth.RegisterOptions) *fl
 	if e.reg, err = e.c.Register(ctx, e.d, ro); err != nil {
 		t.Fatalf("Register: %v", err)
 	}
-	p, authURL, err := e.c.Begin(ctx, oauth.BeginRequest{Discovery: e.d, Registration: e.reg, RedirectURL: callbackURL})
+	bind := oauth.Binding{Org: "org_42", Account: "acct_7", Route: "linear"}
+	p, authURL, err := e.c.Begin(ctx, oauth.BeginRequest{Binding: bind, Discovery: e.d, Registration: e.reg, RedirectURL: callbackURL})
 	if err != nil {
 		t.Fatalf("Begin: %v", err)
 	}
 	p = roundTrip(t, p)
+	if p.Binding != bind {
+		t.Fatalf("pending binding=%+v after a JSON round trip, want %+v", p.Binding, bind)
+	}
 	if e.tok, err = e.c.Complete(ctx, &p, browse(t, authURL)); err != nil {
 		t.Fatalf("Complete: %v", err)
 	}
