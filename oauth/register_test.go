@@ -62,7 +62,7 @@ func TestCIMDDocument(t *testing.T) {
 		}
 	}
 	for _, bad := range []oauth.CIMDConfig{
-		{URL: "https://gw.example/", RedirectURLs: []string{"https://gw.example/cb"}},          // no path
+		{URL: "https://gw.example/", RedirectURLs: []string{"https://gw.example/cb"}},           // no path
 		{URL: "http://gw.example/client.json", RedirectURLs: []string{"https://gw.example/cb"}}, // not https
 		{URL: "https://gw.example/client.json?x=1", RedirectURLs: []string{"https://gw.example/cb"}},
 		{URL: "https://gw.example/client.json"}, // no redirect
