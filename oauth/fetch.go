@@ -123,6 +123,9 @@ func (t *guardedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	return res, nil
 }
 
+// CloseIdleConnections lets http.Client.CloseIdleConnections (Client.Close) reach the pool.
+func (t *guardedTransport) CloseIdleConnections() { t.base.CloseIdleConnections() }
+
 // limitedBody fails the read that goes past the limit instead of silently
 // truncating, so a cut-off JSON document is never parsed as a shorter one.
 type limitedBody struct {

@@ -217,7 +217,8 @@ func (c *Client) Complete(ctx context.Context, p *Pending, q url.Values) (Token,
 }
 
 // Refresh exchanges tok's refresh token at reg's token endpoint with tok's
-// resource indicator. A rotated refresh token replaces the old one; if the
+// resource indicator; it sends no scope, so the grant keeps its original
+// scopes (RFC 6749 §6). A rotated refresh token replaces the old one; if the
 // server returns none, the old one is kept. An OAuth error answer
 // (invalid_grant, invalid_client...) or a missing refresh token gives an
 // error wrapping ErrNeedsConsent, with the server's code as an *ASError;
@@ -236,9 +237,6 @@ func (c *Client) Refresh(ctx context.Context, reg Registration, tok Token) (Toke
 	}
 	if tok.Resource != "" {
 		form.Set("resource", tok.Resource)
-	}
-	if len(tok.Scopes) > 0 {
-		form.Set("scope", strings.Join(tok.Scopes, " "))
 	}
 	nt, err := c.tokenRequest(ctx, reg, "refresh token for "+tok.Issuer, form)
 	if err != nil {
