@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -137,4 +139,27 @@ func readAdminToken(dataDir string) (string, error) {
 		return "", fmt.Errorf("no admin token: pass --admin-token or MCPGW_ADMIN_TOKEN, or run where %s exists (%v)", path, err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// serveAdminAddr is the admin listen address of serve. MCPGW_ADMIN is also
+// what the other commands dial, so a URL form is accepted; its old name
+// is read with a warning.
+func serveAdminAddr(c *cli.Context, logger *slog.Logger) (string, error) {
+	if _, ok := os.LookupEnv(envAdminDeprecated); ok {
+		if _, ok := os.LookupEnv(envAdmin); !ok {
+			logger.Warn(envAdminDeprecated + " is deprecated: set " + envAdmin + " instead")
+		}
+	}
+	v := strings.TrimSpace(c.String("admin"))
+	if strings.Contains(v, ",") {
+		return "", fmt.Errorf("--admin %q lists several addresses (as %s may, for the other commands): serve listens on one, pass it with --admin", v, envAdmin)
+	}
+	if strings.Contains(v, "://") {
+		u, err := url.Parse(v)
+		if err != nil || u.Host == "" {
+			return "", fmt.Errorf("--admin %q: use host:port (or a URL like http://127.0.0.1:7422)", v)
+		}
+		v = u.Host
+	}
+	return v, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/urfave/cli/v2"
 
 	"github.com/mcpgw/mcpgw/adminapi"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
@@ -395,5 +397,87 @@ func TestAdminHTTPErrorShowsBody(t *testing.T) {
 	_, stderr, code := runMain(t, "route", "list", "--admin", n.HTTPAddr(), "--admin-token", "x")
 	if code != 1 || !strings.Contains(stderr, "answered HTTP 404: ") || !strings.Contains(stderr, "is --admin the node's admin listener, default port 7422, not its session port?") {
 		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+}
+
+// TestInitIsAtomic: init --passphrase with no terminal and no
+// MCPGW_VAULT_PASSPHRASE writes nothing, so the retry with the passphrase
+// succeeds.
+func TestInitIsAtomic(t *testing.T) {
+	devNull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devNull.Close()
+	saved := os.Stdin
+	os.Stdin = devNull // not a terminal, whatever runs the test
+	defer func() { os.Stdin = saved }()
+	t.Setenv(envVaultPassphrase, "")
+	os.Unsetenv(envVaultPassphrase)
+
+	dir := t.TempDir()
+	dataDir, key := dir+"/data", dir+"/vault.key"
+	args := []string{"init", "--data-dir", dataDir, "--vault-key", key, "--passphrase"}
+	_, stderr, code := runMain(t, args...)
+	if code != 1 || !strings.Contains(stderr, "set MCPGW_VAULT_PASSPHRASE or run on a terminal to be prompted; nothing was written") {
+		t.Fatalf("init without a passphrase: exit %d\n%s", code, stderr)
+	}
+	if _, err := os.Stat(node.DefaultClusterTLSDir(dataDir)); !os.IsNotExist(err) {
+		t.Fatalf("init without a passphrase left the TLS dir: %v", err)
+	}
+	t.Setenv(envVaultPassphrase, "correct horse")
+	stdout, stderr, code := runMain(t, args...)
+	if code != 0 || !strings.Contains(stdout, "cluster CA and node certificate") {
+		t.Fatalf("init retried with a passphrase: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(key); err != nil {
+		t.Fatalf("no vault key after init: %v", err)
+	}
+}
+
+func TestServeAdminAddr(t *testing.T) {
+	tests := []struct {
+		name, env, envOld, flag string
+		want, err, warn         string
+	}{
+		{name: "default", want: "127.0.0.1:7422"},
+		{name: "URL form of MCPGW_ADMIN", env: "http://127.0.0.1:7500", want: "127.0.0.1:7500"},
+		{name: "deprecated name", envOld: "127.0.0.1:7501", want: "127.0.0.1:7501", warn: "MCPGW_ADMIN_ADDR is deprecated: set MCPGW_ADMIN instead"},
+		{name: "a list", env: "a:1,b:2", err: "lists several addresses"},
+		{name: "flag wins", env: "a:1", flag: "127.0.0.1:7502", want: "127.0.0.1:7502"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range map[string]string{envAdmin: tc.env, envAdminDeprecated: tc.envOld} {
+				t.Setenv(k, v)
+				if v == "" {
+					os.Unsetenv(k)
+				}
+			}
+			var logs bytes.Buffer
+			app := &cli.App{Flags: serveCommand().Flags, Writer: io.Discard, ErrWriter: io.Discard, Action: func(c *cli.Context) error {
+				got, err := serveAdminAddr(c, slog.New(slog.NewTextHandler(&logs, nil)))
+				if tc.err != "" {
+					if err == nil || !strings.Contains(err.Error(), tc.err) {
+						t.Fatalf("error %v, want %q", err, tc.err)
+					}
+					return nil
+				}
+				if err != nil || got != tc.want {
+					t.Fatalf("serveAdminAddr=%q, %v, want %q", got, err, tc.want)
+				}
+				return nil
+			}}
+			args := []string{"serve"}
+			if tc.flag != "" {
+				args = append(args, "--admin", tc.flag)
+			}
+			if err := app.Run(args); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(logs.String(), tc.warn) || (tc.warn == "" && logs.Len() > 0) {
+				t.Fatalf("logs %q, want %q", logs.String(), tc.warn)
+			}
+		})
 	}
 }
