@@ -481,3 +481,14 @@ func TestServeAdminAddr(t *testing.T) {
 		})
 	}
 }
+
+// TestCallQUICWithoutCA: a QUIC gateway whose CA this host does not trust
+// gets an error naming MCPGW_CA_FILE and ca.crt, not a bare x509 error.
+func TestCallQUICWithoutCA(t *testing.T) {
+	t.Setenv("MCPGW_CA_FILE", "")
+	n := startTestNode(t, func(c *node.Config) { c.QUICAddr, c.InsecureDev = "127.0.0.1:0", true })
+	_, stderr, code := runMain(t, "call", "http://127.0.0.1:9/mcp", "tools/list", "--gateway", "quic://"+n.QUICAddr(), "--data-dir", t.TempDir(), "--timeout", "20s")
+	if code != 1 || strings.Count(stderr, "MCPGW_CA_FILE") != 1 || !strings.Contains(stderr, "ca.crt") {
+		t.Fatalf("exit %d, want 1 and a hint naming MCPGW_CA_FILE and ca.crt:\n%s", code, stderr)
+	}
+}

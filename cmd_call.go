@@ -137,6 +137,8 @@ func explainGatewayError(addr string, err error) error {
 	var verr *tls.CertificateVerificationError
 	var uerr x509.UnknownAuthorityError
 	switch {
+	case strings.Contains(err.Error(), client.EnvCAFile):
+		return err // the client library said what to do already
 	case errors.As(err, &verr) || errors.As(err, &uerr) || strings.Contains(err.Error(), "x509: certificate signed by unknown authority"):
 		return fmt.Errorf("%w (trust the cluster CA: --ca-file <data-dir>/tls/cluster/ca.crt of any node, or %s)", err, client.EnvCAFile)
 	case isConnRefused(err):
