@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -490,5 +491,25 @@ func TestCallQUICWithoutCA(t *testing.T) {
 	_, stderr, code := runMain(t, "call", "http://127.0.0.1:9/mcp", "tools/list", "--gateway", "quic://"+n.QUICAddr(), "--data-dir", t.TempDir(), "--timeout", "20s")
 	if code != 1 || strings.Count(stderr, "MCPGW_CA_FILE") != 1 || !strings.Contains(stderr, "ca.crt") {
 		t.Fatalf("exit %d, want 1 and a hint naming MCPGW_CA_FILE and ca.crt:\n%s", code, stderr)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	savedV, savedC, savedD := version, commit, buildDate
+	version, commit, buildDate = "1.2.3", "abc123", "2026-12-01T00:00:00Z"
+	defer func() { version, commit, buildDate = savedV, savedC, savedD }()
+	want := "mcpgw 1.2.3, commit abc123, built 2026-12-01T00:00:00Z, " + runtime.Version() + "\n"
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		if stdout, stderr, code := runMain(t, args...); code != 0 || stdout != want {
+			t.Fatalf("%v: exit %d, %q, want %q\n%s", args, code, stdout, want, stderr)
+		}
+	}
+	stdout, _, _ := runMain(t, "version", "--json")
+	var got buildInfo
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(buildInfo{Version: "1.2.3", Commit: "abc123", BuildDate: "2026-12-01T00:00:00Z", GoVersion: runtime.Version()}, got); diff != "" {
+		t.Fatalf("version --json (-want +got):\n%s", diff)
 	}
 }

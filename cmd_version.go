@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"runtime"
@@ -19,13 +20,18 @@ type buildInfo struct {
 	GoVersion string `json:"go_version"`
 }
 
+// commit and buildDate may be set with -ldflags "-X main.commit=… -X
+// main.buildDate=…" where the go command cannot stamp VCS information
+// (builds from a source tarball, -buildvcs=false).
+var commit, buildDate string
+
 // versionInfo reads the version from -ldflags (main.version) or the
 // module version of `go install …@vX`, and the commit and its date from
 // the VCS stamp the go command embeds.
 func versionInfo() buildInfo {
-	info := buildInfo{Version: version, Commit: "unknown", BuildDate: "unknown", GoVersion: runtime.Version()}
+	info := buildInfo{Version: version, Commit: cmp.Or(commit, "unknown"), BuildDate: cmp.Or(buildDate, "unknown"), GoVersion: runtime.Version()}
 	bi, ok := debug.ReadBuildInfo()
-	if !ok {
+	if !ok || commit != "" {
 		return info
 	}
 	if info.Version == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
