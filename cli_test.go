@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"runtime"
 	"strings"
@@ -511,5 +512,43 @@ func TestVersion(t *testing.T) {
 	}
 	if diff := cmp.Diff(buildInfo{Version: "1.2.3", Commit: "abc123", BuildDate: "2026-12-01T00:00:00Z", GoVersion: runtime.Version()}, got); diff != "" {
 		t.Fatalf("version --json (-want +got):\n%s", diff)
+	}
+}
+
+// TestAuditVerifyExitCodes: a broken chain exits 3, a node that cannot be
+// asked exits 1, so a script tells tampering from an outage. The nodes
+// are real HTTP servers on loopback answering as a node whose chain is
+// intact or broken would.
+func TestAuditVerifyExitCodes(t *testing.T) {
+	answer := func(res adminapi.AuditVerifyResult) string {
+		return upstreamtest.StartHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/v1/audit/verify" {
+				http.NotFound(w, r)
+				return
+			}
+			json.NewEncoder(w).Encode(res)
+		}))
+	}
+	intact := answer(adminapi.AuditVerifyResult{Node: "n1", Checked: 5, OK: true})
+	broken := answer(adminapi.AuditVerifyResult{Node: "n2", Checked: 3, OK: false, BrokenSeq: 4, Error: "hash mismatch"})
+	down := "http://" + closedAddr(t)
+	tests := []struct {
+		name   string
+		admin  string
+		code   int
+		stdout string
+	}{
+		{"intact", intact, 0, "n1 (" + intact + "): 5 records, chain intact\n"},
+		{"broken", intact + "," + broken, 3, "n2 (" + broken + "): chain BROKEN at record 4 after 3 good ones: hash mismatch\n"},
+		{"unreachable", intact + "," + down, 1, "n1 (" + intact + "): 5 records, chain intact\n"},
+		{"broken and unreachable", broken + "," + down, 3, "chain BROKEN"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, stderr, code := runMain(t, "audit", "verify", "--admin", tc.admin, "--admin-token", "x")
+			if code != tc.code || !strings.Contains(stdout, tc.stdout) {
+				t.Fatalf("exit %d, want %d; stdout lacks %q?\n%s%s", code, tc.code, tc.stdout, stdout, stderr)
+			}
+		})
 	}
 }
