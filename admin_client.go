@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -87,7 +88,7 @@ func newAdminClient(c *cli.Context) (*adminapi.Client, error) {
 	tok := c.String("admin-token")
 	if tok == "" {
 		var err error
-		if tok, err = waitAdminToken(background(c), c.String("data-dir"), c.Duration("wait"), func() { notice(addrs) }); err != nil {
+		if tok, err = waitAdminToken(background(c), c.String("data-dir"), addrs, c.Duration("wait"), func() { notice(addrs) }); err != nil {
 			return nil, err
 		}
 	}
@@ -110,16 +111,21 @@ func waitNotice(c *cli.Context) func(addr string) {
 }
 
 // waitAdminToken reads the admin token of dataDir, waiting up to wait for
-// a node that is starting there to write it. A data dir that does not
-// exist holds no starting node: that fails at once.
-func waitAdminToken(ctx context.Context, dataDir string, wait time.Duration, waiting func()) (string, error) {
+// a node that is starting to write it: one whose data dir exists, or whose
+// admin address (one of addrs) accepts no connection yet. A node that
+// answers while the file is missing was started with another data dir:
+// that fails at once.
+func waitAdminToken(ctx context.Context, dataDir, addrs string, wait time.Duration, waiting func()) (string, error) {
 	deadline := time.Now().Add(wait)
 	for {
 		tok, err := readAdminToken(dataDir)
+		if err == nil && tok == "" {
+			err = fmt.Errorf("no admin token: %s is empty (a node still writing it?): pass --admin-token or MCPGW_ADMIN_TOKEN", filepath.Join(dataDir, node.AdminTokenFile))
+		}
 		if err == nil || time.Now().After(deadline) {
 			return tok, err
 		}
-		if _, serr := os.Stat(dataDir); serr != nil {
+		if _, serr := os.Stat(dataDir); serr != nil && anyListening(addrs) {
 			return tok, err
 		}
 		waiting()
@@ -131,14 +137,31 @@ func waitAdminToken(ctx context.Context, dataDir string, wait time.Duration, wai
 	}
 }
 
-// readAdminToken reads the admin token a node keeps in its data dir.
-func readAdminToken(dataDir string) (string, error) {
-	path := filepath.Join(dataDir, node.AdminTokenFile)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("no admin token: pass --admin-token or MCPGW_ADMIN_TOKEN, or run where %s exists (%v)", path, err)
+// anyListening reports whether one of the comma-separated admin
+// addresses accepts a TCP connection.
+func anyListening(addrs string) bool {
+	for _, a := range strings.Split(addrs, ",") {
+		if !strings.Contains(a, "://") {
+			a = "http://" + a
+		}
+		u, err := url.Parse(strings.TrimSpace(a))
+		if err != nil || u.Host == "" {
+			continue
+		}
+		host := u.Host
+		if u.Port() == "" {
+			port := "80"
+			if u.Scheme == "https" {
+				port = "443"
+			}
+			host = net.JoinHostPort(u.Hostname(), port)
+		}
+		if c, err := net.DialTimeout("tcp", host, time.Second); err == nil {
+			c.Close()
+			return true
+		}
 	}
-	return strings.TrimSpace(string(b)), nil
+	return false
 }
 
 // serveAdminAddr is the admin listen address of serve. MCPGW_ADMIN is also
@@ -162,4 +185,14 @@ func serveAdminAddr(c *cli.Context, logger *slog.Logger) (string, error) {
 		v = u.Host
 	}
 	return v, nil
+}
+
+// readAdminToken reads the admin token a node keeps in its data dir.
+func readAdminToken(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, node.AdminTokenFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("no admin token: pass --admin-token or MCPGW_ADMIN_TOKEN, or run where %s exists (%v)", path, err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -273,7 +274,7 @@ func TestAdminFailover(t *testing.T) {
 // returns once it is up.
 func TestAdminCommandWaitsForStartingNode(t *testing.T) {
 	addr := closedAddr(t)
-	dataDir := t.TempDir()
+	dataDir := filepath.Join(t.TempDir(), "data") // a first run: serve creates it
 	var stdout, stderr, waitOut, waitErr syncBuffer
 	var code, waitCode int
 	// Both must be waiting before the node starts. They start one after
@@ -307,6 +308,13 @@ func TestAdminCommandWaitsForStartingNode(t *testing.T) {
 	}
 	if waitCode != 0 || waitOut.String() != "http://"+addr+" is up\n" {
 		t.Fatalf("wait --ready: exit %d\n%s%s", waitCode, waitOut.String(), waitErr.String())
+	}
+
+	// A node that is up, asked with a data dir that has no token: no
+	// waiting, the error at once.
+	_, errOut, code := runMain(t, "route", "list", "--admin", addr, "--data-dir", filepath.Join(t.TempDir(), "elsewhere"), "--wait", "30s")
+	if code != 1 || strings.Contains(errOut, "waiting") || !strings.Contains(errOut, "no admin token: pass --admin-token") {
+		t.Fatalf("route list with the wrong data dir: exit %d\n%s", code, errOut)
 	}
 }
 
