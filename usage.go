@@ -115,8 +115,8 @@ func groupAction(cmd string, subs func() []*cli.Command) cli.ActionFunc {
 }
 
 // nearest returns the candidate closest to name by edit distance, if it is
-// close enough to be a typo (at most a third of its letters differ, or it
-// starts with name).
+// close enough to be a typo: at most two edits (a third of the letters for
+// long names) and fewer than its length, or a name it is the start of.
 func nearest(name string, candidates []string) string {
 	best, bestD := "", -1
 	for _, c := range candidates {
