@@ -6,18 +6,26 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/urfave/cli/v2"
 )
 
 // runCLI runs the full command set with separate output and error writers.
 func runCLI(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	app := &cli.App{Name: "mcpgw", Writer: &out, ErrWriter: &errOut, ExitErrHandler: func(*cli.Context, error) {},
-		Commands: []*cli.Command{routeCommand(), vaultCommand(), tokenCommand(), ruleCommand(), limitCommand(), clusterCommand(), statusCommand(), backupCommand()}}
-	err = app.Run(append([]string{"mcpgw"}, args...))
+	app := newApp(&out, &errOut)
+	full, path := reorderArgs(app, append([]string{"mcpgw"}, args...))
+	if err = app.Run(full); err != nil {
+		err = classify(err, path)
+	}
 	return out.String(), errOut.String(), err
+}
+
+// runMain runs the command line as main does and returns its exit code.
+func runMain(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(newApp(&out, &errOut), append([]string{"mcpgw"}, args...))
+	return out.String(), errOut.String(), code
 }
 
 // TestAdminCommandsWriteThroughApp: the admin commands print their

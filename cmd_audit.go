@@ -84,7 +84,7 @@ func auditCommand() *cli.Command {
 		Action: runAudit,
 		Subcommands: []*cli.Command{{
 			Name:   "verify",
-			Usage:  "check the hash chain of every node's audit log; fails if any is broken",
+			Usage:  "check the hash chain of every node's audit log; exits 3 if one is broken, 1 if a node cannot be asked",
 			Flags:  auditAdminFlags(),
 			Action: runAuditVerify,
 		}},
@@ -246,7 +246,9 @@ func runAuditVerify(c *cli.Context) error {
 	}
 	err = nodeErrors(c.App.ErrWriter, clients, errs)
 	if broken > 0 {
-		err = errors.Join(fmt.Errorf("the audit log of %d node(s) has been altered or damaged: keep a copy of its audit.db for investigation", broken), err)
+		// Its own exit code: a script must tell a tampered log from a node
+		// it could not ask.
+		err = cli.Exit(errors.Join(fmt.Errorf("the audit log of %d node(s) has been altered or damaged: keep a copy of its audit.db for investigation", broken), err), exitTampered)
 	}
 	return err
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/urfave/cli/v2"
 
 	"github.com/mcpgw/mcpgw/adminapi"
 	"github.com/mcpgw/mcpgw/client"
@@ -80,8 +79,12 @@ func startTestNode(t *testing.T, mutate ...func(*node.Config)) *node.Node {
 func runApp(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
-	app := &cli.App{Name: "mcpgw", Commands: []*cli.Command{auditCommand()}, Writer: &out, ErrWriter: &out, ExitErrHandler: func(*cli.Context, error) {}}
-	err := app.Run(append([]string{"mcpgw"}, args...))
+	app := newApp(&out, &out)
+	full, path := reorderArgs(app, append([]string{"mcpgw"}, args...))
+	err := app.Run(full)
+	if err != nil {
+		err = classify(err, path)
+	}
 	return out.String(), err
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/mcpgw/mcpgw/bench"
+	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/node"
 	"github.com/mcpgw/mcpgw/vault"
 )
@@ -24,6 +25,9 @@ import (
 const envRunMain = "MCPGW_TEST_RUN_MAIN"
 
 func TestMain(m *testing.M) {
+	if upstreamtest.RunStdioIfAsked(os.Args) {
+		os.Exit(0)
+	}
 	if os.Getenv(envRunMain) == "1" {
 		main()
 		os.Exit(0)

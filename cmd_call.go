@@ -3,9 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -13,16 +19,21 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/mcpgw/mcpgw/client"
+	"github.com/mcpgw/mcpgw/gateway"
 )
 
 func callCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "call",
 		Usage:     "open a session through the gateway, send one request, print its result",
-		ArgsUsage: "<target-url> <method> [json-params]",
-		Description: `Example:
+		ArgsUsage: "<target-url | stdio-route-name> <method> [json-params]",
+		Description: `The target is the upstream URL a route covers, or the name of a stdio route.
+Exits 0 on a result, 1 on an error, including a tool result with "isError": true.
+
+Examples:
    mcpgw call http://127.0.0.1:9000/mcp tools/list
-   mcpgw call http://127.0.0.1:9000/mcp tools/call '{"name":"echo","arguments":{"text":"hi"}}'`,
+   mcpgw call http://127.0.0.1:9000/mcp tools/call '{"name":"echo","arguments":{"text":"hi"}}' --org acme
+   mcpgw call files tools/list          # the stdio route named files`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "gateway", Value: client.DefaultAddr, EnvVars: []string{client.EnvAddr}, Usage: "gateway address"},
 			&cli.StringFlag{Name: "token", EnvVars: []string{client.EnvToken}, Usage: "service token"},
@@ -38,13 +49,17 @@ func callCommand() *cli.Command {
 
 func runCall(c *cli.Context) error {
 	if c.NArg() < 2 || c.NArg() > 3 {
-		return cli.Exit("usage: mcpgw call <target-url> <method> [json-params]", 2)
+		return usagef("mcpgw call: want <target-url> <method> [json-params], got %d argument(s): see `mcpgw call --help`", c.NArg())
 	}
 	target, method := c.Args().Get(0), c.Args().Get(1)
+	target, err := callTarget(target)
+	if err != nil {
+		return err
+	}
 	var params json.RawMessage
 	if p := c.Args().Get(2); p != "" {
 		if !json.Valid([]byte(p)) {
-			return cli.Exit(fmt.Sprintf("params %q are not valid JSON", p), 2)
+			return usagef("mcpgw call: params %q are not valid JSON", p)
 		}
 		params = json.RawMessage(p)
 	}
@@ -55,14 +70,15 @@ func runCall(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	t, err := client.NewTransport(c.String("gateway"), target, c.String("org"), c.String("account"), client.WithToken(c.String("token")), client.WithRootCAs(roots))
+	gwAddr := c.String("gateway")
+	t, err := client.NewTransport(gwAddr, target, c.String("org"), c.String("account"), client.WithToken(c.String("token")), client.WithRootCAs(roots))
 	if err != nil {
 		return err
 	}
 	defer client.CloseConnections() // a QUIC gateway learns at once that this process is gone
 	conn, err := t.Connect(ctx)
 	if err != nil {
-		return fmt.Errorf("open session: %w", err)
+		return fmt.Errorf("open session: %w", explainGatewayError(gwAddr, err))
 	}
 	defer conn.Close()
 
@@ -86,7 +102,63 @@ func runCall(c *cli.Context) error {
 		out.Write(result)
 	}
 	out.WriteByte('\n')
-	_, err = c.App.Writer.Write(out.Bytes())
+	if _, err := c.App.Writer.Write(out.Bytes()); err != nil {
+		return err
+	}
+	var tool struct {
+		IsError bool `json:"isError"`
+	}
+	if json.Unmarshal(result, &tool) == nil && tool.IsError {
+		return fmt.Errorf("%s: the tool reported an error (isError: true; its result is above)", method)
+	}
+	return nil
+}
+
+// callTarget checks the target argument of call: a URL with a scheme, or
+// the bare name of a stdio route, which the gateway knows as
+// stdio://<name>.
+func callTarget(target string) (string, error) {
+	if strings.Contains(target, "://") {
+		return target, nil
+	}
+	if strings.ContainsAny(target, "/:") || strings.Count(target, ".") >= 3 {
+		return "", usagef("mcpgw call: target %q has no scheme: add http:// (http://%s) or https://", target, target)
+	}
+	if err := gateway.ValidName("route", target); err != nil {
+		return "", usagef("mcpgw call: %v", err)
+	}
+	return "stdio://" + target, nil
+}
+
+// explainGatewayError adds what to do to the errors of a session that did
+// not open: a gateway that is down, or one whose certificate is not
+// trusted.
+func explainGatewayError(addr string, err error) error {
+	var verr *tls.CertificateVerificationError
+	var uerr x509.UnknownAuthorityError
+	switch {
+	case strings.Contains(err.Error(), client.EnvCAFile):
+		return err // the client library said what to do already
+	case errors.As(err, &verr) || errors.As(err, &uerr) || strings.Contains(err.Error(), "x509: certificate signed by unknown authority"):
+		return fmt.Errorf("%w (trust the cluster CA: --ca-file <data-dir>/tls/cluster/ca.crt of any node, or %s)", err, client.EnvCAFile)
+	case isConnRefused(err):
+		return fmt.Errorf("gateway %s unreachable: %v (is `mcpgw serve` running? set --gateway or %s)", addr, dialCause(err), client.EnvAddr)
+	}
+	return err
+}
+
+// isConnRefused reports whether err is a refused or failed dial.
+func isConnRefused(err error) bool {
+	var oerr *net.OpError
+	return errors.Is(err, syscall.ECONNREFUSED) || (errors.As(err, &oerr) && oerr.Op == "dial")
+}
+
+// dialCause drops the URLs net/http and the dialer wrap a dial error in.
+func dialCause(err error) error {
+	var oerr *net.OpError
+	if errors.As(err, &oerr) && oerr.Err != nil {
+		return oerr.Err
+	}
 	return err
 }
 

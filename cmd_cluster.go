@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -25,29 +24,31 @@ func clusterCommand() *cli.Command {
 			{
 				Name:   "status",
 				Usage:  "leader, term, applied index and every member's health, as the node at --admin sees them",
-				Flags:  adminFlags(),
+				Flags:  append(adminFlags(), jsonFlag()),
 				Action: runClusterStatus,
 			},
 			{
-				Name:      "join",
-				Usage:     "add a node as a voter (the node must hold a certificate from the cluster CA)",
-				ArgsUsage: "<node-id> <raft-address>",
-				Flags:     adminFlags(),
+				Name:        "join",
+				Usage:       "add a node as a voter (the node must hold a certificate from the cluster CA)",
+				ArgsUsage:   "<node-id> <raft-address>",
+				Description: "Example:\n   mcpgw cluster join n2 10.0.0.2:7423",
+				Flags:       adminFlags(),
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 2 {
-						return errors.New("usage: mcpgw cluster join <node-id> <raft-address> (the new node's --node-id and --raft-advertise)")
+						return usagef("usage: mcpgw cluster join <node-id> <raft-address> (the new node's --node-id and --raft-advertise)")
 					}
 					return changeMembership(c, "/v1/cluster/join", adminapi.ClusterJoinRequest{ID: c.Args().Get(0), Addr: c.Args().Get(1)})
 				},
 			},
 			{
-				Name:      "remove",
-				Usage:     "take a node out of the cluster (a dead node before replacing it, or one being retired)",
-				ArgsUsage: "<node-id>",
-				Flags:     adminFlags(),
+				Name:        "remove",
+				Usage:       "take a node out of the cluster (a dead node before replacing it, or one being retired)",
+				ArgsUsage:   "<node-id>",
+				Description: "Example:\n   mcpgw cluster remove n3     # ids: mcpgw cluster status",
+				Flags:       adminFlags(),
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 1 {
-						return errors.New("usage: mcpgw cluster remove <node-id> (see mcpgw cluster status)")
+						return usagef("usage: mcpgw cluster remove <node-id> (see mcpgw cluster status)")
 					}
 					return changeMembership(c, "/v1/cluster/remove", adminapi.ClusterRemoveRequest{ID: c.Args().Get(0)})
 				},
@@ -93,6 +94,9 @@ func runClusterStatus(c *cli.Context) error {
 	if err := a.Do(c.Context, http.MethodGet, "/v1/cluster/status", nil, &st); err != nil {
 		return err
 	}
+	if c.Bool("json") {
+		return writeJSON(c, st)
+	}
 	printClusterStatus(c.App.Writer, st)
 	return nil
 }
@@ -129,7 +133,7 @@ func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
 		Usage: "short summary of a node and its cluster",
-		Flags: adminFlags(),
+		Flags: append(adminFlags(), jsonFlag()),
 		Action: func(c *cli.Context) error {
 			a, err := newAdminClient(c)
 			if err != nil {
@@ -151,8 +155,17 @@ func statusCommand() *cli.Command {
 			}
 			var routes []struct{}
 			routeCount := "?"
-			if a.Do(c.Context, http.MethodGet, "/v1/routes", nil, &routes) == nil {
+			routesErr := a.Do(c.Context, http.MethodGet, "/v1/routes", nil, &routes)
+			if routesErr == nil {
 				routeCount = fmt.Sprint(len(routes))
+			}
+			if c.Bool("json") {
+				s := statusSummary{Node: st.ID, State: strings.ToLower(st.State), RaftAddr: st.Addr, Members: len(st.Peers), MembersUp: up,
+					Leader: st.LeaderID, Term: st.Term, AppliedIndex: st.AppliedIndex, Halted: st.Halted}
+				if routesErr == nil {
+					s.Routes = &[]int{len(routes)}[0]
+				}
+				return writeJSON(c, s)
 			}
 			fmt.Fprintf(c.App.Writer, "node:     %s (%s), raft %s\ncluster:  %d members, %d seen up, leader %s, term %d, applied %d\nroutes:   %s\n",
 				st.ID, strings.ToLower(st.State), st.Addr, len(st.Peers), up, leader, st.Term, st.AppliedIndex, routeCount)
@@ -205,4 +218,18 @@ func changeMembership(c *cli.Context, path string, body any) error {
 	}
 	printClusterStatus(c.App.Writer, st)
 	return nil
+}
+
+// statusSummary is `mcpgw status --json`; the field names are stable.
+type statusSummary struct {
+	Node         string `json:"node"`
+	State        string `json:"state"`
+	RaftAddr     string `json:"raft_addr"`
+	Members      int    `json:"members"`
+	MembersUp    int    `json:"members_up"`
+	Leader       string `json:"leader"` // empty: no quorum reachable
+	Term         uint64 `json:"term"`
+	AppliedIndex uint64 `json:"applied_index"`
+	Routes       *int   `json:"routes"` // null when the node could not list them
+	Halted       string `json:"halted,omitempty"`
 }

@@ -58,7 +58,7 @@ bundle holds the CA key: delete it once this command succeeds.`,
 	}
 }
 
-func runInit(c *cli.Context) error {
+func runInit(c *cli.Context) (err error) {
 	dataDir := c.String("data-dir")
 	tlsDir := c.String("tls-dir")
 	if tlsDir == "" {
@@ -87,9 +87,35 @@ func runInit(c *cli.Context) error {
 	if _, err := os.Stat(filepath.Join(tlsDir, cluster.NodeCertFile)); err == nil {
 		return fmt.Errorf("%s already holds a node certificate; delete %s to issue a new one", tlsDir, tlsDir)
 	}
+	// init is all or nothing: whatever can fail (the passphrase above
+	// all) is asked before anything is written, and the certificates this
+	// run wrote are removed if a later step fails, so a retry starts clean.
+	path := c.String("vault-key")
+	_, statErr := os.Stat(path)
+	newKey := c.String("ca-from") == "" && statErr != nil
+	var pass []byte
+	if newKey && c.Bool("passphrase") {
+		if pass, err = readPassphrase(c.App.ErrWriter, true); err != nil {
+			return fmt.Errorf("%w; nothing was written", err)
+		}
+		defer clear(pass)
+	}
+	_, tlsDirErr := os.Stat(tlsDir)
 	if err := os.MkdirAll(tlsDir, 0o700); err != nil {
 		return fmt.Errorf("create TLS dir: %w", err)
 	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		if tlsDirErr != nil {
+			os.RemoveAll(tlsDir)
+			return
+		}
+		for _, f := range []string{cluster.CACertFile, cluster.CAKeyFile, cluster.NodeCertFile, cluster.NodeKeyFile} {
+			os.Remove(filepath.Join(tlsDir, f))
+		}
+	}()
 
 	if bundle := c.String("ca-from"); bundle != "" {
 		ca, err := cluster.ReadJoinBundle(bundle)
@@ -111,9 +137,8 @@ func runInit(c *cli.Context) error {
 	if err := node.CreateClusterTLS(tlsDir, id, hosts); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.App.Writer, "node %s: cluster CA and node certificate for %s written to %s\n", id, strings.Join(hosts, ", "), tlsDir)
-	path := c.String("vault-key")
-	if _, err := os.Stat(path); err == nil {
+	if !newKey {
+		fmt.Fprintf(c.App.Writer, "node %s: cluster CA and node certificate for %s written to %s\n", id, strings.Join(hosts, ", "), tlsDir)
 		fmt.Fprintf(c.App.Writer, "vault key %s exists already: kept\n", path)
 		return nil
 	}
@@ -121,19 +146,15 @@ func runInit(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.Bool("passphrase") {
-		pass, err := readPassphrase(c.App.ErrWriter, true)
-		if err != nil {
-			return err
-		}
+	if pass != nil {
 		err = vault.WriteKeyFilePassphrase(path, vid, pass)
-		clear(pass)
-		if err != nil {
-			return err
-		}
-	} else if err := vault.WriteKeyFile(path, vid); err != nil {
-		return err
+	} else {
+		err = vault.WriteKeyFile(path, vid)
 	}
+	if err != nil {
+		return fmt.Errorf("%w; the certificates were removed: fix this and run init again", err)
+	}
+	fmt.Fprintf(c.App.Writer, "node %s: cluster CA and node certificate for %s written to %s\n", id, strings.Join(hosts, ", "), tlsDir)
 	abs, _ := filepath.Abs(path)
 	fmt.Fprintf(c.App.Writer, "vault key %s written to %s\nBack this file up: without it the stored credentials cannot be decrypted.\n", vid.ID(), abs)
 	return nil

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/url"
 	"text/tabwriter"
 
@@ -30,6 +31,12 @@ func ruleCommand() *cli.Command {
 			{
 				Name:  "add",
 				Usage: "add or replace a rule",
+				Description: `Once a route has a rule, what no rule allows on it is denied: add the allow
+rules first, then the denies.
+
+Examples:
+   mcpgw rule add --id gh-agents --route github --tool '*' --effect allow
+   mcpgw rule add --id no-deletes --route github --tool 'delete_*' --effect deny`,
 				Flags: append(append(adminFlags(), selectorFlags()...),
 					&cli.StringFlag{Name: "effect", Required: true, Usage: "allow or deny"}),
 				Action: func(c *cli.Context) error {
@@ -42,13 +49,17 @@ func ruleCommand() *cli.Command {
 						return err
 					}
 					fmt.Fprintf(c.App.Writer, "rule %s: %s service=%s org=%s account=%s route=%s tool=%s\n", r.ID, r.Effect, r.Service, r.Org, r.Account, r.Route, r.Tool)
+					var rules []adminapi.Rule
+					if a.Do(c.Context, "GET", "/v1/rules", nil, &rules) == nil {
+						warnNoAllow(c.App.ErrWriter, r.Route, rules)
+					}
 					return nil
 				},
 			},
 			{
 				Name:  "list",
 				Usage: "list rules",
-				Flags: adminFlags(),
+				Flags: append(adminFlags(), jsonFlag()),
 				Action: func(c *cli.Context) error {
 					a, err := newAdminClient(c)
 					if err != nil {
@@ -57,6 +68,9 @@ func ruleCommand() *cli.Command {
 					var rules []adminapi.Rule
 					if err := a.Do(c.Context, "GET", "/v1/rules", nil, &rules); err != nil {
 						return err
+					}
+					if c.Bool("json") {
+						return writeJSON(c, nonNilSlice(rules))
 					}
 					w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 					fmt.Fprintln(w, "ID\tEFFECT\tSERVICE\tORG\tACCOUNT\tROUTE\tTOOL")
@@ -79,6 +93,8 @@ func limitCommand() *cli.Command {
 			{
 				Name:  "set",
 				Usage: "add or replace a limit",
+				Description: `Example:
+   mcpgw limit set --id gh-per-account --route github --rate 5 --burst 10 --pool org,account`,
 				Flags: append(append(adminFlags(), selectorFlags()...),
 					&cli.Float64Flag{Name: "rate", Required: true, Usage: "calls per second, cluster-wide"},
 					&cli.IntFlag{Name: "burst", Required: true, Usage: "calls allowed at once, cluster-wide"},
@@ -100,7 +116,7 @@ func limitCommand() *cli.Command {
 			{
 				Name:  "list",
 				Usage: "list limits",
-				Flags: adminFlags(),
+				Flags: append(adminFlags(), jsonFlag()),
 				Action: func(c *cli.Context) error {
 					a, err := newAdminClient(c)
 					if err != nil {
@@ -109,6 +125,9 @@ func limitCommand() *cli.Command {
 					var limits []adminapi.Limit
 					if err := a.Do(c.Context, "GET", "/v1/limits", nil, &limits); err != nil {
 						return err
+					}
+					if c.Bool("json") {
+						return writeJSON(c, nonNilSlice(limits))
 					}
 					w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 					fmt.Fprintln(w, "ID\tRATE\tBURST\tSERVICE\tORG\tACCOUNT\tROUTE\tTOOL\tPOOL")
@@ -126,13 +145,14 @@ func limitCommand() *cli.Command {
 // removeCommand deletes a rule or limit by id.
 func removeCommand(what, path string) *cli.Command {
 	return &cli.Command{
-		Name:      "rm",
-		Usage:     "remove a " + what,
-		ArgsUsage: "<id>",
-		Flags:     adminFlags(),
+		Name:        "rm",
+		Usage:       "remove a " + what,
+		ArgsUsage:   "<id>",
+		Description: fmt.Sprintf("Example:\n   mcpgw %s rm <id>     # ids: mcpgw %s list", what, what),
+		Flags:       adminFlags(),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return cli.Exit(fmt.Sprintf("usage: mcpgw %s rm <id>", what), 2)
+				return usagef("mcpgw %s rm: want one id, got %d argument(s): see `mcpgw %s list` for ids", what, c.NArg(), what)
 			}
 			a, err := newAdminClient(c)
 			if err != nil {
@@ -145,4 +165,29 @@ func removeCommand(what, path string) *cli.Command {
 			return nil
 		},
 	}
+}
+
+// warnNoAllow warns when route (or, for "*", some route) has rules but
+// none that allows: every call on it is then denied, which a lone deny
+// rule does by surprise.
+func warnNoAllow(w io.Writer, route string, rules []adminapi.Rule) {
+	for _, r := range rules {
+		if r.Effect == "allow" && (r.Route == "*" || r.Route == route) {
+			return
+		}
+	}
+	which := "route " + route
+	if route == "*" {
+		which = "every route"
+	}
+	fmt.Fprintf(w, "mcpgw: warning: %s now has rules and none allows, so every call on it is denied; "+
+		"allow what should pass, e.g. `mcpgw rule add --id %s-allow --route %s --tool '*' --effect allow`\n", which, safeID(route), route)
+}
+
+// safeID turns a route name into a rule id prefix.
+func safeID(route string) string {
+	if route == "*" {
+		return "all"
+	}
+	return route
 }

@@ -25,7 +25,7 @@ func serveCommand() *cli.Command {
 			dataDirFlag(),
 			vaultKeyFlag(),
 			&cli.StringFlag{Name: "http", Value: def.HTTPAddr, EnvVars: []string{"MCPGW_HTTP"}, Usage: "listen address for WebSocket and streamable HTTP sessions"},
-			&cli.StringFlag{Name: "admin", Value: def.AdminAddr, EnvVars: []string{"MCPGW_ADMIN_ADDR"}, Usage: "listen address for the admin API and /metrics"},
+			&cli.StringFlag{Name: "admin", Value: def.AdminAddr, EnvVars: []string{envAdmin, envAdminDeprecated}, Usage: "listen address for the admin API and /metrics (" + envAdminDeprecated + " is its deprecated name)"},
 			&cli.StringFlag{Name: "quic", Value: def.QUICAddr, EnvVars: []string{"MCPGW_QUIC"}, Usage: "UDP listen address for QUIC sessions (ALPN mcp, a session per stream); empty disables"},
 			&cli.StringFlag{Name: "unix", Value: def.UnixPath, EnvVars: []string{"MCPGW_UNIX"}, Usage: "Unix socket path for sessions (mode 0660, a session per connection); empty disables"},
 			&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"MCPGW_TLS_CERT"}, Usage: "PEM certificate for the QUIC listener and the TLS session and admin listeners (default: the node's certificate from the cluster CA, <data-dir>/tls/cluster/node.crt)"},
@@ -92,7 +92,9 @@ func runServe(c *cli.Context) error {
 	cfg := node.DefaultConfig()
 	cfg.DataDir = c.String("data-dir")
 	cfg.HTTPAddr = c.String("http")
-	cfg.AdminAddr = c.String("admin")
+	if cfg.AdminAddr, err = serveAdminAddr(c, logger); err != nil {
+		return err
+	}
 	cfg.QUICAddr = c.String("quic")
 	cfg.UnixPath = c.String("unix")
 	cfg.TLSCertFile = c.String("tls-cert")

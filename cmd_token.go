@@ -17,8 +17,9 @@ func tokenCommand() *cli.Command {
 		Usage: "issue, list and revoke service tokens",
 		Subcommands: []*cli.Command{
 			{
-				Name:  "issue",
-				Usage: "issue a service token (printed once, on stdout)",
+				Name:        "issue",
+				Usage:       "issue a service token (printed once, on stdout)",
+				Description: "Example:\n   mcpgw token issue --service billing-agent --org acme --ttl 24h",
 				Flags: append(adminFlags(),
 					&cli.StringFlag{Name: "service", Required: true, Usage: "name of the service the token identifies"},
 					&cli.StringSliceFlag{Name: "org", Required: true, Usage: "org the service may act for (repeatable; * for any)"},
@@ -41,7 +42,7 @@ func tokenCommand() *cli.Command {
 			{
 				Name:  "list",
 				Usage: "list issued tokens (ids and claims; never the tokens)",
-				Flags: adminFlags(),
+				Flags: append(adminFlags(), jsonFlag()),
 				Action: func(c *cli.Context) error {
 					a, err := newAdminClient(c)
 					if err != nil {
@@ -50,6 +51,9 @@ func tokenCommand() *cli.Command {
 					var toks []adminapi.TokenInfo
 					if err := a.Do(c.Context, "GET", "/v1/tokens", nil, &toks); err != nil {
 						return err
+					}
+					if c.Bool("json") {
+						return writeJSON(c, nonNilSlice(toks))
 					}
 					w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 					fmt.Fprintln(w, "ID\tSERVICE\tORGS\tISSUED\tEXPIRES\tREVOKED")
@@ -60,13 +64,14 @@ func tokenCommand() *cli.Command {
 				},
 			},
 			{
-				Name:      "revoke",
-				Usage:     "revoke a token on every node",
-				ArgsUsage: "<token id>",
-				Flags:     adminFlags(),
+				Name:        "revoke",
+				Usage:       "revoke a token on every node",
+				ArgsUsage:   "<token id>",
+				Description: "Example:\n   mcpgw token revoke <id>     # ids: mcpgw token list",
+				Flags:       adminFlags(),
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 1 {
-						return cli.Exit("usage: mcpgw token revoke <token id>  (ids: mcpgw token list)", 2)
+						return usagef("mcpgw token revoke: want one token id, got %d argument(s) (ids: mcpgw token list)", c.NArg())
 					}
 					a, err := newAdminClient(c)
 					if err != nil {

@@ -69,7 +69,7 @@ Example:
 			{
 				Name:  "list",
 				Usage: "list credentials (ids, kinds and times; never values)",
-				Flags: adminFlags(),
+				Flags: append(adminFlags(), jsonFlag()),
 				Action: func(c *cli.Context) error {
 					a, err := newAdminClient(c)
 					if err != nil {
@@ -78,6 +78,9 @@ Example:
 					var infos []adminapi.CredentialInfo
 					if err := a.Do(c.Context, "GET", "/v1/credentials", nil, &infos); err != nil {
 						return err
+					}
+					if c.Bool("json") {
+						return writeJSON(c, nonNilSlice(infos))
 					}
 					w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 					fmt.Fprintln(w, "ORG\tACCOUNT\tROUTE\tKIND\tKEY\tCREATED\tROTATED")

@@ -9,8 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,11 +23,18 @@ import (
 // this package.
 const envCAFile = "MCPGW_CA_FILE"
 
-// Client calls a node's admin API.
+// Client calls a node's admin API. Given several addresses, it sends each
+// request to the one that last answered and moves on to the next when a
+// connection cannot be opened (refused, timed out, no route): the request
+// never reached that node, so trying another is safe even for writes.
 type Client struct {
-	base  string
-	token string
-	http  *http.Client
+	bases     []string
+	preferred atomic.Int32 // index into bases of the last address that answered
+	token     string
+	http      *http.Client
+	startWait time.Duration
+	waiting   func(base string)
+	waitOnce  sync.Once
 }
 
 // ClientOptions tune a Client. The zero value is valid.
@@ -33,10 +44,17 @@ type ClientOptions struct {
 	Roots *x509.CertPool
 	// Timeout bounds each request but downloads. Default: 30s.
 	Timeout time.Duration
+	// StartWait is how long a request keeps retrying while no address
+	// accepts a connection, as when the node is still starting. Default:
+	// 0, fail at once.
+	StartWait time.Duration
+	// Waiting, if set, is called once, when a request starts waiting.
+	Waiting func(base string)
 }
 
 // NewClient returns a client of the admin API at base (a URL, or host:port
-// meaning http://) that sends token.
+// meaning http://; several comma-separated, of nodes of one cluster) that
+// sends token.
 func NewClient(base, token string, opts *ClientOptions) *Client {
 	var o ClientOptions
 	if opts != nil {
@@ -45,28 +63,114 @@ func NewClient(base, token string, opts *ClientOptions) *Client {
 	if o.Timeout == 0 {
 		o.Timeout = 30 * time.Second
 	}
-	base = strings.TrimSuffix(base, "/")
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
+	var bases []string
+	for _, b := range strings.Split(base, ",") {
+		if b = strings.TrimSuffix(strings.TrimSpace(b), "/"); b == "" {
+			continue
+		}
+		if !strings.Contains(b, "://") {
+			b = "http://" + b
+		}
+		bases = append(bases, b)
+	}
+	if len(bases) == 0 {
+		bases = []string{"http://127.0.0.1:7422"}
 	}
 	tr := &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: &tls.Config{RootCAs: o.Roots, MinVersion: tls.VersionTLS12}}
-	return &Client{base: base, token: token, http: &http.Client{Timeout: o.Timeout, Transport: tr}}
+	return &Client{bases: bases, token: token, http: &http.Client{Timeout: o.Timeout, Transport: tr}, startWait: o.StartWait, waiting: o.Waiting}
 }
 
-// Base returns the API's base URL.
-func (a *Client) Base() string { return a.base }
+// Base returns the base URL of the address the client uses now.
+func (a *Client) Base() string { return a.bases[a.preferred.Load()] }
 
-// unreachable explains a failed request to the admin API.
-func (a *Client) unreachable(err error) error {
+// unreachable explains a failed request to the admin API at base.
+func (a *Client) unreachable(base string, err error) error {
 	var verr *tls.CertificateVerificationError
 	if errors.As(err, &verr) {
 		var hostErr x509.HostnameError
 		if errors.As(verr.Err, &hostErr) {
-			return fmt.Errorf("admin API %s: %v (use a host its certificate names, as issued by `mcpgw init --host`)", a.base, err)
+			return fmt.Errorf("admin API %s: %v (use a host its certificate names, as issued by `mcpgw init --host`)", base, verr)
 		}
-		return fmt.Errorf("admin API %s: %v (trust the cluster CA: --ca-file <data-dir>/tls/cluster/ca.crt of any node, or %s)", a.base, err, envCAFile)
+		return fmt.Errorf("admin API %s: %v (trust the cluster CA: --ca-file <data-dir>/tls/cluster/ca.crt of any node, or %s)", base, verr, envCAFile)
 	}
-	return fmt.Errorf("admin API %s unreachable: %v (is `mcpgw serve` running? set --admin)", a.base, err)
+	where := base
+	if len(a.bases) > 1 {
+		where = strings.Join(a.bases, ", ")
+	}
+	return fmt.Errorf("admin API unreachable at %s: %v (is `mcpgw serve` running? set --admin or MCPGW_ADMIN)", where, dialCause(err))
+}
+
+// dialCause drops the method and URL net/http puts around a dial error:
+// the message names the address once.
+func dialCause(err error) error {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		err = uerr.Err
+	}
+	var oerr *net.OpError
+	if errors.As(err, &oerr) && oerr.Err != nil {
+		return oerr.Err
+	}
+	return err
+}
+
+// isDialError reports whether err means no connection was made, so the
+// request was not delivered.
+func isDialError(err error) bool {
+	var oerr *net.OpError
+	return errors.As(err, &oerr) && oerr.Op == "dial"
+}
+
+// send sends one request, moving on to the next address when a connection
+// cannot be opened, and waiting up to startWait while none can.
+func (a *Client) send(ctx context.Context, hc *http.Client, method, path string, body []byte) (*http.Response, error) {
+	deadline := time.Now().Add(a.startWait)
+	pause := 50 * time.Millisecond
+	for {
+		first := int(a.preferred.Load())
+		var lastErr error
+		lastBase := a.bases[first]
+		for i := range a.bases {
+			idx := (first + i) % len(a.bases)
+			var rd io.Reader
+			if body != nil {
+				rd = bytes.NewReader(body)
+			}
+			req, err := http.NewRequestWithContext(ctx, method, a.bases[idx]+path, rd)
+			if err != nil {
+				return nil, err
+			}
+			req.Header.Set("Authorization", "Bearer "+a.token)
+			if body != nil {
+				req.Header.Set("Content-Type", "application/json")
+			}
+			resp, err := hc.Do(req)
+			if err == nil {
+				a.preferred.Store(int32(idx))
+				return resp, nil
+			}
+			lastErr, lastBase = err, a.bases[idx]
+			if !isDialError(err) {
+				return nil, a.unreachable(lastBase, err)
+			}
+		}
+		if ctx.Err() != nil || !time.Now().Add(pause).Before(deadline) {
+			return nil, a.unreachable(lastBase, lastErr)
+		}
+		if a.waiting != nil {
+			a.waitOnce.Do(func() { a.waiting(strings.Join(a.bases, ", ")) })
+		}
+		// A retry interval, not synchronisation: the node gives no signal
+		// when its listener opens.
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, a.unreachable(lastBase, ctx.Err())
+		case <-t.C:
+		}
+		pause = min(pause*2, time.Second)
+	}
 }
 
 // StatusError is an error answer of the admin API.
@@ -84,32 +188,33 @@ func (a *Client) httpError(status int, data []byte) error {
 	if json.Unmarshal(data, &e) == nil && e.Error != "" {
 		return &StatusError{Status: status, Message: e.Error}
 	}
+	base := a.Base()
 	if status == http.StatusBadRequest && bytes.Contains(data, []byte("HTTPS server")) {
-		return &StatusError{Status: status, Message: fmt.Sprintf("admin API %s serves HTTPS: use --admin https://%s", a.base, strings.TrimPrefix(a.base, "http://"))}
+		return &StatusError{Status: status, Message: fmt.Sprintf("admin API %s serves HTTPS: use --admin https://%s", base, strings.TrimPrefix(base, "http://"))}
 	}
-	return &StatusError{Status: status, Message: fmt.Sprintf("admin API answered HTTP %d", status)}
+	msg := fmt.Sprintf("%s answered HTTP %d", base, status)
+	if b := strings.TrimSpace(string(data)); b != "" {
+		msg += fmt.Sprintf(": %.300q", b)
+	}
+	if status == http.StatusNotFound {
+		msg += " (not an mcpgw admin API: is --admin the node's admin listener, default port 7422, not its session port?)"
+	}
+	return &StatusError{Status: status, Message: msg}
 }
 
 // Do sends a request with in (if non-nil) as its JSON body and decodes a
 // JSON answer into out (if non-nil).
 func (a *Client) Do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
+	var body []byte
 	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
 			return err
 		}
-		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, a.base+path, body)
+	resp, err := a.send(ctx, a.http, method, path, body)
 	if err != nil {
 		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := a.http.Do(req)
-	if err != nil {
-		return a.unreachable(err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
@@ -127,16 +232,11 @@ func (a *Client) Do(ctx context.Context, method, path string, in, out any) error
 
 // Download streams the answer to GET path into w.
 func (a *Client) Download(ctx context.Context, path string, w io.Writer) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+path, nil)
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Authorization", "Bearer "+a.token)
 	hc := *a.http
 	hc.Timeout = 0 // a large state database takes as long as it takes
-	resp, err := hc.Do(req)
+	resp, err := a.send(ctx, &hc, http.MethodGet, path, nil)
 	if err != nil {
-		return 0, a.unreachable(err)
+		return 0, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {

@@ -394,7 +394,7 @@ func TestClient(t *testing.T) {
 		t.Fatalf("backup: %d bytes, %v", n, err)
 	}
 	err = NewClient("127.0.0.1:1", testToken, nil).Do(ctx, http.MethodGet, "/v1/routes", nil, nil)
-	if err == nil || !strings.Contains(err.Error(), "admin API http://127.0.0.1:1 unreachable") {
+	if err == nil || !strings.Contains(err.Error(), "admin API unreachable at http://127.0.0.1:1: ") {
 		t.Fatalf("unreachable: %v", err)
 	}
 	if envCAFile != client.EnvCAFile {

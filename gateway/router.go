@@ -94,6 +94,9 @@ func (n normalURL) String() string {
 // is "/admin".
 func normalizeURL(raw string) (normalURL, error) {
 	u, err := url.Parse(raw)
+	if raw != "" && !strings.Contains(raw, "://") && (err != nil || u.Scheme == "") {
+		return normalURL{}, fmt.Errorf("target %q has no scheme: add http:// (http://%s), https://, ws:// or wss://", raw, raw)
+	}
 	if err != nil {
 		return normalURL{}, fmt.Errorf("target %q is not a URL: %v", raw, err)
 	}
@@ -179,7 +182,7 @@ func ValidateRoute(r *storage.Route) error {
 	switch r.Transport {
 	case storage.TransportStdio:
 		if len(r.Command) == 0 {
-			return errors.New("stdio route needs a command: `mcpgw route add <name> --stdio -- <command> [args...]`")
+			return errors.New("stdio route needs a command: `mcpgw route add <name> --transport stdio -- <command> [args...]`")
 		}
 		r.URL = "stdio://" + strings.ToLower(r.Name)
 		return nil

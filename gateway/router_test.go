@@ -39,7 +39,7 @@ func TestNormalizeURL(t *testing.T) {
 		{name: "userinfo", raw: "http://x@127.0.0.1/mcp", errMsg: "credentials in URLs are refused"},
 		{name: "userinfo password not echoed", raw: "http://x:hunter2@127.0.0.1/mcp", errMsg: "credentials in URLs are refused"},
 		{name: "other scheme", raw: "ftp://a.example/mcp", errMsg: "scheme must be http, https, ws, wss or stdio"},
-		{name: "no scheme", raw: "a.example/mcp", errMsg: "scheme must be"},
+		{name: "no scheme", raw: "a.example/mcp", errMsg: `target "a.example/mcp" has no scheme: add http:// (http://a.example/mcp)`},
 		{name: "no host", raw: "http:///mcp", errMsg: "has no host"},
 		{name: "fragment", raw: "http://a.example/mcp#x", errMsg: "fragments and opaque URLs are not allowed"},
 		{name: "opaque", raw: "http:a.example", errMsg: "fragments and opaque URLs are not allowed"},

@@ -33,7 +33,7 @@ func TestAdminAPIRefusals(t *testing.T) {
 		{name: "ws URL with streamable transport", method: http.MethodPost, path: "/v1/routes", auth: "Bearer <token>", body: `{"name":"a","url":"ws://127.0.0.1:9/","transport":"streamable"}`,
 			status: http.StatusBadRequest, message: []string{`route "a": transport streamable needs a http:// or https:// URL`, `"ws://127.0.0.1:9/"`}},
 		{name: "stdio without command", method: http.MethodPost, path: "/v1/routes", auth: "Bearer <token>", body: `{"name":"a","transport":"stdio"}`,
-			status: http.StatusBadRequest, message: []string{"stdio route needs a command", "mcpgw route add <name> --stdio"}},
+			status: http.StatusBadRequest, message: []string{"stdio route needs a command", "mcpgw route add <name> --transport stdio --"}},
 		{name: "unknown transport", method: http.MethodPost, path: "/v1/routes", auth: "Bearer <token>", body: `{"name":"a","url":"http://127.0.0.1:9/","transport":"grpc"}`,
 			status: http.StatusBadRequest, message: []string{`route transport "grpc" is invalid`}},
 		{name: "credentials in the URL", method: http.MethodPost, path: "/v1/routes", auth: "Bearer <token>", body: `{"name":"a","url":"http://u:pw@127.0.0.1:9/"}`,

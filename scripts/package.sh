@@ -36,7 +36,7 @@ echo "building mcpgw ${PKG_VERSION} (${commit}) for linux/${goarch}"
 # main.version feeds `mcpgw --version`; the commit and build settings are in
 # the binary's build info (go version -m /usr/bin/mcpgw).
 CGO_ENABLED=0 GOOS=linux GOARCH="$goarch" go build -trimpath \
-	-ldflags "-s -w -X main.version=${PKG_VERSION}" \
+	-ldflags "-s -w -X main.version=${PKG_VERSION} -X main.commit=${commit} -X main.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
 	-o dist/build/mcpgw .
 
 nfpm=(go run "$NFPM")

@@ -151,6 +151,10 @@ func WriteHTTPError(w http.ResponseWriter, err error) {
 		w.Header().Set("Retry-After", strconv.Itoa(he.RetryAfter))
 	}
 	body, _ := encodeMessage(&jsonrpc.Response{ID: he.ID, Error: &jsonrpc.Error{Code: he.Code, Message: he.Message}})
+	// WebSocket clients refused before the upgrade often show only the
+	// status line and headers, never the body: the reason goes in a header
+	// too.
+	w.Header().Set(ErrorHeader, headerSafe(he.Message))
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(he.Status)
@@ -187,4 +191,21 @@ func decodeErrorBody(body []byte) (*jsonrpc.Error, bool) {
 		return nil, false
 	}
 	return v.Error, true
+}
+
+// ErrorHeader carries the message of an HTTP error answer, for clients
+// that do not read its body (WebSocket clients refused before the upgrade).
+const ErrorHeader = "X-Mcpgw-Error"
+
+// headerSafe makes msg a header value: printable ASCII, at most 512 bytes.
+func headerSafe(msg string) string {
+	b := make([]byte, 0, min(len(msg), 512))
+	for i := 0; i < len(msg) && len(b) < 512; i++ {
+		c := msg[i]
+		if c < 0x20 || c > 0x7e {
+			c = '?'
+		}
+		b = append(b, c)
+	}
+	return string(b)
 }

@@ -177,6 +177,19 @@ func TestDialWebSocketRefused(t *testing.T) {
 	if got, want := re.Message, `no route for target "http://x/mcp"`; got != want {
 		t.Errorf("message=%q, want %q", got, want)
 	}
+	// A client that reads only the handshake's status and headers sees the
+	// reason too.
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got, want := resp.Header.Get(ErrorHeader), `no route for target "http://x/mcp"`; got != want {
+		t.Errorf("%s=%q, want %q", ErrorHeader, got, want)
+	}
+	if got, want := headerSafe("bad\r\nInjected: 1 é"), "bad??Injected: 1 ??"; got != want {
+		t.Errorf("headerSafe=%q, want %q", got, want)
+	}
 }
 
 // FuzzWebSocketRead feeds arbitrary frames to a real WebSocket connection:
