@@ -150,11 +150,14 @@ func (w *wsConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 }
 
 func (w *wsConn) Write(ctx context.Context, msg jsonrpc.Message) error {
-	data, err := encodeMessage(msg)
-	if err != nil {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
+	bp := wsWriteBufs.Get().(*[]byte)
+	defer putWriteBuf(bp)
+	data, err := appendMessage((*bp)[:0], msg)
+	*bp = data
+	if err != nil {
 		return err
 	}
 	// The library closes the connection when a write's context ends, as a
@@ -172,6 +175,19 @@ func (w *wsConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 		return closedErr(err)
 	}
 	return nil
+}
+
+// wsWriteBufs holds the buffers messages are encoded into for a write; the
+// library copies a message into its own frame buffer, so one can be reused
+// as soon as Write returns.
+var wsWriteBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1<<10); return &b }}
+
+// putWriteBuf returns a write buffer to the pool, unless one large message
+// grew it: the pool must not pin such buffers.
+func putWriteBuf(bp *[]byte) {
+	if cap(*bp) <= 64<<10 {
+		wsWriteBufs.Put(bp)
+	}
 }
 
 func (w *wsConn) Close() error {
