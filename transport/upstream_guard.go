@@ -527,9 +527,8 @@ type sseFilter struct {
 }
 
 func newSSEFilter(t *injectingTransport, req *http.Request, src io.ReadCloser) *sseFilter {
-	// A small buffer: there is one filter per response stream, and most
-	// answers are far smaller than the 64 KiB a long-lived stream reads with.
-	r := &sseReader{r: bufio.NewReaderSize(src, 4<<10), max: int(min(t.max, int64(maxInt))), keepEmpty: true}
+	// A small buffer: there is one filter per response stream.
+	r := &sseReader{r: bufio.NewReaderSize(src, sseReadBuf), max: int(min(t.max, int64(maxInt))), keepEmpty: true}
 	return &sseFilter{t: t, req: req, src: src, r: r}
 }
 
