@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"sync/atomic"
 	"testing"
 
@@ -87,5 +88,43 @@ func TestUpstreamConnectionsReused(t *testing.T) {
 				t.Fatalf("%d calls opened %d upstream connections, want at most 2 (connections are not reused)", calls, n)
 			}
 		})
+	}
+}
+
+// TestStatelessRequestAudit checks that a stateless 2026-07-28 request over
+// streamable HTTP, served as a one-request gateway session, leaves its
+// tools/call record and no session open and close records of its own.
+func TestStatelessRequestAudit(t *testing.T) {
+	up := upstreamtest.New()
+	upURL := upstreamtest.StartHTTP(t, up.StatelessHandler())
+	tg := newTestGateway(t)
+	tg.addRoute(t, storage.Route{Name: "up", URL: upURL + "/mcp"})
+	token := tg.issueToken(t, "svc", "*")
+	ctx := context.Background()
+	c := mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil)
+	sess, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: tg.url + "/v1/mcp/up?org=org1&account=acct1&access_token=" + url.QueryEscape(token)},
+		&mcp.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const calls = 3
+	for i := 0; i < calls; i++ {
+		if _, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hi"}}); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	sess.Close()
+	tg.Close() // flushes the audit queue
+	recs, err := tg.audit.Query(storage.AuditQuery{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []storage.AuditKind
+	for _, r := range recs {
+		kinds = append(kinds, r.Kind)
+	}
+	want := []storage.AuditKind{storage.AuditToolCall, storage.AuditToolCall, storage.AuditToolCall}
+	if !slices.Equal(kinds, want) {
+		t.Fatalf("audit records %v, want %v (one tools/call record per request)", kinds, want)
 	}
 }
