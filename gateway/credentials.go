@@ -22,6 +22,7 @@ var errNoCredential = errors.New("no credential")
 // It keeps the unsealed credential in memory for the session's lifetime and
 // unseals again only when the stored ciphertext changes: unsealing costs an
 // X25519 operation (~150µs), too much to pay on every forwarded request.
+// Sessions opened soon after share what one unsealed (see unsealedCache).
 // Plaintext never leaves process memory.
 type credentialSource struct {
 	g     *Gateway
@@ -68,13 +69,19 @@ func (c *credentialSource) current() (*vault.Credential, http.Header, error) {
 		c.gen = gen
 		return c.cred, c.hdr, nil
 	}
-	cred, err := c.g.vaultKeys().Unseal(rec.Sealed, c.aad)
+	keys := c.g.vaultKeys()
+	if cred, hdr, ok := c.g.unsealed.get(c.aad, keys, rec.Sealed); ok {
+		c.gen, c.sealed, c.cred, c.hdr, c.kid = gen, rec.Sealed, cred, hdr, rec.KeyID
+		return c.cred, c.hdr, nil
+	}
+	cred, err := keys.Unseal(rec.Sealed, c.aad)
 	if err != nil {
 		c.g.logger.Error("credential cannot be unsealed", "org", c.aad.Org, "account", c.aad.Account, "route", c.aad.Route, "key_id", rec.KeyID, "error", err)
 		return nil, nil, &transport.Refusal{Code: transport.CodeCredentialBroken,
 			Message: fmt.Sprintf("the credential for org %q, account %q on route %q cannot be unsealed (%v); put it again with `mcpgw vault put`", c.aad.Org, c.aad.Account, c.aad.Route, err)}
 	}
 	c.gen, c.sealed, c.cred, c.hdr, c.kid = gen, rec.Sealed, &cred, cred.HTTPHeaders(), rec.KeyID
+	c.g.unsealed.put(c.aad, keys, rec.Sealed, c.cred, c.hdr)
 	return c.cred, c.hdr, nil
 }
 

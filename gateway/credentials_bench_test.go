@@ -7,8 +7,10 @@ import (
 )
 
 // BenchmarkCredentialHeader measures what injecting a credential costs per
-// upstream request once a session has unsealed it (the steady state), and
-// what a session's first request (or the first after a rotation) costs.
+// upstream request once a session has unsealed it (the steady state), what
+// a session's first request costs when no session used the credential
+// lately (or after a rotation), and when one did (a stateless caller's
+// next request).
 func BenchmarkCredentialHeader(b *testing.B) {
 	tg := newTestGateway(b)
 	tg.addRoute(b, storage.Route{Name: "gh", URL: "https://api.example.com/mcp"})
@@ -23,6 +25,15 @@ func BenchmarkCredentialHeader(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := src.header(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("session-open-unseal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			tg.unsealed.stop() // as if no session had used it lately
+			if _, err := tg.credentialSource(spec).header(); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -146,6 +146,8 @@ type Gateway struct {
 	// *transport.ParamHeaders.
 	paramHeaders sync.Map
 
+	unsealed unsealedCache // credentials unsealed recently, for sessions to come
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -241,6 +243,7 @@ func (g *Gateway) Close() error {
 		g.streamable.Close()
 		g.watchers.Wait()
 		g.audit.close()
+		g.unsealed.stop()
 	})
 	return g.closeErr
 }

@@ -32,6 +32,11 @@ type session struct {
 
 	remote string            // downstream network address, for the audit log
 	creds  *credentialSource // the credential the upstream connection injects
+	// oneShot is set for a session that serves one stateless request: its
+	// opening and closing are logged at debug level and not audited (its
+	// tools/call records are), since they are one request's, not a
+	// session's.
+	oneShot bool
 
 	down, up mcp.Connection
 
@@ -86,8 +91,12 @@ func (s *session) run(ctx context.Context) {
 	s.g.metrics.sessionsActive.WithLabelValues(s.transport).Inc()
 	s.g.metrics.sessionsTotal.WithLabelValues(s.transport).Inc()
 	defer s.g.metrics.sessionsActive.WithLabelValues(s.transport).Dec()
-	s.logger.Info("session opened")
-	s.auditOpen()
+	if s.oneShot {
+		s.logger.Debug("stateless request session opened")
+	} else {
+		s.logger.Info("session opened")
+		s.auditOpen()
+	}
 	start := time.Now()
 
 	var wg sync.WaitGroup
@@ -119,6 +128,10 @@ func (s *session) run(ctx context.Context) {
 		}
 	}
 	wg.Wait()
+	if s.oneShot {
+		s.logger.Debug("stateless request session closed", slog.Duration("duration", time.Since(start)))
+		return
+	}
 	s.logger.Info("session closed", slog.Duration("duration", time.Since(start)))
 	s.auditClose(time.Since(start))
 }

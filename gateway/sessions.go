@@ -345,6 +345,9 @@ func (g *Gateway) openStreamable(r *http.Request) (func(*http.Request) error, fu
 	return s.authorizeDriver, func(down mcp.Connection) {
 		defer g.sessions.Done()
 		s.down = down
+		if o, ok := down.(interface{ OneShot() bool }); ok {
+			s.oneShot = o.OneShot()
+		}
 		s.run(g.ctx)
 	}, nil
 }

@@ -165,6 +165,11 @@ func WriteHTTPError(w http.ResponseWriter, err error) {
 // request could not be parsed) is written with "id": null as JSON-RPC 2.0
 // requires; the SDK's encoder would leave the id out.
 func encodeMessage(msg jsonrpc.Message) ([]byte, error) {
+	return appendMessage(nil, msg)
+}
+
+// encodeSlow is encodeMessage by the SDK's encoder.
+func encodeSlow(msg jsonrpc.Message) ([]byte, error) {
 	if r, ok := msg.(*jsonrpc.Response); ok && !r.ID.IsValid() && r.Error != nil {
 		var werr *jsonrpc.Error
 		if !errors.As(r.Error, &werr) {

@@ -146,10 +146,6 @@ func (c *LineConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 // Write sends msg as one line. A failed write may have sent part of the
 // line, which would corrupt the next one, so it closes the connection.
 func (c *LineConn) Write(ctx context.Context, msg jsonrpc.Message) error {
-	data, err := encodeMessage(msg)
-	if err != nil {
-		return err
-	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	select {
@@ -160,7 +156,11 @@ func (c *LineConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	c.wbuf = append(append(c.wbuf[:0], data...), '\n')
+	wbuf, err := appendMessage(c.wbuf[:0], msg)
+	if err != nil {
+		return err
+	}
+	c.wbuf = append(wbuf, '\n')
 	stop := func() bool { return false }
 	if d, ok := c.rwc.(interface{ SetWriteDeadline(time.Time) error }); ok {
 		stop = watchContext(ctx, d.SetWriteDeadline)

@@ -28,8 +28,13 @@ type sseReader struct {
 	keepEmpty bool
 }
 
+// sseReadBuf is the read buffer of an event stream. It is small because a
+// session's stream is mostly idle, and what it costs is paid per session;
+// readLine assembles longer lines from several reads.
+const sseReadBuf = 4 << 10
+
 func newSSEReader(r io.Reader, maxEvent int) *sseReader {
-	return &sseReader{r: bufio.NewReaderSize(r, 64<<10), max: maxEvent}
+	return &sseReader{r: bufio.NewReaderSize(r, sseReadBuf), max: maxEvent}
 }
 
 // sseTooLarge reports an event over the cap. The reader has skipped the

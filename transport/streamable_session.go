@@ -54,6 +54,10 @@ func newHTTPSession(authorize func(*http.Request) error, ephemeral bool, logger 
 	}
 }
 
+// OneShot reports whether the session serves a single POST (a stateless
+// request) and ends with it.
+func (h *httpSession) OneShot() bool { return h.ephemeral }
+
 func (h *httpSession) idleSince(now time.Time) time.Duration {
 	h.mu.Lock()
 	defer h.mu.Unlock()

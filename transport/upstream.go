@@ -203,7 +203,12 @@ func (t *injectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 		}
 		return nil, err
 	}
-	req = req.Clone(req.Context())
+	ctx := req.Context()
+	var guard *answerGuard
+	if req.Method == http.MethodPost {
+		ctx, guard = guardRequest(ctx)
+	}
+	req = req.Clone(ctx)
 	var injected http.Header
 	if t.header != nil {
 		h, err := t.header()
@@ -211,6 +216,7 @@ func (t *injectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 			if req.Body != nil {
 				req.Body.Close()
 			}
+			guard.release()
 			return nil, err
 		}
 		for k, vs := range h {
@@ -234,6 +240,7 @@ func (t *injectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 	}
 	resp, err := t.base.RoundTrip(req)
 	if err != nil {
+		guard.release()
 		return resp, err
 	}
 	switch {
@@ -242,7 +249,7 @@ func (t *injectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 	case resp.StatusCode >= 400:
 		resp = t.redactRefusal(resp, injected)
 	}
-	return t.bound(req, resp), nil
+	return guard.wrap(t.bound(req, resp)), nil
 }
 
 // explainRefusal turns an upstream's non-JSON-RPC error answer to a POST

@@ -480,10 +480,11 @@ func requestID(req *http.Request) jsonrpc.ID {
 // jsonBody is an application/json answer, read whole (up to the cap) on the
 // first Read and checked before any byte reaches the SDK.
 type jsonBody struct {
-	t   *injectingTransport
-	req *http.Request
-	src io.ReadCloser
-	out *bytes.Reader // nil until the first Read
+	t     *injectingTransport
+	req   *http.Request
+	src   io.ReadCloser
+	out   *bytes.Reader // nil until the first Read
+	guard *answerGuard  // told once the answer is read; may be nil
 }
 
 func (b *jsonBody) Read(p []byte) (int, error) {
@@ -503,6 +504,7 @@ func (b *jsonBody) Read(p []byte) (int, error) {
 			}
 		}
 		b.out = bytes.NewReader(data)
+		b.guard.markAnswered()
 	}
 	return b.out.Read(p)
 }
@@ -521,12 +523,12 @@ type sseFilter struct {
 	sawEndpoint bool // legacy SSE: the endpoint event has been checked
 	out         bytes.Buffer
 	err         error
+	guard       *answerGuard // told when a response passes; may be nil
 }
 
 func newSSEFilter(t *injectingTransport, req *http.Request, src io.ReadCloser) *sseFilter {
-	// A small buffer: there is one filter per response stream, and most
-	// answers are far smaller than the 64 KiB a long-lived stream reads with.
-	r := &sseReader{r: bufio.NewReaderSize(src, 4<<10), max: int(min(t.max, int64(maxInt))), keepEmpty: true}
+	// A small buffer: there is one filter per response stream.
+	r := &sseReader{r: bufio.NewReaderSize(src, sseReadBuf), max: int(min(t.max, int64(maxInt))), keepEmpty: true}
 	return &sseFilter{t: t, req: req, src: src, r: r}
 }
 
@@ -575,6 +577,9 @@ func (f *sseFilter) next() {
 			f.refuse(ev.ID, ev.Data, f.t.unusableMessage(reason))
 			return
 		}
+		if !isRequest(ev.Data) {
+			f.guard.markAnswered()
+		}
 	}
 	writeEvent(&f.out, ev)
 }
@@ -606,6 +611,7 @@ func (f *sseFilter) refuse(eventID string, head []byte, msg string) {
 		return
 	}
 	data, _ := jsonrpc.EncodeMessage(&jsonrpc.Response{ID: id, Error: &jsonrpc.Error{Code: CodeUpstreamError, Message: msg}})
+	f.guard.markAnswered()
 	writeEvent(&f.out, sseEvent{ID: eventID, Name: "message", Data: data})
 }
 

@@ -86,7 +86,13 @@ type wsConn struct {
 
 	ctx    context.Context // ends when the connection closes
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // the ping loop
+	wg     sync.WaitGroup // a ping in progress
+
+	// The keepalive ping runs from a timer rather than a goroutine of its
+	// own, which an idle session would pay for with a stack.
+	pingMu     sync.Mutex
+	pingTimer  *time.Timer // guarded by pingMu
+	pingClosed bool        // set by Close; guarded by pingMu
 
 	closeOnce sync.Once
 }
@@ -99,30 +105,35 @@ func newWSConn(c *websocket.Conn, opts WebSocketOptions) *wsConn {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &wsConn{c: c, opts: opts, decode: decodeMessage, ctx: ctx, cancel: cancel}
 	if opts.PingInterval > 0 {
-		w.wg.Add(1)
-		go w.pingLoop()
+		w.pingMu.Lock()
+		w.pingTimer = time.AfterFunc(opts.PingInterval, w.ping)
+		w.pingMu.Unlock()
 	}
 	return w
 }
 
-func (w *wsConn) pingLoop() {
-	defer w.wg.Done()
-	t := time.NewTicker(w.opts.PingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.ctx.Done():
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(w.ctx, w.opts.PingInterval)
-			err := w.c.Ping(ctx)
-			cancel()
-			if err != nil {
-				w.c.Close(websocket.StatusGoingAway, "ping timeout")
-				return
-			}
-		}
+// ping sends one keepalive ping, and arms the next when it is answered.
+func (w *wsConn) ping() {
+	w.pingMu.Lock()
+	if w.pingClosed {
+		w.pingMu.Unlock()
+		return
 	}
+	w.wg.Add(1) // under pingMu: Close waits for it only after setting pingClosed
+	w.pingMu.Unlock()
+	defer w.wg.Done()
+	ctx, cancel := context.WithTimeout(w.ctx, w.opts.PingInterval)
+	err := w.c.Ping(ctx)
+	cancel()
+	if err != nil {
+		w.c.Close(websocket.StatusGoingAway, "ping timeout")
+		return
+	}
+	w.pingMu.Lock()
+	if !w.pingClosed {
+		w.pingTimer.Reset(w.opts.PingInterval)
+	}
+	w.pingMu.Unlock()
 }
 
 func (w *wsConn) Read(ctx context.Context) (jsonrpc.Message, error) {
@@ -150,11 +161,14 @@ func (w *wsConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 }
 
 func (w *wsConn) Write(ctx context.Context, msg jsonrpc.Message) error {
-	data, err := encodeMessage(msg)
-	if err != nil {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
+	bp := wsWriteBufs.Get().(*[]byte)
+	defer putWriteBuf(bp)
+	data, err := appendMessage((*bp)[:0], msg)
+	*bp = data
+	if err != nil {
 		return err
 	}
 	// The library closes the connection when a write's context ends, as a
@@ -174,8 +188,32 @@ func (w *wsConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 	return nil
 }
 
+// wsWriteBufs holds the buffers messages are encoded into for a write; the
+// library copies a message into its own frame buffer, so one can be reused
+// as soon as Write returns.
+var wsWriteBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1<<10); return &b }}
+
+// putWriteBuf returns a write buffer to the pool, unless one large message
+// grew it: the pool must not pin such buffers.
+func putWriteBuf(bp *[]byte) {
+	if cap(*bp) <= 64<<10 {
+		wsWriteBufs.Put(bp)
+	}
+}
+
+// stopPing stops the keepalive; a ping in progress is waited for by wg.
+func (w *wsConn) stopPing() {
+	w.pingMu.Lock()
+	w.pingClosed = true
+	if w.pingTimer != nil {
+		w.pingTimer.Stop()
+	}
+	w.pingMu.Unlock()
+}
+
 func (w *wsConn) Close() error {
 	w.closeOnce.Do(func() {
+		w.stopPing()
 		w.cancel()
 		w.c.Close(websocket.StatusNormalClosure, "session closed")
 		w.wg.Wait()
@@ -199,6 +237,7 @@ func closedErr(err error) error {
 // that got no answer were never acted on and may be sent elsewhere.
 func (w *wsConn) CloseGoingAway() error {
 	w.closeOnce.Do(func() {
+		w.stopPing()
 		w.cancel()
 		w.c.Close(websocket.StatusGoingAway, "gateway node shutting down; unanswered requests were not processed")
 		w.wg.Wait()
@@ -214,6 +253,7 @@ func (w *wsConn) ClosePolicy(reason string) error {
 		reason = reason[:123]
 	}
 	w.closeOnce.Do(func() {
+		w.stopPing()
 		w.cancel()
 		w.c.Close(websocket.StatusPolicyViolation, reason)
 		w.wg.Wait()

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -285,5 +286,57 @@ func TestWebSocketWriteCancelKeepsConnection(t *testing.T) {
 	}
 	if got := <-received; got != sent {
 		t.Fatalf("peer received %d messages, Write reported %d sent", got, sent)
+	}
+}
+
+// TestWebSocketKeepalive checks that the keepalive pings a reading peer
+// again and again without a goroutine of its own, and stops when the
+// connection closes.
+func TestWebSocketKeepalive(t *testing.T) {
+	accepted := make(chan mcp.Connection, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, err := AcceptWebSocket(w, r, WebSocketOptions{PingInterval: 10 * time.Millisecond}); err == nil {
+			accepted <- c
+		}
+	}))
+	t.Cleanup(srv.Close)
+	var pings atomic.Int64
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	peer, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), &websocket.DialOptions{
+		Subprotocols:   []string{Subprotocol},
+		OnPingReceived: func(context.Context, []byte) bool { pings.Add(1); return true },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.CloseNow()
+	go func() { // pongs are sent while the peer reads
+		for {
+			if _, _, err := peer.Read(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	conn := (<-accepted).(*wsConn)
+	go func() { // and the pinging side reads the pongs while it reads messages
+		for {
+			if _, err := conn.Read(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	for pings.Load() < 3 {
+		if ctx.Err() != nil {
+			t.Fatalf("%d pings in 20 s, want 3", pings.Load())
+		}
+		time.Sleep(time.Millisecond) // polling the count, not synchronising
+	}
+	conn.Close()
+	conn.pingMu.Lock()
+	closed := conn.pingClosed
+	conn.pingMu.Unlock()
+	if !closed {
+		t.Fatal("keepalive still armed after Close")
 	}
 }

@@ -21,7 +21,16 @@ const envelopeWhere = "the JSON-RPC message"
 // would have read. A refusal is an *Error carrying the message's id when
 // the id itself is unambiguous; bytes that are not one JSON value, or not
 // a JSON-RPC message, are reported with the decoder's error.
+//
+// A message of the plain shape nearly every message has is read in place
+// (see decodePlain), to the very result the SDK's decoder gives; its
+// Params or Result alias data, which the caller must not reuse.
 func DecodeMessage(data []byte) (jsonrpc.Message, error) {
+	if json.Valid(data) {
+		if msg, ok := decodePlain(data); ok {
+			return msg, nil
+		}
+	}
 	msg, err := jsonrpc.DecodeMessage(data)
 	if err != nil {
 		return nil, err
