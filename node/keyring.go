@@ -3,7 +3,10 @@ package node
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -188,4 +191,50 @@ func (r *vaultRing) checkKEK(st *storage.Store, dataDir string) error {
 	}
 	return fmt.Errorf("the vault key file %s holds key %s, but the data in %s is sealed with vault key %s: restore the key file holding key %s to %s from your backup (or copy it from another node of the cluster), or start with --vault-key naming that file; do not run `mcpgw init`, a new key cannot open this data",
 		file, strings.Join(kek.IDs(), ", "), dataDir, strings.Join(needed, " or "), needed[0], file)
+}
+
+// SealingKeyIDs returns the ids of the vault keys a key file must hold to
+// open the state in dataDir: the key-encryption keys the keyring is
+// wrapped to or, for state from before the keyring, the keys its records
+// were sealed with. It returns nil when dataDir holds no state.
+func SealingKeyIDs(dataDir string) ([]string, error) {
+	path := filepath.Join(dataDir, storage.StateFile)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	st, err := storage.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	dks, err := st.DataKeys()
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, dk := range dks {
+		for id := range dk.Wraps {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		creds, err := st.Credentials()
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range creds {
+			ids = append(ids, c.KeyID)
+		}
+		tks, err := st.TokenKeys()
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range tks {
+			if env, err := vault.DecodeEnvelope(k.Sealed); err == nil {
+				ids = append(ids, env.KeyID)
+			}
+		}
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids), nil
 }

@@ -447,5 +447,3 @@ func TestRotateRefusedWithoutKeyringKEK(t *testing.T) {
 		t.Fatalf("rotate with a foreign key file: HTTP %d %q, want 409 saying to copy the key file", resp.StatusCode, e.Error)
 	}
 }
-
-
