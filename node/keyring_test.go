@@ -51,17 +51,22 @@ func rotateDataKey(t testing.TB, n *Node) adminapi.RotateResult {
 // other data key left.
 func waitResealed(t testing.TB, n *Node, key string) adminapi.VaultStatus {
 	t.Helper()
+	return waitResealedWithin(t, n, key, 60*time.Second)
+}
+
+func waitResealedWithin(t testing.TB, n *Node, key string, within time.Duration) adminapi.VaultStatus {
+	t.Helper()
 	var st adminapi.VaultStatus
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(within)
 	for {
 		st = vaultStatus(t, n)
 		if !st.Rotating && len(st.Keys) == 1 && st.Keys[0].ID == key {
 			return st
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: still rotating after 30s: %+v", n.NodeID(), st)
+			t.Fatalf("%s: still rotating after %v: %d of %d records pending", n.NodeID(), within, st.Pending, st.Records)
 		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
+		time.Sleep(100 * time.Millisecond) // polling interval, not synchronisation
 	}
 }
 
@@ -273,7 +278,7 @@ func seedCredentials(t testing.TB, n *Node, route string, count int, prefix stri
 		}
 		batch = append(batch, cluster.Command{Op: cluster.OpPutCredential, Credential: &storage.Credential{
 			Org: "acme", Account: acct, Route: route, Kind: "bearer", KeyID: keys.Current().ID(), Sealed: sealed, Created: now, Rotated: now}})
-		if len(batch) == 500 || i == count-1 {
+		if len(batch) == 100 || i == count-1 {
 			if err := n.writes.Apply(context.Background(), cluster.Command{Op: cluster.OpBatch, Batch: batch}); err != nil {
 				t.Fatal(err)
 			}

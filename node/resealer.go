@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/mcpgw/mcpgw/cluster"
@@ -15,7 +16,7 @@ import (
 
 // resealBatch is how many records one reseal command moves: small enough
 // that a batch commits in a few milliseconds and live writes interleave.
-const resealBatch = 64
+const resealBatch = 128
 
 // resealInterval is how often the leader looks for records sealed with a
 // key other than the active data key, besides when a rotation kicks it.
@@ -171,7 +172,10 @@ func (n *Node) resealPass(ctx context.Context) error {
 		if err := n.writes.Apply(ctx, cluster.Command{Op: cluster.OpRetireDataKey, Name: dk.ID}); err != nil {
 			return err
 		}
-		n.logger.Info("vault data key retired", slog.String("data_key", dk.ID))
+		after, err := n.store.DataKeys()
+		if err == nil && !slices.ContainsFunc(after, func(k storage.DataKey) bool { return k.ID == dk.ID }) {
+			n.logger.Info("vault data key retired: nothing references it any more", slog.String("data_key", dk.ID))
+		}
 	}
 	return nil
 }
