@@ -113,6 +113,14 @@ func (s *Service) RotateVaultKey(ctx context.Context) (RotateResult, error) {
 		return RotateResult{}, writeError(op, err)
 	}
 	ring.Kick()
+	// On a follower the rotation may not be applied here yet: the answer
+	// describes the keyring with it.
+	if _, err := s.found(ctx, func() (bool, error) {
+		dks, err := s.d.State.DataKeys()
+		return slices.ContainsFunc(dks, func(k storage.DataKey) bool { return k.ID == dk.ID }), err
+	}); err != nil {
+		return RotateResult{}, internal("read vault keyring", err)
+	}
 	st, err := s.VaultStatus(ctx)
 	if err != nil {
 		return RotateResult{}, err

@@ -108,11 +108,15 @@ func TestKeyRotationAcrossCluster(t *testing.T) {
 	up.RequireBearer.Store(&secret)
 	url := upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp"
 	nodes := startCluster(t, 3)
-	n1 := nodes[0]
+	// Writes go to the leader so each is in force there when the next
+	// one is checked; the rotation goes through a follower.
+	n1 := waitForLeader(t, nodes, 3)
+	rot := others(nodes, n1)[0]
 	route := addRoute(t, n1, storage.Route{Name: "gh", URL: url, Credential: storage.CredentialRequired})
 	putCredential(t, n1, "acme", "alice", "gh", "bearer", secret)
 	tok := issueToken(t, n1, "svc-a", []string{"acme"}, "1h")
-	before := vaultStatus(t, n1)
+	waitFor(t, "the signing key and credential on "+rot.NodeID(), func() bool { return vaultStatus(t, rot).Records == 2 })
+	before := vaultStatus(t, rot)
 	if len(before.Keys) != 1 || before.Keys[0].State != "active" || before.Pending != 0 {
 		t.Fatalf("status before rotation: %+v, want one active data key sealing everything", before)
 	}
@@ -131,12 +135,12 @@ func TestKeyRotationAcrossCluster(t *testing.T) {
 			t.Fatalf("echo through %s = %q, want %q", n.NodeID(), got, text)
 		}
 	}
-	for _, n := range nodes[1:] {
+	for _, n := range others(nodes, rot) {
 		waitFor(t, "the credential on "+n.NodeID(), func() bool { _, err := n.store.Credential("acme", "alice", "gh"); return err == nil })
 		session(n, "before "+n.NodeID())
 	}
 
-	res := rotateDataKey(t, n1)
+	res := rotateDataKey(t, rot)
 	if res.KeyID == oldKey || !slices.Equal(res.DecryptOnly, []string{oldKey}) {
 		t.Fatalf("rotate = %+v, want a new key with %s decrypt-only", res, oldKey)
 	}
@@ -146,12 +150,12 @@ func TestKeyRotationAcrossCluster(t *testing.T) {
 			t.Fatalf("%s: status %+v, want the new key sealing 1 credential and 1 signing key, open on this node", n.NodeID(), st)
 		}
 	}
-	for _, n := range nodes[1:] {
+	for _, n := range others(nodes, rot) {
 		session(n, "after "+n.NodeID())
 	}
 	// A token issued after the rotation is signed with the resealed key and
 	// verifies everywhere.
-	tok2 := issueToken(t, nodes[2], "svc-b", []string{"acme"}, "1h")
+	tok2 := issueToken(t, n1, "svc-b", []string{"acme"}, "1h")
 	for _, n := range nodes {
 		waitFor(t, n.NodeID()+" to accept the new token", func() bool { return !tokenRefused(n, tok2.Token) })
 		c, err := n.store.Credential("acme", "alice", "gh")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/mcpgw/mcpgw/cluster"
@@ -32,22 +33,51 @@ func (n *Node) runResealer() {
 	n.clusterWG.Add(1)
 	go func() {
 		defer n.clusterWG.Done()
-		t := time.NewTicker(resealInterval)
-		defer t.Stop()
+		// A rotation handled by a follower kicks that follower's resealer,
+		// not the leader's: the leader notices the keyring change itself
+		// at the next quick tick, and makes a full pass every
+		// resealInterval besides.
+		quick := time.NewTicker(resealInterval / 8)
+		defer quick.Stop()
+		var seen string // the keyring as of the last pass
+		var last time.Time
+		force := true
 		for {
 			if n.raft.Status().State == "Leader" {
-				if err := n.resealPass(n.ctx); err != nil && n.ctx.Err() == nil {
-					n.logger.Warn("vault reseal pass stopped; it resumes at the next one", slog.Any("error", err))
+				now := keyringDigest(n.store)
+				if force || now != seen || time.Since(last) >= resealInterval {
+					force = false
+					if err := n.resealPass(n.ctx); err != nil && n.ctx.Err() == nil {
+						n.logger.Warn("vault reseal pass stopped; it resumes at the next one", slog.Any("error", err))
+					}
+					seen, last = now, time.Now()
 				}
 			}
 			select {
 			case <-n.ctx.Done():
 				return
 			case <-n.ring.kick:
-			case <-t.C:
+				force = true
+			case <-quick.C:
 			}
 		}
 	}()
+}
+
+// keyringDigest names the keyring's data keys and their states, so the
+// resealer can tell cheaply whether it changed.
+func keyringDigest(st *storage.Store) string {
+	dks, err := st.DataKeys()
+	if err != nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, dk := range dks {
+		b.WriteString(dk.ID)
+		b.WriteString(string(dk.State))
+		b.WriteByte(';')
+	}
+	return b.String()
 }
 
 // initKeyring creates the cluster's first data key, wrapped to this
