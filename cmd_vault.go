@@ -203,6 +203,9 @@ Until step 4 nodes with the old key file keep working.`,
 						return enc.Encode(st)
 					}
 					fmt.Fprintf(c.App.Writer, "key-encryption keys in this node's key file: %s\n", listOrNone(st.NodeKEKs))
+					if st.KeyFileError != "" {
+						fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", st.KeyFileError)
+					}
 					fmt.Fprintf(c.App.Writer, "keyring wrapped to: %s\n", listOrNone(st.WrappedTo))
 					w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 					fmt.Fprintln(w, "KEY\tSTATE\tCREDENTIALS\tSIGNING KEYS\tWRAPPED TO\tON THIS NODE\tCREATED")

@@ -55,6 +55,9 @@ type VaultRing interface {
 	SetKEK(*vault.Keys)
 	// Kick has the resealer start now.
 	Kick()
+	// ReloadKEK reads the key file again and returns the key-encryption
+	// key ids in force.
+	ReloadKEK() ([]string, error)
 }
 
 // Keyring returns the service-token keyring of the current state.

@@ -302,9 +302,10 @@ type testRing struct {
 	kicks atomic.Int32
 }
 
-func (r *testRing) KEK() *vault.Keys     { return r.kek.Load() }
-func (r *testRing) SetKEK(k *vault.Keys) { r.kek.Store(k) }
-func (r *testRing) Kick()                { r.kicks.Add(1) }
+func (r *testRing) KEK() *vault.Keys             { return r.kek.Load() }
+func (r *testRing) SetKEK(k *vault.Keys)         { r.kek.Store(k) }
+func (r *testRing) Kick()                        { r.kicks.Add(1) }
+func (r *testRing) ReloadKEK() ([]string, error) { return r.kek.Load().IDs(), nil }
 
 // TestRotateVaultKey: a rotation is one replicated write adding a new
 // active data key, wrapped to the key-encryption key and never in the

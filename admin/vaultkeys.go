@@ -35,8 +35,11 @@ type KEKRotateResult struct {
 // VaultStatus describes the vault keyring as this node sees it.
 type VaultStatus struct {
 	// NodeKEKs are the key-encryption keys of this node's key file,
-	// current first.
+	// current first, as read again for this status.
 	NodeKEKs []string
+	// KeyFileError says why the key file could not be read again; NodeKEKs
+	// are then the keys the node holds in memory.
+	KeyFileError string
 	// WrappedTo are the key-encryption keys the keyring is wrapped to; a
 	// node needs one of them in its key file.
 	WrappedTo []string
@@ -250,8 +253,11 @@ func (s *Service) VaultStatus(ctx context.Context) (VaultStatus, error) {
 	if err != nil {
 		return VaultStatus{}, internal("read token keys", err)
 	}
+	st := VaultStatus{WrappedTo: wrappedTo(dks), Records: len(creds) + len(tks)}
+	if st.NodeKEKs, err = ring.ReloadKEK(); err != nil {
+		st.KeyFileError = err.Error()
+	}
 	keys := s.d.VaultKeys.Load()
-	st := VaultStatus{NodeKEKs: ring.KEK().IDs(), WrappedTo: wrappedTo(dks), Records: len(creds) + len(tks)}
 	slices.SortFunc(dks, func(a, b storage.DataKey) int { return b.Created.Compare(a.Created) })
 	byID := map[string]*VaultKeyStatus{}
 	active := ""

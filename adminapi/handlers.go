@@ -105,7 +105,7 @@ func (s *server) vaultStatus(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	out := VaultStatus{NodeKEKs: orEmpty(st.NodeKEKs), WrappedTo: orEmpty(st.WrappedTo), Keys: []VaultKey{},
+	out := VaultStatus{NodeKEKs: orEmpty(st.NodeKEKs), KeyFileError: st.KeyFileError, WrappedTo: orEmpty(st.WrappedTo), Keys: []VaultKey{},
 		Records: st.Records, Pending: st.Pending, Rotating: st.Rotating}
 	for _, k := range st.Keys {
 		out.Keys = append(out.Keys, VaultKey{ID: k.ID, State: k.State, Created: k.Created, WrappedTo: orEmpty(k.WrappedTo),

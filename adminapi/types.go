@@ -123,6 +123,8 @@ type VaultStatus struct {
 	// NodeKEKs are the key-encryption keys in this node's key file,
 	// current first.
 	NodeKEKs []string `json:"node_kek_ids"`
+	// KeyFileError says why this node could not read its key file again.
+	KeyFileError string `json:"key_file_error,omitempty"`
 	// WrappedTo are the key-encryption keys the keyring is wrapped to.
 	WrappedTo []string   `json:"wrapped_to"`
 	Keys      []VaultKey `json:"keys"`

@@ -41,9 +41,16 @@ type vaultRing struct {
 
 // ringView is the keys in force at one store generation.
 type ringView struct {
-	gen  uint64
-	keys *vault.Keys
+	gen     uint64
+	keys    *vault.Keys
+	missing bool      // some data key could not be unwrapped
+	built   time.Time // when; a view with missing keys is rebuilt now and then
 }
+
+// rebuildMissing is how often a view lacking a data key is rebuilt with
+// no change in the replicated state: the operator may have copied the key
+// file in that opens it.
+const rebuildMissing = 5 * time.Second
 
 func newVaultRing(kek *vault.Keys, keyFile string, passphrase []byte, logger *slog.Logger) *vaultRing {
 	r := &vaultRing{keyFile: keyFile, passphrase: passphrase, logger: logger,
@@ -60,15 +67,15 @@ func (r *vaultRing) Load() *vault.Keys {
 		return vault.NewKeyring(nil, nil, r.kek.Load())
 	}
 	gen := st.Generation()
-	if v := r.view.Load(); v != nil && v.gen == gen {
+	if v := r.view.Load(); v.current(gen) {
 		return v.keys
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if v := r.view.Load(); v != nil && v.gen == gen {
+	if v := r.view.Load(); v.current(gen) {
 		return v.keys
 	}
-	keys, err := r.build(st)
+	keys, missing, err := r.build(st)
 	if err != nil {
 		r.logger.Error("read the vault keyring", slog.Any("error", err))
 		if v := r.view.Load(); v != nil {
@@ -76,8 +83,31 @@ func (r *vaultRing) Load() *vault.Keys {
 		}
 		return vault.NewKeyring(nil, nil, r.kek.Load())
 	}
-	r.view.Store(&ringView{gen: gen, keys: keys})
+	r.view.Store(&ringView{gen: gen, keys: keys, missing: missing, built: time.Now()})
 	return keys
+}
+
+// current reports whether v holds the keys for generation gen.
+func (v *ringView) current(gen uint64) bool {
+	return v != nil && v.gen == gen && (!v.missing || time.Since(v.built) < rebuildMissing)
+}
+
+// ReloadKEK reads the key file again, so a key file copied in after a
+// rotate-kek takes effect without a restart. It reports the key-encryption
+// keys now in force.
+func (r *vaultRing) ReloadKEK() ([]string, error) {
+	if r.keyFile == "" {
+		return r.kek.Load().IDs(), nil
+	}
+	k, err := vault.LoadKeys(r.keyFile, func() ([]byte, error) { return slices.Clone(r.passphrase), nil })
+	if err != nil {
+		return r.kek.Load().IDs(), fmt.Errorf("read vault key file %s: %w", r.keyFile, err)
+	}
+	if !slices.Equal(k.IDs(), r.kek.Load().IDs()) {
+		r.SetKEK(k)
+		r.logger.Info("vault key file read again", slog.String("key_file", r.keyFile), slog.String("kek_ids", strings.Join(k.IDs(), ",")))
+	}
+	return k.IDs(), nil
 }
 
 // KEK returns the key-encryption keys: this node's key file.
@@ -98,12 +128,14 @@ func (r *vaultRing) Kick() {
 	}
 }
 
-// build unwraps what it has not yet and assembles the keys. r.mu is held.
-func (r *vaultRing) build(st *storage.Store) (*vault.Keys, error) {
+// build unwraps what it has not yet and assembles the keys, reporting
+// whether a data key could not be unwrapped. r.mu is held.
+func (r *vaultRing) build(st *storage.Store) (*vault.Keys, bool, error) {
 	dks, err := st.DataKeys()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
+	missing := false
 	// Newest first, so the decrypt-only keys most likely needed come first.
 	slices.SortFunc(dks, func(a, b storage.DataKey) int { return b.Created.Compare(a.Created) })
 	var active *vault.Identity
@@ -113,6 +145,7 @@ func (r *vaultRing) build(st *storage.Store) (*vault.Keys, error) {
 		live[dk.ID] = true
 		id, err := r.unwrap(dk)
 		if err != nil {
+			missing = true
 			if !r.warned[dk.ID] {
 				r.warned[dk.ID] = true
 				r.logger.Error("cannot open a vault data key: credentials it seals fail on this node until its key file is updated",
@@ -136,7 +169,7 @@ func (r *vaultRing) build(st *storage.Store) (*vault.Keys, error) {
 		// to the active key later.
 		active, rest = rest[0], rest[1:]
 	}
-	return vault.NewKeyring(active, rest, r.kek.Load()), nil
+	return vault.NewKeyring(active, rest, r.kek.Load()), missing, nil
 }
 
 // unwrap returns data key dk, unwrapping it once. A key wrapped only to
@@ -148,7 +181,7 @@ func (r *vaultRing) unwrap(dk storage.DataKey) (*vault.Identity, error) {
 		return id, nil
 	}
 	id, err := r.kek.Load().UnwrapDataKey(dk.ID, dk.Wraps)
-	if errors.Is(err, vault.ErrNoKEK) && r.keyFile != "" && time.Since(r.lastReread) > 5*time.Second {
+	if errors.Is(err, vault.ErrNoKEK) && r.keyFile != "" && time.Since(r.lastReread) >= rebuildMissing {
 		r.lastReread = time.Now()
 		k, lerr := vault.LoadKeys(r.keyFile, func() ([]byte, error) { return slices.Clone(r.passphrase), nil })
 		if lerr == nil {

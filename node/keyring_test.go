@@ -457,3 +457,95 @@ func TestRotateRefusedWithoutKeyringKEK(t *testing.T) {
 		t.Fatalf("rotate with a foreign key file: HTTP %d %q, want 409 saying to copy the key file", resp.StatusCode, e.Error)
 	}
 }
+
+// TestKEKRotationAcrossNodes follows the multi-VM steps: rotate-kek on one
+// node, copy its key file to the others, finish, then rotate the data key:
+// sessions through the other nodes keep working at every step with no
+// restart, whether a node re-read its key file for `vault status` or only
+// when it met a data key its old key file could not open.
+func TestKEKRotationAcrossNodes(t *testing.T) {
+	up := upstreamtest.New()
+	secret := "kek-rotation-upstream-secret"
+	up.RequireBearer.Store(&secret)
+	url := upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp"
+	nodes := startCluster(t, 3, func(c *Config) {
+		c.VaultKeyFile = filepath.Join(t.TempDir(), "vault.key")
+		if err := vault.WriteKeysFile(c.VaultKeyFile, c.VaultKeys, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	leader := waitForLeader(t, nodes, 3)
+	rest := others(nodes, leader)
+	route := addRoute(t, leader, storage.Route{Name: "gh", URL: url, Credential: storage.CredentialRequired})
+	putCredential(t, leader, "acme", "alice", "gh", "bearer", secret)
+	tok := issueToken(t, leader, "svc-a", []string{"acme"}, "1h")
+	oldKEK := leader.ring.KEK().Current().ID()
+	ctx := testContext(t, 60*time.Second)
+	session := func(stage string) {
+		t.Helper()
+		for _, n := range rest {
+			waitFor(t, "the credential on "+n.NodeID(), func() bool { _, err := n.store.Credential("acme", "alice", "gh"); return err == nil })
+			sess, err := client.Connect(ctx, route.URL, "acme", "alice", client.WithGateway("ws://"+n.HTTPAddr()), client.WithToken(tok.Token))
+			if err != nil {
+				t.Fatalf("%s: session through %s: %v", stage, n.NodeID(), err)
+			}
+			if got := callText(t, ctx, sess, "echo", stage); got != stage {
+				t.Fatalf("%s: echo through %s = %q", stage, n.NodeID(), got)
+			}
+			sess.Close()
+		}
+	}
+	post := func(n *Node, path string, out any) {
+		t.Helper()
+		resp := adminDo(t, n, http.MethodPost, path, nil)
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s on %s: HTTP %d, %v", path, n.NodeID(), resp.StatusCode, err)
+		}
+	}
+	session("before")
+
+	// 1. rotate-kek on one node.
+	var kek adminapi.KEKRotateResult
+	post(leader, "/v1/vault/rotate-kek", &kek)
+	session("after rotate-kek")
+	// 2. copy its key file to every other node.
+	b, err := os.ReadFile(leader.cfg.VaultKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range rest {
+		if err := os.WriteFile(n.cfg.VaultKeyFile, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 3. check one node has it; the other is not asked.
+	if st := vaultStatus(t, rest[0]); !slices.Equal(st.NodeKEKs, []string{kek.KEKID, oldKEK}) {
+		t.Fatalf("%s status: key file holds %v, want [%s %s]", rest[0].NodeID(), st.NodeKEKs, kek.KEKID, oldKEK)
+	}
+	// 4. finish.
+	var fin adminapi.KEKRotateResult
+	post(leader, "/v1/vault/rotate-kek?finish=true", &fin)
+	if !fin.Finished || !slices.Equal(fin.WrappedTo, []string{kek.KEKID}) {
+		t.Fatalf("finish = %+v", fin)
+	}
+	session("after finish")
+	// A new data key is wrapped to the new key-encryption key only.
+	res := rotateDataKey(t, leader)
+	// The node never asked for its status still held only the old key
+	// file in memory: it reads the file again when it meets the new key.
+	quiet := rest[1]
+	waitFor(t, "the new data key on "+quiet.NodeID(), func() bool {
+		dks, _ := quiet.store.DataKeys()
+		return slices.ContainsFunc(dks, func(k storage.DataKey) bool { return k.ID == res.KeyID })
+	})
+	if !quiet.vaultKeys().Holds(res.KeyID) {
+		t.Fatalf("%s cannot open the new data key", quiet.NodeID())
+	}
+	waitResealed(t, leader, res.KeyID)
+	waitFor(t, "the resealed credential on "+quiet.NodeID(), func() bool {
+		c, err := quiet.store.Credential("acme", "alice", "gh")
+		return err == nil && c.KeyID == res.KeyID
+	})
+	session("after rotate-key")
+}
