@@ -25,7 +25,7 @@ func BenchmarkRotation10k(b *testing.B) {
 	secret := "bench-rotation-secret"
 	up.RequireBearer.Store(&secret)
 	url := upstreamtest.StartHTTP(b, up.StreamableHandler()) + "/mcp"
-	nodes := startCluster(b, 3, func(c *Config) { c.RaftHeartbeatTimeout, c.RaftElectionTimeout = time.Second, time.Second })
+	nodes := startCluster(b, 3, steadyRaft)
 	leader := nodes[0]
 	for _, n := range nodes {
 		if n.raft.Status().State == "Leader" {

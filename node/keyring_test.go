@@ -70,6 +70,13 @@ func waitResealedWithin(t testing.TB, n *Node, key string, within time.Duration)
 	}
 }
 
+// steadyRaft gives a test cluster timeouts long enough that leadership
+// does not move on a loaded machine in the middle of a test that is not
+// about failover.
+func steadyRaft(c *Config) {
+	c.RaftHeartbeatTimeout, c.RaftElectionTimeout = time.Second, time.Second
+}
+
 // scanForSecrets fails t if any file under dir holds one of secrets.
 func scanForSecrets(t *testing.T, dir string, secrets ...string) int {
 	t.Helper()
@@ -107,7 +114,7 @@ func TestKeyRotationAcrossCluster(t *testing.T) {
 	secret := "rotation-upstream-secret-8e1d"
 	up.RequireBearer.Store(&secret)
 	url := upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp"
-	nodes := startCluster(t, 3)
+	nodes := startCluster(t, 3, steadyRaft)
 	// Writes go to the leader so each is in force there when the next
 	// one is checked; the rotation goes through a follower.
 	n1 := waitForLeader(t, nodes, 3)
@@ -468,7 +475,7 @@ func TestKEKRotationAcrossNodes(t *testing.T) {
 	secret := "kek-rotation-upstream-secret"
 	up.RequireBearer.Store(&secret)
 	url := upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp"
-	nodes := startCluster(t, 3, func(c *Config) {
+	nodes := startCluster(t, 3, steadyRaft, func(c *Config) {
 		c.VaultKeyFile = filepath.Join(t.TempDir(), "vault.key")
 		if err := vault.WriteKeysFile(c.VaultKeyFile, c.VaultKeys, nil); err != nil {
 			t.Fatal(err)
