@@ -16,6 +16,7 @@ import (
 
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/node"
+	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/vault"
 )
 
@@ -60,6 +61,11 @@ bundle holds the CA key: delete it once this command succeeds.`,
 
 func runInit(c *cli.Context) (err error) {
 	dataDir := c.String("data-dir")
+	if c.String("ca-from") == "" {
+		if err := refuseNewKeyOverState(c.String("vault-key"), dataDir); err != nil {
+			return err
+		}
+	}
 	tlsDir := c.String("tls-dir")
 	if tlsDir == "" {
 		tlsDir = node.DefaultClusterTLSDir(dataDir)
@@ -203,7 +209,13 @@ func readPassphrase(prompt io.Writer, confirm bool) ([]byte, error) {
 // no credentials yet is created, with a warning to back it up, so that
 // `mcpgw serve` works with no flags; a missing file next to existing data is
 // an error, since a new key could not read what the old one sealed.
-func loadVaultKeys(prompt io.Writer, path string, dataExists bool, logger *slog.Logger) (keys *vault.Keys, passphrase []byte, err error) {
+func loadVaultKeys(prompt io.Writer, path, dataDir string, logger *slog.Logger) (keys *vault.Keys, passphrase []byte, err error) {
+	sealedWith, err := node.SealingKeyIDs(dataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	_, statErr := os.Stat(filepath.Join(dataDir, storage.StateFile))
+	dataExists := statErr == nil
 	var pass []byte
 	askPass := func() ([]byte, error) {
 		p, err := readPassphrase(prompt, false)
@@ -225,8 +237,37 @@ func loadVaultKeys(prompt io.Writer, path string, dataExists bool, logger *slog.
 		logger.Warn("created a new vault key; back it up, without it stored credentials cannot be decrypted", slog.String("path", abs), slog.String("key_id", id.ID()))
 		return vault.NewKeys(id), nil, nil
 	}
+	if errors.Is(err, vault.ErrKeyFileMissing) && len(sealedWith) > 0 {
+		return nil, nil, missingKeyError(path, dataDir, sealedWith)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("vault key %s: %w", path, err)
 	}
 	return keys, pass, nil
+}
+
+// refuseNewKeyOverState refuses to mint a vault key for a data dir that
+// holds state already: the new key could not open it.
+func refuseNewKeyOverState(keyFile, dataDir string) error {
+	if _, err := os.Stat(keyFile); err == nil {
+		return nil
+	}
+	sealedWith, err := node.SealingKeyIDs(dataDir)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, storage.StateFile)); err != nil {
+		return nil
+	}
+	if len(sealedWith) == 0 {
+		return fmt.Errorf("data dir %s already holds state, and vault key file %s is missing: refusing to mint a new vault key over it; restore the key file from your backup or copy it from another node, or move the data dir away to start afresh", dataDir, keyFile)
+	}
+	return missingKeyError(keyFile, dataDir, sealedWith)
+}
+
+// missingKeyError says which vault key sealed the data and where to put it.
+func missingKeyError(keyFile, dataDir string, sealedWith []string) error {
+	abs, _ := filepath.Abs(keyFile)
+	return fmt.Errorf("vault key file %s not found, and the data in %s is sealed with vault key %s: restore the key file holding key %s (its first lines read \"# key id: %s\") from your backup, or copy it from another node of the cluster, to %s (mode 0600), or pass --vault-key with its path; do not run `mcpgw init` here, a new key cannot open this data",
+		keyFile, dataDir, strings.Join(sealedWith, " or "), sealedWith[0], sealedWith[0], abs)
 }

@@ -6,14 +6,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/mcpgw/mcpgw/node"
-	"github.com/mcpgw/mcpgw/storage"
 )
 
 func serveCommand() *cli.Command {
@@ -129,9 +127,8 @@ func runServe(c *cli.Context) error {
 	cfg.RaftApplyTimeout = c.Duration("raft-apply-timeout")
 	cfg.Pprof = c.Bool("pprof")
 	cfg.Logger = logger
-	_, statErr := os.Stat(filepath.Join(cfg.DataDir, storage.StateFile))
 	cfg.VaultKeyFile = c.String("vault-key")
-	cfg.VaultKeys, cfg.VaultPassphrase, err = loadVaultKeys(c.App.ErrWriter, cfg.VaultKeyFile, statErr == nil, logger)
+	cfg.VaultKeys, cfg.VaultPassphrase, err = loadVaultKeys(c.App.ErrWriter, cfg.VaultKeyFile, cfg.DataDir, logger)
 	if err != nil {
 		return err
 	}

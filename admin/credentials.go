@@ -2,7 +2,6 @@ package admin
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/mcpgw/mcpgw/cluster"
@@ -16,13 +15,6 @@ type CredentialInput struct {
 	Org, Account, Route string
 	Kind                string
 	Secret              string
-}
-
-// RotateResult is the outcome of a vault key rotation.
-type RotateResult struct {
-	KeyID      string
-	RetiredIDs []string
-	Resealed   int
 }
 
 // Credentials lists the stored credentials, sealed.
@@ -103,53 +95,4 @@ func (s *Service) DeleteCredential(ctx context.Context, org, account, route stri
 		return writeError("delete credential", err)
 	}
 	return nil
-}
-
-// RotateVaultKey seals every credential under a new vault identity. The key
-// file is rewritten first, holding the new identity and the old ones as
-// retired, so a crash at any point leaves every credential readable; then
-// all credentials are resealed in one replicated batch; then the new keys
-// take over for sealing.
-func (s *Service) RotateVaultKey(ctx context.Context) (RotateResult, error) {
-	const op = "rotate vault key"
-	if s.opts.VaultKeyFile == "" {
-		return RotateResult{}, &Error{Kind: ErrConflict, Op: op, Err: fmt.Errorf("this node was started without a vault key file; rotation needs one (--vault-key)")}
-	}
-	s.rotateMu.Lock()
-	defer s.rotateMu.Unlock()
-	old := s.d.VaultKeys.Load()
-	id, err := vault.GenerateIdentity()
-	if err != nil {
-		return RotateResult{}, &Error{Kind: ErrFailed, Op: op, Err: err}
-	}
-	next := old.Rotate(id)
-	if err := vault.ReplaceKeysFile(s.opts.VaultKeyFile, next, s.opts.VaultPassphrase); err != nil {
-		return RotateResult{}, &Error{Kind: ErrFailed, Op: op, Err: fmt.Errorf("write new vault key file: %w", err)}
-	}
-	creds, err := s.d.State.Credentials()
-	if err != nil {
-		return RotateResult{}, internal("read credentials", err)
-	}
-	batch := make([]cluster.Command, 0, len(creds))
-	for _, c := range creds {
-		aad := vault.AAD{Org: c.Org, Account: c.Account, Route: c.Route}
-		sealed, err := old.Reseal(c.Sealed, aad, next)
-		if err != nil {
-			return RotateResult{}, &Error{Kind: ErrFailed, Op: op, Err: fmt.Errorf("reseal credential for org %q, account %q, route %q: %w", c.Org, c.Account, c.Route, err)}
-		}
-		c.Sealed, c.KeyID = sealed, id.ID()
-		batch = append(batch, cluster.Command{Op: cluster.OpPutCredential, Credential: &c})
-	}
-	if len(batch) > 0 {
-		if err := s.d.Writes.Apply(ctx, cluster.Command{Op: cluster.OpBatch, Batch: batch}); err != nil {
-			return RotateResult{}, writeError(op, fmt.Errorf("write resealed credentials: %w", err))
-		}
-	}
-	s.d.VaultKeys.Store(next)
-	res := RotateResult{KeyID: id.ID(), Resealed: len(batch)}
-	for _, r := range next.Retired() {
-		res.RetiredIDs = append(res.RetiredIDs, r.ID())
-	}
-	s.opts.Logger.Info("vault key rotated", "key_id", res.KeyID, "resealed", res.Resealed)
-	return res, nil
 }

@@ -24,6 +24,7 @@ type State interface {
 	Rules() ([]storage.Rule, error)
 	Limits() ([]storage.Limit, error)
 	TokenKeys() ([]storage.TokenKey, error)
+	DataKeys() ([]storage.DataKey, error)
 	Tokens() ([]storage.Token, error)
 	Revocations() ([]storage.Revocation, error)
 	AppliedIndex() (uint64, error)
@@ -38,11 +39,25 @@ type Writer interface {
 	Apply(ctx context.Context, cmd cluster.Command) error
 }
 
-// VaultKeys holds the vault keys in force; a key rotation replaces them.
-// An atomic.Pointer[vault.Keys] is one.
+// VaultKeys returns the vault keys in force: the keyring's active data key
+// seals. An atomic.Pointer[vault.Keys] is one.
 type VaultKeys interface {
 	Load() *vault.Keys
-	Store(*vault.Keys)
+}
+
+// VaultRing is this node's side of the vault keyring: the key-encryption
+// keys of its key file, which never enter replicated state, and the
+// background resealer.
+type VaultRing interface {
+	// KEK returns the key-encryption keys, current first.
+	KEK() *vault.Keys
+	// SetKEK takes new key-encryption keys after the key file was rewritten.
+	SetKEK(*vault.Keys)
+	// Kick has the resealer start now.
+	Kick()
+	// ReloadKEK reads the key file again and returns the key-encryption
+	// key ids in force.
+	ReloadKEK() ([]string, error)
 }
 
 // Keyring returns the service-token keyring of the current state.
@@ -82,13 +97,15 @@ type Checks struct {
 	Limit func(l storage.Limit) (policy.Limit, error)
 }
 
-// Deps are what a Service needs. Every field is required except Cluster
+// Deps are what a Service needs. Every field is required except VaultRing
+// (nil: vault key rotation and status answer ErrUnavailable), Cluster
 // (nil: a single node outside raft, which never waits for replication and
 // has no membership) and Audit (nil: audit endpoints answer ErrUnavailable).
 type Deps struct {
 	State       State
 	Writes      Writer
 	VaultKeys   VaultKeys
+	VaultRing   VaultRing
 	Keyring     Keyring
 	SigningKeys SigningKeys
 	Audit       AuditLog

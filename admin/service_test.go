@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/cluster/clustertest"
@@ -189,8 +192,8 @@ func TestErrorKinds(t *testing.T) {
 			_, err := s.PutLimit(ctx, storage.Limit{ID: "l1", Rate: 1, Burst: 1, Pool: "colour"})
 			return err
 		}, kind: ErrInvalid, message: "limit: "},
-		{name: "rotation without a key file", call: func(s *Service) error { _, err := s.RotateVaultKey(ctx); return err },
-			kind: ErrConflict, message: "rotate vault key: this node was started without a vault key file"},
+		{name: "kek rotation without a key file", call: func(s *Service) error { _, err := s.RotateKEK(ctx, false); return err },
+			kind: ErrConflict, message: "rotate vault key-encryption key: this node was started without a vault key file"},
 		{name: "no leader", writeErr: fmt.Errorf("apply: %w", cluster.ErrNoLeader),
 			call: func(s *Service) error {
 				_, _, err := s.PutRoute(ctx, storage.Route{Name: "b", URL: "http://x/"})
@@ -292,47 +295,63 @@ func TestPutCredentialSeals(t *testing.T) {
 	}
 }
 
-// TestRotateVaultKey: rotation rewrites the key file, reseals every
-// credential under the new key and swaps the keys in force.
+// testRing is the node side of the keyring for these tests: the
+// key-encryption keys in memory, and a count of resealer kicks.
+type testRing struct {
+	kek   atomic.Pointer[vault.Keys]
+	kicks atomic.Int32
+}
+
+func (r *testRing) KEK() *vault.Keys             { return r.kek.Load() }
+func (r *testRing) SetKEK(k *vault.Keys)         { r.kek.Store(k) }
+func (r *testRing) Kick()                        { r.kicks.Add(1) }
+func (r *testRing) ReloadKEK() ([]string, error) { return r.kek.Load().IDs(), nil }
+
+// TestRotateVaultKey: a rotation is one replicated write adding a new
+// active data key, wrapped to the key-encryption key and never in the
+// clear; the previous data key becomes decrypt-only, the resealer is
+// kicked, and the key file is not touched.
 func TestRotateVaultKey(t *testing.T) {
-	keyFile := filepath.Join(t.TempDir(), "vault.key")
-	f := newFixture(t, func(d *Deps, o *Options) { o.VaultKeyFile = keyFile })
+	ring := &testRing{}
+	f := newFixture(t, func(d *Deps, o *Options) { d.VaultRing = ring })
+	ring.kek.Store(f.keys.Load())
 	ctx := context.Background()
-	old := f.keys.Load()
-	if err := vault.WriteKeysFile(keyFile, old, nil); err != nil {
-		t.Fatal(err)
+	var ids []string
+	for range 2 {
+		res, err := f.svc.RotateVaultKey(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, res.KeyID)
 	}
-	if _, _, err := f.svc.PutRoute(ctx, storage.Route{Name: "echo", URL: "http://127.0.0.1:9/mcp"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := f.svc.PutCredential(ctx, CredentialInput{Org: "acme", Account: "alice", Route: "echo", Kind: "bearer", Secret: "s3cret"}); err != nil {
-		t.Fatal(err)
-	}
-	res, err := f.svc.RotateVaultKey(ctx)
+	dks, err := f.store.DataKeys()
 	if err != nil {
 		t.Fatal(err)
 	}
-	next := f.keys.Load()
-	if res.KeyID == old.Current().ID() || res.KeyID != next.Current().ID() || res.Resealed != 1 {
-		t.Fatalf("RotateVaultKey = %+v, want a new key in force and 1 resealed", res)
+	states := map[string]storage.DataKeyState{}
+	for _, dk := range dks {
+		states[dk.ID] = dk.State
+		if len(dk.Wraps) != 1 || dk.Wraps[f.keys.Load().Current().ID()] == nil {
+			t.Fatalf("data key %s wrapped to %v, want the key-encryption key only", dk.ID, dk.Wraps)
+		}
+		id, err := f.keys.Load().UnwrapDataKey(dk.ID, dk.Wraps)
+		if err != nil || id.ID() != dk.ID {
+			t.Fatalf("unwrap %s: %v, %v", dk.ID, id, err)
+		}
+		if bytes.Contains(dk.Wraps[f.keys.Load().Current().ID()], []byte("AGE-SECRET-KEY-")) {
+			t.Fatal("a wrapped data key holds an age secret key in the clear")
+		}
 	}
-	if len(res.RetiredIDs) != 1 || res.RetiredIDs[0] != old.Current().ID() {
-		t.Fatalf("retired %v, want [%s]", res.RetiredIDs, old.Current().ID())
+	want := map[string]storage.DataKeyState{ids[0]: storage.DataKeyDecryptOnly, ids[1]: storage.DataKeyActive}
+	if diff := cmp.Diff(want, states); diff != "" {
+		t.Fatalf("keyring states (-want +got):\n%s", diff)
 	}
-	stored, err := f.store.Credential("acme", "alice", "echo")
-	if err != nil {
-		t.Fatal(err)
+	if got := ring.kicks.Load(); got != 2 {
+		t.Fatalf("resealer kicked %d times, want 2", got)
 	}
-	if stored.KeyID != res.KeyID {
-		t.Fatalf("credential key %s, want %s", stored.KeyID, res.KeyID)
-	}
-	onlyNew := vault.NewKeys(next.Current())
-	if cred, err := onlyNew.Unseal(stored.Sealed, vault.AAD{Org: "acme", Account: "alice", Route: "echo"}); err != nil || cred.Token != "s3cret" {
-		t.Fatalf("the new key alone opens %+v, %v; want the secret", cred, err)
-	}
-	loaded, err := vault.LoadKeys(keyFile, nil)
-	if err != nil || loaded.Current().ID() != res.KeyID {
-		t.Fatalf("key file holds %v (%v), want the new key current", loaded, err)
+	noRing := newFixture(t)
+	if _, err := noRing.svc.RotateVaultKey(ctx); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("RotateVaultKey without a keyring: %v, want ErrUnavailable", err)
 	}
 }
 

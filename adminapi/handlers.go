@@ -87,7 +87,39 @@ func (s *server) rotateVault(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, RotateResult{KeyID: res.KeyID, RetiredIDs: res.RetiredIDs, Resealed: res.Resealed})
+	writeJSON(w, http.StatusOK, RotateResult{KeyID: res.KeyID, DecryptOnly: orEmpty(res.DecryptOnly), Pending: res.Pending})
+}
+
+func (s *server) rotateKEK(w http.ResponseWriter, r *http.Request) {
+	res, err := s.uc.RotateKEK(r.Context(), r.URL.Query().Get("finish") == "true")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, KEKRotateResult{KEKID: res.KEKID, WrappedTo: orEmpty(res.Wrapped), Finished: res.Finished})
+}
+
+func (s *server) vaultStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := s.uc.VaultStatus(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := VaultStatus{NodeKEKs: orEmpty(st.NodeKEKs), KeyFileError: st.KeyFileError, WrappedTo: orEmpty(st.WrappedTo), Keys: []VaultKey{},
+		Records: st.Records, Pending: st.Pending, Rotating: st.Rotating}
+	for _, k := range st.Keys {
+		out.Keys = append(out.Keys, VaultKey{ID: k.ID, State: k.State, Created: k.Created, WrappedTo: orEmpty(k.WrappedTo),
+			Unwrapped: k.Unwrapped, Credentials: k.Credentials, SigningKeys: k.SigningKeys})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// orEmpty makes a nil list encode as [] rather than null.
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 func (s *server) issueToken(w http.ResponseWriter, r *http.Request) {

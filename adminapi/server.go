@@ -28,6 +28,8 @@ type UseCases interface {
 	PutCredential(ctx context.Context, in admin.CredentialInput) (storage.Credential, bool, error)
 	DeleteCredential(ctx context.Context, org, account, route string) error
 	RotateVaultKey(ctx context.Context) (admin.RotateResult, error)
+	RotateKEK(ctx context.Context, finish bool) (admin.KEKRotateResult, error)
+	VaultStatus(ctx context.Context) (admin.VaultStatus, error)
 
 	IssueToken(ctx context.Context, req admin.TokenRequest) (admin.IssuedToken, error)
 	Tokens(ctx context.Context) ([]admin.TokenStatus, error)
@@ -117,6 +119,8 @@ func NewHandler(uc UseCases, token []byte, opts *Options) http.Handler {
 	mux.HandleFunc("PUT /v1/credentials", s.putCredential)
 	mux.HandleFunc("DELETE /v1/credentials", s.deleteCredential)
 	mux.HandleFunc("POST /v1/vault/rotate", s.rotateVault)
+	mux.HandleFunc("POST /v1/vault/rotate-kek", s.rotateKEK)
+	mux.HandleFunc("GET /v1/vault/status", s.vaultStatus)
 	mux.HandleFunc("POST /v1/tokens", s.issueToken)
 	mux.HandleFunc("GET /v1/tokens", s.listTokens)
 	mux.HandleFunc("POST /v1/tokens/{id}/revoke", s.revokeToken)

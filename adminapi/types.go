@@ -102,11 +102,46 @@ type PutCredentialRequest struct {
 	Secret  string `json:"secret"`
 }
 
-// RotateResult is the answer to POST /v1/vault/rotate.
+// RotateResult is the answer to POST /v1/vault/rotate: the new active data
+// key, the data keys now decrypt-only, and the records the background
+// resealer still has to move (GET /v1/vault/status follows it).
 type RotateResult struct {
-	KeyID      string   `json:"key_id"`
-	RetiredIDs []string `json:"retired_key_ids"`
-	Resealed   int      `json:"resealed"`
+	KeyID       string   `json:"key_id"`
+	DecryptOnly []string `json:"decrypt_only_key_ids"`
+	Pending     int      `json:"pending"`
+}
+
+// KEKRotateResult is the answer to POST /v1/vault/rotate-kek[?finish=true].
+type KEKRotateResult struct {
+	KEKID     string   `json:"kek_id"`
+	WrappedTo []string `json:"wrapped_to"`
+	Finished  bool     `json:"finished"`
+}
+
+// VaultStatus is the answer to GET /v1/vault/status.
+type VaultStatus struct {
+	// NodeKEKs are the key-encryption keys in this node's key file,
+	// current first.
+	NodeKEKs []string `json:"node_kek_ids"`
+	// KeyFileError says why this node could not read its key file again.
+	KeyFileError string `json:"key_file_error,omitempty"`
+	// WrappedTo are the key-encryption keys the keyring is wrapped to.
+	WrappedTo []string   `json:"wrapped_to"`
+	Keys      []VaultKey `json:"keys"`
+	Records   int        `json:"records"`
+	Pending   int        `json:"pending"`
+	Rotating  bool       `json:"rotating"`
+}
+
+// VaultKey is one vault key in a VaultStatus.
+type VaultKey struct {
+	ID          string    `json:"id"`
+	State       string    `json:"state"` // active, decrypt-only or legacy
+	Created     time.Time `json:"created,omitzero"`
+	WrappedTo   []string  `json:"wrapped_to"`
+	Unwrapped   bool      `json:"unwrapped"` // this node holds it
+	Credentials int       `json:"credentials"`
+	SigningKeys int       `json:"signing_keys"`
 }
 
 // IssueTokenRequest is the body of POST /v1/tokens.

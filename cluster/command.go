@@ -25,6 +25,14 @@ const (
 	OpRevokeToken
 	OpBatch
 	OpPutToken
+	// Vault keyring: see applyKeyring.
+	OpInitKeyring
+	OpRotateDataKey
+	OpResealCredential
+	OpResealTokenKey
+	OpRetireDataKey
+	OpWrapDataKeys
+	OpDropKEK
 )
 
 var opNames = map[Op]string{
@@ -40,6 +48,13 @@ var opNames = map[Op]string{
 	OpRevokeToken:      "revoke-token",
 	OpBatch:            "batch",
 	OpPutToken:         "put-token",
+	OpInitKeyring:      "init-keyring",
+	OpRotateDataKey:    "rotate-data-key",
+	OpResealCredential: "reseal-credential",
+	OpResealTokenKey:   "reseal-token-key",
+	OpRetireDataKey:    "retire-data-key",
+	OpWrapDataKeys:     "wrap-data-keys",
+	OpDropKEK:          "drop-kek",
 }
 
 func (o Op) String() string {
@@ -65,8 +80,17 @@ type Command struct {
 	TokenKey   *storage.TokenKey   `json:"token_key,omitempty"`
 	Revocation *storage.Revocation `json:"revocation,omitempty"`
 	Token      *storage.Token      `json:"token,omitempty"`
+	DataKey    *storage.DataKey    `json:"data_key,omitempty"`
 
-	// Name is the key of a delete: route name, rule id or limit id.
+	// Expect is the sealed bytes a compare-and-set reseal replaces: the
+	// reseal is skipped when the record holds anything else by then.
+	Expect []byte `json:"expect,omitempty"`
+	// Wraps are the data key wraps an OpWrapDataKeys adds.
+	Wraps []KeyWrap `json:"wraps,omitempty"`
+
+	// Name is the key of a delete: route name, rule id or limit id; the
+	// data key id of OpRetireDataKey, the key-encryption key id of
+	// OpDropKEK.
 	Name string `json:"name,omitempty"`
 	// Org, Account and RouteName identify a credential to delete.
 	Org       string `json:"org,omitempty"`
@@ -75,6 +99,13 @@ type Command struct {
 
 	// Batch holds the commands of an OpBatch, applied in one transaction.
 	Batch []Command `json:"batch,omitempty"`
+}
+
+// KeyWrap is one data key sealed to one key-encryption key.
+type KeyWrap struct {
+	DataKey string `json:"data_key"`
+	KEK     string `json:"kek"`
+	Sealed  []byte `json:"sealed"`
 }
 
 // ErrInvalidCommand is returned for a command that cannot be applied.
@@ -130,6 +161,9 @@ func applyTx(tx *storage.Tx, c Command, depth int) error {
 		if c.Credential == nil {
 			return missing("credential")
 		}
+		if err := knownKey(tx, c.Credential.KeyID); err != nil {
+			return err
+		}
 		err = tx.PutCredential(*c.Credential)
 	case OpDeleteCredential:
 		_, err = tx.DeleteCredential(c.Org, c.Account, c.RouteName)
@@ -151,6 +185,9 @@ func applyTx(tx *storage.Tx, c Command, depth int) error {
 		if c.TokenKey == nil {
 			return missing("token key")
 		}
+		if err := knownKey(tx, c.TokenKey.KeyID); err != nil {
+			return err
+		}
 		err = tx.PutTokenKey(*c.TokenKey)
 	case OpRevokeToken:
 		if c.Revocation == nil {
@@ -162,6 +199,8 @@ func applyTx(tx *storage.Tx, c Command, depth int) error {
 			return missing("token")
 		}
 		err = tx.PutToken(*c.Token)
+	case OpInitKeyring, OpRotateDataKey, OpResealCredential, OpResealTokenKey, OpRetireDataKey, OpWrapDataKeys, OpDropKEK:
+		err = applyKeyring(tx, c)
 	case OpBatch:
 		if depth > 0 {
 			return fmt.Errorf("%w: nested batch", ErrInvalidCommand)

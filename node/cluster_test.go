@@ -43,7 +43,7 @@ const clusterHeartbeat = 500 * time.Millisecond
 // that CA, as `mcpgw init --ca-from` would issue, and join through it. All
 // share one vault identity. It returns once every node sees size voters
 // and the same leader.
-func startCluster(t *testing.T, size int, mutate ...func(*Config)) []*Node {
+func startCluster(t testing.TB, size int, mutate ...func(*Config)) []*Node {
 	t.Helper()
 	keys := testVaultKeys(t)
 	var nodes []*Node
@@ -79,7 +79,7 @@ func startCluster(t *testing.T, size int, mutate ...func(*Config)) []*Node {
 
 // waitForLeader waits until every node sees voters voters and all agree on
 // a leader among them, and returns it.
-func waitForLeader(t *testing.T, nodes []*Node, voters int) *Node {
+func waitForLeader(t testing.TB, nodes []*Node, voters int) *Node {
 	t.Helper()
 	var leader *Node
 	waitFor(t, "a leader all nodes agree on", func() bool {

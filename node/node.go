@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/mcpgw/mcpgw/cluster"
@@ -41,7 +40,7 @@ type Node struct {
 	gw     *gateway.Gateway
 
 	adminToken []byte
-	keys       atomic.Pointer[vault.Keys]
+	ring       *vaultRing
 	audit      nodeAudit
 
 	lns               listeners
@@ -78,7 +77,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, logger: logger, metrics: newMetrics(), ctx: ctx, cancel: cancel}
-	n.keys.Store(cfg.VaultKeys)
+	n.ring = newVaultRing(cfg.VaultKeys, cfg.VaultKeyFile, cfg.VaultPassphrase, logger)
 	return n, nil
 }
 
@@ -102,6 +101,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.store = store
 	undo = append(undo, func() { store.Close(); n.store = nil })
+	if err := n.ring.checkKEK(store, n.cfg.DataDir); err != nil {
+		return err
+	}
+	n.ring.store.Store(store)
 	if n.adminToken, err = loadOrCreateAdminToken(filepath.Join(n.cfg.DataDir, AdminTokenFile)); err != nil {
 		return err
 	}
@@ -127,6 +130,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.gw = gateway.New(store, n.vaultKeys, n.gatewayOptions())
 	undo = append(undo, func() { n.gw.Close() })
 	n.watchLiveNodes()
+	n.runResealer()
 	undo = append(undo, func() { n.cancel(); n.clusterWG.Wait() })
 	if n.cfg.InsecureDev {
 		n.logger.Warn("INSECURE: --insecure-dev is set; sessions are accepted WITHOUT a service token. Never run this way outside a local trial.")
@@ -270,7 +274,7 @@ func (n *Node) now() time.Time {
 }
 
 // vaultKeys returns the vault keys in force.
-func (n *Node) vaultKeys() *vault.Keys { return n.keys.Load() }
+func (n *Node) vaultKeys() *vault.Keys { return n.ring.Load() }
 
 // loadOrCreateAdminToken reads the admin token, creating a random one (0600)
 // on first start.

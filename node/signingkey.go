@@ -21,6 +21,10 @@ import (
 // started with the wrong --vault-key would otherwise run and fail every
 // session.
 func (n *Node) ensureSigningKey(ctx context.Context) error {
+	// The first signing key is sealed with a data key from the start.
+	if err := n.initKeyring(ctx); err != nil {
+		return err
+	}
 	keys, err := n.store.TokenKeys()
 	if err != nil {
 		return err
@@ -53,11 +57,12 @@ func (n *Node) addSigningKey(ctx context.Context, retire []storage.TokenKey) err
 		return err
 	}
 	seed := base64.StdEncoding.EncodeToString(k.Private.Seed())
-	sealed, err := n.vaultKeys().Seal(vault.Credential{Kind: vault.KindBearer, Token: seed}, gateway.SigningKeyAAD(k.ID))
+	vk := n.vaultKeys()
+	sealed, err := vk.Seal(vault.Credential{Kind: vault.KindBearer, Token: seed}, gateway.SigningKeyAAD(k.ID))
 	if err != nil {
 		return fmt.Errorf("seal token signing key: %w", err)
 	}
-	batch := []cluster.Command{{Op: cluster.OpPutTokenKey, TokenKey: &storage.TokenKey{ID: k.ID, Public: k.Public, Sealed: sealed, Created: now}}}
+	batch := []cluster.Command{{Op: cluster.OpPutTokenKey, TokenKey: &storage.TokenKey{ID: k.ID, Public: k.Public, Sealed: sealed, Created: now, KeyID: vk.Current().ID()}}}
 	for _, old := range retire {
 		old.Retired = now
 		batch = append(batch, cluster.Command{Op: cluster.OpPutTokenKey, TokenKey: &old})

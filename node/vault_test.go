@@ -230,9 +230,10 @@ func TestNoPlaintextAtRest(t *testing.T) {
 	resp := adminDo(t, n, http.MethodPost, "/v1/vault/rotate", nil)
 	var res adminapi.RotateResult
 	json.NewDecoder(resp.Body).Decode(&res)
-	if resp.StatusCode != http.StatusOK || res.Resealed != 3 || len(res.RetiredIDs) != 1 {
-		t.Fatalf("rotate: HTTP %d %+v, want 200 with 3 resealed and 1 retired key", resp.StatusCode, res)
+	if resp.StatusCode != http.StatusOK || res.Pending != 4 || len(res.DecryptOnly) != 1 {
+		t.Fatalf("rotate: HTTP %d %+v, want 200 with 3 credentials and the signing key to reseal and 1 decrypt-only key", resp.StatusCode, res)
 	}
+	waitResealed(t, n, res.KeyID)
 	backup("backup-2.db")
 	scan("after rotate")
 
@@ -270,7 +271,7 @@ func TestNoPlaintextAtRest(t *testing.T) {
 func TestWrongVaultKeyRefusesStart(t *testing.T) {
 	n := startNode(t)
 	dataDir := n.cfg.DataDir
-	sealedWith := n.vaultKeys().Current().ID()
+	sealedWith := n.ring.KEK().Current().ID()
 	n.Close()
 
 	cfg := n.cfg
@@ -281,8 +282,8 @@ func TestWrongVaultKeyRefusesStart(t *testing.T) {
 	}
 	defer other.Close()
 	err = other.Start(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "cannot open the secrets in "+dataDir) ||
-		!strings.Contains(err.Error(), "sealed with key "+sealedWith) || !strings.Contains(err.Error(), "--vault-key") {
+	if err == nil || !strings.Contains(err.Error(), "the data in "+dataDir+" is sealed with vault key "+sealedWith) ||
+		!strings.Contains(err.Error(), "restore the key file holding key "+sealedWith+" to "+cfg.VaultKeyFile) || !strings.Contains(err.Error(), "--vault-key") {
 		t.Fatalf("Start with the wrong vault key: %v, want a refusal naming key %s and --vault-key", err, sealedWith)
 	}
 }

@@ -19,7 +19,8 @@ func (n *Node) newAdmin() (*admin.Service, error) {
 	deps := admin.Deps{
 		State:       n.store,
 		Writes:      n.writes,
-		VaultKeys:   &n.keys,
+		VaultKeys:   n.ring,
+		VaultRing:   n.ring,
 		Keyring:     n.gw.Keyring,
 		SigningKeys: n.addSigningKey,
 		// The admin API checks what it writes by the rules the data path

@@ -143,11 +143,12 @@ func TestAdminPprof(t *testing.T) {
 }
 
 // TestVaultRotationWithoutKeyFile: a node started without a key file
-// cannot rotate the vault key. That is its setup, not a server fault: 409
-// (it answered 500), saying what to start it with.
+// cannot rotate the key-encryption key, which lives in that file. That is
+// its setup, not a server fault: 409 (it answered 500), saying what to
+// start it with.
 func TestVaultRotationWithoutKeyFile(t *testing.T) {
 	n := startNode(t, func(c *Config) { c.VaultKeyFile = "" })
-	resp := adminDo(t, n, http.MethodPost, "/v1/vault/rotate", nil)
+	resp := adminDo(t, n, http.MethodPost, "/v1/vault/rotate-kek", nil)
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	if got, want := resp.StatusCode, http.StatusConflict; got != want {
@@ -157,7 +158,7 @@ func TestVaultRotationWithoutKeyFile(t *testing.T) {
 	if err := json.Unmarshal(body, &e); err != nil {
 		t.Fatalf("body %q is not an admin error: %v", body, err)
 	}
-	if got, want := e.Error, "rotate vault key: this node was started without a vault key file; rotation needs one (--vault-key)"; got != want {
+	if got, want := e.Error, "rotate vault key-encryption key: this node was started without a vault key file; rotating the key-encryption key needs one (--vault-key)"; got != want {
 		t.Fatalf("error %q, want %q", got, want)
 	}
 }

@@ -112,6 +112,34 @@ type TokenKey struct {
 	Sealed  []byte    `json:"sealed"`
 	Created time.Time `json:"created"`
 	Retired time.Time `json:"retired,omitzero"`
+	// KeyID is the vault key that sealed the private half; empty in
+	// records written before the keyring (sealed with the key-encryption
+	// key itself).
+	KeyID string `json:"key_id,omitempty"`
+}
+
+// DataKeyState says what a vault data key is used for.
+type DataKeyState string
+
+// Data key states.
+const (
+	// DataKeyActive seals new records; the keyring holds at most one.
+	DataKeyActive DataKeyState = "active"
+	// DataKeyDecryptOnly only opens records sealed before a rotation; it
+	// is deleted once no record references it.
+	DataKeyDecryptOnly DataKeyState = "decrypt-only"
+)
+
+// DataKey is one vault data-encryption key as replicated: only wrapped,
+// i.e. sealed to one or more key-encryption keys (the operators' vault key
+// files), which never enter replicated state.
+type DataKey struct {
+	ID      string       `json:"id"`
+	State   DataKeyState `json:"state"`
+	Created time.Time    `json:"created"`
+	// Wraps maps a key-encryption key id to the data key sealed to it.
+	// More than one while a key-encryption key rotation is unfinished.
+	Wraps map[string][]byte `json:"wraps"`
 }
 
 // Revocation marks a service token id as revoked until the token would have

@@ -11,6 +11,9 @@ var (
 	bucketTokenKeys   = []byte("token_keys")
 	bucketRevocations = []byte("revocations")
 	bucketTokens      = []byte("tokens")
+	// bucketKeyring maps a vault data key's id to its DataKey record: the
+	// key wrapped (sealed) to each key-encryption key, never in the clear.
+	bucketKeyring = []byte("vault_keyring")
 )
 
 // allBuckets lists every bucket Open creates.
@@ -23,6 +26,7 @@ var allBuckets = [][]byte{
 	bucketTokenKeys,
 	bucketRevocations,
 	bucketTokens,
+	bucketKeyring,
 }
 
 // Keys inside bucketMeta.

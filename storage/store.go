@@ -177,6 +177,50 @@ func (t *Tx) DeleteLimit(id string) (bool, error) { return deleteKey(t.tx, bucke
 // PutTokenKey creates or replaces a token signing key.
 func (t *Tx) PutTokenKey(k TokenKey) error { return putJSON(t.tx, bucketTokenKeys, k.ID, k) }
 
+// Credential returns the credential of (org, account, route) as this
+// transaction sees it, or ErrNotFound.
+func (t *Tx) Credential(org, account, route string) (Credential, error) {
+	return txGetJSON[Credential](t.tx, bucketCredentials, CredentialKey(org, account, route))
+}
+
+// TokenKey returns the token signing key id as this transaction sees it,
+// or ErrNotFound.
+func (t *Tx) TokenKey(id string) (TokenKey, error) {
+	return txGetJSON[TokenKey](t.tx, bucketTokenKeys, id)
+}
+
+// DataKeys returns the vault keyring as this transaction sees it.
+func (t *Tx) DataKeys() ([]DataKey, error) { return txListJSON[DataKey](t.tx, bucketKeyring) }
+
+// PutDataKey creates or replaces a vault data key.
+func (t *Tx) PutDataKey(k DataKey) error { return putJSON(t.tx, bucketKeyring, k.ID, k) }
+
+// DeleteDataKey removes a vault data key; it reports whether it existed.
+func (t *Tx) DeleteDataKey(id string) (bool, error) { return deleteKey(t.tx, bucketKeyring, id) }
+
+// KeyReferences counts, per vault key id, the credentials and token
+// signing keys whose KeyID names it.
+func (t *Tx) KeyReferences() (map[string]int, error) {
+	refs := map[string]int{}
+	var rec struct {
+		KeyID string `json:"key_id"`
+	}
+	for _, b := range [][]byte{bucketCredentials, bucketTokenKeys} {
+		err := t.tx.Bucket(b).ForEach(func(_, v []byte) error {
+			rec.KeyID = ""
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return err
+			}
+			refs[rec.KeyID]++
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return refs, nil
+}
+
 // PutRevocation records a revoked token id.
 func (t *Tx) PutRevocation(r Revocation) error { return putJSON(t.tx, bucketRevocations, r.ID, r) }
 
@@ -188,6 +232,28 @@ func (t *Tx) SetAppliedIndex(i uint64) error {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], i)
 	return t.tx.Bucket(bucketMeta).Put(metaAppliedIndex, b[:])
+}
+
+func txGetJSON[T any](tx *bolt.Tx, bucket []byte, key string) (T, error) {
+	var v T
+	b := tx.Bucket(bucket).Get([]byte(key))
+	if b == nil {
+		return v, ErrNotFound
+	}
+	return v, json.Unmarshal(b, &v)
+}
+
+func txListJSON[T any](tx *bolt.Tx, bucket []byte) ([]T, error) {
+	var out []T
+	err := tx.Bucket(bucket).ForEach(func(_, b []byte) error {
+		var v T
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		out = append(out, v)
+		return nil
+	})
+	return out, err
 }
 
 func getJSON[T any](s *Store, bucket []byte, key string) (T, error) {
@@ -247,6 +313,9 @@ func (s *Store) TokenKeys() ([]TokenKey, error) { return listJSON[TokenKey](s, b
 func (s *Store) Revocations() ([]Revocation, error) {
 	return listJSON[Revocation](s, bucketRevocations)
 }
+
+// DataKeys returns the vault keyring: every data key, wrapped.
+func (s *Store) DataKeys() ([]DataKey, error) { return listJSON[DataKey](s, bucketKeyring) }
 
 // Tokens returns the metadata of every issued token.
 func (s *Store) Tokens() ([]Token, error) { return listJSON[Token](s, bucketTokens) }

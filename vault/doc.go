@@ -66,11 +66,22 @@
 // scrypt, armored), in which case `age -d` opens it too. LoadKeys refuses a
 // file whose mode gives group or others any access.
 //
-// Rotation: keys.Rotate(newIdentity) gives a key set that seals with the new
-// identity and still opens everything; ReplaceKeysFile writes it; Reseal moves
-// each record to the new identity; once every node has acknowledged,
-// NewKeys(newIdentity) drops the retired ones. An envelope sealed for an
-// identity no longer held fails with ErrUnknownKey, naming the key id.
+// The key file holds the key-encryption keys (KEK), as Vault's barrier
+// keyring does: they never leave the node. Credentials and signing keys are
+// sealed with data keys (DEK), age X25519 identities too, which replicated
+// storage holds only wrapped: WrapDataKey seals a data key to a KEK (age, one
+// X25519 stanza, the plaintext naming the data key id, so a wrap cannot be
+// swapped for another key's) and Keys.UnwrapDataKey opens it. NewKeyring
+// assembles what a node seals and unseals with: the active data key seals;
+// decrypt-only data keys and the KEKs open (records written before the
+// keyring existed are sealed with the KEK itself, and keep opening).
+//
+// Data keys being X25519 identities, a data key rotation changes nothing in
+// the envelope: its key id names the data key. Rotating the data key needs
+// no file written; rotating the KEK (Keys.Rotate, ReplaceKeysFile) re-wraps
+// the data keys only. An envelope sealed with a key no longer held fails
+// with ErrUnknownKey, naming the key id; a data key wrapped only to KEKs a
+// node lacks fails with ErrNoKEK.
 //
 // # Plaintext in memory
 //

@@ -99,8 +99,8 @@ func (k *Keys) Retired() []*Identity {
 }
 
 // Rotate returns a key set with next as the current identity and every
-// identity of k retired, the way `mcpgw vault rotate` needs it while
-// credentials are being re-sealed.
+// identity of k retired, the way `mcpgw vault rotate-kek` writes the key
+// file while nodes still holding the old one are being updated.
 func (k *Keys) Rotate(next *Identity) *Keys {
 	return NewKeys(next, k.all...)
 }

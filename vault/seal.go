@@ -81,7 +81,7 @@ func (k *Keys) Unseal(sealed []byte, aad AAD) (Credential, error) {
 	}
 	id := k.lookup(env.rawKeyID)
 	if id == nil {
-		return Credential{}, fmt.Errorf("%w (key id %s): load the retired key that sealed it, or put the credential again", ErrUnknownKey, env.KeyID)
+		return Credential{}, fmt.Errorf("%w (key id %s): run `mcpgw vault status` against this node: if the key is a data key it cannot open, copy the current vault key file to it; otherwise restore the key file that sealed it, or put the credential again", ErrUnknownKey, env.KeyID)
 	}
 	r, err := age.Decrypt(bytes.NewReader(env.Ciphertext), singleStanzaIdentity{id.x})
 	if err != nil {

@@ -165,7 +165,7 @@ func TestUnsealUnknownKey(t *testing.T) {
 		t.Fatalf("Unseal error=%v, want ErrUnknownKey", err)
 	}
 	want := "sealed credential is for a vault key this node does not hold (key id " + other.Current().ID() +
-		"): load the retired key that sealed it, or put the credential again"
+		"): run `mcpgw vault status` against this node: if the key is a data key it cannot open, copy the current vault key file to it; otherwise restore the key file that sealed it, or put the credential again"
 	if got := err.Error(); got != want {
 		t.Fatalf("Unseal error=%q, want %q", got, want)
 	}

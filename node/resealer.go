@@ -1,0 +1,211 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mcpgw/mcpgw/cluster"
+	"github.com/mcpgw/mcpgw/gateway"
+	"github.com/mcpgw/mcpgw/storage"
+	"github.com/mcpgw/mcpgw/vault"
+)
+
+// resealBatch is how many records one reseal command moves: small enough
+// that a batch commits in a few milliseconds and live writes interleave.
+const resealBatch = 128
+
+// resealInterval is how often the leader looks for records sealed with a
+// key other than the active data key, besides when a rotation kicks it.
+const resealInterval = 2 * time.Second
+
+// runResealer starts the leader's background resealer: it creates the
+// keyring if the cluster has none yet (state written before the keyring
+// existed), moves every credential and signing key to the active data key
+// in small compare-and-set batches, and retires decrypt-only data keys
+// once nothing references them. Followers' resealers stay idle; a new
+// leader's picks up where the last stopped.
+func (n *Node) runResealer() {
+	n.clusterWG.Add(1)
+	go func() {
+		defer n.clusterWG.Done()
+		// A rotation handled by a follower kicks that follower's resealer,
+		// not the leader's: the leader notices the keyring change itself
+		// at the next quick tick, and makes a full pass every
+		// resealInterval besides.
+		quick := time.NewTicker(resealInterval / 8)
+		defer quick.Stop()
+		var seen string // the keyring as of the last pass
+		var last time.Time
+		force := true
+		for {
+			if n.raft.Status().State == "Leader" {
+				now := keyringDigest(n.store)
+				if force || now != seen || time.Since(last) >= resealInterval {
+					force = false
+					if err := n.resealPass(n.ctx); err != nil && n.ctx.Err() == nil {
+						n.logger.Warn("vault reseal pass stopped; it resumes at the next one", slog.Any("error", err))
+					}
+					seen, last = now, time.Now()
+				}
+			}
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-n.ring.kick:
+				force = true
+			case <-quick.C:
+			}
+		}
+	}()
+}
+
+// keyringDigest names the keyring's data keys and their states, so the
+// resealer can tell cheaply whether it changed.
+func keyringDigest(st *storage.Store) string {
+	dks, err := st.DataKeys()
+	if err != nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, dk := range dks {
+		b.WriteString(dk.ID)
+		b.WriteString(string(dk.State))
+		b.WriteByte(';')
+	}
+	return b.String()
+}
+
+// initKeyring creates the cluster's first data key, wrapped to this
+// node's current key-encryption key, unless the keyring has one already.
+func (n *Node) initKeyring(ctx context.Context) error {
+	dks, err := n.store.DataKeys()
+	if err != nil || len(dks) > 0 {
+		return err
+	}
+	dk, err := newDataKey(n.ring.KEK(), n.now())
+	if err != nil {
+		return err
+	}
+	if err := n.writes.Apply(ctx, cluster.Command{Op: cluster.OpInitKeyring, DataKey: &dk}); err != nil {
+		return fmt.Errorf("create the vault keyring: %w", err)
+	}
+	n.logger.Info("vault keyring created", slog.String("data_key", dk.ID), slog.String("kek", n.ring.KEK().Current().ID()))
+	return nil
+}
+
+// newDataKey generates a data key wrapped to the current identity of kek.
+func newDataKey(kek *vault.Keys, now time.Time) (storage.DataKey, error) {
+	id, err := vault.GenerateIdentity()
+	if err != nil {
+		return storage.DataKey{}, err
+	}
+	w, err := vault.WrapDataKey(id, kek.Current())
+	if err != nil {
+		return storage.DataKey{}, err
+	}
+	return storage.DataKey{ID: id.ID(), State: storage.DataKeyActive, Created: now.UTC(),
+		Wraps: map[string][]byte{kek.Current().ID(): w}}, nil
+}
+
+// resealPass does one round of the resealer's work.
+func (n *Node) resealPass(ctx context.Context) error {
+	if err := n.initKeyring(ctx); err != nil {
+		return err
+	}
+	keys := n.vaultKeys()
+	active := keys.Current().ID()
+	dks, err := n.store.DataKeys()
+	if err != nil {
+		return err
+	}
+	isDataKey := map[string]storage.DataKeyState{}
+	for _, dk := range dks {
+		isDataKey[dk.ID] = dk.State
+	}
+	if isDataKey[active] != storage.DataKeyActive {
+		// This node cannot open the active key (its key file is behind):
+		// another leader has to do the work.
+		return nil
+	}
+	refs := map[string]int{}
+	var batch []cluster.Command
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := n.writes.Apply(ctx, cluster.Command{Op: cluster.OpBatch, Batch: batch})
+		batch = batch[:0]
+		if errors.Is(err, cluster.ErrRetiredKey) {
+			// Cannot happen for keys this pass seals with unless the
+			// keyring changed meanwhile; the next pass starts over.
+			return nil
+		}
+		return err
+	}
+	creds, err := n.store.Credentials()
+	if err != nil {
+		return err
+	}
+	for _, c := range creds {
+		if c.KeyID == active {
+			continue
+		}
+		sealed, err := keys.Reseal(c.Sealed, vault.AAD{Org: c.Org, Account: c.Account, Route: c.Route}, keys)
+		if err != nil {
+			refs[c.KeyID]++
+			n.logger.Warn("cannot reseal a credential; it keeps its old key", slog.String("org", c.Org), slog.String("account", c.Account), slog.String("route", c.Route), slog.String("key_id", c.KeyID), slog.Any("error", err))
+			continue
+		}
+		nc := c
+		nc.Sealed, nc.KeyID = sealed, active
+		batch = append(batch, cluster.Command{Op: cluster.OpResealCredential, Credential: &nc, Expect: c.Sealed})
+		if len(batch) == resealBatch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	tks, err := n.store.TokenKeys()
+	if err != nil {
+		return err
+	}
+	for _, k := range tks {
+		env, err := vault.DecodeEnvelope(k.Sealed)
+		if err == nil && env.KeyID == active {
+			continue
+		}
+		aad := gateway.SigningKeyAAD(k.ID)
+		sealed, err := keys.Reseal(k.Sealed, aad, keys)
+		if err != nil {
+			refs[k.KeyID]++
+			n.logger.Warn("cannot reseal a token signing key; it keeps its old key", slog.String("token_key", k.ID), slog.Any("error", err))
+			continue
+		}
+		nk := k
+		nk.Sealed, nk.KeyID = sealed, active
+		batch = append(batch, cluster.Command{Op: cluster.OpResealTokenKey, TokenKey: &nk, Expect: k.Sealed})
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	for _, dk := range dks {
+		if dk.State != storage.DataKeyDecryptOnly || refs[dk.ID] > 0 {
+			continue
+		}
+		// The FSM retires the key only if no record references it by then:
+		// a node behind the rotation may just have sealed one with it.
+		if err := n.writes.Apply(ctx, cluster.Command{Op: cluster.OpRetireDataKey, Name: dk.ID}); err != nil {
+			return err
+		}
+		after, err := n.store.DataKeys()
+		if err == nil && !slices.ContainsFunc(after, func(k storage.DataKey) bool { return k.ID == dk.ID }) {
+			n.logger.Info("vault data key retired: nothing references it any more", slog.String("data_key", dk.ID))
+		}
+	}
+	return nil
+}
