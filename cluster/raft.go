@@ -178,7 +178,8 @@ func (r *Raft) Open(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	r.fsm = &fsm{store: r.store, logger: r.logger, applied: applied}
+	r.fsm = &fsm{store: r.store, logger: r.logger}
+	r.fsm.setApplied(applied)
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(r.id)
 	rc.HeartbeatTimeout = r.cfg.HeartbeatTimeout

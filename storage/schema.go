@@ -11,6 +11,13 @@ var (
 	bucketTokenKeys   = []byte("token_keys")
 	bucketRevocations = []byte("revocations")
 	bucketTokens      = []byte("tokens")
+	// bucketRequests maps the id of an applied write request to the raft
+	// index it was applied at (8 bytes big-endian), so a write sent again
+	// after a leader change is applied once.
+	bucketRequests = []byte("requests")
+	// bucketRequestsByIndex maps that index back to the request id, oldest
+	// first, so ids past the retention window are dropped in order.
+	bucketRequestsByIndex = []byte("requests_by_index")
 )
 
 // allBuckets lists every bucket Open creates.
@@ -23,6 +30,8 @@ var allBuckets = [][]byte{
 	bucketTokenKeys,
 	bucketRevocations,
 	bucketTokens,
+	bucketRequests,
+	bucketRequestsByIndex,
 }
 
 // Keys inside bucketMeta.

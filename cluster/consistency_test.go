@@ -1,0 +1,140 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/mcpgw/mcpgw/cluster"
+	"github.com/mcpgw/mcpgw/cluster/clustertest"
+	"github.com/mcpgw/mcpgw/storage"
+)
+
+// A write forwarded to a leader that stalls is abandoned when the follower
+// learns of the next leader and resent there: it is acknowledged within
+// about a second of the new leader, not at the apply timeout.
+func TestForwardedWriteFollowsLeaderChange(t *testing.T) {
+	c := clustertest.NewCluster(t, 3, clustertest.WithConfig(func(cfg *cluster.Config) {
+		cfg.ApplyTimeout = 10 * time.Second
+	}))
+	old := c.WaitForLeader(t)
+	follower := c.Followers(t)[0]
+	apply(t, follower, route("warm")) // the forwarding connection is open
+
+	c.Stall(old.Index)
+	t.Cleanup(func() { c.Unstall(old.Index) })
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- follower.Raft().Apply(context.Background(), route("during-election")) }()
+
+	// When the follower first knows a leader other than the stalled one.
+	var elected time.Time
+	clustertest.Eventually(t, clustertest.Wait, func() error {
+		st := follower.Raft().Status()
+		if st.LeaderID == "" || st.LeaderID == old.ID {
+			return fmt.Errorf("follower's leader is %q", st.LeaderID)
+		}
+		elected = time.Now()
+		return nil
+	})
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(clustertest.Wait):
+		t.Fatalf("write still not acknowledged %v after the leader stalled", clustertest.Wait)
+	}
+	acked := time.Now()
+	if err != nil {
+		t.Fatalf("Apply()=%v, want the write acknowledged by the new leader", err)
+	}
+	t.Logf("new leader after %v, write acknowledged %v after it", elected.Sub(start).Round(time.Millisecond), acked.Sub(elected).Round(time.Millisecond))
+	if got, limit := acked.Sub(elected), 1500*time.Millisecond; got > limit {
+		t.Fatalf("write acknowledged %v after the new leader, want within %v", got, limit)
+	}
+	// The stalled leader comes back and the write is there once.
+	c.Unstall(old.Index)
+	waitRoutes(t, []string{"warm", "during-election"}, c.Nodes...)
+}
+
+// A command carrying a request id already applied is a no-op, even when
+// the state moved on since: resending a write never undoes a later one.
+func TestResentWriteIsAppliedOnce(t *testing.T) {
+	store, err := storage.Open(filepath.Join(t.TempDir(), storage.StateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	put := route("a")
+	put.RequestID = "req-1"
+	del := cluster.Command{Op: cluster.OpDeleteRoute, Name: "a", RequestID: "req-2"}
+	for i, cmd := range []cluster.Command{put, del, put} {
+		if err := cluster.Apply(store, uint64(i+1), cmd); err != nil {
+			t.Fatalf("apply %d: %v", i+1, err)
+		}
+	}
+	if _, err := store.Route("a"); err == nil {
+		t.Fatal("route a exists: the resent put was applied a second time, after the delete")
+	}
+	if got, err := store.AppliedIndex(); err != nil || got != 3 {
+		t.Fatalf("AppliedIndex()=%d, %v, want 3", got, err)
+	}
+}
+
+// Apply through a follower returns once the follower holds the write, and
+// ReadIndex on another follower sees every acknowledged write: reads there
+// are linearizable after it.
+func TestReadYourWritesAcrossNodes(t *testing.T) {
+	c := clustertest.NewCluster(t, 3)
+	followers := c.Followers(t)
+	writer, reader := followers[0], followers[1]
+	for i := range 20 {
+		name := fmt.Sprintf("r%d", i)
+		index, err := writer.Raft().ApplyIndex(context.Background(), route(name))
+		if err != nil {
+			t.Fatalf("apply %s: %v", name, err)
+		}
+		if got := writer.Raft().AppliedIndex(); got < index {
+			t.Fatalf("writer applied %d after its write at %d", got, index)
+		}
+		if !routeNames(t, writer)[name] {
+			t.Fatalf("write %s acknowledged by node %d, which does not hold it", name, writer.Index)
+		}
+		seen, err := reader.Raft().ReadIndex(context.Background())
+		if err != nil {
+			t.Fatalf("read index on node %d: %v", reader.Index, err)
+		}
+		if seen < index {
+			t.Fatalf("ReadIndex()=%d after a write at %d", seen, index)
+		}
+		if !routeNames(t, reader)[name] {
+			t.Fatalf("node %d misses route %s after ReadIndex", reader.Index, name)
+		}
+	}
+}
+
+// BenchmarkFollowerWrite measures a write through a follower of 3 nodes.
+func TestWriteLatency(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures latency")
+	}
+	c := clustertest.NewCluster(t, 3)
+	for _, tc := range []struct {
+		name string
+		node *clustertest.Node
+	}{{"leader", c.WaitForLeader(t)}, {"follower", c.Followers(t)[0]}} {
+		var took []time.Duration
+		for i := range 200 {
+			begin := time.Now()
+			if err := tc.node.Raft().Apply(context.Background(), route(fmt.Sprintf("%s%d", tc.name, i))); err != nil {
+				t.Fatal(err)
+			}
+			took = append(took, time.Since(begin))
+		}
+		sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+		t.Logf("write through %s: p50 %v p99 %v max %v", tc.name, took[len(took)/2], took[len(took)*99/100], slices.Max(took))
+	}
+}
