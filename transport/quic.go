@@ -21,9 +21,17 @@ const (
 	DefaultMaxStreamsPerConn = 1000
 	// DefaultQUICIdleTimeout closes a connection silent for this long.
 	DefaultQUICIdleTimeout = 60 * time.Second
-	// QUICKeepAlive is how often clients send a keepalive, well inside the
-	// idle timeout.
-	QUICKeepAlive = 15 * time.Second
+	// QUICKeepAlive is how often clients send a keepalive (a PING the
+	// gateway acknowledges), well inside ClientQUICIdleTimeout.
+	QUICKeepAlive = 500 * time.Millisecond
+	// ClientQUICIdleTimeout is how long a client waits without hearing
+	// from a gateway before it counts the connection dead. UDP brings no
+	// reset when a node dies, so this is how fast a QUIC session notices
+	// and moves to another node, as a WebSocket session does on a TCP
+	// reset. An idle timeout applies at the lower of both sides' values,
+	// so the gateway drops a client silent this long too; live clients'
+	// keepalives prevent that.
+	ClientQUICIdleTimeout = 2 * time.Second
 )
 
 // Stream error codes sent when a side abandons a stream.
@@ -141,7 +149,7 @@ func DialQUIC(ctx context.Context, addr string, tlsConf *tls.Config) (*quic.Conn
 		conf.ServerName = host
 	}
 	return quic.DialAddr(ctx, addr, conf, &quic.Config{
-		MaxIdleTimeout:        DefaultQUICIdleTimeout,
+		MaxIdleTimeout:        ClientQUICIdleTimeout,
 		KeepAlivePeriod:       QUICKeepAlive,
 		MaxIncomingStreams:    -1, // the gateway never opens streams
 		MaxIncomingUniStreams: -1,
