@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,6 +26,9 @@ type Client struct {
 	base  string
 	token string
 	http  *http.Client
+	// seen is the highest IndexHeader answered, sent back as
+	// MinIndexHeader so each request sees the state earlier ones did.
+	seen atomic.Uint64
 }
 
 // ClientOptions tune a Client. The zero value is valid.
@@ -107,11 +112,13 @@ func (a *Client) Do(ctx context.Context, method, path string, in, out any) error
 	}
 	req.Header.Set("Authorization", "Bearer "+a.token)
 	req.Header.Set("Content-Type", "application/json")
+	a.sendSeen(req)
 	resp, err := a.http.Do(req)
 	if err != nil {
 		return a.unreachable(err)
 	}
 	defer resp.Body.Close()
+	a.noteSeen(resp)
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return err
@@ -132,6 +139,7 @@ func (a *Client) Download(ctx context.Context, path string, w io.Writer) (int64,
 		return 0, err
 	}
 	req.Header.Set("Authorization", "Bearer "+a.token)
+	a.sendSeen(req)
 	hc := *a.http
 	hc.Timeout = 0 // a large state database takes as long as it takes
 	resp, err := hc.Do(req)
@@ -139,9 +147,33 @@ func (a *Client) Download(ctx context.Context, path string, w io.Writer) (int64,
 		return 0, a.unreachable(err)
 	}
 	defer resp.Body.Close()
+	a.noteSeen(resp)
 	if resp.StatusCode >= 300 {
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		return 0, a.httpError(resp.StatusCode, data)
 	}
 	return io.Copy(w, resp.Body)
+}
+
+// Index returns the highest raft index an answer of this client's
+// reflected.
+func (a *Client) Index() uint64 { return a.seen.Load() }
+
+func (a *Client) sendSeen(req *http.Request) {
+	if n := a.seen.Load(); n > 0 {
+		req.Header.Set(MinIndexHeader, strconv.FormatUint(n, 10))
+	}
+}
+
+func (a *Client) noteSeen(resp *http.Response) {
+	n, err := strconv.ParseUint(resp.Header.Get(IndexHeader), 10, 64)
+	if err != nil {
+		return
+	}
+	for {
+		old := a.seen.Load()
+		if n <= old || a.seen.CompareAndSwap(old, n) {
+			return
+		}
+	}
 }

@@ -2,10 +2,10 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
-	"sort"
 	"testing"
 	"time"
 
@@ -116,25 +116,47 @@ func TestReadYourWritesAcrossNodes(t *testing.T) {
 	}
 }
 
-// BenchmarkFollowerWrite measures a write through a follower of 3 nodes.
-func TestWriteLatency(t *testing.T) {
-	if testing.Short() {
-		t.Skip("measures latency")
-	}
-	c := clustertest.NewCluster(t, 3)
-	for _, tc := range []struct {
-		name string
-		node *clustertest.Node
-	}{{"leader", c.WaitForLeader(t)}, {"follower", c.Followers(t)[0]}} {
-		var took []time.Duration
-		for i := range 200 {
-			begin := time.Now()
-			if err := tc.node.Raft().Apply(context.Background(), route(fmt.Sprintf("%s%d", tc.name, i))); err != nil {
-				t.Fatal(err)
+// BenchmarkStalledLeaderWrite measures a write issued through a follower
+// the moment its leader stalls: the time to its acknowledgement from the
+// stall and from the follower learning of the new leader.
+func BenchmarkStalledLeaderWrite(b *testing.B) {
+	var fromStall, fromLeader []time.Duration
+	for i := range b.N {
+		b.StopTimer()
+		c := clustertest.NewCluster(b, 3, quiet)
+		old := c.WaitForLeader(b)
+		follower := c.Followers(b)[0]
+		apply(b, follower, route("warm"))
+		b.StartTimer()
+
+		c.Stall(old.Index)
+		start := time.Now()
+		done := make(chan error, 1)
+		go func() { done <- follower.Raft().Apply(context.Background(), route(fmt.Sprintf("stalled-%d", i))) }()
+		var elected time.Time
+		clustertest.Eventually(b, clustertest.Wait, func() error {
+			if st := follower.Raft().Status(); st.LeaderID == "" || st.LeaderID == old.ID {
+				return errors.New("no new leader")
 			}
-			took = append(took, time.Since(begin))
+			elected = time.Now()
+			return nil
+		})
+		if err := <-done; err != nil {
+			b.Fatalf("write during the stall: %v", err)
 		}
-		sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
-		t.Logf("write through %s: p50 %v p99 %v max %v", tc.name, took[len(took)/2], took[len(took)*99/100], slices.Max(took))
+		fromStall = append(fromStall, time.Since(start))
+		fromLeader = append(fromLeader, max(0, time.Since(elected)))
+		b.StopTimer()
+		c.Unstall(old.Index)
+		c.Close()
 	}
+	for _, m := range []struct {
+		unit string
+		d    []time.Duration
+	}{{"ack-after-stall-ms", fromStall}, {"ack-after-new-leader-ms", fromLeader}} {
+		slices.Sort(m.d)
+		b.ReportMetric(float64(m.d[len(m.d)/2].Milliseconds()), "p50-"+m.unit)
+		b.ReportMetric(float64(slices.Max(m.d).Milliseconds()), "max-"+m.unit)
+	}
+	b.ReportMetric(0, "ns/op")
 }

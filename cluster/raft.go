@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -72,6 +73,7 @@ type Raft struct {
 	logStore *raftboltdb.BoltStore
 	observer *raft.Observer
 
+	leaderChanges atomic.Uint64 // leader observations since Open
 	leaderMu      sync.Mutex    // guards leaderChanged
 	leaderChanged chan struct{} // closed and replaced when the leader changes
 

@@ -51,6 +51,9 @@ type Node struct {
 	adminSrv          *http.Server
 	framed            framedListeners
 
+	caughtUp  chan struct{} // closed once the state caught up with the cluster after Start
+	listening atomic.Bool   // set once every listener serves
+
 	ctx       context.Context // ends when the node closes
 	cancel    context.CancelFunc
 	served    sync.WaitGroup
@@ -77,7 +80,7 @@ func New(cfg Config) (*Node, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &Node{cfg: cfg, logger: logger, metrics: newMetrics(), ctx: ctx, cancel: cancel}
+	n := &Node{cfg: cfg, logger: logger, metrics: newMetrics(), caughtUp: make(chan struct{}), ctx: ctx, cancel: cancel}
 	n.keys.Store(cfg.VaultKeys)
 	return n, nil
 }
@@ -127,6 +130,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.gw = gateway.New(store, n.vaultKeys, n.gatewayOptions())
 	undo = append(undo, func() { n.gw.Close() })
 	n.watchLiveNodes()
+	n.catchUp()
 	undo = append(undo, func() { n.cancel(); n.clusterWG.Wait() })
 	if n.cfg.InsecureDev {
 		n.logger.Warn("INSECURE: --insecure-dev is set; sessions are accepted WITHOUT a service token. Never run this way outside a local trial.")
@@ -157,6 +161,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.serve(n.httpSrv, n.httpLn)
 	n.serve(n.adminSrv, n.adminLn)
 	n.serveFramed()
+	n.listening.Store(true)
 	if n.cfg.InsecurePlaintext {
 		n.logger.Warn("INSECURE: --insecure-plaintext is set; service and admin tokens cross the network in the clear unless something else protects it")
 	}
