@@ -28,6 +28,9 @@ const DefaultMinIndexWait = 5 * time.Second
 type Consistency interface {
 	// AppliedIndex is the raft index of the last entry the state holds.
 	AppliedIndex() uint64
+	// LastWriteIndex is the raft index of the latest write acknowledged
+	// through this node, which its state may not hold yet.
+	LastWriteIndex() uint64
 	// WaitApplied waits until the state holds entry index.
 	WaitApplied(ctx context.Context, index uint64) error
 	// ReadIndex waits until the state holds every write the cluster
@@ -42,9 +45,9 @@ func nodeLocal(path string) bool {
 	return strings.HasPrefix(path, "/v1/cluster/") || strings.HasPrefix(path, "/v1/audit")
 }
 
-// consistent gives /v1/ answers read-your-writes. A request carrying
-// MinIndexHeader waits (bounded) until this node has applied that index,
-// else is refused with 503. Every other request on replicated state first
+// consistent gives /v1/ answers read-your-writes. A request waits
+// (bounded) until this node has applied the index in its MinIndexHeader
+// and the latest write made through this node, else is refused with 503. Every other request on replicated state first
 // waits for this node to apply what the leader has (a ReadIndex), so a
 // write validated against state (a credential names a route) sees writes
 // made through other nodes, and a read sees every acknowledged write. If
@@ -65,14 +68,20 @@ func (s *server) consistent(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		// The node's own last write, so a caller sees what it just wrote
+		// here even without the header.
+		min := c.LastWriteIndex()
 		if v := r.Header.Get(MinIndexHeader); v != "" {
-			min, err := strconv.ParseUint(v, 10, 64)
+			seen, err := strconv.ParseUint(v, 10, 64)
 			if err != nil {
 				writeError(w, http.StatusBadRequest, "%s %q is not a raft index: send the %s value of an earlier answer", MinIndexHeader, v, IndexHeader)
 				return
 			}
+			min = max(min, seen)
+		}
+		if min > c.AppliedIndex() {
 			ctx, cancel := context.WithTimeout(r.Context(), wait)
-			err = c.WaitApplied(ctx, min)
+			err := c.WaitApplied(ctx, min)
 			cancel()
 			if err != nil {
 				w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
@@ -91,8 +100,9 @@ func (s *server) consistent(next http.Handler) http.Handler {
 	})
 }
 
-// indexWriter stamps IndexHeader on the answer as it starts, when any
-// write the handler made is applied here.
+// indexWriter stamps IndexHeader on the answer as it starts: what this
+// node holds, or the latest write through it if that is later (a write
+// the handler just made may be committed but not applied here yet).
 type indexWriter struct {
 	http.ResponseWriter
 	c       Consistency
@@ -102,7 +112,7 @@ type indexWriter struct {
 func (w *indexWriter) stamp() {
 	if !w.stamped {
 		w.stamped = true
-		w.Header().Set(IndexHeader, strconv.FormatUint(w.c.AppliedIndex(), 10))
+		w.Header().Set(IndexHeader, strconv.FormatUint(max(w.c.AppliedIndex(), w.c.LastWriteIndex()), 10))
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 )
 
 // Apply replicates cmd and returns once it is applied on the leader, with
-// the error applying it produced there, and on this node. On a follower the
+// the error applying it produced there. On a follower the
 // write is forwarded to the leader over the raft listener. While there is no
 // leader Apply waits for one, up to ApplyTimeout or ctx's deadline, then
 // returns an error wrapping ErrNoLeader; a leader that cannot be reached
@@ -30,8 +30,10 @@ func (r *Raft) Apply(ctx context.Context, cmd Command) error {
 }
 
 // ApplyIndex is Apply that also returns the raft index the write was
-// applied at. Before returning it waits, within ApplyTimeout, for this
-// node's state database to hold the write, so reads here see it.
+// applied at on the leader. This node's state database may take a moment
+// longer to hold it (a follower learns of the commit with the leader's next
+// message): wait with WaitApplied, or for every write made through this
+// node with WaitApplied(ctx, LastWriteIndex()).
 func (r *Raft) ApplyIndex(ctx context.Context, cmd Command) (uint64, error) {
 	if r.raft == nil {
 		return 0, ErrClosed
@@ -43,19 +45,22 @@ func (r *Raft) ApplyIndex(ctx context.Context, cmd Command) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: encode: %v", ErrInvalidCommand, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.ApplyTimeout)
-	defer cancel()
 	index, err := r.submit(ctx, request{Kind: kindApply, Command: b})
 	if err != nil {
 		return 0, err
 	}
-	if err := r.fsm.waitApplied(ctx, index); err != nil {
-		// Committed and applied on the leader: a success, whatever the
-		// local copy's lag.
-		r.logger.Warn("write applied on the leader but not yet here", slog.Uint64("index", index), slog.Uint64("applied_index", r.fsm.progress.Load()))
+	for {
+		last := r.lastWrite.Load()
+		if index <= last || r.lastWrite.CompareAndSwap(last, index) {
+			return index, nil
+		}
 	}
-	return index, nil
 }
+
+// LastWriteIndex returns the raft index of the latest write acknowledged
+// through this node: a read here after waiting for it sees every write
+// this node took.
+func (r *Raft) LastWriteIndex() uint64 { return r.lastWrite.Load() }
 
 // AppliedIndex returns the raft index of the last entry this node's state
 // database holds.

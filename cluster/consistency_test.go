@@ -84,9 +84,9 @@ func TestResentWriteIsAppliedOnce(t *testing.T) {
 	}
 }
 
-// Apply through a follower returns once the follower holds the write, and
-// ReadIndex on another follower sees every acknowledged write: reads there
-// are linearizable after it.
+// A follower that waits for its last write holds it, and ReadIndex on
+// another follower sees every acknowledged write: reads there are
+// linearizable after it.
 func TestReadYourWritesAcrossNodes(t *testing.T) {
 	c := clustertest.NewCluster(t, 3)
 	followers := c.Followers(t)
@@ -97,8 +97,14 @@ func TestReadYourWritesAcrossNodes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("apply %s: %v", name, err)
 		}
-		if got := writer.Raft().AppliedIndex(); got < index {
-			t.Fatalf("writer applied %d after its write at %d", got, index)
+		if got := writer.Raft().LastWriteIndex(); got != index {
+			t.Fatalf("LastWriteIndex()=%d after a write at %d", got, index)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), clustertest.Wait)
+		err = writer.Raft().WaitApplied(ctx, writer.Raft().LastWriteIndex())
+		cancel()
+		if err != nil {
+			t.Fatalf("wait for node %d to apply its own write: %v", writer.Index, err)
 		}
 		if !routeNames(t, writer)[name] {
 			t.Fatalf("write %s acknowledged by node %d, which does not hold it", name, writer.Index)

@@ -74,6 +74,7 @@ type Raft struct {
 	observer *raft.Observer
 
 	leaderChanges atomic.Uint64 // leader observations since Open
+	lastWrite     atomic.Uint64 // index of the latest write acknowledged through this node
 	leaderMu      sync.Mutex    // guards leaderChanged
 	leaderChanged chan struct{} // closed and replaced when the leader changes
 

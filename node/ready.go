@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -59,19 +60,26 @@ func (n *Node) isCaughtUp() bool {
 	}
 }
 
-// admit refuses sessions until the node has caught up after its start.
+// admit refuses sessions until the node has caught up after its start,
+// and holds a session opened right after a write through this node until
+// the node holds that write (a route just added), bounded by admitWait.
 func (n *Node) admit(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, admitWait)
+	defer cancel()
 	if n.isCaughtUp() {
+		if last := n.raft.LastWriteIndex(); last > n.raft.AppliedIndex() {
+			// Past the bound the session is decided on what the node has.
+			n.raft.WaitApplied(ctx, last)
+		}
 		return nil
 	}
-	t := time.NewTimer(admitWait)
-	defer t.Stop()
 	select {
 	case <-n.caughtUp:
 		return nil
 	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
+		if err := context.Cause(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
 	}
 	st := n.raft.Status()
 	return &transport.Refusal{Code: transport.CodeOverloaded, RetryAfter: 1,
