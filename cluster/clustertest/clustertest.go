@@ -402,15 +402,19 @@ func (c *Cluster) WaitForVoters(t testing.TB, n int) {
 func (c *Cluster) WaitSynced(t testing.TB) {
 	t.Helper()
 	leader := c.WaitForLeader(t)
-	want := leader.Raft().Status().LastIndex
+	lst := leader.Raft().Status()
+	want, wantState := lst.LastIndex, lst.StateIndex
 	Eventually(t, Wait, func() error {
 		for _, n := range c.reachable() {
 			st := n.Raft().Status()
 			if st.State == "Shutdown" {
 				continue
 			}
-			if st.AppliedIndex < want {
-				return fmt.Errorf("node %d applied %d of %d", n.Index, st.AppliedIndex, want)
+			// Raft counts an entry applied once it hands it on; the state
+			// database may still be writing it, and a Kill then would lose
+			// it until a restart replays it.
+			if st.AppliedIndex < want || st.StateIndex < wantState {
+				return fmt.Errorf("node %d applied %d of %d (state database at %d of %d)", n.Index, st.AppliedIndex, want, st.StateIndex, wantState)
 			}
 		}
 		return nil
