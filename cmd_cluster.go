@@ -107,6 +107,7 @@ func printClusterStatus(w io.Writer, st adminapi.ClusterStatus) {
 		leader = "(none: no quorum reachable)"
 	}
 	fmt.Fprintf(w, "node %s (%s) is %s; leader %s; term %d; applied index %d of %d committed\n", st.ID, st.Addr, st.State, leader, st.Term, st.AppliedIndex, st.CommitIndex)
+	fmt.Fprintf(w, "state database at index %d; %d leader changes seen since start\n", st.StateIndex, st.LeaderChanges)
 	if st.Halted != "" {
 		fmt.Fprintf(w, "HALTED: %s\n", st.Halted)
 	}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +36,10 @@ type Client struct {
 	startWait time.Duration
 	waiting   func(base string)
 	waitOnce  sync.Once
+	// seen is the highest IndexHeader answered, sent back as
+	// MinIndexHeader so each request sees the state earlier ones did.
+	// Raft indexes are cluster-wide, so it holds whichever node answers.
+	seen atomic.Uint64
 }
 
 // ClientOptions tune a Client. The zero value is valid.
@@ -144,6 +149,7 @@ func (a *Client) send(ctx context.Context, hc *http.Client, method, path string,
 			if body != nil {
 				req.Header.Set("Content-Type", "application/json")
 			}
+			a.sendSeen(req)
 			resp, err := hc.Do(req)
 			if err == nil {
 				a.preferred.Store(int32(idx))
@@ -217,6 +223,7 @@ func (a *Client) Do(ctx context.Context, method, path string, in, out any) error
 		return err
 	}
 	defer resp.Body.Close()
+	a.noteSeen(resp)
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return err
@@ -239,9 +246,33 @@ func (a *Client) Download(ctx context.Context, path string, w io.Writer) (int64,
 		return 0, err
 	}
 	defer resp.Body.Close()
+	a.noteSeen(resp)
 	if resp.StatusCode >= 300 {
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		return 0, a.httpError(resp.StatusCode, data)
 	}
 	return io.Copy(w, resp.Body)
+}
+
+// Index returns the highest raft index an answer of this client's
+// reflected.
+func (a *Client) Index() uint64 { return a.seen.Load() }
+
+func (a *Client) sendSeen(req *http.Request) {
+	if n := a.seen.Load(); n > 0 {
+		req.Header.Set(MinIndexHeader, strconv.FormatUint(n, 10))
+	}
+}
+
+func (a *Client) noteSeen(resp *http.Response) {
+	n, err := strconv.ParseUint(resp.Header.Get(IndexHeader), 10, 64)
+	if err != nil {
+		return
+	}
+	for {
+		old := a.seen.Load()
+		if n <= old || a.seen.CompareAndSwap(old, n) {
+			return
+		}
+	}
 }

@@ -72,6 +72,12 @@ type Options struct {
 	// Clock is the time relative audit queries (since=1h) count back
 	// from. Default: time.Now.
 	Clock func() time.Time
+	// Consistency gives answers read-your-writes (see IndexHeader). Default
+	// nil: a node outside raft, whose reads always see its writes.
+	Consistency Consistency
+	// MinIndexWait bounds the wait for MinIndexHeader and for the leader's
+	// applied index. Default DefaultMinIndexWait.
+	MinIndexWait time.Duration
 }
 
 // MaxBodyBytes is the largest request body the API reads.
@@ -137,7 +143,7 @@ func NewHandler(uc UseCases, token []byte, opts *Options) http.Handler {
 	mux.HandleFunc("POST /v1/cluster/join", s.clusterJoin)
 	mux.HandleFunc("POST /v1/cluster/remove", s.clusterRemove)
 	mux.HandleFunc("GET /v1/backup", s.backup)
-	return http.MaxBytesHandler(s.requireToken(mux), MaxBodyBytes)
+	return http.MaxBytesHandler(s.requireToken(s.consistent(mux)), MaxBodyBytes)
 }
 
 func (s *server) requireToken(next http.Handler) http.Handler {

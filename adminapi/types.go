@@ -252,6 +252,12 @@ type ClusterStatus struct {
 	// Halted says why this node stopped applying the log; empty while
 	// healthy.
 	Halted string `json:"halted,omitempty"`
+	// StateIndex is the last raft index the node's state database holds,
+	// what Mcpgw-Index answers carry.
+	StateIndex uint64 `json:"state_index"`
+	// LeaderChanges counts the changes of leader the node saw since it
+	// started.
+	LeaderChanges uint64 `json:"leader_changes"`
 
 	Peers []Peer `json:"peers"`
 }
@@ -280,7 +286,7 @@ const (
 func clusterStatus(st cluster.Status) ClusterStatus {
 	out := ClusterStatus{ID: st.ID, Addr: st.Addr, State: st.State, LeaderID: st.LeaderID, LeaderAddr: st.LeaderAddr, Term: st.Term,
 		CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, LastIndex: st.LastIndex, SnapshotIndex: st.SnapshotIndex,
-		SnapshotsRestored: st.SnapshotsRestored, Halted: st.Halted}
+		SnapshotsRestored: st.SnapshotsRestored, StateIndex: st.StateIndex, LeaderChanges: st.LeaderChanges, Halted: st.Halted}
 	if st.Peers != nil {
 		out.Peers = make([]Peer, 0, len(st.Peers))
 	}

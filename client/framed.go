@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/quic-go/quic-go"
@@ -57,6 +58,16 @@ func framedOpener(addr, target, org, account string, o options) (open func(conte
 	}
 	return nil, false, nil
 }
+
+// A QUIC connection counts as dead once its gateway has been silent for
+// quicIdleTimeout; keepalives every quicKeepAlive make a live gateway
+// answer. UDP brings no reset when a node dies, so this is how soon a
+// QUIC session notices and moves to another node, as a WebSocket session
+// does on a TCP reset.
+const (
+	quicIdleTimeout = 2500 * time.Millisecond
+	quicKeepAlive   = 500 * time.Millisecond
+)
 
 // quicConns holds this process's QUIC connections to gateways: one per
 // gateway address and trust setting, each carrying a stream per session.
@@ -120,7 +131,7 @@ func (p *quicPool) dialLocked(ctx context.Context, key poolKey, e *pooledConn) (
 	if err != nil {
 		return nil, err
 	}
-	conn, err := transport.DialQUIC(ctx, key.addr, tlsConf)
+	conn, err := transport.DialQUICTimeouts(ctx, key.addr, tlsConf, quicIdleTimeout, quicKeepAlive)
 	if err != nil {
 		return nil, explainTLS(fmt.Errorf("mcpgw: QUIC connection to %s: %w", key.addr, err))
 	}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -13,21 +14,92 @@ import (
 )
 
 // Apply replicates cmd and returns once it is applied on the leader, with
-// the error applying it produced there. On a follower the write is
-// forwarded to the leader over the raft listener. While there is no leader
-// Apply waits for one, up to ApplyTimeout or ctx's deadline, then returns
-// an error wrapping ErrNoLeader; a leader that cannot be reached gives an
-// error wrapping ErrNotLeader that names it.
+// the error applying it produced there. On a follower the
+// write is forwarded to the leader over the raft listener. While there is no
+// leader Apply waits for one, up to ApplyTimeout or ctx's deadline, then
+// returns an error wrapping ErrNoLeader; a leader that cannot be reached
+// gives an error wrapping ErrNotLeader that names it.
 //
-// A write is sent again only when it surely never reached a leader's log;
-// a write whose fate is unknown (the leader failed while committing it)
-// returns an error saying so.
+// Each write carries a request id the state machine applies once, so a
+// write whose fate is unknown (the leader stalled or failed while
+// committing it) is sent again to the next leader: a leader change costs
+// one election, not the whole ApplyTimeout.
 func (r *Raft) Apply(ctx context.Context, cmd Command) error {
+	_, err := r.ApplyIndex(ctx, cmd)
+	return err
+}
+
+// ApplyIndex is Apply that also returns the raft index the write was
+// applied at on the leader. This node's state database may take a moment
+// longer to hold it (a follower learns of the commit with the leader's next
+// message): wait with WaitApplied, or for every write made through this
+// node with WaitApplied(ctx, LastWriteIndex()).
+func (r *Raft) ApplyIndex(ctx context.Context, cmd Command) (uint64, error) {
+	if r.raft == nil {
+		return 0, ErrClosed
+	}
+	if cmd.RequestID == "" {
+		cmd.RequestID = rand.Text()
+	}
 	b, err := cmd.Encode()
 	if err != nil {
-		return fmt.Errorf("%w: encode: %v", ErrInvalidCommand, err)
+		return 0, fmt.Errorf("%w: encode: %v", ErrInvalidCommand, err)
 	}
-	return r.submit(ctx, request{Kind: kindApply, Command: b})
+	index, err := r.submit(ctx, request{Kind: kindApply, Command: b})
+	if err != nil {
+		return 0, err
+	}
+	for {
+		last := r.lastWrite.Load()
+		if index <= last || r.lastWrite.CompareAndSwap(last, index) {
+			return index, nil
+		}
+	}
+}
+
+// LastWriteIndex returns the raft index of the latest write acknowledged
+// through this node: a read here after waiting for it sees every write
+// this node took.
+func (r *Raft) LastWriteIndex() uint64 { return r.lastWrite.Load() }
+
+// AppliedIndex returns the raft index of the last entry this node's state
+// database holds.
+func (r *Raft) AppliedIndex() uint64 {
+	if r.fsm == nil {
+		return 0
+	}
+	return r.fsm.progress.Load()
+}
+
+// WaitApplied waits until this node's state database holds raft entry
+// index, or ctx ends.
+func (r *Raft) WaitApplied(ctx context.Context, index uint64) error {
+	if r.fsm == nil {
+		return ErrClosed
+	}
+	return r.fsm.waitApplied(ctx, index)
+}
+
+// ReadIndex makes the next local read linearizable: it asks the leader how
+// far it has applied, after a barrier through the leader's log (so a leader
+// deposed without knowing it cannot answer), and waits until this node has
+// applied as far. Every write acknowledged anywhere before ReadIndex was
+// called is then visible here. It returns that index; without a leader it
+// fails as Apply does.
+func (r *Raft) ReadIndex(ctx context.Context) (uint64, error) {
+	if r.raft == nil {
+		return 0, ErrClosed
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.ApplyTimeout)
+	defer cancel()
+	index, err := r.submit(ctx, request{Kind: kindReadIndex})
+	if err != nil {
+		return 0, err
+	}
+	if err := r.fsm.waitApplied(ctx, index); err != nil {
+		return 0, fmt.Errorf("this node has applied raft index %d of the leader's %d: %w", r.fsm.progress.Load(), index, err)
+	}
+	return index, nil
 }
 
 // Join adds the node id at raft address addr as a voter; the leader does it
@@ -40,7 +112,8 @@ func (r *Raft) Join(ctx context.Context, id, addr string) error {
 	if err := advertisable(addr); err != nil {
 		return fmt.Errorf("join: raft address %q: %v", addr, err)
 	}
-	return r.submit(ctx, request{Kind: kindJoin, ID: id, Addr: addr})
+	_, err := r.submit(ctx, request{Kind: kindJoin, ID: id, Addr: addr})
+	return err
 }
 
 // Remove takes the node id out of the cluster; the leader does it and a
@@ -48,7 +121,8 @@ func (r *Raft) Join(ctx context.Context, id, addr string) error {
 // no-op. The removed node receives no more entries, and the leader refuses
 // writes it forwards; a removed leader steps down and stops its raft.
 func (r *Raft) Remove(ctx context.Context, id string) error {
-	return r.submit(ctx, request{Kind: kindRemove, ID: id})
+	_, err := r.submit(ctx, request{Kind: kindRemove, ID: id})
+	return err
 }
 
 // RequestJoin asks a member of an existing cluster, at one of peers (raft
@@ -70,7 +144,7 @@ func (r *Raft) RequestJoin(ctx context.Context, peers ...string) error {
 	for {
 		var errs []error
 		for _, p := range peers {
-			err := r.fwd.call(ctx, p, req)
+			_, err := r.fwd.call(ctx, p, req)
 			if err == nil {
 				r.logger.Info("joined cluster", slog.String("via", p))
 				return nil
@@ -111,80 +185,90 @@ func transient(err error) bool {
 // track of: a new leader may or may not commit it.
 var errLeadershipLost = errors.New("leadership was lost while the write was committing: it may or may not be applied; read it back before retrying")
 
-// retryable marks a failure that happened before the request reached a
-// leader's log, so sending it again cannot apply it twice.
-type retryable struct{ err error }
+// retryable marks a failure after which req may be sent again: it never
+// reached a leader's log, or it did but is idempotent (writes carry a
+// request id the state machine applies once; joins, removals and read
+// barriers check before acting). sent says whether it may have reached a
+// log, so a timeout can say the write's fate is unknown.
+type retryable struct {
+	err  error
+	sent bool
+}
 
-func (e *retryable) Error() string { return e.err.Error() }
+func (e *retryable) Error() string {
+	if e.err == nil {
+		return "retry"
+	}
+	return e.err.Error()
+}
 func (e *retryable) Unwrap() error { return e.err }
 
 // submit runs req on the leader: here if this node leads, otherwise by
 // forwarding, retrying while leadership is unsettled until the deadline.
-func (r *Raft) submit(ctx context.Context, req request) error {
+// It returns the raft index of the write, or for a read barrier the
+// leader's applied index.
+func (r *Raft) submit(ctx context.Context, req request) (uint64, error) {
 	if r.raft == nil {
-		return ErrClosed
+		return 0, ErrClosed
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.ApplyTimeout)
 	defer cancel()
 	backoff := 5 * time.Millisecond
-	// last is the latest reason to retry; inDoubt is set once this node,
-	// as leader, lost leadership while req was committing.
-	var last, inDoubt error
+	// last is the latest reason to retry; sent is set once req may have
+	// reached some leader's log.
+	var last error
+	var sent bool
 	for {
 		changed := r.leaderChange()
 		leaderAddr, leaderID := r.raft.LeaderWithID()
+		var index uint64
 		var err error
 		switch state := r.raft.State(); {
 		case state == raft.Shutdown:
-			return ErrClosed
-		case inDoubt != nil:
-			// Sending req again could apply it twice. Wait only to tell a
-			// lost majority (no leader) from a mere change of leader.
-			if leaderAddr != "" {
-				return inDoubt
-			}
-			err = &retryable{nil}
+			return 0, ErrClosed
 		case state == raft.Leader:
-			err = r.execute(ctx, req)
-			if errors.Is(err, errLeadershipLost) && req.Kind == kindApply && !req.Forwarded {
-				inDoubt = err
-				err = &retryable{nil}
+			index, err = r.execute(ctx, req)
+			if errors.Is(err, errLeadershipLost) {
+				if req.Forwarded {
+					// The sender knows it may be in a log and resends.
+					return 0, err
+				}
+				err = &retryable{err: err, sent: true}
 			}
 		case req.Forwarded:
 			// The sender retries; forwarding again could go in circles.
 			if leaderAddr == "" {
-				return fmt.Errorf("%w: this node knows of no leader", ErrNotLeader)
+				return 0, fmt.Errorf("%w: this node knows of no leader", ErrNotLeader)
 			}
-			return fmt.Errorf("%w: the leader is %s at %s", ErrNotLeader, leaderID, leaderAddr)
+			return 0, fmt.Errorf("%w: the leader is %s at %s", ErrNotLeader, leaderID, leaderAddr)
 		case leaderAddr != "":
-			err = r.forward(ctx, string(leaderID), string(leaderAddr), req)
+			index, err = r.forward(ctx, changed, string(leaderID), string(leaderAddr), req)
 		default:
-			err = &retryable{nil}
-		}
-		if errors.Is(err, errLeadershipLost) && req.Kind != kindApply {
-			// Membership changes check the configuration before acting,
-			// so doing one twice is harmless.
-			err = &retryable{err}
+			err = &retryable{}
 		}
 		var rt *retryable
 		if !errors.As(err, &rt) {
-			return err
+			return index, err
 		}
 		if rt.err != nil {
 			last = rt.err
 		}
+		sent = sent || rt.sent
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			if leaderAddr, _ := r.raft.LeaderWithID(); leaderAddr != "" && last != nil && inDoubt == nil {
-				return last
+			if leaderAddr, _ := r.raft.LeaderWithID(); leaderAddr != "" && last != nil && !sent {
+				return 0, last
 			}
 			err := r.noLeaderError()
-			if inDoubt != nil {
-				err = fmt.Errorf("%w; this write was in flight when leadership was lost and may or may not be applied", err)
+			if leaderAddr, _ := r.raft.LeaderWithID(); leaderAddr != "" && last != nil {
+				err = last
 			}
-			return err
+			if sent && req.Kind == kindApply {
+				err = fmt.Errorf("%w; this write was in flight when leadership changed and may or may not be applied: read it back before retrying", err)
+			}
+			return 0, err
 		case <-changed:
 			t.Stop()
 		case <-t.C:
@@ -193,57 +277,89 @@ func (r *Raft) submit(ctx context.Context, req request) error {
 	}
 }
 
-// forward sends req to the leader and returns its answer.
-func (r *Raft) forward(ctx context.Context, leaderID, leaderAddr string, req request) error {
+// forward sends req to the leader and returns its answer. It abandons the
+// request when changed is closed (this node learnt of a new leader, or of
+// none): a stalled leader would otherwise hold it until the deadline.
+func (r *Raft) forward(ctx context.Context, changed <-chan struct{}, leaderID, leaderAddr string, req request) (uint64, error) {
 	req.Forwarded = true
-	err := r.fwd.call(ctx, leaderAddr, req)
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-changed:
+			cancel()
+		case <-done:
+		}
+	}()
+	index, err := r.fwd.call(fctx, leaderAddr, req)
 	var remote *remoteError
 	switch {
 	case err == nil:
-		return nil
+		return index, nil
 	case errors.Is(err, errUnreachable):
-		return &retryable{fmt.Errorf("%w: leader %s at %s cannot be reached: %v", ErrNotLeader, leaderID, leaderAddr, err)}
+		return 0, &retryable{err: fmt.Errorf("%w: leader %s at %s cannot be reached: %v", ErrNotLeader, leaderID, leaderAddr, err)}
 	case errors.As(err, &remote):
 		switch {
 		case errors.Is(err, ErrNotLeader), errors.Is(err, ErrNoLeader):
 			// Leadership moved on since this node last heard.
-			return &retryable{err}
+			return 0, &retryable{err: err}
+		case errors.Is(err, errLeadershipLost):
+			return 0, &retryable{err: err, sent: true}
 		case errors.Is(err, ErrClosed):
 			// The leader's closing, not this node's: not ErrClosed here.
-			return fmt.Errorf("leader %s at %s shut down while handling the write: it may or may not be applied", leaderID, leaderAddr)
+			return 0, &retryable{err: fmt.Errorf("leader %s at %s shut down while handling the write", leaderID, leaderAddr), sent: true}
 		}
-		return err
+		return 0, err
+	case ctx.Err() != nil:
+		return 0, fmt.Errorf("forward to leader %s at %s: %w; the write may or may not be applied", leaderID, leaderAddr, err)
+	case fctx.Err() != nil:
+		r.logger.Info("leader changed while a request was forwarded: sending it again", slog.String("old_leader", leaderID), slog.String("request", string(req.Kind)))
+		return 0, &retryable{err: fmt.Errorf("%w: leader %s at %s was replaced while handling the request", ErrNotLeader, leaderID, leaderAddr), sent: true}
 	default:
-		return fmt.Errorf("forward to leader %s at %s: %w; the write may or may not be applied", leaderID, leaderAddr, err)
+		// The connection failed mid-request: the leader may have taken it.
+		return 0, &retryable{err: fmt.Errorf("forward to leader %s at %s: %w", leaderID, leaderAddr, err), sent: true}
 	}
 }
 
 // execute runs req on this node, which believes it is the leader.
-func (r *Raft) execute(ctx context.Context, req request) error {
+func (r *Raft) execute(ctx context.Context, req request) (uint64, error) {
 	timeout := r.cfg.ApplyTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
 	if timeout <= 0 {
 		// Raft reads a zero timeout as none at all.
-		return fmt.Errorf("timed out before reaching the leader's log: %w", context.DeadlineExceeded)
+		return 0, fmt.Errorf("timed out before reaching the leader's log: %w", context.DeadlineExceeded)
 	}
 	switch req.Kind {
 	case kindApply:
 		f := r.raft.Apply(req.Command, timeout)
 		if err := wait(ctx, f); err != nil {
-			return r.raftError(err)
+			return 0, r.raftError(err)
 		}
 		if err, ok := f.Response().(error); ok {
-			return err
+			return 0, err
 		}
-		return nil
+		return f.Index(), nil
+	case kindReadIndex:
+		// The barrier commits through a quorum, which a deposed leader
+		// cannot reach, and returns once everything before it is applied.
+		if err := wait(ctx, r.raft.Barrier(timeout)); err != nil {
+			err = r.raftError(err)
+			if errors.Is(err, errLeadershipLost) {
+				err = &retryable{err: err}
+			}
+			return 0, err
+		}
+		return r.fsm.progress.Load(), nil
 	case kindJoin:
-		return r.addVoter(ctx, req.ID, req.Addr, timeout)
+		return 0, r.addVoter(ctx, req.ID, req.Addr, timeout)
 	case kindRemove:
-		return r.removeServer(ctx, req.ID, timeout)
+		return 0, r.removeServer(ctx, req.ID, timeout)
 	default:
-		return fmt.Errorf("unknown request %q", req.Kind)
+		return 0, fmt.Errorf("unknown request %q", req.Kind)
 	}
 }
 
@@ -293,7 +409,7 @@ func (r *Raft) removeServer(ctx context.Context, id string, timeout time.Duratio
 func (r *Raft) raftError(err error) error {
 	switch {
 	case errors.Is(err, raft.ErrNotLeader):
-		return &retryable{fmt.Errorf("%w: leadership moved", ErrNotLeader)}
+		return &retryable{err: fmt.Errorf("%w: leadership moved", ErrNotLeader)}
 	case errors.Is(err, raft.ErrLeadershipLost):
 		// Not ErrNotLeader: that would have the sender retry a write that
 		// may be in the log already.
@@ -350,27 +466,30 @@ func (r *Raft) serveForward(c net.Conn) {
 		}
 		ctx, cancel := context.WithTimeout(r.ctx, max(req.Timeout, time.Millisecond))
 		var err error
+		var index uint64
 		switch req.Kind {
 		case kindJoin:
 			// A node outside the cluster may ask to join, as itself only.
 			if req.ID != peer && !r.isMember(peer) {
 				err = fmt.Errorf("node %q may not add node %q: a node joins as itself", peer, req.ID)
 			} else {
-				err = r.submit(ctx, req)
+				_, err = r.submit(ctx, req)
 			}
-		case kindApply, kindRemove:
+		case kindApply, kindRemove, kindReadIndex:
 			// A removed node may not know it was removed and go on
 			// forwarding writes; the leader knows.
 			if r.raft.State() == raft.Leader && !r.isMember(peer) {
 				err = fmt.Errorf("%w: node %q was removed or never joined; its writes are refused", ErrNotMember, peer)
 			} else {
-				err = r.submit(ctx, req)
+				index, err = r.submit(ctx, req)
 			}
 		default:
 			err = fmt.Errorf("unknown request %q", req.Kind)
 		}
 		cancel()
-		if err := writeFrame(c, encodeError(err)); err != nil {
+		resp := encodeError(err)
+		resp.Index = index
+		if err := writeFrame(c, resp); err != nil {
 			return
 		}
 	}

@@ -99,6 +99,11 @@ type Command struct {
 
 	// Batch holds the commands of an OpBatch, applied in one transaction.
 	Batch []Command `json:"batch,omitempty"`
+
+	// RequestID names one write request. Apply sets it; a command whose id
+	// was applied before (a write resent after a leader change) is a
+	// no-op, so a write may be resent whenever its fate is unknown.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // KeyWrap is one data key sealed to one key-encryption key.
@@ -107,6 +112,10 @@ type KeyWrap struct {
 	KEK     string `json:"kek"`
 	Sealed  []byte `json:"sealed"`
 }
+
+// requestRetention is how many log indexes a request id is remembered
+// for. A resend happens within one ApplyTimeout, far fewer writes.
+const requestRetention = 100_000
 
 // ErrInvalidCommand is returned for a command that cannot be applied.
 var ErrInvalidCommand = errors.New("invalid command")
@@ -134,14 +143,30 @@ func DecodeCommand(b []byte) (Command, error) {
 // deterministic: no clock, no randomness, no I/O beyond the store.
 func Apply(store *storage.Store, index uint64, cmd Command) error {
 	return store.Update(func(tx *storage.Tx) error {
+		if cmd.RequestID != "" {
+			if _, dup := tx.AppliedRequest(cmd.RequestID); dup {
+				// Applied already, and successfully: only successes are
+				// recorded.
+				return setApplied(tx, index)
+			}
+		}
 		if err := applyTx(tx, cmd, 0); err != nil {
 			return err
 		}
-		if index == 0 {
-			return nil
+		if cmd.RequestID != "" && index != 0 {
+			if err := tx.PutAppliedRequest(cmd.RequestID, index, requestRetention); err != nil {
+				return err
+			}
 		}
-		return tx.SetAppliedIndex(index)
+		return setApplied(tx, index)
 	})
+}
+
+func setApplied(tx *storage.Tx, index uint64) error {
+	if index == 0 {
+		return nil
+	}
+	return tx.SetAppliedIndex(index)
 }
 
 func applyTx(tx *storage.Tx, c Command, depth int) error {

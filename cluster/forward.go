@@ -34,9 +34,14 @@ const (
 	kindApply  requestKind = "apply"
 	kindJoin   requestKind = "join"
 	kindRemove requestKind = "remove"
+	// kindReadIndex asks the leader how far it has applied, for ReadIndex.
+	kindReadIndex requestKind = "read-index"
 )
 
 type response struct {
+	// Index is the raft index of an applied write, or the leader's applied
+	// index for a read barrier.
+	Index uint64 `json:"index,omitempty"`
 	Error string `json:"error,omitempty"`
 	Code  string `json:"code,omitempty"` // names the sentinel the error wraps
 }
@@ -142,7 +147,7 @@ var errUnreachable = errors.New("unreachable")
 // call sends req to addr and returns the receiver's answer. Transport
 // failures are returned as they are, wrapped in errUnreachable when the
 // request surely never left.
-func (f *forwarder) call(ctx context.Context, addr string, req request) error {
+func (f *forwarder) call(ctx context.Context, addr string, req request) (uint64, error) {
 	if d, ok := ctx.Deadline(); ok {
 		req.Timeout = time.Until(d)
 	}
@@ -151,7 +156,7 @@ func (f *forwarder) call(ctx context.Context, addr string, req request) error {
 		if c == nil {
 			var err error
 			if c, err = f.mux.dialTLS(ctx, addr, alpnForward); err != nil {
-				return fmt.Errorf("%w: %w", errUnreachable, err)
+				return 0, fmt.Errorf("%w: %w", errUnreachable, err)
 			}
 		}
 		resp, n, reusable, err := roundTrip(ctx, c, req)
@@ -161,7 +166,7 @@ func (f *forwarder) call(ctx context.Context, addr string, req request) error {
 			} else {
 				c.Close()
 			}
-			return resp.err()
+			return resp.Index, resp.err()
 		}
 		c.Close()
 		// An idle connection the other side has since closed fails before
@@ -169,7 +174,7 @@ func (f *forwarder) call(ctx context.Context, addr string, req request) error {
 		if reused && n == 0 && attempt == 0 && ctx.Err() == nil {
 			continue
 		}
-		return err
+		return 0, err
 	}
 }
 

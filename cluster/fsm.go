@@ -1,10 +1,12 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 
 	"github.com/hashicorp/raft"
@@ -32,6 +34,44 @@ type fsm struct {
 
 	restores atomic.Uint64          // snapshots restored into the database
 	halted   atomic.Pointer[string] // why the fsm stopped applying; nil while healthy
+
+	// progress is applied for readers outside the FSM goroutine, who wait
+	// on it with waitApplied.
+	progress   atomic.Uint64
+	progressMu sync.Mutex    // guards progressed
+	progressed chan struct{} // closed and replaced when progress grows
+}
+
+// setApplied records index as applied and wakes waitApplied callers.
+func (f *fsm) setApplied(index uint64) {
+	f.applied = index
+	f.progress.Store(index)
+	f.progressMu.Lock()
+	if f.progressed != nil {
+		close(f.progressed)
+	}
+	f.progressed = make(chan struct{})
+	f.progressMu.Unlock()
+}
+
+// waitApplied waits until the database holds entry index or ctx ends.
+func (f *fsm) waitApplied(ctx context.Context, index uint64) error {
+	for {
+		f.progressMu.Lock()
+		if f.progressed == nil {
+			f.progressed = make(chan struct{})
+		}
+		ch := f.progressed
+		f.progressMu.Unlock()
+		if f.progress.Load() >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 var (
@@ -53,7 +93,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 		err = Apply(f.store, l.Index, cmd)
 	}
 	if err == nil {
-		f.applied = l.Index
+		f.setApplied(l.Index)
 		return nil
 	}
 	if errors.Is(err, ErrInvalidCommand) {
@@ -63,7 +103,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 			f.halt(l.Index, uerr)
 			return err
 		}
-		f.applied = l.Index
+		f.setApplied(l.Index)
 		return err
 	}
 	// The database could not take a committed entry. Applying later
@@ -103,7 +143,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return err
 	}
-	f.applied = applied
+	f.setApplied(applied)
 	f.restores.Add(1)
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -72,6 +73,8 @@ type Raft struct {
 	logStore *raftboltdb.BoltStore
 	observer *raft.Observer
 
+	leaderChanges atomic.Uint64 // leader observations since Open
+	lastWrite     atomic.Uint64 // index of the latest write acknowledged through this node
 	leaderMu      sync.Mutex    // guards leaderChanged
 	leaderChanged chan struct{} // closed and replaced when the leader changes
 
@@ -178,7 +181,8 @@ func (r *Raft) Open(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	r.fsm = &fsm{store: r.store, logger: r.logger, applied: applied}
+	r.fsm = &fsm{store: r.store, logger: r.logger}
+	r.fsm.setApplied(applied)
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(r.id)
 	rc.HeartbeatTimeout = r.cfg.HeartbeatTimeout

@@ -41,6 +41,13 @@ type Status struct {
 	// Halted says why this node stopped applying the log; empty while
 	// healthy.
 	Halted string `json:"halted,omitempty"`
+	// StateIndex is the raft index of the last entry the state database
+	// holds: what read-your-writes waits on (AppliedIndex counts entries
+	// handed to it, the database's own entries and raft's alike).
+	StateIndex uint64 `json:"state_index"`
+	// LeaderChanges counts the changes of leader this node saw since Open,
+	// losing one included.
+	LeaderChanges uint64 `json:"leader_changes"`
 
 	Peers []Peer `json:"peers"`
 }
@@ -88,6 +95,8 @@ func (r *Raft) Status() Status {
 	st.LastIndex = r.raft.LastIndex()
 	st.SnapshotIndex, _ = strconv.ParseUint(stats["last_snapshot_index"], 10, 64)
 	st.SnapshotsRestored = r.fsm.restores.Load()
+	st.StateIndex = r.fsm.progress.Load()
+	st.LeaderChanges = r.leaderChanges.Load()
 	if h := r.fsm.halted.Load(); h != nil {
 		st.Halted = *h
 	}
@@ -206,6 +215,9 @@ func (r *Raft) watch(obs <-chan raft.Observation) {
 		case o := <-obs:
 			switch o.Data.(type) {
 			case raft.LeaderObservation, raft.RaftState:
+				if _, ok := o.Data.(raft.LeaderObservation); ok {
+					r.leaderChanges.Add(1)
+				}
 				r.leaderMu.Lock()
 				close(r.leaderChanged)
 				r.leaderChanged = make(chan struct{})

@@ -76,6 +76,11 @@ type Options struct {
 	// AllowedOrigins lists the browser Origins (scheme://host[:port]) that
 	// may open sessions besides loopback ones. Default: none.
 	AllowedOrigins []string
+	// Admit, when set, runs before anything else decides on a session; an
+	// error refuses it (a *transport.Refusal as it is). A node that has
+	// not caught up with the cluster after a start uses it, since its
+	// routes and revocations may be old. Default nil: admit.
+	Admit func(ctx context.Context) error
 }
 
 // withDefaults returns o with every zero field set to its default.

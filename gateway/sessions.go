@@ -260,6 +260,12 @@ func (g *Gateway) prepareSession(ctx context.Context, req sessionRequest, transp
 			g.auditRefusal(req, claims, spec, err)
 		}
 	}()
+	if g.opts.Admit != nil {
+		if err := g.opts.Admit(ctx); err != nil {
+			g.metrics.refusalsTotal.WithLabelValues("not_ready").Inc()
+			return nil, err
+		}
+	}
 	if req.token == "" && req.framed && !g.opts.InsecureDev {
 		g.metrics.refusalsTotal.WithLabelValues("token_missing").Inc()
 		return nil, &transport.Refusal{Code: transport.CodeUnauthorized,

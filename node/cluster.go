@@ -146,6 +146,7 @@ func (n *Node) startCluster(ctx context.Context, id string) error {
 	}
 	n.raft = r
 	n.writes = r
+	n.metrics.raft.r.Store(r)
 	member := len(r.Status().Peers) > 0
 	if !member && len(n.cfg.Join) > 0 {
 		if err := r.RequestJoin(ctx, n.cfg.Join...); err != nil {

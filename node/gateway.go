@@ -25,5 +25,6 @@ func (n *Node) gatewayOptions() *gateway.Options {
 		MaxCallsPerSession: n.cfg.MaxCallsPerSession,
 		InsecureDev:        n.cfg.InsecureDev,
 		AllowedOrigins:     n.cfg.AllowedOrigins,
+		Admit:              n.admit,
 	}
 }

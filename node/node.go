@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mcpgw/mcpgw/cluster"
@@ -50,6 +51,9 @@ type Node struct {
 	adminSrv          *http.Server
 	framed            framedListeners
 
+	caughtUp  chan struct{} // closed once the state caught up with the cluster after Start
+	listening atomic.Bool   // set once every listener serves
+
 	ctx       context.Context // ends when the node closes
 	cancel    context.CancelFunc
 	served    sync.WaitGroup
@@ -76,7 +80,7 @@ func New(cfg Config) (*Node, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &Node{cfg: cfg, logger: logger, metrics: newMetrics(), ctx: ctx, cancel: cancel}
+	n := &Node{cfg: cfg, logger: logger, metrics: newMetrics(), caughtUp: make(chan struct{}), ctx: ctx, cancel: cancel}
 	n.ring = newVaultRing(cfg.VaultKeys, cfg.VaultKeyFile, cfg.VaultPassphrase, logger)
 	return n, nil
 }
@@ -131,6 +135,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	undo = append(undo, func() { n.gw.Close() })
 	n.watchLiveNodes()
 	n.runResealer()
+	n.catchUp()
 	undo = append(undo, func() { n.cancel(); n.clusterWG.Wait() })
 	if n.cfg.InsecureDev {
 		n.logger.Warn("INSECURE: --insecure-dev is set; sessions are accepted WITHOUT a service token. Never run this way outside a local trial.")
@@ -161,6 +166,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.serve(n.httpSrv, n.httpLn)
 	n.serve(n.adminSrv, n.adminLn)
 	n.serveFramed()
+	n.listening.Store(true)
 	if n.cfg.InsecurePlaintext {
 		n.logger.Warn("INSECURE: --insecure-plaintext is set; service and admin tokens cross the network in the clear unless something else protects it")
 	}

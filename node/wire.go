@@ -42,8 +42,9 @@ func (n *Node) newAdmin() (*admin.Service, error) {
 	})
 }
 
-// adminHandler serves the admin API: /healthz and /metrics openly, every
-// /v1/ endpoint with the admin token.
+// adminHandler serves the admin API: /healthz (the process answers),
+// /readyz (it should get traffic) and /metrics openly, every /v1/ endpoint
+// with the admin token.
 func (n *Node) adminHandler(svc *admin.Service) http.Handler {
 	healthz := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -67,9 +68,11 @@ func (n *Node) adminHandler(svc *admin.Service) http.Handler {
 		TokenHint: n.cfg.DataDir + string(filepath.Separator) + AdminTokenFile,
 		Open: map[string]http.Handler{
 			"GET /healthz": healthz,
+			"GET /readyz":  http.HandlerFunc(n.readyz),
 			"GET /metrics": promhttp.HandlerFor(n.metrics.registry, promhttp.HandlerOpts{}),
 		},
-		Protected: protected,
-		Logger:    n.logger,
+		Protected:   protected,
+		Logger:      n.logger,
+		Consistency: readBarrier{n.raft},
 	})
 }

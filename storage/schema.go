@@ -14,6 +14,13 @@ var (
 	// bucketKeyring maps a vault data key's id to its DataKey record: the
 	// key wrapped (sealed) to each key-encryption key, never in the clear.
 	bucketKeyring = []byte("vault_keyring")
+	// bucketRequests maps the id of an applied write request to the raft
+	// index it was applied at (8 bytes big-endian), so a write sent again
+	// after a leader change is applied once.
+	bucketRequests = []byte("requests")
+	// bucketRequestsByIndex maps that index back to the request id, oldest
+	// first, so ids past the retention window are dropped in order.
+	bucketRequestsByIndex = []byte("requests_by_index")
 )
 
 // allBuckets lists every bucket Open creates.
@@ -27,6 +34,8 @@ var allBuckets = [][]byte{
 	bucketRevocations,
 	bucketTokens,
 	bucketKeyring,
+	bucketRequests,
+	bucketRequestsByIndex,
 }
 
 // Keys inside bucketMeta.

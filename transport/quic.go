@@ -128,6 +128,15 @@ func (l *QUICListener) Close() error {
 // DialQUIC opens a QUIC connection to a gateway at addr (host:port). tlsConf
 // sets the roots to trust; ALPN and the server name are filled in.
 func DialQUIC(ctx context.Context, addr string, tlsConf *tls.Config) (*quic.Conn, error) {
+	return DialQUICTimeouts(ctx, addr, tlsConf, DefaultQUICIdleTimeout, QUICKeepAlive)
+}
+
+// DialQUICTimeouts is DialQUIC with the client's idle timeout (how long a
+// gateway may stay silent before the connection counts as dead: UDP brings
+// no reset when a node dies) and keepalive period (a PING the gateway
+// acknowledges, well inside idle). An idle timeout applies at the lower of
+// both sides' values.
+func DialQUICTimeouts(ctx context.Context, addr string, tlsConf *tls.Config, idle, keepAlive time.Duration) (*quic.Conn, error) {
 	conf := &tls.Config{MinVersion: tls.VersionTLS13}
 	if tlsConf != nil {
 		conf = tlsConf.Clone()
@@ -141,8 +150,8 @@ func DialQUIC(ctx context.Context, addr string, tlsConf *tls.Config) (*quic.Conn
 		conf.ServerName = host
 	}
 	return quic.DialAddr(ctx, addr, conf, &quic.Config{
-		MaxIdleTimeout:        DefaultQUICIdleTimeout,
-		KeepAlivePeriod:       QUICKeepAlive,
+		MaxIdleTimeout:        idle,
+		KeepAlivePeriod:       keepAlive,
 		MaxIncomingStreams:    -1, // the gateway never opens streams
 		MaxIncomingUniStreams: -1,
 	})

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -303,6 +304,15 @@ func (c *Cluster) Partition(i int) { c.net.cut(i, true) }
 // Heal ends node i's partition.
 func (c *Cluster) Heal(i int) { c.net.cut(i, false) }
 
+// Stall freezes node i's traffic as a stopped process (SIGSTOP) or a
+// congested link looks from outside: its connections stay open and carry
+// no bytes in either direction until Unstall. Unlike Partition nothing is
+// closed or refused, so peers notice only by their timeouts.
+func (c *Cluster) Stall(i int) { c.net.stall(i, true) }
+
+// Unstall lets node i's traffic flow again.
+func (c *Cluster) Unstall(i int) { c.net.stall(i, false) }
+
 // reachable returns the nodes that run and are not cut off.
 func (c *Cluster) reachable() []*Node {
 	var out []*Node
@@ -392,15 +402,19 @@ func (c *Cluster) WaitForVoters(t testing.TB, n int) {
 func (c *Cluster) WaitSynced(t testing.TB) {
 	t.Helper()
 	leader := c.WaitForLeader(t)
-	want := leader.Raft().Status().LastIndex
+	lst := leader.Raft().Status()
+	want, wantState := lst.LastIndex, lst.StateIndex
 	Eventually(t, Wait, func() error {
 		for _, n := range c.reachable() {
 			st := n.Raft().Status()
 			if st.State == "Shutdown" {
 				continue
 			}
-			if st.AppliedIndex < want {
-				return fmt.Errorf("node %d applied %d of %d", n.Index, st.AppliedIndex, want)
+			// Raft counts an entry applied once it hands it on; the state
+			// database may still be writing it, and a Kill then would lose
+			// it until a restart replays it.
+			if st.AppliedIndex < want || st.StateIndex < wantState {
+				return fmt.Errorf("node %d applied %d of %d (state database at %d of %d)", n.Index, st.AppliedIndex, want, st.StateIndex, wantState)
 			}
 		}
 		return nil
@@ -440,11 +454,12 @@ type network struct {
 	mu       sync.Mutex
 	index    map[string]int      // raft address to node index
 	isolated map[int]bool        // nodes cut off by Partition
+	stalled  map[int]bool        // nodes frozen by Stall
 	conns    map[net.Conn][2]int // open connections: from, to
 }
 
 func newNetwork() *network {
-	return &network{index: make(map[string]int), isolated: make(map[int]bool), conns: make(map[net.Conn][2]int)}
+	return &network{index: make(map[string]int), isolated: make(map[int]bool), stalled: make(map[int]bool), conns: make(map[net.Conn][2]int)}
 }
 
 func (w *network) register(addr string, i int) {
@@ -495,7 +510,7 @@ func (w *network) dialer(from int) func(context.Context, string) (net.Conn, erro
 		if err != nil {
 			return nil, err
 		}
-		c := &netConn{Conn: raw, w: w}
+		c := &netConn{Conn: raw, w: w, ends: [2]int{from, to}}
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		if w.isolated[from] || (known && w.isolated[to]) {
@@ -507,12 +522,126 @@ func (w *network) dialer(from int) func(context.Context, string) (net.Conn, erro
 	}
 }
 
+func (w *network) stall(i int, on bool) {
+	w.mu.Lock()
+	w.stalled[i] = on
+	var resumed []*netConn
+	if !on {
+		for c, ends := range w.conns {
+			if nc, ok := c.(*netConn); ok && (ends[0] == i || ends[1] == i) {
+				resumed = append(resumed, nc)
+			}
+		}
+	}
+	w.mu.Unlock()
+	for _, c := range resumed {
+		c.flush()
+	}
+}
+
+// netConn is one connection a test node dialled. Both directions of its
+// bytes pass through here, so holding them here stalls the connection.
 type netConn struct {
 	net.Conn
-	w *network
+	w    *network
+	ends [2]int // from, to
+
+	wmu     sync.Mutex // serialises writes; guards pending
+	pending []byte     // written while stalled, sent when the stall ends
+
+	mu           sync.Mutex // guards the fields below
+	closed       bool
+	readDeadline time.Time
+}
+
+func (c *netConn) stalled() bool {
+	c.w.mu.Lock()
+	defer c.w.mu.Unlock()
+	return c.w.stalled[c.ends[0]] || (c.ends[1] >= 0 && c.w.stalled[c.ends[1]])
+}
+
+// hold waits while either end of c is stalled; it gives up when c closes
+// or the read deadline passes, as a blocked read would.
+func (c *netConn) hold() error {
+	for c.stalled() {
+		c.mu.Lock()
+		closed, deadline := c.closed, c.readDeadline
+		c.mu.Unlock()
+		switch {
+		case closed:
+			return net.ErrClosed
+		case !deadline.IsZero() && time.Now().After(deadline):
+			return os.ErrDeadlineExceeded
+		}
+		t := time.NewTimer(2 * time.Millisecond)
+		<-t.C
+	}
+	return nil
+}
+
+func (c *netConn) Read(b []byte) (int, error) {
+	if err := c.hold(); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		// Bytes that arrived as the stall began are not delivered before
+		// it ends.
+		if herr := c.hold(); herr != nil {
+			return 0, herr
+		}
+	}
+	return n, err
+}
+
+// Write queues b while c is stalled, as the kernel's socket buffers would
+// take it from a process whose peer stopped reading.
+func (c *netConn) Write(b []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.stalled() {
+		c.pending = append(c.pending, b...)
+		return len(b), nil
+	}
+	if err := c.flushLocked(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *netConn) flush() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.flushLocked()
+}
+
+func (c *netConn) flushLocked() error {
+	if len(c.pending) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.pending)
+	c.pending = nil
+	return err
+}
+
+func (c *netConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.readDeadline = t
+	c.mu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *netConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.readDeadline = t
+	c.mu.Unlock()
+	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *netConn) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
 	c.w.mu.Lock()
 	delete(c.w.conns, c)
 	c.w.mu.Unlock()

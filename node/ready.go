@@ -1,0 +1,141 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/mcpgw/mcpgw/cluster"
+	"github.com/mcpgw/mcpgw/transport"
+)
+
+// admitWait is how long a session opened while the node catches up after
+// a start waits for it before it is refused.
+const admitWait = 2 * time.Second
+
+// catchUp closes n.caughtUp once this node's state holds every write the
+// cluster acknowledged before the node started: until then it may hold old
+// routes and miss revocations, so it admits no sessions and is not ready.
+// It retries (no leader yet, leader changing) until the node closes.
+func (n *Node) catchUp() {
+	changes, stop := n.raft.Observe()
+	n.clusterWG.Add(1)
+	go func() {
+		defer n.clusterWG.Done()
+		defer stop()
+		start := time.Now()
+		for {
+			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.RaftApplyTimeout)
+			index, err := n.raft.ReadIndex(ctx)
+			cancel()
+			if err == nil {
+				close(n.caughtUp)
+				n.logger.Info("caught up with the cluster", slog.Uint64("index", index), slog.Duration("took", time.Since(start)))
+				return
+			}
+			n.logger.Debug("catching up with the cluster", slog.Any("error", err))
+			t := time.NewTimer(250 * time.Millisecond)
+			select {
+			case <-n.ctx.Done():
+				t.Stop()
+				return
+			case <-changes:
+				t.Stop()
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+func (n *Node) isCaughtUp() bool {
+	select {
+	case <-n.caughtUp:
+		return true
+	default:
+		return false
+	}
+}
+
+// admit refuses sessions until the node has caught up after its start,
+// and holds a session opened right after a write through this node until
+// the node holds that write (a route just added), bounded by admitWait.
+func (n *Node) admit(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, admitWait)
+	defer cancel()
+	if n.isCaughtUp() {
+		if last := n.raft.LastWriteIndex(); last > n.raft.AppliedIndex() {
+			// Past the bound the session is decided on what the node has.
+			n.raft.WaitApplied(ctx, last)
+		}
+		return nil
+	}
+	select {
+	case <-n.caughtUp:
+		return nil
+	case <-ctx.Done():
+		if err := context.Cause(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+	}
+	st := n.raft.Status()
+	return &transport.Refusal{Code: transport.CodeOverloaded, RetryAfter: 1,
+		Message: fmt.Sprintf("this gateway node is catching up with the cluster after a start (state at raft index %d, commit index %d, leader %q) and admits no sessions yet: retry shortly or connect to another node", st.StateIndex, st.CommitIndex, st.LeaderID)}
+}
+
+// Readiness is the answer of GET /readyz.
+type Readiness struct {
+	Ready bool `json:"ready"`
+	// Reasons say what keeps the node from being ready; empty when ready.
+	Reasons []string `json:"reasons,omitempty"`
+}
+
+// Readiness reports whether this node should get traffic: it knows a
+// leader (writes can commit), has caught up with the cluster since it
+// started (its reads are not old) and its listeners are up. /healthz says
+// only that the process answers.
+func (n *Node) Readiness() Readiness {
+	var reasons []string
+	if !n.listening.Load() {
+		reasons = append(reasons, "listeners are not up yet")
+	}
+	var st cluster.Status
+	if r := n.raft; r != nil {
+		st = r.Status()
+	}
+	if st.LeaderID == "" {
+		reasons = append(reasons, "no raft leader: this node cannot reach a quorum of the cluster")
+	}
+	if !n.isCaughtUp() {
+		reasons = append(reasons, fmt.Sprintf("catching up after start: state at raft index %d, commit index %d; not caught up with the leader yet", st.StateIndex, st.CommitIndex))
+	}
+	if st.Halted != "" {
+		reasons = append(reasons, st.Halted)
+	}
+	return Readiness{Ready: len(reasons) == 0, Reasons: reasons}
+}
+
+func (n *Node) readyz(w http.ResponseWriter, _ *http.Request) {
+	rd := n.Readiness()
+	w.Header().Set("Content-Type", "application/json")
+	if !rd.Ready {
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	json.NewEncoder(w).Encode(rd)
+}
+
+// readBarrier is the admin API's Consistency: raft's, except that a node
+// that knows of no leader skips the barrier at once rather than wait out
+// the bound on every request while there is no quorum.
+type readBarrier struct{ *cluster.Raft }
+
+func (b readBarrier) ReadIndex(ctx context.Context) (uint64, error) {
+	if b.Status().LeaderID == "" {
+		return 0, cluster.ErrNoLeader
+	}
+	return b.Raft.ReadIndex(ctx)
+}
