@@ -56,8 +56,16 @@ type Options struct {
 	// ConnectTimeout bounds opening an upstream connection. Default 10s.
 	ConnectTimeout time.Duration
 	// SessionIdleTimeout closes streamable HTTP sessions without requests
-	// for this long. Default 30m.
+	// for this long, even those that keep a GET stream open. Default 30m.
 	SessionIdleTimeout time.Duration
+	// SessionAbandonTimeout closes streamable HTTP sessions that have had
+	// neither a GET stream open nor a request for this long: their client
+	// is most likely gone. Default transport.DefaultAbandonTimeout (60s).
+	SessionAbandonTimeout time.Duration
+	// MaxStdioPerRoute caps the upstream processes one stdio route runs at
+	// once, one per session; more sessions are refused with
+	// transport.CodeOverloaded. Default DefaultMaxStdioPerRoute.
+	MaxStdioPerRoute int
 	// OpenFrameTimeout bounds reading the open frame of a framed stream.
 	// Default transport.DefaultOpenTimeout.
 	OpenFrameTimeout time.Duration
@@ -77,6 +85,11 @@ type Options struct {
 	// may open sessions besides loopback ones. Default: none.
 	AllowedOrigins []string
 }
+
+// DefaultMaxStdioPerRoute is Options.MaxStdioPerRoute's default. A stdio MCP
+// server commonly takes 30-100 MB, so 64 of them fit a gateway VM while a
+// stdio route this busy on one node is rare.
+const DefaultMaxStdioPerRoute = 64
 
 // withDefaults returns o with every zero field set to its default.
 func (o *Options) withDefaults() Options {
@@ -105,6 +118,12 @@ func (o *Options) withDefaults() Options {
 	if r.SessionIdleTimeout <= 0 {
 		r.SessionIdleTimeout = 30 * time.Minute
 	}
+	if r.SessionAbandonTimeout <= 0 {
+		r.SessionAbandonTimeout = transport.DefaultAbandonTimeout
+	}
+	if r.MaxStdioPerRoute <= 0 {
+		r.MaxStdioPerRoute = DefaultMaxStdioPerRoute
+	}
 	if r.OpenFrameTimeout <= 0 {
 		r.OpenFrameTimeout = transport.DefaultOpenTimeout
 	}
@@ -132,6 +151,7 @@ type Gateway struct {
 	pol        policyCache
 	audit      *auditor
 	streamable *transport.StreamableServer
+	procs      *upstreamProcs
 
 	ctx      context.Context // ends when the gateway shuts down, and with it every session
 	cancel   context.CancelFunc
@@ -165,12 +185,18 @@ func New(state State, keys func() *vault.Keys, opts *Options) *Gateway {
 	if o.AuditLog != nil {
 		g.audit.start(o.AuditLog, o.NodeID)
 	}
+	g.procs = newUpstreamProcs(o.MaxStdioPerRoute, o.Registerer)
 	g.streamable = transport.NewStreamableServer(g.openStreamable, &transport.StreamableServerOptions{
 		Authenticate:    func(r *http.Request) error { _, err := g.authenticate(r); return err },
 		MaxMessageBytes: o.MaxMessageBytes,
 		IdleTimeout:     o.SessionIdleTimeout,
+		AbandonTimeout:  o.SessionAbandonTimeout,
+		Expired:         func(reason string) { g.metrics.streamableExpired.WithLabelValues(reason).Inc() },
 		Logger:          o.Logger,
 	})
+	o.Registerer.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "mcpgw_streamable_sessions", Help: "Stateful streamable HTTP sessions the node holds, those awaiting their client's next request included.",
+	}, func() float64 { return float64(g.streamable.Sessions()) }))
 	g.watchSessionTokens()
 	return g
 }
@@ -187,6 +213,10 @@ func (g *Gateway) Sessions() int { return int(g.activeSessions.Load()) }
 // StreamableSessions returns the number of streamable HTTP sessions the
 // gateway tracks, stateful ones awaiting their next request included.
 func (g *Gateway) StreamableSessions() int { return g.streamable.Sessions() }
+
+// UpstreamProcesses returns the upstream processes running for the stdio
+// route named route.
+func (g *Gateway) UpstreamProcesses(route string) int { return g.procs.count(route) }
 
 // SetLiveNodes sets the number of live nodes that split every cluster-wide
 // rate limit; values below 1 count as 1.

@@ -35,8 +35,17 @@ type Config struct {
 	// ShutdownTimeout bounds draining sessions on Close. Default 10s.
 	ShutdownTimeout time.Duration
 	// SessionIdleTimeout closes streamable HTTP sessions without requests
-	// for this long. Default 30m.
+	// for this long, even those that keep a GET stream open. Default 30m.
 	SessionIdleTimeout time.Duration
+	// SessionAbandonTimeout closes streamable HTTP sessions with neither a
+	// GET stream open nor a request for this long (clients that left
+	// without DELETE), and with them their upstream sessions and stdio
+	// processes. Default 60s.
+	SessionAbandonTimeout time.Duration
+	// MaxStdioPerRoute caps the upstream processes one stdio route runs on
+	// this node at once (one per session); more sessions are refused with
+	// CodeOverloaded (HTTP 503). Default 64.
+	MaxStdioPerRoute int
 	// InsecureDev accepts sessions without a service token, as service
 	// "insecure-dev" with every org. For local trials only. Default false.
 	InsecureDev bool
@@ -188,6 +197,9 @@ func DefaultConfig() Config {
 		RaftHeartbeatTimeout: time.Second,
 		RaftElectionTimeout:  time.Second,
 		RaftApplyTimeout:     10 * time.Second,
+
+		SessionAbandonTimeout: transport.DefaultAbandonTimeout,
+		MaxStdioPerRoute:      gateway.DefaultMaxStdioPerRoute,
 	}
 }
 
@@ -229,6 +241,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ConnectTimeout <= 0 || c.ShutdownTimeout <= 0 || c.SessionIdleTimeout <= 0 || c.OpenFrameTimeout <= 0 || c.QUICIdleTimeout <= 0 {
 		return errors.New("timeouts must be positive")
+	}
+	if c.SessionAbandonTimeout <= 0 {
+		return fmt.Errorf("--session-abandon-timeout %v must be positive", c.SessionAbandonTimeout)
+	}
+	if c.MaxStdioPerRoute < 1 {
+		return fmt.Errorf("--max-stdio-per-route %d: use at least 1", c.MaxStdioPerRoute)
 	}
 	if err := c.validateListeners(); err != nil {
 		return err

@@ -26,6 +26,9 @@ func (n *Node) gatewayOptions() *gateway.Options {
 		MaxCallsPerSession: n.cfg.MaxCallsPerSession,
 		InsecureDev:        n.cfg.InsecureDev,
 		AllowedOrigins:     n.cfg.AllowedOrigins,
+
+		SessionAbandonTimeout: n.cfg.SessionAbandonTimeout,
+		MaxStdioPerRoute:      n.cfg.MaxStdioPerRoute,
 	}
 }
 

@@ -36,11 +36,13 @@ type httpSession struct {
 	open       []*sseStream              // POST streams still awaiting responses, oldest first
 	standalone *sseStream                // the GET stream, if connected
 	backlog    []jsonrpc.Message         // server-to-client messages with nowhere to go yet
-	active     int                       // requests being served
-	lastUsed   time.Time
+	active     int                       // POST requests being served
+	lastUsed   time.Time                 // when the last request or GET stream ended
+	lastPOST   time.Time                 // when the last request ended
 }
 
 func newHTTPSession(authorize func(*http.Request) error, ephemeral bool, logger *slog.Logger, drain <-chan struct{}) *httpSession {
+	now := time.Now()
 	return &httpSession{
 		authorize: authorize,
 		ephemeral: ephemeral,
@@ -50,17 +52,27 @@ func newHTTPSession(authorize func(*http.Request) error, ephemeral bool, logger 
 		done:      make(chan struct{}),
 		pending:   make(map[jsonrpc.ID]*sseStream),
 		progress:  make(map[string]*sseStream),
-		lastUsed:  time.Now(),
+		lastUsed:  now,
+		lastPOST:  now,
 	}
 }
 
-func (h *httpSession) idleSince(now time.Time) time.Duration {
+// expired says why the session should be closed at now, or "" if it should
+// not: "abandoned" when it has had no GET stream and no request for
+// abandon, "idle" when it has had no request for idle. A request in flight
+// keeps it, however long it takes.
+func (h *httpSession) expired(now time.Time, abandon, idle time.Duration) string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.active > 0 {
-		return 0
+	switch {
+	case h.active > 0:
+		return ""
+	case h.standalone == nil && now.Sub(h.lastUsed) > abandon:
+		return "abandoned"
+	case now.Sub(h.lastPOST) > idle:
+		return "idle"
 	}
-	return now.Sub(h.lastUsed)
+	return ""
 }
 
 func (h *httpSession) enter() {
@@ -73,6 +85,7 @@ func (h *httpSession) leave() {
 	h.mu.Lock()
 	h.active--
 	h.lastUsed = time.Now()
+	h.lastPOST = h.lastUsed
 	h.mu.Unlock()
 }
 
@@ -261,7 +274,6 @@ func (h *httpSession) serveStandalone(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.standalone = st
-	h.active++
 	h.mu.Unlock()
 	defer func() {
 		st.detach()
@@ -269,7 +281,6 @@ func (h *httpSession) serveStandalone(w http.ResponseWriter, r *http.Request) {
 		if h.standalone == st {
 			h.standalone = nil
 		}
-		h.active--
 		h.lastUsed = time.Now()
 		h.mu.Unlock()
 	}()
