@@ -50,6 +50,8 @@ func serveCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-calls-per-session", Value: def.MaxCallsPerSession, EnvVars: []string{"MCPGW_MAX_CALLS_PER_SESSION"}, Usage: "calls one session may have awaiting an answer; more get an immediate overloaded error"},
 			&cli.DurationFlag{Name: "audit-max-age", Value: def.AuditMaxAge, EnvVars: []string{"MCPGW_AUDIT_MAX_AGE"}, Usage: "drop audit records older than this (0: keep forever)"},
 			&cli.IntFlag{Name: "audit-max-records", Value: def.AuditMaxRecords, EnvVars: []string{"MCPGW_AUDIT_MAX_RECORDS"}, Usage: "keep at most this many audit records, dropping the oldest (0: no limit)"},
+			&cli.StringFlag{Name: "audit-sync", Value: def.AuditSync, EnvVars: []string{"MCPGW_AUDIT_SYNC"}, Usage: "when audit records reach the disk: batch (within --audit-flush-interval; a crash loses about that much) or always (each tool call's record before its response; a crash loses no answered call's record, at the cost of a commit per response)"},
+			&cli.DurationFlag{Name: "audit-flush-interval", Value: def.AuditFlushInterval, EnvVars: []string{"MCPGW_AUDIT_FLUSH_INTERVAL"}, Usage: "with --audit-sync=batch, the longest an audit record waits in memory before it is committed"},
 			nodeIDFlag(),
 			&cli.StringFlag{Name: "raft", Value: def.RaftAddr, EnvVars: []string{"MCPGW_RAFT"}, Usage: "TCP listen address for raft and forwarded writes between nodes (mutual TLS)"},
 			raftAdvertiseFlag(),
@@ -120,6 +122,8 @@ func runServe(c *cli.Context) error {
 	cfg.InsecureDev = c.Bool("insecure-dev")
 	cfg.AuditMaxAge = c.Duration("audit-max-age")
 	cfg.AuditMaxRecords = c.Int("audit-max-records")
+	cfg.AuditSync = c.String("audit-sync")
+	cfg.AuditFlushInterval = c.Duration("audit-flush-interval")
 	cfg.NodeID = c.String("node-id")
 	cfg.RaftAddr = c.String("raft")
 	cfg.RaftAdvertise = c.String("raft-advertise")

@@ -48,8 +48,18 @@ type Options struct {
 	// NodeID names this node in its audit records. Default: empty.
 	NodeID string
 	// AuditQueueLen bounds the audit records waiting for the disk; more
-	// are dropped and counted, never waited for. Default 65536.
+	// are dropped and counted, never waited for (with AuditSyncBatch).
+	// Default 65536.
 	AuditQueueLen int
+	// AuditSync is when a record must be on disk: AuditSyncBatch (within
+	// AuditFlushInterval, the proxy never waiting) or AuditSyncAlways
+	// (before the response it accounts for is sent). Default
+	// AuditSyncBatch.
+	AuditSync AuditSync
+	// AuditFlushInterval bounds, with AuditSyncBatch, how long a record
+	// waits in memory before its batch is committed, and so what a crash
+	// can lose. Default 5ms.
+	AuditFlushInterval time.Duration
 	// MaxMessageBytes caps one JSON-RPC message in either direction.
 	// Default transport.DefaultMaxMessageBytes.
 	MaxMessageBytes int64
@@ -108,6 +118,12 @@ func (o *Options) withDefaults() Options {
 	}
 	if r.AuditQueueLen <= 0 {
 		r.AuditQueueLen = 65536
+	}
+	if r.AuditSync == "" {
+		r.AuditSync = AuditSyncBatch
+	}
+	if r.AuditFlushInterval <= 0 {
+		r.AuditFlushInterval = auditLinger
 	}
 	if r.MaxMessageBytes <= 0 {
 		r.MaxMessageBytes = transport.DefaultMaxMessageBytes
@@ -182,6 +198,7 @@ func New(state State, keys func() *vault.Keys, opts *Options) *Gateway {
 	g.pol.inflight = policy.NewGate(o.MaxInFlightCalls)
 	g.pol.limiter, _ = policy.NewLimiter(nil)
 	g.audit = newAuditor(o.Logger, o.Registerer, o.AuditQueueLen)
+	g.audit.configure(o.AuditSync, o.AuditFlushInterval)
 	if o.AuditLog != nil {
 		g.audit.start(o.AuditLog, o.NodeID)
 	}

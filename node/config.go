@@ -126,6 +126,14 @@ type Config struct {
 	// AuditMaxRecords keeps at most this many audit records, dropping the
 	// oldest; 0 means no limit. Default 10,000,000.
 	AuditMaxRecords int
+	// AuditSync is when an audit record must be on disk, which bounds what
+	// a crash loses: "batch" commits within AuditFlushInterval and never
+	// makes a call wait; "always" sends a call's response only once its
+	// record is committed and synced. Default "batch".
+	AuditSync string
+	// AuditFlushInterval is, with AuditSync "batch", the longest a record
+	// waits in memory before it is committed. Default 5ms.
+	AuditFlushInterval time.Duration
 	// NodeID names this node in the cluster, its certificate and its audit
 	// records. Default: the id stored in <DataDir>/node-id, or a new random
 	// id stored there at first start.
@@ -200,6 +208,8 @@ func DefaultConfig() Config {
 
 		SessionAbandonTimeout: transport.DefaultAbandonTimeout,
 		MaxStdioPerRoute:      gateway.DefaultMaxStdioPerRoute,
+		AuditSync:             string(gateway.AuditSyncBatch),
+		AuditFlushInterval:    5 * time.Millisecond,
 	}
 }
 
@@ -253,6 +263,12 @@ func (c *Config) Validate() error {
 	}
 	if c.AuditMaxAge < 0 || c.AuditMaxRecords < 0 {
 		return errors.New("--audit-max-age and --audit-max-records must not be negative (0 disables the limit)")
+	}
+	if s := gateway.AuditSync(c.AuditSync); s != gateway.AuditSyncBatch && s != gateway.AuditSyncAlways {
+		return fmt.Errorf("--audit-sync %q: use batch (records on disk within --audit-flush-interval) or always (each call's record on disk before its response)", c.AuditSync)
+	}
+	if c.AuditFlushInterval <= 0 || c.AuditFlushInterval > time.Minute {
+		return fmt.Errorf("--audit-flush-interval %v: use a positive duration of at most 1m", c.AuditFlushInterval)
 	}
 	if err := c.validateCluster(); err != nil {
 		return err

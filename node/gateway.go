@@ -29,6 +29,8 @@ func (n *Node) gatewayOptions() *gateway.Options {
 
 		SessionAbandonTimeout: n.cfg.SessionAbandonTimeout,
 		MaxStdioPerRoute:      n.cfg.MaxStdioPerRoute,
+		AuditSync:             gateway.AuditSync(n.cfg.AuditSync),
+		AuditFlushInterval:    n.cfg.AuditFlushInterval,
 	}
 }
 
