@@ -201,9 +201,14 @@ func (h *httpSession) servePOST(w http.ResponseWriter, r *http.Request, msgs []j
 				h.progress[tok] = st
 			}
 		}
+		// Once in h.open the stream may be handed a server request (it
+		// is the newest POST stream): it waits on st.mu until the headers
+		// are out.
+		st.mu.Lock()
 		h.open = append(h.open, st)
 		h.mu.Unlock()
 		startSSE(w)
+		st.mu.Unlock()
 		for _, id := range dups {
 			if err := st.send(&jsonrpc.Response{ID: id, Error: &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest,
 				Message: fmt.Sprintf("duplicate id %v in batch: an earlier element uses it; give every call in a batch its own id", id.Raw())}}); err != nil {
@@ -267,9 +272,13 @@ func (h *httpSession) serveStandalone(w http.ResponseWriter, r *http.Request) {
 	default:
 	}
 	st := newSSEStream(w)
+	// Held until the headers are out: a message routed to the stream as
+	// soon as it is published waits for them instead of racing them.
+	st.mu.Lock()
 	h.mu.Lock()
 	if h.standalone != nil {
 		h.mu.Unlock()
+		st.mu.Unlock()
 		WriteHTTPError(w, &HTTPError{Status: http.StatusConflict, Code: jsonrpc.CodeInvalidRequest, Message: "this session already has an open GET stream; close it before opening another"})
 		return
 	}
@@ -285,6 +294,7 @@ func (h *httpSession) serveStandalone(w http.ResponseWriter, r *http.Request) {
 		h.mu.Unlock()
 	}()
 	startSSE(w)
+	st.mu.Unlock()
 	h.flushBacklog()
 	keepalive := time.NewTicker(25 * time.Second)
 	defer keepalive.Stop()
