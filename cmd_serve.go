@@ -41,11 +41,15 @@ func serveCommand() *cli.Command {
 			&cli.Int64Flag{Name: "max-message-bytes", Value: def.MaxMessageBytes, EnvVars: []string{"MCPGW_MAX_MESSAGE_BYTES"}, Usage: "largest JSON-RPC message accepted in either direction"},
 			&cli.DurationFlag{Name: "connect-timeout", Value: def.ConnectTimeout, EnvVars: []string{"MCPGW_CONNECT_TIMEOUT"}, Usage: "how long opening an upstream connection may take"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: def.ShutdownTimeout, EnvVars: []string{"MCPGW_SHUTDOWN_TIMEOUT"}, Usage: "how long SIGTERM waits for sessions to drain"},
-			&cli.DurationFlag{Name: "session-idle-timeout", Value: def.SessionIdleTimeout, EnvVars: []string{"MCPGW_SESSION_IDLE_TIMEOUT"}, Usage: "close streamable HTTP sessions idle this long"},
+			&cli.DurationFlag{Name: "session-idle-timeout", Value: def.SessionIdleTimeout, EnvVars: []string{"MCPGW_SESSION_IDLE_TIMEOUT"}, Usage: "close streamable HTTP sessions without a request this long, even those holding a GET stream open"},
+			&cli.DurationFlag{Name: "session-abandon-timeout", Value: def.SessionAbandonTimeout, EnvVars: []string{"MCPGW_SESSION_ABANDON_TIMEOUT"}, Usage: "close streamable HTTP sessions with neither a GET stream open nor a request this long (clients gone without DELETE), ending their upstream sessions and processes"},
+			&cli.IntFlag{Name: "max-stdio-per-route", Value: def.MaxStdioPerRoute, EnvVars: []string{"MCPGW_MAX_STDIO_PER_ROUTE"}, Usage: "upstream processes one stdio route may run at once on this node (one per session); more sessions get an overloaded error"},
 			&cli.IntFlag{Name: "max-inflight", Value: def.MaxInFlightCalls, EnvVars: []string{"MCPGW_MAX_INFLIGHT"}, Usage: "tools/call requests this node forwards at once"},
 			&cli.IntFlag{Name: "max-calls-per-session", Value: def.MaxCallsPerSession, EnvVars: []string{"MCPGW_MAX_CALLS_PER_SESSION"}, Usage: "calls one session may have awaiting an answer; more get an immediate overloaded error"},
 			&cli.DurationFlag{Name: "audit-max-age", Value: def.AuditMaxAge, EnvVars: []string{"MCPGW_AUDIT_MAX_AGE"}, Usage: "drop audit records older than this (0: keep forever)"},
 			&cli.IntFlag{Name: "audit-max-records", Value: def.AuditMaxRecords, EnvVars: []string{"MCPGW_AUDIT_MAX_RECORDS"}, Usage: "keep at most this many audit records, dropping the oldest (0: no limit)"},
+			&cli.StringFlag{Name: "audit-sync", Value: def.AuditSync, EnvVars: []string{"MCPGW_AUDIT_SYNC"}, Usage: "when audit records reach the disk: batch (within --audit-flush-interval; a crash loses about that much) or always (each tool call's record before its response; a crash loses no answered call's record, at the cost of a commit per response)"},
+			&cli.DurationFlag{Name: "audit-flush-interval", Value: def.AuditFlushInterval, EnvVars: []string{"MCPGW_AUDIT_FLUSH_INTERVAL"}, Usage: "with --audit-sync=batch, the longest an audit record waits in memory before it is committed"},
 			nodeIDFlag(),
 			&cli.StringFlag{Name: "raft", Value: def.RaftAddr, EnvVars: []string{"MCPGW_RAFT"}, Usage: "TCP listen address for raft and forwarded writes between nodes (mutual TLS)"},
 			raftAdvertiseFlag(),
@@ -111,11 +115,15 @@ func runServe(c *cli.Context) error {
 	cfg.ConnectTimeout = c.Duration("connect-timeout")
 	cfg.ShutdownTimeout = c.Duration("shutdown-timeout")
 	cfg.SessionIdleTimeout = c.Duration("session-idle-timeout")
+	cfg.SessionAbandonTimeout = c.Duration("session-abandon-timeout")
+	cfg.MaxStdioPerRoute = c.Int("max-stdio-per-route")
 	cfg.MaxInFlightCalls = c.Int("max-inflight")
 	cfg.MaxCallsPerSession = c.Int("max-calls-per-session")
 	cfg.InsecureDev = c.Bool("insecure-dev")
 	cfg.AuditMaxAge = c.Duration("audit-max-age")
 	cfg.AuditMaxRecords = c.Int("audit-max-records")
+	cfg.AuditSync = c.String("audit-sync")
+	cfg.AuditFlushInterval = c.Duration("audit-flush-interval")
 	cfg.NodeID = c.String("node-id")
 	cfg.RaftAddr = c.String("raft")
 	cfg.RaftAdvertise = c.String("raft-advertise")

@@ -18,9 +18,10 @@ import (
 // Audit writer tuning.
 const (
 	// auditBatchMax and auditLinger bound a batch: the writer commits
-	// once it holds auditBatchMax records, or auditLinger after the first
-	// one came, so a busy node pays one commit and sync per hundreds of
-	// records and a quiet one has its records on disk within milliseconds.
+	// once it holds auditBatchMax records, or auditLinger (the default
+	// flush interval) after the first one came, so a busy node pays one
+	// commit and sync per hundreds of records and a quiet one has its
+	// records on disk within milliseconds.
 	auditBatchMax = 512
 	auditLinger   = 5 * time.Millisecond
 	// auditWarnEvery spaces out the warnings about dropped records.
@@ -32,13 +33,39 @@ const (
 	auditMaxText = 256
 )
 
-// auditor writes the gateway's audit records to its audit log without ever
-// making the proxy wait for the disk: records go into a bounded queue that
-// one writer goroutine drains in batches. When the queue is full, records
-// are dropped and counted (mcpgw_audit_dropped_total), never waited for.
+// AuditSync is when an audit record must be on disk (committed and
+// synced), which bounds what a crash of the node can lose.
+type AuditSync string
+
+const (
+	// AuditSyncBatch commits records in batches, within the flush
+	// interval of their being queued, and never makes the proxy wait for
+	// the disk: a crash loses the records of about the last flush
+	// interval and a commit.
+	AuditSyncBatch AuditSync = "batch"
+	// AuditSyncAlways has the proxy wait for each record to be on disk
+	// before it sends what the record accounts for (a tool call's
+	// response, a refusal): a crash loses no record of anything a caller
+	// was told. Records waiting at the same time share one commit.
+	AuditSyncAlways AuditSync = "always"
+)
+
+// auditor writes the gateway's audit records to its audit log. With
+// AuditSyncBatch it never makes the proxy wait for the disk: records go
+// into a bounded queue that one writer goroutine drains in batches; when
+// the queue is full, records are dropped and counted
+// (mcpgw_audit_dropped_total), never waited for. With AuditSyncAlways,
+// record returns once its record is committed.
 type auditor struct {
 	logger *slog.Logger
 	queue  chan *storage.AuditRecord
+	// syncq carries the records whose recorder waits for them to be on
+	// disk (AuditSyncAlways). Unbuffered: the writer takes every record
+	// waiting when it starts a commit, so they share it.
+	syncq chan auditWait
+	// Set by configure, before start.
+	always     bool
+	flushEvery time.Duration
 
 	records      prometheus.Counter
 	droppedFull  prometheus.Counter
@@ -59,13 +86,22 @@ type auditor struct {
 	writeHook atomic.Pointer[func()]
 }
 
+// auditWait is a record and where its recorder waits for the outcome of
+// its commit.
+type auditWait struct {
+	r    *storage.AuditRecord
+	done chan error
+}
+
 func newAuditor(logger *slog.Logger, reg prometheus.Registerer, queueLen int) *auditor {
 	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mcpgw_audit_dropped_total", Help: "Audit records lost: the queue to the disk was full, or the write failed.",
 	}, []string{"reason"})
 	a := &auditor{
-		logger: logger,
-		queue:  make(chan *storage.AuditRecord, queueLen),
+		logger:     logger,
+		queue:      make(chan *storage.AuditRecord, queueLen),
+		syncq:      make(chan auditWait),
+		flushEvery: auditLinger,
 		records: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mcpgw_audit_records_total", Help: "Audit records written to the audit log.",
 		}),
@@ -79,6 +115,15 @@ func newAuditor(logger *slog.Logger, reg prometheus.Registerer, queueLen int) *a
 	}
 	reg.MustRegister(a.records, dropped, a.writeSeconds)
 	return a
+}
+
+// configure sets the sync policy and, for AuditSyncBatch, the flush
+// interval (0: auditLinger). It is called before start.
+func (a *auditor) configure(sync AuditSync, flushEvery time.Duration) {
+	a.always = sync == AuditSyncAlways
+	if flushEvery > 0 {
+		a.flushEvery = flushEvery
+	}
 }
 
 // start starts the writer appending to l, stamping records with node.
@@ -100,13 +145,34 @@ func (a *auditor) close() {
 	a.log = nil
 }
 
-// record queues r for writing. It never blocks.
+// record queues r for writing. With AuditSyncBatch it never blocks; with
+// AuditSyncAlways it returns once r is on disk (or its write failed, which
+// is counted and logged: the proxy goes on either way, since what r
+// accounts for has happened).
 func (a *auditor) record(r storage.AuditRecord) {
+	if a.always && a.done != nil {
+		a.recordSync(&r)
+		return
+	}
 	select {
 	case a.queue <- &r:
 	default:
 		a.dropped(1, a.droppedFull, nil)
 	}
+}
+
+// recordSync hands r to the writer and waits for its commit. Once the
+// writer has stopped (the gateway closed), r is not written, as with
+// record.
+func (a *auditor) recordSync(r *storage.AuditRecord) {
+	done := make(chan error, 1)
+	select {
+	case a.syncq <- auditWait{r: r, done: done}:
+	case <-a.done:
+		return
+	}
+	// The writer took r: it answers done before it stops.
+	<-done
 }
 
 // dropped counts lost records and warns, at most once per auditWarnEvery.
@@ -130,25 +196,35 @@ func (a *auditor) run() {
 	defer close(a.done)
 	prune := time.NewTicker(auditPruneEvery)
 	defer prune.Stop()
-	linger := time.NewTimer(auditLinger)
+	linger := time.NewTimer(a.flushEvery)
 	linger.Stop()
 	batch := make([]storage.AuditRecord, 0, auditBatchMax)
+	var waiters []chan error
 	flush := func() {
 		linger.Stop()
 		if len(batch) > 0 {
-			a.write(batch)
+			err := a.write(batch)
 			batch = batch[:0]
+			for _, w := range waiters {
+				w <- err
+			}
+			waiters = waiters[:0]
 		}
 	}
 	for {
 		select {
 		case r := <-a.queue:
 			if batch = append(batch, *r); len(batch) == 1 {
-				linger.Reset(auditLinger)
+				linger.Reset(a.flushEvery)
 			}
 			if len(batch) == auditBatchMax {
 				flush()
 			}
+		case w := <-a.syncq:
+			// Someone waits: commit now, with every record waiting too.
+			batch, waiters = append(batch, *w.r), append(waiters, w.done)
+			batch, waiters = a.fillSync(batch, waiters)
+			flush()
 		case <-linger.C:
 			flush()
 		case <-prune.C:
@@ -157,6 +233,7 @@ func (a *auditor) run() {
 			}
 		case <-a.stop:
 			for {
+				batch, waiters = a.fillSync(batch, waiters)
 				if batch = a.fill(batch); len(batch) == 0 {
 					return
 				}
@@ -179,7 +256,23 @@ func (a *auditor) fill(batch []storage.AuditRecord) []storage.AuditRecord {
 	return batch
 }
 
-func (a *auditor) write(batch []storage.AuditRecord) {
+// fillSync adds the records whose recorders wait to batch, up to
+// auditBatchMax.
+func (a *auditor) fillSync(batch []storage.AuditRecord, waiters []chan error) ([]storage.AuditRecord, []chan error) {
+	for len(batch) < auditBatchMax {
+		select {
+		case w := <-a.syncq:
+			batch, waiters = append(batch, *w.r), append(waiters, w.done)
+		default:
+			return batch, waiters
+		}
+	}
+	return batch, waiters
+}
+
+// write appends batch to the log; a failure is counted and logged, and
+// returned for the recorders waiting on it.
+func (a *auditor) write(batch []storage.AuditRecord) error {
 	if h := a.writeHook.Load(); h != nil {
 		(*h)()
 	}
@@ -191,9 +284,10 @@ func (a *auditor) write(batch []storage.AuditRecord) {
 	a.writeSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		a.dropped(len(batch), a.droppedWrite, err)
-		return
+		return err
 	}
 	a.records.Add(float64(len(batch)))
+	return nil
 }
 
 // clip cuts caller-supplied text to auditMaxText bytes.

@@ -170,3 +170,57 @@ func TestAuditorCloseFlushes(t *testing.T) {
 		t.Fatalf("Query = %+v, %v; want records of node-a", recs, err)
 	}
 }
+
+// TestAuditorSyncAlways: with AuditSyncAlways, record returns only once its
+// record is in the log, for recorders racing each other (who share
+// commits); and once the writer has stopped, record returns at once.
+func TestAuditorSyncAlways(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	path := filepath.Join(t.TempDir(), storage.AuditFile)
+	a := newAuditor(slog.New(slog.DiscardHandler), prometheus.NewRegistry(), 4096)
+	// A flush interval no test waits out: only the waiting recorders
+	// make the writer commit.
+	a.configure(AuditSyncAlways, time.Hour)
+	l, err := storage.OpenAudit(path, storage.AuditOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	a.start(l, "node-a")
+	const recorders, each = 8, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, recorders*each)
+	for g := range recorders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				tool := fmt.Sprintf("tool-%d-%d", g, i)
+				a.record(storage.AuditRecord{Kind: storage.AuditToolCall, Tool: tool, Outcome: storage.AuditOK})
+				if recs, err := l.Query(storage.AuditQuery{Tool: tool}); err != nil || len(recs) != 1 {
+					errs <- fmt.Errorf("record(%s) returned with %d such records in the log (%v), want 1", tool, len(recs), err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	var m dto.Metric
+	a.writeSeconds.Write(&m)
+	t.Logf("%d records in %d commits", recorders*each, m.GetHistogram().GetSampleCount())
+
+	a.close()
+	done := make(chan struct{})
+	go func() {
+		a.record(storage.AuditRecord{Kind: storage.AuditToolCall})
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("record after close blocked")
+	}
+}

@@ -48,16 +48,34 @@ type Options struct {
 	// NodeID names this node in its audit records. Default: empty.
 	NodeID string
 	// AuditQueueLen bounds the audit records waiting for the disk; more
-	// are dropped and counted, never waited for. Default 65536.
+	// are dropped and counted, never waited for (with AuditSyncBatch).
+	// Default 65536.
 	AuditQueueLen int
+	// AuditSync is when a record must be on disk: AuditSyncBatch (within
+	// AuditFlushInterval, the proxy never waiting) or AuditSyncAlways
+	// (before the response it accounts for is sent). Default
+	// AuditSyncBatch.
+	AuditSync AuditSync
+	// AuditFlushInterval bounds, with AuditSyncBatch, how long a record
+	// waits in memory before its batch is committed, and so what a crash
+	// can lose. Default 5ms.
+	AuditFlushInterval time.Duration
 	// MaxMessageBytes caps one JSON-RPC message in either direction.
 	// Default transport.DefaultMaxMessageBytes.
 	MaxMessageBytes int64
 	// ConnectTimeout bounds opening an upstream connection. Default 10s.
 	ConnectTimeout time.Duration
 	// SessionIdleTimeout closes streamable HTTP sessions without requests
-	// for this long. Default 30m.
+	// for this long, even those that keep a GET stream open. Default 30m.
 	SessionIdleTimeout time.Duration
+	// SessionAbandonTimeout closes streamable HTTP sessions that have had
+	// neither a GET stream open nor a request for this long: their client
+	// is most likely gone. Default transport.DefaultAbandonTimeout (60s).
+	SessionAbandonTimeout time.Duration
+	// MaxStdioPerRoute caps the upstream processes one stdio route runs at
+	// once, one per session; more sessions are refused with
+	// transport.CodeOverloaded. Default DefaultMaxStdioPerRoute.
+	MaxStdioPerRoute int
 	// OpenFrameTimeout bounds reading the open frame of a framed stream.
 	// Default transport.DefaultOpenTimeout.
 	OpenFrameTimeout time.Duration
@@ -83,6 +101,11 @@ type Options struct {
 	Admit func(ctx context.Context) error
 }
 
+// DefaultMaxStdioPerRoute is Options.MaxStdioPerRoute's default. A stdio MCP
+// server commonly takes 30-100 MB, so 64 of them fit a gateway VM while a
+// stdio route this busy on one node is rare.
+const DefaultMaxStdioPerRoute = 64
+
 // withDefaults returns o with every zero field set to its default.
 func (o *Options) withDefaults() Options {
 	var r Options
@@ -101,6 +124,12 @@ func (o *Options) withDefaults() Options {
 	if r.AuditQueueLen <= 0 {
 		r.AuditQueueLen = 65536
 	}
+	if r.AuditSync == "" {
+		r.AuditSync = AuditSyncBatch
+	}
+	if r.AuditFlushInterval <= 0 {
+		r.AuditFlushInterval = auditLinger
+	}
 	if r.MaxMessageBytes <= 0 {
 		r.MaxMessageBytes = transport.DefaultMaxMessageBytes
 	}
@@ -109,6 +138,12 @@ func (o *Options) withDefaults() Options {
 	}
 	if r.SessionIdleTimeout <= 0 {
 		r.SessionIdleTimeout = 30 * time.Minute
+	}
+	if r.SessionAbandonTimeout <= 0 {
+		r.SessionAbandonTimeout = transport.DefaultAbandonTimeout
+	}
+	if r.MaxStdioPerRoute <= 0 {
+		r.MaxStdioPerRoute = DefaultMaxStdioPerRoute
 	}
 	if r.OpenFrameTimeout <= 0 {
 		r.OpenFrameTimeout = transport.DefaultOpenTimeout
@@ -137,6 +172,7 @@ type Gateway struct {
 	pol        policyCache
 	audit      *auditor
 	streamable *transport.StreamableServer
+	procs      *upstreamProcs
 
 	ctx      context.Context // ends when the gateway shuts down, and with it every session
 	cancel   context.CancelFunc
@@ -169,15 +205,22 @@ func New(state State, keys func() *vault.Keys, opts *Options) *Gateway {
 	g.pol.inflight = policy.NewGate(o.MaxInFlightCalls)
 	g.pol.limiter, _ = policy.NewLimiter(nil)
 	g.audit = newAuditor(o.Logger, o.Registerer, o.AuditQueueLen)
+	g.audit.configure(o.AuditSync, o.AuditFlushInterval)
 	if o.AuditLog != nil {
 		g.audit.start(o.AuditLog, o.NodeID)
 	}
+	g.procs = newUpstreamProcs(o.MaxStdioPerRoute, o.Registerer)
 	g.streamable = transport.NewStreamableServer(g.openStreamable, &transport.StreamableServerOptions{
 		Authenticate:    func(r *http.Request) error { _, err := g.authenticate(r); return err },
 		MaxMessageBytes: o.MaxMessageBytes,
 		IdleTimeout:     o.SessionIdleTimeout,
+		AbandonTimeout:  o.SessionAbandonTimeout,
+		Expired:         func(reason string) { g.metrics.streamableExpired.WithLabelValues(reason).Inc() },
 		Logger:          o.Logger,
 	})
+	o.Registerer.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "mcpgw_streamable_sessions", Help: "Stateful streamable HTTP sessions the node holds, those awaiting their client's next request included.",
+	}, func() float64 { return float64(g.streamable.Sessions()) }))
 	g.watchSessionTokens()
 	return g
 }
@@ -194,6 +237,10 @@ func (g *Gateway) Sessions() int { return int(g.activeSessions.Load()) }
 // StreamableSessions returns the number of streamable HTTP sessions the
 // gateway tracks, stateful ones awaiting their next request included.
 func (g *Gateway) StreamableSessions() int { return g.streamable.Sessions() }
+
+// UpstreamProcesses returns the upstream processes running for the stdio
+// route named route.
+func (g *Gateway) UpstreamProcesses(route string) int { return g.procs.count(route) }
 
 // SetLiveNodes sets the number of live nodes that split every cluster-wide
 // rate limit; values below 1 count as 1.

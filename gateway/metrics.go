@@ -16,6 +16,9 @@ type metrics struct {
 	refusalsTotal  *prometheus.CounterVec   // kind
 	// unrequestedTotal counts upstream responses to no pending call, dropped.
 	unrequestedTotal *prometheus.CounterVec // route
+	// streamableExpired counts streamable HTTP sessions closed for want of
+	// use.
+	streamableExpired *prometheus.CounterVec // reason: abandoned, idle
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -43,7 +46,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		unrequestedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcpgw_proxy_unrequested_responses_total", Help: "Upstream responses whose id no pending call had, dropped instead of forwarded.",
 		}, []string{"route"}),
+		streamableExpired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_streamable_sessions_expired_total", Help: "Streamable HTTP sessions closed for want of use: abandoned (no GET stream, no request for the abandon timeout) or idle (no request for the idle timeout).",
+		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.callsTotal, m.callSeconds, m.refusalsTotal, m.unrequestedTotal)
+	reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.callsTotal, m.callSeconds, m.refusalsTotal, m.unrequestedTotal, m.streamableExpired)
 	return m
 }

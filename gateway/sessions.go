@@ -198,6 +198,23 @@ func (g *Gateway) dial(ctx context.Context, spec sessionSpec, creds *credentialS
 	if err != nil {
 		return nil, g.credentialRefusal(err)
 	}
+	if spec.route.Transport == storage.TransportStdio {
+		if err := g.procs.take(spec.route.Name); err != nil {
+			g.metrics.refusalsTotal.WithLabelValues("upstream_processes").Inc()
+			return nil, err
+		}
+		up, err := g.dialUpstream(ctx, spec, creds, env)
+		if err != nil {
+			g.procs.release(spec.route.Name)
+			return nil, err
+		}
+		return &processConn{Connection: up, release: func() { g.procs.release(spec.route.Name) }}, nil
+	}
+	return g.dialUpstream(ctx, spec, creds, env)
+}
+
+// dialUpstream is dial once the credential is read.
+func (g *Gateway) dialUpstream(ctx context.Context, spec sessionSpec, creds *credentialSource, env []string) (mcp.Connection, error) {
 	ctx, cancel := context.WithTimeout(ctx, g.opts.ConnectTimeout)
 	defer cancel()
 	up, err := transport.Dial(ctx, transport.Upstream{

@@ -35,8 +35,17 @@ type Config struct {
 	// ShutdownTimeout bounds draining sessions on Close. Default 10s.
 	ShutdownTimeout time.Duration
 	// SessionIdleTimeout closes streamable HTTP sessions without requests
-	// for this long. Default 30m.
+	// for this long, even those that keep a GET stream open. Default 30m.
 	SessionIdleTimeout time.Duration
+	// SessionAbandonTimeout closes streamable HTTP sessions with neither a
+	// GET stream open nor a request for this long (clients that left
+	// without DELETE), and with them their upstream sessions and stdio
+	// processes. Default 60s.
+	SessionAbandonTimeout time.Duration
+	// MaxStdioPerRoute caps the upstream processes one stdio route runs on
+	// this node at once (one per session); more sessions are refused with
+	// CodeOverloaded (HTTP 503). Default 64.
+	MaxStdioPerRoute int
 	// InsecureDev accepts sessions without a service token, as service
 	// "insecure-dev" with every org. For local trials only. Default false.
 	InsecureDev bool
@@ -117,6 +126,14 @@ type Config struct {
 	// AuditMaxRecords keeps at most this many audit records, dropping the
 	// oldest; 0 means no limit. Default 10,000,000.
 	AuditMaxRecords int
+	// AuditSync is when an audit record must be on disk, which bounds what
+	// a crash loses: "batch" commits within AuditFlushInterval and never
+	// makes a call wait; "always" sends a call's response only once its
+	// record is committed and synced. Default "batch".
+	AuditSync string
+	// AuditFlushInterval is, with AuditSync "batch", the longest a record
+	// waits in memory before it is committed. Default 5ms.
+	AuditFlushInterval time.Duration
 	// NodeID names this node in the cluster, its certificate and its audit
 	// records. Default: the id stored in <DataDir>/node-id, or a new random
 	// id stored there at first start.
@@ -188,6 +205,11 @@ func DefaultConfig() Config {
 		RaftHeartbeatTimeout: time.Second,
 		RaftElectionTimeout:  time.Second,
 		RaftApplyTimeout:     10 * time.Second,
+
+		SessionAbandonTimeout: transport.DefaultAbandonTimeout,
+		MaxStdioPerRoute:      gateway.DefaultMaxStdioPerRoute,
+		AuditSync:             string(gateway.AuditSyncBatch),
+		AuditFlushInterval:    5 * time.Millisecond,
 	}
 }
 
@@ -230,11 +252,23 @@ func (c *Config) Validate() error {
 	if c.ConnectTimeout <= 0 || c.ShutdownTimeout <= 0 || c.SessionIdleTimeout <= 0 || c.OpenFrameTimeout <= 0 || c.QUICIdleTimeout <= 0 {
 		return errors.New("timeouts must be positive")
 	}
+	if c.SessionAbandonTimeout <= 0 {
+		return fmt.Errorf("--session-abandon-timeout %v must be positive", c.SessionAbandonTimeout)
+	}
+	if c.MaxStdioPerRoute < 1 {
+		return fmt.Errorf("--max-stdio-per-route %d: use at least 1", c.MaxStdioPerRoute)
+	}
 	if err := c.validateListeners(); err != nil {
 		return err
 	}
 	if c.AuditMaxAge < 0 || c.AuditMaxRecords < 0 {
 		return errors.New("--audit-max-age and --audit-max-records must not be negative (0 disables the limit)")
+	}
+	if s := gateway.AuditSync(c.AuditSync); s != gateway.AuditSyncBatch && s != gateway.AuditSyncAlways {
+		return fmt.Errorf("--audit-sync %q: use batch (records on disk within --audit-flush-interval) or always (each call's record on disk before its response)", c.AuditSync)
+	}
+	if c.AuditFlushInterval <= 0 || c.AuditFlushInterval > time.Minute {
+		return fmt.Errorf("--audit-flush-interval %v: use a positive duration of at most 1m", c.AuditFlushInterval)
 	}
 	if err := c.validateCluster(); err != nil {
 		return err

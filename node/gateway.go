@@ -26,5 +26,10 @@ func (n *Node) gatewayOptions() *gateway.Options {
 		InsecureDev:        n.cfg.InsecureDev,
 		AllowedOrigins:     n.cfg.AllowedOrigins,
 		Admit:              n.admit,
+
+		SessionAbandonTimeout: n.cfg.SessionAbandonTimeout,
+		MaxStdioPerRoute:      n.cfg.MaxStdioPerRoute,
+		AuditSync:             gateway.AuditSync(n.cfg.AuditSync),
+		AuditFlushInterval:    n.cfg.AuditFlushInterval,
 	}
 }

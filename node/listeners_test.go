@@ -35,6 +35,11 @@ func TestValidateListeners(t *testing.T) {
 		{"zero per-ip cap", func(c *Config) { c.MaxConnsPerIP = 0 }, []string{"--max-conns-per-ip 0"}},
 		{"zero admin cap", func(c *Config) { c.AdminMaxConns = 0 }, []string{"--admin-max-conns 0"}},
 		{"zero idle timeout", func(c *Config) { c.IdleTimeout = 0 }, []string{"--idle-timeout"}},
+		{"zero abandon timeout", func(c *Config) { c.SessionAbandonTimeout = 0 }, []string{"--session-abandon-timeout"}},
+		{"zero stdio cap", func(c *Config) { c.MaxStdioPerRoute = 0 }, []string{"--max-stdio-per-route 0"}},
+		{"unknown audit sync", func(c *Config) { c.AuditSync = "sometimes" }, []string{`--audit-sync "sometimes"`, "batch", "always"}},
+		{"audit sync always", func(c *Config) { c.AuditSync = "always" }, nil},
+		{"zero audit flush interval", func(c *Config) { c.AuditFlushInterval = 0 }, []string{"--audit-flush-interval"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

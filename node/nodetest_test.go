@@ -38,7 +38,7 @@ import (
 // refusal and metric readers.
 
 func TestMain(m *testing.M) {
-	if upstreamtest.RunStdioIfAsked(os.Args) || hostileupstream.RunStdioIfAsked(os.Args) {
+	if upstreamtest.RunStdioIfAsked(os.Args) || hostileupstream.RunStdioIfAsked(os.Args) || runCrashNodeIfAsked() {
 		return
 	}
 	// Fail the package if any test leaves a goroutine running. A server

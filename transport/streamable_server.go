@@ -58,8 +58,18 @@ type StreamableServerOptions struct {
 	// MaxMessageBytes caps a POST body. Default DefaultMaxMessageBytes.
 	MaxMessageBytes int64
 	// IdleTimeout closes a stateful session after this long without
-	// requests or open streams. Default 30m.
+	// requests, even one that keeps its GET stream open. Default 30m.
 	IdleTimeout time.Duration
+	// AbandonTimeout closes a stateful session whose client seems gone:
+	// no GET stream open and no request for this long. Standard clients
+	// keep a GET stream open while they live and rarely send DELETE, so a
+	// session without either has most likely lost its client; what it holds
+	// upstream (for a stdio route, a process) is let go this soon rather
+	// than after IdleTimeout. Default DefaultAbandonTimeout.
+	AbandonTimeout time.Duration
+	// Expired, when set, is called for each session the server closes for
+	// want of use, with the reason: "abandoned" or "idle". Default: none.
+	Expired func(reason string)
 	// Logger receives lifecycle and per-message debug logs. Default:
 	// discard.
 	Logger *slog.Logger
@@ -83,6 +93,9 @@ func NewStreamableServer(open func(r *http.Request) (authorize func(*http.Reques
 	if s.opts.IdleTimeout <= 0 {
 		s.opts.IdleTimeout = 30 * time.Minute
 	}
+	if s.opts.AbandonTimeout <= 0 {
+		s.opts.AbandonTimeout = DefaultAbandonTimeout
+	}
 	if s.opts.Logger == nil {
 		s.opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -91,27 +104,44 @@ func NewStreamableServer(open func(r *http.Request) (authorize func(*http.Reques
 	return s
 }
 
-// janitor closes idle sessions.
+// DefaultAbandonTimeout is StreamableServerOptions.AbandonTimeout's
+// default: twice the longest pause between a standard client's attempts to
+// reopen a GET stream (the TypeScript SDK's reconnection delay caps at 30s),
+// so a live client that lost its stream gets it back before its session
+// goes.
+const DefaultAbandonTimeout = time.Minute
+
+// janitor closes sessions no longer used (see expired).
 func (s *StreamableServer) janitor() {
 	defer s.wg.Done()
-	t := time.NewTicker(min(s.opts.IdleTimeout/4, time.Minute))
+	t := time.NewTicker(max(min(s.opts.IdleTimeout/4, s.opts.AbandonTimeout/4, time.Minute), time.Millisecond))
 	defer t.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return
 		case now := <-t.C:
-			var idle []*httpSession
+			type expiry struct {
+				sess   *httpSession
+				reason string
+			}
+			var gone []expiry
 			s.mu.Lock()
 			for _, sess := range s.sessions {
-				if sess.idleSince(now) > s.opts.IdleTimeout {
-					idle = append(idle, sess)
+				if reason := sess.expired(now, s.opts.AbandonTimeout, s.opts.IdleTimeout); reason != "" {
+					gone = append(gone, expiry{sess, reason})
 				}
 			}
 			s.mu.Unlock()
-			for _, sess := range idle {
-				s.opts.Logger.Info("closing idle streamable HTTP session", slog.String("session", sess.id))
-				sess.Close()
+			for _, e := range gone {
+				if e.sess.closed() {
+					continue
+				}
+				s.opts.Logger.Info("closing unused streamable HTTP session", slog.String("session", e.sess.id), slog.String("reason", e.reason))
+				e.sess.Close()
+				if s.opts.Expired != nil {
+					s.opts.Expired(e.reason)
+				}
 			}
 		}
 	}

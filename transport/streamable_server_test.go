@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -290,5 +292,39 @@ func TestStreamableProgressRouting(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, streams); diff != "" {
 		t.Fatalf("events per stream (-want +got):\n%s", diff)
+	}
+}
+
+func TestHTTPSessionExpired(t *testing.T) {
+	const abandon, idle = time.Minute, 30 * time.Minute
+	now := time.Now()
+	tests := []struct {
+		name     string
+		active   int           // requests in flight
+		stream   bool          // a GET stream is open
+		used     time.Duration // since the last request or stream ended
+		posted   time.Duration // since the last request ended
+		expected string
+	}{
+		{name: "fresh", expected: ""},
+		{name: "no stream, quiet under the abandon timeout", used: abandon - time.Second, posted: abandon - time.Second, expected: ""},
+		{name: "no stream, quiet past the abandon timeout", used: abandon + time.Second, posted: abandon + time.Second, expected: "abandoned"},
+		{name: "stream closed lately after long quiet", used: time.Second, posted: idle - time.Second, expected: ""},
+		{name: "stream open, quiet past the abandon timeout", stream: true, used: abandon + time.Second, posted: abandon + time.Second, expected: ""},
+		{name: "stream open, quiet past the idle timeout", stream: true, used: idle + time.Second, posted: idle + time.Second, expected: "idle"},
+		{name: "request in flight for longer than both", active: 1, used: 2 * idle, posted: 2 * idle, expected: ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHTTPSession(nil, false, slog.New(slog.DiscardHandler), nil)
+			h.active = tc.active
+			if tc.stream {
+				h.standalone = newSSEStream(httptest.NewRecorder())
+			}
+			h.lastUsed, h.lastPOST = now.Add(-tc.used), now.Add(-tc.posted)
+			if got := h.expired(now, abandon, idle); got != tc.expected {
+				t.Errorf("expired()=%q, want %q", got, tc.expected)
+			}
+		})
 	}
 }

@@ -36,11 +36,13 @@ type httpSession struct {
 	open       []*sseStream              // POST streams still awaiting responses, oldest first
 	standalone *sseStream                // the GET stream, if connected
 	backlog    []jsonrpc.Message         // server-to-client messages with nowhere to go yet
-	active     int                       // requests being served
-	lastUsed   time.Time
+	active     int                       // POST requests being served
+	lastUsed   time.Time                 // when the last request or GET stream ended
+	lastPOST   time.Time                 // when the last request ended
 }
 
 func newHTTPSession(authorize func(*http.Request) error, ephemeral bool, logger *slog.Logger, drain <-chan struct{}) *httpSession {
+	now := time.Now()
 	return &httpSession{
 		authorize: authorize,
 		ephemeral: ephemeral,
@@ -50,7 +52,8 @@ func newHTTPSession(authorize func(*http.Request) error, ephemeral bool, logger 
 		done:      make(chan struct{}),
 		pending:   make(map[jsonrpc.ID]*sseStream),
 		progress:  make(map[string]*sseStream),
-		lastUsed:  time.Now(),
+		lastUsed:  now,
+		lastPOST:  now,
 	}
 }
 
@@ -58,13 +61,22 @@ func newHTTPSession(authorize func(*http.Request) error, ephemeral bool, logger 
 // request) and ends with it.
 func (h *httpSession) OneShot() bool { return h.ephemeral }
 
-func (h *httpSession) idleSince(now time.Time) time.Duration {
+// expired says why the session should be closed at now, or "" if it should
+// not: "abandoned" when it has had no GET stream and no request for
+// abandon, "idle" when it has had no request for idle. A request in flight
+// keeps it, however long it takes.
+func (h *httpSession) expired(now time.Time, abandon, idle time.Duration) string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.active > 0 {
-		return 0
+	switch {
+	case h.active > 0:
+		return ""
+	case h.standalone == nil && now.Sub(h.lastUsed) > abandon:
+		return "abandoned"
+	case now.Sub(h.lastPOST) > idle:
+		return "idle"
 	}
-	return now.Sub(h.lastUsed)
+	return ""
 }
 
 func (h *httpSession) enter() {
@@ -77,6 +89,7 @@ func (h *httpSession) leave() {
 	h.mu.Lock()
 	h.active--
 	h.lastUsed = time.Now()
+	h.lastPOST = h.lastUsed
 	h.mu.Unlock()
 }
 
@@ -192,9 +205,14 @@ func (h *httpSession) servePOST(w http.ResponseWriter, r *http.Request, msgs []j
 				h.progress[tok] = st
 			}
 		}
+		// Once in h.open the stream may be handed a server request (it
+		// is the newest POST stream): it waits on st.mu until the headers
+		// are out.
+		st.mu.Lock()
 		h.open = append(h.open, st)
 		h.mu.Unlock()
 		startSSE(w)
+		st.mu.Unlock()
 		for _, id := range dups {
 			if err := st.send(&jsonrpc.Response{ID: id, Error: &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest,
 				Message: fmt.Sprintf("duplicate id %v in batch: an earlier element uses it; give every call in a batch its own id", id.Raw())}}); err != nil {
@@ -258,14 +276,17 @@ func (h *httpSession) serveStandalone(w http.ResponseWriter, r *http.Request) {
 	default:
 	}
 	st := newSSEStream(w)
+	// Held until the headers are out: a message routed to the stream as
+	// soon as it is published waits for them instead of racing them.
+	st.mu.Lock()
 	h.mu.Lock()
 	if h.standalone != nil {
 		h.mu.Unlock()
+		st.mu.Unlock()
 		WriteHTTPError(w, &HTTPError{Status: http.StatusConflict, Code: jsonrpc.CodeInvalidRequest, Message: "this session already has an open GET stream; close it before opening another"})
 		return
 	}
 	h.standalone = st
-	h.active++
 	h.mu.Unlock()
 	defer func() {
 		st.detach()
@@ -273,11 +294,11 @@ func (h *httpSession) serveStandalone(w http.ResponseWriter, r *http.Request) {
 		if h.standalone == st {
 			h.standalone = nil
 		}
-		h.active--
 		h.lastUsed = time.Now()
 		h.mu.Unlock()
 	}()
 	startSSE(w)
+	st.mu.Unlock()
 	h.flushBacklog()
 	keepalive := time.NewTicker(25 * time.Second)
 	defer keepalive.Stop()

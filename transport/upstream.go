@@ -429,13 +429,67 @@ func (c *streamableConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 		}
 		c.mu.Unlock()
 	}
+	if isReq && req.Method == "notifications/initialized" {
+		return c.writeInitialized(ctx, msg)
+	}
+	return c.sdk.Write(ctx, msg)
+}
+
+// writeInitialized forwards notifications/initialized once the standalone
+// GET stream is open, or has definitively failed. From initialized on, a
+// server may send requests that belong to no client request (roots/list on
+// initialized, sampling from a background task), and a streamable server
+// sends those on the GET stream only: a server that finds no stream drops
+// them or parks them where no fresh GET looks (the TypeScript SDK's event
+// store), and the call that waits on them hangs. So the stream is opened
+// first, as the go-sdk client does for its own sessions (sessionUpdated
+// connects the GET before Connect sends initialized); the proxy writes a
+// session's notifications in order, so the client's next message waits
+// behind this one too.
+//
+// A server that refuses the GET before initialized (the spec allows the
+// GET from the initialize response on, when the session id is known, but
+// a server may want initialized first) gets it again after.
+func (c *streamableConn) writeInitialized(ctx context.Context, msg jsonrpc.Message) error {
+	status := c.awaitStandalone(ctx, c.startStandalone())
 	if err := c.sdk.Write(ctx, msg); err != nil {
 		return err
 	}
-	if isReq && req.Method == "notifications/initialized" {
-		c.startStandalone()
+	if status >= 400 && status < 500 && status != http.StatusMethodNotAllowed {
+		c.mu.Lock()
+		c.getStart = false
+		c.mu.Unlock()
+		c.awaitStandalone(ctx, c.startStandalone())
 	}
 	return nil
+}
+
+// standaloneWait bounds how long forwarding initialized waits for the
+// upstream to answer the standalone GET: longer than any healthy answer,
+// short enough that a server sitting on the GET delays the session only
+// once, by this much.
+const standaloneWait = 10 * time.Second
+
+// awaitStandalone waits until the standalone GET started with answered is
+// answered, and returns the answer's HTTP status: 200 when the stream is
+// open, 0 when no answer came (nil answered, retries ran out, or the wait
+// was cut short).
+func (c *streamableConn) awaitStandalone(ctx context.Context, answered <-chan int) int {
+	if answered == nil {
+		return 0
+	}
+	t := time.NewTimer(standaloneWait)
+	defer t.Stop()
+	select {
+	case status := <-answered:
+		return status
+	case <-t.C:
+		c.u.Logger.Warn("upstream did not answer the event stream request in time; forwarding initialized without it, so requests the server sends before it opens may be lost",
+			slog.String("upstream", c.u.URL), slog.Duration("waited", standaloneWait))
+	case <-ctx.Done():
+	case <-c.ctx.Done():
+	}
+	return 0
 }
 
 // maxInFlightToolLists bounds the tools/list calls a connection watches
@@ -443,29 +497,45 @@ func (c *streamableConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 const maxInFlightToolLists = 64
 
 // startStandalone opens the GET stream for server-initiated messages, once,
-// for protocol versions that have it (before 2026-07-28).
-func (c *streamableConn) startStandalone() {
+// for protocol versions that have it (before 2026-07-28). The channel it
+// returns receives the HTTP status of the first definitive answer (see
+// standaloneLoop); nil means no stream is opened.
+func (c *streamableConn) startStandalone() <-chan int {
 	v := c.rt.version.Load()
 	if v == nil || *v >= "2026-07-28" {
-		return
+		return nil
 	}
 	c.mu.Lock()
 	started := c.getStart
 	c.getStart = true
 	c.mu.Unlock()
 	if started {
-		return
+		return nil
 	}
+	answered := make(chan int, 1)
 	c.wg.Add(1)
-	go c.standaloneLoop()
+	go c.standaloneLoop(answered)
+	return answered
 }
 
-func (c *streamableConn) standaloneLoop() {
+// standaloneLoop runs the GET stream, reconnecting while that makes sense.
+// It sends on answered, once, the status of the first answer that settles
+// whether the stream is open: 200, or a refusal that is not retried (405,
+// other 4xx); 0 when the attempts ran out without one.
+func (c *streamableConn) standaloneLoop(answered chan<- int) {
 	defer c.wg.Done()
+	sent := false
+	answer := func(status int) {
+		if !sent {
+			sent = true
+			answered <- status
+		}
+	}
+	defer answer(0)
 	ctx := c.ctx
 	lastID := ""
 	for attempt := 0; attempt < 5; {
-		got, retry := c.standaloneOnce(ctx, &lastID)
+		got, retry := c.standaloneOnce(ctx, &lastID, answer)
 		if !retry || ctx.Err() != nil {
 			return
 		}
@@ -484,8 +554,9 @@ func (c *streamableConn) standaloneLoop() {
 }
 
 // standaloneOnce runs one GET stream. It reports whether any event arrived
-// and whether reconnecting makes sense.
-func (c *streamableConn) standaloneOnce(ctx context.Context, lastID *string) (got, retry bool) {
+// and whether reconnecting makes sense; it passes to answer the status of an
+// answer that settles whether the stream is open.
+func (c *streamableConn) standaloneOnce(ctx context.Context, lastID *string, answer func(status int)) (got, retry bool) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.u.URL, nil)
 	if err != nil {
 		return false, false
@@ -504,8 +575,15 @@ func (c *streamableConn) standaloneOnce(ctx context.Context, lastID *string) (go
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		// 405 (no stream offered) and other 4xx: the server does not want one.
+		if resp.StatusCode < 500 {
+			answer(resp.StatusCode)
+		}
 		return false, resp.StatusCode >= 500
 	}
+	// A server registers the stream before it sends the headers (the go-sdk
+	// and TypeScript servers both do), so from here on what it sends for
+	// the session has somewhere to go.
+	answer(http.StatusOK)
 	r := newSSEReader(resp.Body, int(c.u.MaxMessageBytes))
 	for {
 		ev, err := r.Next()
