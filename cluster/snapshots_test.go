@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"path/filepath"
@@ -48,6 +49,9 @@ func TestSnapshotFilesArePrivate(t *testing.T) {
 		dir := filepath.Join(n.Dir, cluster.RaftDir)
 		files := 0
 		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // renamed or removed by raft while the walk ran
+			}
 			if err != nil {
 				return err
 			}
@@ -58,6 +62,9 @@ func TestSnapshotFilesArePrivate(t *testing.T) {
 				return fs.SkipDir
 			}
 			info, err := d.Info()
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
 			if err != nil {
 				return err
 			}
