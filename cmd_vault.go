@@ -113,7 +113,7 @@ Example:
 				Name:  "rotate-key",
 				Usage: "make a new vault data key active on every node; the leader reseals every credential and signing key in the background and retires the old key (the key file is not touched)",
 				Flags: append(adminFlags(),
-					&cli.BoolFlag{Name: "wait", Usage: "wait until every record is resealed and the old data key retired"},
+					&cli.BoolFlag{Name: "wait-reseal", Usage: "return only once every record is resealed and the old data key retired"},
 					&cli.DurationFlag{Name: "wait-timeout", Value: 10 * time.Minute, Usage: "give up waiting after this long"},
 				),
 				Action: func(c *cli.Context) error {
@@ -126,7 +126,7 @@ Example:
 						return err
 					}
 					fmt.Fprintf(c.App.Writer, "vault data key is now %s; decrypt-only: %s; %d records to reseal\n", res.KeyID, listOrNone(res.DecryptOnly), res.Pending)
-					if !c.Bool("wait") {
+					if !c.Bool("wait-reseal") {
 						fmt.Fprintln(c.App.Writer, "Resealing runs in the background: follow it with `mcpgw vault status`.")
 						return nil
 					}

@@ -15,7 +15,7 @@ import (
 	"github.com/mcpgw/mcpgw/node"
 )
 
-// TestVaultKeyCommands: rotate-key --wait returns once every record is
+// TestVaultKeyCommands: rotate-key --wait-reseal returns once every record is
 // resealed and the old data key retired; status shows the keys, what each
 // seals and the progress, as a table and as JSON.
 func TestVaultKeyCommands(t *testing.T) {
@@ -35,10 +35,10 @@ func TestVaultKeyCommands(t *testing.T) {
 	}
 	run([]string{"route", "add"}, "echo", "http://127.0.0.1:9/mcp")
 	run([]string{"vault", "put"}, "--org", "acme", "--account", "alice", "--route", "echo", "--file", secret)
-	out := run([]string{"vault", "rotate-key"}, "--wait")
+	out := run([]string{"vault", "rotate-key"}, "--wait-reseal")
 	for _, want := range []string{"vault data key is now ", "2 records to reseal", "all 2 records sealed with "} {
 		if !strings.Contains(out, want) {
-			t.Fatalf("rotate-key --wait printed %q, want %q in it", out, want)
+			t.Fatalf("rotate-key --wait-reseal printed %q, want %q in it", out, want)
 		}
 	}
 	out = run([]string{"vault", "status"})
