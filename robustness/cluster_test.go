@@ -154,6 +154,7 @@ func newTestCluster(t *testing.T, size int) *testCluster {
 		c.net.heal()
 		for _, g := range c.nodes {
 			c.kill(g)
+			g.client.CloseIdleConnections()
 		}
 	})
 	for i := range size {
@@ -236,6 +237,8 @@ func (c *testCluster) restart(g *gateway) error {
 		if err == nil || time.Now().After(deadline) {
 			return err
 		}
+		t := time.NewTimer(100 * time.Millisecond)
+		<-t.C
 	}
 }
 

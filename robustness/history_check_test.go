@@ -26,16 +26,17 @@ func TestCheckerVerdicts(t *testing.T) {
 		wantViol  bool
 		wantLost  bool
 		checkMode readMode
+		wantStale bool // a read older than an acknowledged write
 	}{
-		{"read after ack sees it", []record{put(0, "a", 0, 10, ok), get(1, "a", 20, 30, barrierRead)}, "a", false, false, barrierRead},
-		{"stale read after ack", []record{put(0, "a", 0, 10, ok), put(0, "b", 20, 30, ok), get(1, "a", 40, 50, barrierRead)}, "b", true, false, barrierRead},
-		{"concurrent read may see either", []record{put(0, "a", 0, 10, ok), put(0, "b", 20, 30, ok), get(1, "a", 25, 50, barrierRead)}, "b", false, false, barrierRead},
-		{"in-doubt write seen later", []record{put(0, "a", 0, math.MaxInt64, unknown), get(1, "a", 40, 50, barrierRead)}, "a", false, false, barrierRead},
-		{"in-doubt write seen, then unseen", []record{put(0, "a", 0, math.MaxInt64, unknown), get(1, "a", 40, 50, barrierRead), get(1, "", 60, 70, barrierRead)}, "a", true, false, barrierRead},
-		{"local stale read only counts in local mode", []record{put(0, "a", 0, 10, ok), get(1, "", 20, 30, localRead)}, "a", false, false, barrierRead},
-		{"local stale read", []record{put(0, "a", 0, 10, ok), get(1, "", 20, 30, localRead)}, "a", true, false, localRead},
-		{"acknowledged write lost", []record{put(0, "a", 0, 10, ok)}, "", false, true, barrierRead},
-		{"overwritten by a later in-doubt write", []record{put(0, "a", 0, 10, ok), put(1, "b", 5, math.MaxInt64, unknown)}, "b", false, false, barrierRead},
+		{"read after ack sees it", []record{put(0, "a", 0, 10, ok), get(1, "a", 20, 30, barrierRead)}, "a", false, false, barrierRead, false},
+		{"stale read after ack", []record{put(0, "a", 0, 10, ok), put(0, "b", 20, 30, ok), get(1, "a", 40, 50, barrierRead)}, "b", true, false, barrierRead, true},
+		{"concurrent read may see either", []record{put(0, "a", 0, 10, ok), put(0, "b", 20, 30, ok), get(1, "a", 25, 50, barrierRead)}, "b", false, false, barrierRead, false},
+		{"in-doubt write seen later", []record{put(0, "a", 0, math.MaxInt64, unknown), get(1, "a", 40, 50, barrierRead)}, "a", false, false, barrierRead, false},
+		{"in-doubt write seen, then unseen", []record{put(0, "a", 0, math.MaxInt64, unknown), get(1, "a", 40, 50, barrierRead), get(1, "", 60, 70, barrierRead)}, "a", true, false, barrierRead, false},
+		{"local stale read only counts in local mode", []record{put(0, "a", 0, 10, ok), get(1, "", 20, 30, localRead)}, "a", false, false, barrierRead, false},
+		{"local stale read", []record{put(0, "a", 0, 10, ok), get(1, "", 20, 30, localRead)}, "a", true, false, localRead, true},
+		{"acknowledged write lost", []record{put(0, "a", 0, 10, ok)}, "", false, true, barrierRead, false},
+		{"overwritten by a later in-doubt write", []record{put(0, "a", 0, 10, ok), put(1, "b", 5, math.MaxInt64, unknown)}, "b", false, false, barrierRead, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -48,6 +49,10 @@ func TestCheckerVerdicts(t *testing.T) {
 			final := map[string]string{}
 			if tt.final != "" {
 				final["route/r0"] = tt.final
+			}
+			stale, _ := h.staleReads(tt.checkMode, keys)
+			if got, want := stale > 0, tt.wantStale; got != want {
+				t.Fatalf("staleReads(%v) = %d, want stale %v", tt.checkMode, stale, want)
 			}
 			lost := h.lostWrites(map[string]map[string]string{"gw1": final}, keys)
 			if got := len(lost) > 0; got != tt.wantLost {

@@ -13,7 +13,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 var (
 	long     = flag.Bool("long", false, "run many randomized runs (MCPGW_ROBUSTNESS_RUNS, default 100) instead of one; MCPGW_ROBUSTNESS_LONG=1 does the same")
