@@ -368,10 +368,19 @@ func (r *Raft) addVoter(ctx context.Context, id, addr string, timeout time.Durat
 	if err := wait(ctx, cf); err != nil {
 		return r.raftError(err)
 	}
-	for _, s := range cf.Configuration().Servers {
-		switch {
-		case s.ID == raft.ServerID(id) && s.Address == raft.ServerAddress(addr) && s.Suffrage == raft.Voter:
+	servers := cf.Configuration().Servers
+	for _, s := range servers {
+		if s.ID == raft.ServerID(id) && s.Address == raft.ServerAddress(addr) && s.Suffrage == raft.Voter {
 			return nil
+		}
+	}
+	// A voter that never answers still counts towards the quorum: check
+	// that the node is there before changing anything.
+	if err := r.probe(ctx, id, addr); err != nil {
+		return err
+	}
+	for _, s := range servers {
+		switch {
 		case s.ID == raft.ServerID(id) && s.Address == raft.ServerAddress(addr):
 			// A non-voter: AddVoter promotes it.
 		case s.ID == raft.ServerID(id) || s.Address == raft.ServerAddress(addr):
@@ -385,6 +394,20 @@ func (r *Raft) addVoter(ctx context.Context, id, addr string, timeout time.Durat
 		return fmt.Errorf("join %s at %s: %w", id, addr, r.raftError(err))
 	}
 	r.logger.Info("node joined", slog.String("node_id", id), slog.String("raft_addr", addr))
+	return nil
+}
+
+// probe dials addr as raft would and checks that the node answering there
+// has a certificate from the cluster CA for node id.
+func (r *Raft) probe(ctx context.Context, id, addr string) error {
+	c, err := r.mux.dialTLS(ctx, addr, alpnRaft)
+	if err != nil {
+		return fmt.Errorf("join %s: %w at %s: %v; start it first (mcpgw serve --join) with a certificate from this cluster's CA (mcpgw init --ca-from), and give its --raft-advertise address; the cluster is unchanged", id, ErrPeerUnreachable, addr, err)
+	}
+	defer c.Close()
+	if got := peerID(c); got != id {
+		return fmt.Errorf("join %s: %w: the node at %s presents the certificate of node %q; give that id, or the address of node %q; the cluster is unchanged", id, ErrPeerUnreachable, addr, got, id)
+	}
 	return nil
 }
 

@@ -61,6 +61,7 @@ var wireErrors = []struct {
 	{"not-member", ErrNotMember},
 	{"closed", ErrClosed},
 	{"leadership-lost", errLeadershipLost},
+	{"peer-unreachable", ErrPeerUnreachable},
 }
 
 func encodeError(err error) response {

@@ -36,7 +36,9 @@ type mux struct {
 	forward   func(conn net.Conn) // serves one forwarding connection until it ends
 	ctx       context.Context     // ends when the mux closes
 	cancel    context.CancelFunc
-	wg        sync.WaitGroup // the accept loop and per-connection goroutines
+	stopping  context.Context           // ends when the node starts closing: releases held traffic
+	faults    atomic.Pointer[faultsBox] // nil unless a fault-injection test set it
+	wg        sync.WaitGroup            // the accept loop and per-connection goroutines
 	closeOnce sync.Once
 
 	mu      sync.Mutex                // guards conns and contact
@@ -44,7 +46,7 @@ type mux struct {
 	contact map[string]*atomic.Int64  // by dialled address: unix nanos of the last byte read
 }
 
-func newMux(ln net.Listener, tlsConf *tls.Config, dial func(context.Context, string) (net.Conn, error), dialTimeout time.Duration, logger *slog.Logger) *mux {
+func newMux(stopping context.Context, ln net.Listener, tlsConf *tls.Config, dial func(context.Context, string) (net.Conn, error), dialTimeout time.Duration, logger *slog.Logger) *mux {
 	server := tlsConf.Clone()
 	server.NextProtos = []string{alpnRaft, alpnForward}
 	if dial == nil {
@@ -62,6 +64,7 @@ func newMux(ln net.Listener, tlsConf *tls.Config, dial func(context.Context, str
 		raftConns:   make(chan net.Conn),
 		ctx:         ctx,
 		cancel:      cancel,
+		stopping:    stopping,
 		conns:       make(map[*trackedConn]struct{}),
 		contact:     make(map[string]*atomic.Int64),
 	}
@@ -171,6 +174,12 @@ func (m *mux) track(c net.Conn, addr string) (*trackedConn, error) {
 		return nil, net.ErrClosed
 	}
 	tc := &trackedConn{Conn: c, m: m}
+	if t, ok := c.(*tls.Conn); ok {
+		if certs := t.ConnectionState().PeerCertificates; len(certs) > 0 {
+			tc.peer = certs[0].Subject.CommonName
+		}
+	}
+	tc.ctx, tc.cancel = context.WithCancel(m.stopping)
 	if addr != "" {
 		at := m.contact[addr]
 		if at == nil {
@@ -218,17 +227,48 @@ type trackedConn struct {
 	net.Conn
 	m       *mux
 	contact *atomic.Int64 // nil for accepted connections
+	peer    string        // the peer's node id, from its certificate
+	ctx     context.Context
+	cancel  context.CancelFunc // ends ctx: the connection or the node is closing
 }
 
 func (c *trackedConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	if n > 0 && c.contact != nil {
-		c.contact.Store(time.Now().UnixNano())
+	if n > 0 {
+		// Bytes that arrive while the link is cut are delivered once it
+		// heals, as TCP would after retransmitting them.
+		if herr := c.hold(); herr != nil {
+			return 0, herr
+		}
+		if c.contact != nil {
+			c.contact.Store(time.Now().UnixNano())
+		}
 	}
 	return n, err
 }
 
+func (c *trackedConn) Write(b []byte) (int, error) {
+	if err := c.hold(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(b)
+}
+
+// hold waits while an injected fault cuts the link to the peer.
+func (c *trackedConn) hold() error {
+	f := c.m.faults.Load()
+	if f == nil {
+		return nil
+	}
+	if err := f.Hold(c.ctx, c.peer); err != nil {
+		c.Close()
+		return err
+	}
+	return nil
+}
+
 func (c *trackedConn) Close() error {
+	c.cancel()
 	c.m.mu.Lock()
 	delete(c.m.conns, c)
 	c.m.mu.Unlock()

@@ -37,6 +37,10 @@ var (
 	// ErrHalted wraps writes on a node whose state database failed to apply
 	// a committed entry; see Status.Halted.
 	ErrHalted = errors.New("raft apply halted")
+	// ErrPeerUnreachable wraps a join refused because no node of the
+	// cluster answers at the given address as the node being joined; the
+	// configuration is left unchanged.
+	ErrPeerUnreachable = errors.New("the node to join cannot be reached")
 )
 
 // Files under the data dir.
@@ -165,7 +169,7 @@ func (r *Raft) Open(ctx context.Context) (err error) {
 			return fmt.Errorf("--raft %s: %v; set --raft-advertise", r.addr, err)
 		}
 	}
-	r.mux = newMux(ln, r.cfg.TLS, r.cfg.Dial, r.cfg.DialTimeout, r.logger)
+	r.mux = newMux(r.ctx, ln, r.cfg.TLS, r.cfg.Dial, r.cfg.DialTimeout, r.logger)
 	undo = append(undo, func() { r.mux.Close() })
 	r.fwd = &forwarder{mux: r.mux, maxIdle: 4}
 	layer := &raftLayer{m: r.mux, advertise: tcpAddr(r.addr), closed: make(chan struct{})}
