@@ -75,7 +75,9 @@ func writeError(op string, err error) error {
 		e.Kind, e.Hint = ErrUnavailable, "; retry shortly, or send it to another node (mcpgw cluster status)"
 	case errors.Is(err, cluster.ErrNotMember):
 		e.Kind, e.Hint = ErrConflict, "; send it to a member (mcpgw cluster status), or join this node again"
-	case errors.Is(err, cluster.ErrInvalidCommand):
+	case errors.Is(err, cluster.ErrInvalidCommand), errors.Is(err, cluster.ErrPeerUnreachable):
+		// A join naming an address where no node of this cluster answers
+		// is the request's fault, and nothing was changed.
 		e.Kind = ErrInvalid
 	}
 	return e
