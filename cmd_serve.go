@@ -60,6 +60,7 @@ func serveCommand() *cli.Command {
 			&cli.BoolFlag{Name: "insecure-dev", EnvVars: []string{"MCPGW_INSECURE_DEV"}, Usage: "accept sessions WITHOUT a service token (local trials only)"},
 			&cli.BoolFlag{Name: "pprof", EnvVars: []string{"MCPGW_PPROF"}, Usage: "serve Go profiles (net/http/pprof) under /debug/pprof/ on the admin listener, behind the admin token"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"MCPGW_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "log-format", EnvVars: []string{"MCPGW_LOG_FORMAT"}, Usage: "text or json (default: text on a terminal, json otherwise)"},
 		},
 		Action: runServe,
 	}
@@ -87,7 +88,10 @@ func runServe(c *cli.Context) error {
 	if err = level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return fmt.Errorf("--log-level %q: use debug, info, warn or error", c.String("log-level"))
 	}
-	logger := slog.New(slog.NewJSONHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
+	logger, err := newLogger(c.App.ErrWriter, c.String("log-format"), level)
+	if err != nil {
+		return err
+	}
 
 	cfg := node.DefaultConfig()
 	cfg.DataDir = c.String("data-dir")

@@ -47,7 +47,7 @@ func (n *Node) listenFramed(ctx context.Context) error {
 			return fmt.Errorf("listen --quic %s: %w", n.cfg.QUICAddr, err)
 		}
 		n.framed.quic = ln
-		n.logger.Info("QUIC listener uses TLS certificate; clients trust it through the cluster CA file "+cluster.CACertFile, slog.String("cert", n.cfg.servingCertFile()))
+		n.logger.Debug("QUIC listener uses TLS certificate; clients trust it through the cluster CA file "+cluster.CACertFile, slog.String("cert", n.cfg.servingCertFile()))
 	}
 	if n.cfg.UnixPath != "" {
 		ln, fi, err := listenUnix(n.cfg.UnixPath)

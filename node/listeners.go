@@ -150,7 +150,7 @@ func (n *Node) setupListeners() error {
 			ConstLabels: prometheus.Labels{"listener": name},
 		}, func() float64 { return float64(l.Open()) }))
 	}
-	n.logger.Info("connection caps", slog.Int("max_conns", caps.sessions), slog.Int("admin_max_conns", caps.admin),
+	n.logger.Debug("connection caps", slog.Int("max_conns", caps.sessions), slog.Int("admin_max_conns", caps.admin),
 		slog.Int("max_conns_per_ip", caps.perIP), slog.Int("open_file_limit", nofile))
 
 	if !n.cfg.listenerTLS(n.cfg.HTTPAddr) && !n.cfg.listenerTLS(n.cfg.AdminAddr) {
