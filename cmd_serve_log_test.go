@@ -10,10 +10,21 @@ import (
 	"time"
 )
 
-// serveUntilUp runs `mcpgw serve` with every listener on a free loopback
-// port until it logs its start summary, then stops it as SIGTERM would, and
-// returns what it wrote to stderr.
+// serveUntilUp runs `mcpgw serve` until it logs its start summary, then
+// stops it as SIGTERM would, and returns what it wrote to stderr.
 func serveUntilUp(t *testing.T, extra ...string) string {
+	t.Helper()
+	stderr, stop := startServe(t, extra...)
+	if err := stop(); err != nil {
+		t.Fatalf("serve: %v\n%s", err, stderr.String())
+	}
+	return stderr.String()
+}
+
+// startServe runs `mcpgw serve` with every listener on a free loopback
+// port, in a temporary directory, and returns once it has logged its start
+// summary; stop ends it as SIGTERM would.
+func startServe(t *testing.T, extra ...string) (stderr *syncBuffer, stop func() error) {
 	t.Helper()
 	dir := t.TempDir()
 	args := append([]string{"mcpgw", "serve",
@@ -21,27 +32,27 @@ func serveUntilUp(t *testing.T, extra ...string) string {
 		"--http", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--raft", "127.0.0.1:0",
 		"--raft-heartbeat-timeout", "100ms", "--raft-election-timeout", "100ms", "--shutdown-timeout", "2s",
 	}, extra...)
-	var stdout, stderr syncBuffer
+	var stdout syncBuffer
+	stderr = new(syncBuffer)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	var err error
 	var wg sync.WaitGroup
-	wg.Go(func() { err = newApp(&stdout, &stderr).RunContext(ctx, args) })
+	wg.Go(func() { err = newApp(&stdout, stderr).RunContext(ctx, args) })
+	stop = func() error {
+		cancel()
+		wg.Wait()
+		return err
+	}
+	t.Cleanup(func() { stop() })
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(stderr.String(), "mcpgw is up") {
 		if time.Now().After(deadline) {
-			cancel()
-			wg.Wait()
+			stop()
 			t.Fatalf("serve did not log its start summary (err %v):\n%s", err, stderr.String())
 		}
 		time.Sleep(10 * time.Millisecond) // poll interval
 	}
-	cancel()
-	wg.Wait()
-	if err != nil {
-		t.Fatalf("serve: %v\n%s", err, stderr.String())
-	}
-	return stderr.String()
+	return stderr, stop
 }
 
 // TestServeLogAtInfo: at info, a start is one summary line naming the

@@ -8,7 +8,6 @@ import (
 	"log"
 	"log/slog"
 	"net"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -98,7 +97,7 @@ func plainArgs(args []any) []any {
 			out[i] = v.Error()
 		case fmt.Stringer:
 			out[i] = v.String()
-		case string, bool, int, int64, uint64, uint32, int32, float64, time.Duration, time.Time, nil:
+		case string, bool, int, int64, uint64, uint32, int32, float64, nil:
 		default:
 			out[i] = fmt.Sprintf("%+v", v)
 		}

@@ -38,10 +38,12 @@ func (n *Node) listenFramed(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		n.servingCert.Store(&cert)
 		ln, err := transport.ListenQUIC(ctx, n.cfg.QUICAddr, cert, &transport.QUICOptions{
 			MaxStreamsPerConn: n.cfg.MaxStreamsPerConn,
 			IdleTimeout:       n.cfg.QUICIdleTimeout,
 			StatelessResetKey: resetKey,
+			GetCertificate:    n.getServingCert,
 		})
 		if err != nil {
 			return fmt.Errorf("listen --quic %s: %w", n.cfg.QUICAddr, err)

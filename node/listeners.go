@@ -170,9 +170,10 @@ func (n *Node) setupListeners() error {
 				slog.String("flag", l.flag), slog.String("host", host), slog.String("cert", n.cfg.servingCertFile()))
 		}
 	}
+	n.servingCert.Store(&cert)
 	n.lns.tlsConf = &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
+		GetCertificate: n.getServingCert,
+		MinVersion:     tls.VersionTLS12,
 		// WebSocket sessions upgrade an HTTP/1.1 connection, and each
 		// connection counts once against the caps.
 		NextProtos: []string{"http/1.1"},

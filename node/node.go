@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -44,7 +45,13 @@ type Node struct {
 	keys       atomic.Pointer[vault.Keys]
 	audit      nodeAudit
 
-	lns               listeners
+	lns listeners
+	// servingCert is the certificate the TLS listeners present; Reload
+	// swaps it. Nil while no listener serves TLS.
+	servingCert       atomic.Pointer[tls.Certificate]
+	reloadMu          sync.Mutex // one Reload at a time; guards the two below
+	liveCaps          connCaps   // the caps in force once reloaded
+	reloaded          bool
 	httpLn, adminLn   net.Listener
 	httpTLS, adminTLS bool // whether the listeners serve TLS
 	httpSrv           *http.Server
