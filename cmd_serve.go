@@ -20,6 +20,8 @@ func serveCommand() *cli.Command {
 		Name:  "serve",
 		Usage: "run a gateway node (no flags: a single node on loopback, data in ./data)",
 		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", EnvVars: []string{"MCPGW_CONFIG"}, Usage: "TOML file of serve settings, keys named as the flags (max-conns = 5000); flags and environment variables override it; SIGHUP re-reads it"},
+			&cli.BoolFlag{Name: "print-config", Usage: "print the settings in force (flags, environment, --config, defaults) as a config file and exit"},
 			dataDirFlag(),
 			vaultKeyFlag(),
 			&cli.StringFlag{Name: "http", Value: def.HTTPAddr, EnvVars: []string{"MCPGW_HTTP"}, Usage: "listen address for WebSocket and streamable HTTP sessions"},
@@ -62,6 +64,7 @@ func serveCommand() *cli.Command {
 			&cli.BoolFlag{Name: "insecure-dev", EnvVars: []string{"MCPGW_INSECURE_DEV"}, Usage: "accept sessions WITHOUT a service token (local trials only)"},
 			&cli.BoolFlag{Name: "pprof", EnvVars: []string{"MCPGW_PPROF"}, Usage: "serve Go profiles (net/http/pprof) under /debug/pprof/ on the admin listener, behind the admin token"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"MCPGW_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "log-format", EnvVars: []string{"MCPGW_LOG_FORMAT"}, Usage: "text or json (default: text on a terminal, json otherwise)"},
 		},
 		Action: runServe,
 	}
@@ -84,12 +87,49 @@ func dataDirFlag() *cli.StringFlag {
 }
 
 func runServe(c *cli.Context) error {
-	var level slog.Level
-	var err error
-	if err = level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-		return fmt.Errorf("--log-level %q: use debug, info, warn or error", c.String("log-level"))
+	r := &serveReloader{flags: c.Command.Flags, pinned: map[string]bool{}, atStart: map[string]string{}}
+	for _, f := range c.Command.Flags {
+		if c.IsSet(f.Names()[0]) {
+			r.pinned[f.Names()[0]] = true // a flag or environment variable: the file cannot change it
+		}
 	}
-	logger := slog.New(slog.NewJSONHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
+	fromFile := map[string]bool{}
+	if r.path = c.String("config"); r.path != "" {
+		cf, err := readConfigFile(r.path, c.Command.Flags)
+		if err != nil {
+			return err
+		}
+		set, err := cf.apply(c)
+		if err != nil {
+			return err
+		}
+		for _, k := range set {
+			fromFile[k] = true
+		}
+	}
+	if c.Bool("print-config") {
+		out, err := effectiveConfig(c, fromFile)
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(c.App.Writer, out)
+		return nil
+	}
+	for _, f := range c.Command.Flags {
+		r.atStart[f.Names()[0]] = flagValue(c, f)
+	}
+
+	r.level = new(slog.LevelVar)
+	level, err := parseLogLevel(c.String("log-level"))
+	if err != nil {
+		return err
+	}
+	r.level.Set(level)
+	logger, err := newLogger(c.App.ErrWriter, c.String("log-format"), r.level)
+	if err != nil {
+		return err
+	}
+	r.logger = logger
 
 	cfg := node.DefaultConfig()
 	cfg.DataDir = c.String("data-dir")
@@ -147,10 +187,23 @@ func runServe(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP is caught from before the start summary, so a reload sent
+	// once the node says it is up never kills the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	if err := n.Start(ctx); err != nil {
 		return err
 	}
-	<-ctx.Done()
+	r.node = n
+	for done := false; !done; {
+		select {
+		case <-hup:
+			r.reload()
+		case <-ctx.Done():
+			done = true
+		}
+	}
 	logger.Info("shutting down: draining sessions", slog.Duration("deadline", cfg.ShutdownTimeout))
 	return n.Close()
 }

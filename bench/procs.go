@@ -166,8 +166,8 @@ type GatewayAddrs struct {
 }
 
 // startGateway starts a single-node gateway with every listener on a
-// loopback port of the kernel's choosing, learnt from its "listening" log
-// line. The data and the vault key live in a temporary directory that stop
+// loopback port of the kernel's choosing, learnt from its start summary
+// log line. The data and the vault key live in a temporary directory that stop
 // removes.
 func startGateway(ctx context.Context, exe string, env []string, extraArgs []string) (*gatewayProc, error) {
 	dir, err := os.MkdirTemp("", "mcpgw-bench-")
@@ -197,7 +197,7 @@ func startGateway(ctx context.Context, exe string, env []string, extraArgs []str
 			QUIC  string `json:"quic"`
 			Unix  string `json:"unix"`
 		}
-		if json.Unmarshal([]byte(line), &l) != nil || l.Msg != "listening" {
+		if json.Unmarshal([]byte(line), &l) != nil || !strings.HasPrefix(l.Msg, "mcpgw is up") {
 			return false
 		}
 		addrs = GatewayAddrs{HTTP: l.HTTP, QUIC: l.QUIC, Unix: l.Unix, Admin: "http://" + l.Admin}

@@ -2,9 +2,12 @@ package cluster
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
+	"net"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -44,7 +47,62 @@ func slogLevel(l hclog.Level) slog.Level {
 }
 
 func (h *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
-	h.logger.Log(context.Background(), slogLevel(level), msg, args...)
+	h.logger.Log(context.Background(), raftLevel(level, msg, args), msg, plainArgs(args)...)
+}
+
+// raftLevel moves raft's routine chatter out of an operator's way: its info
+// lines (state changes, elections, replication) are debug here, the node
+// logs its own summary; and so are the warnings and errors every healthy
+// cluster produces (the first election of a new cluster, a joining node's
+// empty log, connections cut at shutdown).
+func raftLevel(l hclog.Level, msg string, args []any) slog.Level {
+	switch {
+	case l == hclog.Info:
+		return slog.LevelDebug
+	case l == hclog.Warn && routineRaftWarnings[msg]:
+		return slog.LevelDebug
+	case l >= hclog.Warn:
+		for i := 1; i < len(args); i += 2 {
+			if err, ok := args[i].(error); ok && errors.Is(err, net.ErrClosed) {
+				return slog.LevelDebug
+			}
+		}
+	}
+	return slogLevel(l)
+}
+
+var routineRaftWarnings = map[string]bool{
+	"heartbeat timeout reached, starting election": true,
+	"failed to get previous log":                   true,
+	"appendEntries rejected, sending older logs":   true,
+}
+
+// plainArgs renders raft's values as text where the slog handler would not:
+// hclog.Fmt values (raft's "%+v" wrappers), Stringers such as *raft.Raft
+// (otherwise an empty {} in JSON) and errors. Keys and plain values are kept.
+func plainArgs(args []any) []any {
+	out := make([]any, len(args))
+	copy(out, args)
+	for i := 1; i < len(out); i += 2 {
+		switch v := out[i].(type) {
+		case hclog.Format:
+			if len(v) == 0 {
+				out[i] = ""
+			} else if f, ok := v[0].(string); ok {
+				out[i] = fmt.Sprintf(f, v[1:]...)
+			} else {
+				out[i] = fmt.Sprint(v...)
+			}
+		case error:
+			out[i] = v.Error()
+		case fmt.Stringer:
+			out[i] = v.String()
+		case string, bool, int, int64, uint64, uint32, int32, float64, nil:
+		default:
+			out[i] = fmt.Sprintf("%+v", v)
+		}
+	}
+	return out
 }
 
 func (h *hclogAdapter) Trace(msg string, args ...any) { h.Log(hclog.Trace, msg, args...) }

@@ -242,7 +242,7 @@ func (r *Raft) Open(ctx context.Context) (err error) {
 	r.wg.Add(1)
 	go r.watch(obs)
 	r.mux.start(r.serveForward)
-	r.logger.Info("raft started", slog.String("node_id", r.id), slog.String("raft_addr", r.addr), slog.Uint64("applied_index", applied))
+	r.logger.Debug("raft started", slog.String("node_id", r.id), slog.String("raft_addr", r.addr), slog.Uint64("applied_index", applied))
 	return nil
 }
 

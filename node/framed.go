@@ -38,16 +38,18 @@ func (n *Node) listenFramed(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		n.servingCert.Store(&cert)
 		ln, err := transport.ListenQUIC(ctx, n.cfg.QUICAddr, cert, &transport.QUICOptions{
 			MaxStreamsPerConn: n.cfg.MaxStreamsPerConn,
 			IdleTimeout:       n.cfg.QUICIdleTimeout,
 			StatelessResetKey: resetKey,
+			GetCertificate:    n.getServingCert,
 		})
 		if err != nil {
 			return fmt.Errorf("listen --quic %s: %w", n.cfg.QUICAddr, err)
 		}
 		n.framed.quic = ln
-		n.logger.Info("QUIC listener uses TLS certificate; clients trust it through the cluster CA file "+cluster.CACertFile, slog.String("cert", n.cfg.servingCertFile()))
+		n.logger.Debug("QUIC listener uses TLS certificate; clients trust it through the cluster CA file "+cluster.CACertFile, slog.String("cert", n.cfg.servingCertFile()))
 	}
 	if n.cfg.UnixPath != "" {
 		ln, fi, err := listenUnix(n.cfg.UnixPath)

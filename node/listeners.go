@@ -150,7 +150,7 @@ func (n *Node) setupListeners() error {
 			ConstLabels: prometheus.Labels{"listener": name},
 		}, func() float64 { return float64(l.Open()) }))
 	}
-	n.logger.Info("connection caps", slog.Int("max_conns", caps.sessions), slog.Int("admin_max_conns", caps.admin),
+	n.logger.Debug("connection caps", slog.Int("max_conns", caps.sessions), slog.Int("admin_max_conns", caps.admin),
 		slog.Int("max_conns_per_ip", caps.perIP), slog.Int("open_file_limit", nofile))
 
 	if !n.cfg.listenerTLS(n.cfg.HTTPAddr) && !n.cfg.listenerTLS(n.cfg.AdminAddr) {
@@ -170,9 +170,10 @@ func (n *Node) setupListeners() error {
 				slog.String("flag", l.flag), slog.String("host", host), slog.String("cert", n.cfg.servingCertFile()))
 		}
 	}
+	n.servingCert.Store(&cert)
 	n.lns.tlsConf = &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
+		GetCertificate: n.getServingCert,
+		MinVersion:     tls.VersionTLS12,
 		// WebSocket sessions upgrade an HTTP/1.1 connection, and each
 		// connection counts once against the caps.
 		NextProtos: []string{"http/1.1"},

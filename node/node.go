@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -44,7 +45,13 @@ type Node struct {
 	ring       *vaultRing
 	audit      nodeAudit
 
-	lns               listeners
+	lns listeners
+	// servingCert is the certificate the TLS listeners present; Reload
+	// swaps it. Nil while no listener serves TLS.
+	servingCert       atomic.Pointer[tls.Certificate]
+	reloadMu          sync.Mutex // one Reload at a time; guards the two below
+	liveCaps          connCaps   // the caps in force once reloaded
+	reloaded          bool
 	httpLn, adminLn   net.Listener
 	httpTLS, adminTLS bool // whether the listeners serve TLS
 	httpSrv           *http.Server
@@ -170,10 +177,31 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.cfg.InsecurePlaintext {
 		n.logger.Warn("INSECURE: --insecure-plaintext is set; service and admin tokens cross the network in the clear unless something else protects it")
 	}
-	n.logger.Info("listening", slog.String("node_id", id), slog.String("http", n.HTTPAddr()), slog.Bool("http_tls", n.httpTLS),
-		slog.String("admin", n.AdminAddr()), slog.Bool("admin_tls", n.adminTLS),
-		slog.String("quic", n.QUICAddr()), slog.String("raft", n.raft.Addr()), slog.String("unix", n.cfg.UnixPath), slog.String("data_dir", n.cfg.DataDir))
+	n.logStartSummary(id)
 	return nil
+}
+
+// logStartSummary is the one line an operator reads at start: where the
+// node listens, where its state and admin token are, and what to do next.
+// The details (connection caps, raft's state changes) are at debug.
+func (n *Node) logStartSummary(id string) {
+	attrs := []any{
+		slog.String("node_id", id),
+		slog.String("http", n.HTTPAddr()),
+		slog.String("admin", n.AdminAddr()),
+	}
+	if n.httpTLS || n.adminTLS {
+		attrs = append(attrs, slog.Bool("http_tls", n.httpTLS), slog.Bool("admin_tls", n.adminTLS))
+	}
+	if q := n.QUICAddr(); q != "" {
+		attrs = append(attrs, slog.String("quic", q))
+	}
+	if n.cfg.UnixPath != "" {
+		attrs = append(attrs, slog.String("unix", n.cfg.UnixPath))
+	}
+	attrs = append(attrs, slog.String("raft", n.raft.Addr()), slog.String("data_dir", n.cfg.DataDir),
+		slog.String("admin_token", filepath.Join(n.cfg.DataDir, AdminTokenFile)))
+	n.logger.Info("mcpgw is up; next: allow an MCP server with `mcpgw route add <name> <url>`", attrs...)
 }
 
 func (n *Node) serve(srv *http.Server, ln net.Listener) {

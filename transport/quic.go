@@ -58,6 +58,10 @@ type QUICOptions struct {
 	// the client reconnects at once. Default: none; such clients learn only
 	// by their idle timeout.
 	StatelessResetKey *quic.StatelessResetKey
+	// GetCertificate, when set, picks the certificate for each handshake
+	// instead of the fixed one, so a renewed certificate is served without
+	// a restart.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 }
 
 // QUICListener accepts QUIC connections that carry MCP sessions, one per
@@ -88,11 +92,15 @@ func ListenQUIC(ctx context.Context, addr string, cert tls.Certificate, o *QUICO
 	}
 	udp := pc.(*net.UDPConn)
 	tr := &quic.Transport{Conn: udp, StatelessResetKey: opts.StatelessResetKey}
-	ln, err := tr.Listen(&tls.Config{
+	tlsConf := &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		NextProtos:   []string{ALPN},
 		MinVersion:   tls.VersionTLS13,
-	}, &quic.Config{
+	}
+	if opts.GetCertificate != nil {
+		tlsConf.Certificates, tlsConf.GetCertificate = nil, opts.GetCertificate
+	}
+	ln, err := tr.Listen(tlsConf, &quic.Config{
 		MaxIncomingStreams:    opts.MaxStreamsPerConn,
 		MaxIncomingUniStreams: -1, // sessions are bidirectional
 		MaxIdleTimeout:        opts.IdleTimeout,

@@ -26,11 +26,10 @@ const (
 // listeners may share one Limiter to share one budget. The zero value is not
 // usable; use New.
 type Limiter struct {
-	max, perAddr int
-
-	mu     sync.Mutex
-	total  int                  // guarded by mu
-	byAddr map[netip.Prefix]int // guarded by mu; entries with count 0 are deleted
+	mu           sync.Mutex
+	max, perAddr int                  // guarded by mu
+	total        int                  // guarded by mu
+	byAddr       map[netip.Prefix]int // guarded by mu; entries with count 0 are deleted
 }
 
 // New returns a Limiter allowing max connections in total and perAddr from
@@ -99,6 +98,14 @@ func (l *Limiter) Release(remote net.Addr) {
 			l.byAddr[key]--
 		}
 	}
+}
+
+// SetLimits changes the caps, as New takes them. Connections already open
+// keep their slots; a lower cap refuses new ones until enough have closed.
+func (l *Limiter) SetLimits(max, perAddr int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.max, l.perAddr = max, perAddr
 }
 
 // Open returns the number of connections holding a slot.
