@@ -132,6 +132,7 @@ type Gateway struct {
 	pol        policyCache
 	audit      *auditor
 	streamable *transport.StreamableServer
+	sse        *transport.SSEServer // legacy HTTP+SSE sessions
 
 	ctx      context.Context // ends when the gateway shuts down, and with it every session
 	cancel   context.CancelFunc
@@ -169,6 +170,10 @@ func New(state State, keys func() *vault.Keys, opts *Options) *Gateway {
 		Authenticate:    func(r *http.Request) error { _, err := g.authenticate(r); return err },
 		MaxMessageBytes: o.MaxMessageBytes,
 		IdleTimeout:     o.SessionIdleTimeout,
+		Logger:          o.Logger,
+	})
+	g.sse = transport.NewSSEServer(g.openSSE, &transport.SSEServerOptions{
+		MaxMessageBytes: o.MaxMessageBytes,
 		Logger:          o.Logger,
 	})
 	g.watchSessionTokens()
@@ -211,9 +216,13 @@ func (g *Gateway) Keyring() (*policy.Keyring, error) {
 // what was wrong, never quoting the token.
 func (g *Gateway) VerifyToken(token string) (*policy.Claims, error) { return g.verifyToken(token) }
 
-// Drain ends the open streamable HTTP event streams, which never end by
-// themselves; an http.Server's RegisterOnShutdown takes it.
-func (g *Gateway) Drain() { g.streamable.Drain() }
+// Drain ends the open streamable HTTP event streams and the legacy HTTP+SSE
+// sessions, which never end by themselves; an http.Server's
+// RegisterOnShutdown takes it.
+func (g *Gateway) Drain() {
+	g.streamable.Drain()
+	g.sse.Drain()
+}
 
 // Shutdown ends every session (a pending call is answered with
 // transport.CodeNodeLost, a WebSocket is closed as going away) and waits
@@ -222,6 +231,7 @@ func (g *Gateway) Drain() { g.streamable.Drain() }
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.cancel()
 	g.streamable.Close()
+	g.sse.Close()
 	done := make(chan struct{})
 	go func() { g.sessions.Wait(); close(done) }()
 	select {
@@ -239,6 +249,7 @@ func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
 		g.cancel()
 		g.streamable.Close()
+		g.sse.Close()
 		g.watchers.Wait()
 		g.audit.close()
 	})
