@@ -29,11 +29,16 @@ func sseEndpoint(n *Node, route string) string {
 // transport down, asking for protocol (empty: the SDK's newest), to route.
 func connectVia(t *testing.T, ctx context.Context, n *Node, down string, route storage.Route, protocol string, opts *mcp.ClientOptions) *mcp.ClientSession {
 	t.Helper()
+	return connectWith(t, ctx, n, down, route, protocol, mcp.NewClient(&mcp.Implementation{Name: "generations-test", Version: "1"}, opts))
+}
+
+// connectWith is connectVia for a client the caller built.
+func connectWith(t *testing.T, ctx context.Context, n *Node, down string, route storage.Route, protocol string, c *mcp.Client) *mcp.ClientSession {
+	t.Helper()
 	var sopts *mcp.ClientSessionOptions
 	if protocol != "" {
 		sopts = &mcp.ClientSessionOptions{ProtocolVersion: protocol}
 	}
-	c := mcp.NewClient(&mcp.Implementation{Name: "generations-test", Version: "1"}, opts)
 	var tr mcp.Transport
 	switch down {
 	case "streamable":
