@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/url"
 	"testing"
 	"time"
 
@@ -45,4 +47,27 @@ func TestCloseEndsSSESessions(t *testing.T) {
 	if errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("CallTool after Close hung until its deadline: %v", err)
 	}
+}
+
+// TestRevokedTokenEndsSSESession: revoking the token that opened a legacy
+// HTTP+SSE session ends it, as on every other transport: its event stream
+// closes.
+func TestRevokedTokenEndsSSESession(t *testing.T) {
+	n, route := gatewayTo(t)
+	tok := issueToken(t, n, "sse-svc", []string{"*"}, "1h")
+	ctx := testContext(t, 20*time.Second)
+	endpoint := "http://" + n.HTTPAddr() + "/v1/sse/" + route.Name + "?org=org1&account=acct1&access_token=" + url.QueryEscape(tok.Token)
+	sess, err := mcp.NewClient(&mcp.Implementation{Name: "legacy", Version: "1"}, nil).Connect(ctx, &mcp.SSEClientTransport{Endpoint: endpoint}, nil)
+	if err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	defer sess.Close()
+	echo(t, ctx, sess, "before revocation")
+	if resp := adminDo(t, n, http.MethodPost, "/v1/tokens/"+tok.ID+"/revoke", nil); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("revoke: HTTP %d", resp.StatusCode)
+	}
+	ended := make(chan error, 1)
+	go func() { ended <- sess.Wait() }()
+	receive(t, ctx, ended, "the revoked token's SSE session to end")
+	waitFor(t, "the session to be gone", func() bool { return activeSessions(t, n, "sse") == 0 })
 }
