@@ -268,7 +268,8 @@ func TestModernSubscriptionsListen(t *testing.T) {
 			route := addRoute(t, n, storage.Route{Name: "modern", URL: up.stateless})
 			ctx := testContext(t, 20*time.Second)
 			changed := make(chan struct{}, 1)
-			sess := connectVia(t, ctx, n, down, route, "2026-07-28", &mcp.ClientOptions{
+			acked := make(chan struct{}, 1)
+			c := mcp.NewClient(&mcp.Implementation{Name: "listen-test", Version: "1"}, &mcp.ClientOptions{
 				ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
 					select {
 					case changed <- struct{}{}:
@@ -276,9 +277,24 @@ func TestModernSubscriptionsListen(t *testing.T) {
 					}
 				},
 			})
+			// The client opens the stream without waiting for it; the
+			// upstream's acknowledgement says it is listening.
+			c.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
+				return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+					if method == "notifications/subscriptions/acknowledged" {
+						select {
+						case acked <- struct{}{}:
+						default:
+						}
+					}
+					return next(ctx, method, req)
+				}
+			})
+			sess := connectWith(t, ctx, n, down, route, "2026-07-28", c)
 			if got := sess.InitializeResult().ProtocolVersion; got != "2026-07-28" {
 				t.Fatalf("negotiated %s, want 2026-07-28", got)
 			}
+			receive(t, ctx, acked, "notifications/subscriptions/acknowledged")
 			toolText(t, ctx, sess, "add_tool", map[string]any{"text": "late"})
 			receive(t, ctx, changed, "tools/list_changed on the subscriptions/listen stream")
 		})
