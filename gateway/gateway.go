@@ -173,6 +173,7 @@ type Gateway struct {
 	audit      *auditor
 	streamable *transport.StreamableServer
 	procs      *upstreamProcs
+	sse        *transport.SSEServer // legacy HTTP+SSE sessions
 
 	ctx      context.Context // ends when the gateway shuts down, and with it every session
 	cancel   context.CancelFunc
@@ -221,6 +222,10 @@ func New(state State, keys func() *vault.Keys, opts *Options) *Gateway {
 	o.Registerer.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "mcpgw_streamable_sessions", Help: "Stateful streamable HTTP sessions the node holds, those awaiting their client's next request included.",
 	}, func() float64 { return float64(g.streamable.Sessions()) }))
+	g.sse = transport.NewSSEServer(g.openSSE, &transport.SSEServerOptions{
+		MaxMessageBytes: o.MaxMessageBytes,
+		Logger:          o.Logger,
+	})
 	g.watchSessionTokens()
 	return g
 }
@@ -265,9 +270,13 @@ func (g *Gateway) Keyring() (*policy.Keyring, error) {
 // what was wrong, never quoting the token.
 func (g *Gateway) VerifyToken(token string) (*policy.Claims, error) { return g.verifyToken(token) }
 
-// Drain ends the open streamable HTTP event streams, which never end by
-// themselves; an http.Server's RegisterOnShutdown takes it.
-func (g *Gateway) Drain() { g.streamable.Drain() }
+// Drain ends the open streamable HTTP event streams and the legacy HTTP+SSE
+// sessions, which never end by themselves; an http.Server's
+// RegisterOnShutdown takes it.
+func (g *Gateway) Drain() {
+	g.streamable.Drain()
+	g.sse.Drain()
+}
 
 // Shutdown ends every session (a pending call is answered with
 // transport.CodeNodeLost, a WebSocket is closed as going away) and waits
@@ -276,6 +285,7 @@ func (g *Gateway) Drain() { g.streamable.Drain() }
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.cancel()
 	g.streamable.Close()
+	g.sse.Close()
 	done := make(chan struct{})
 	go func() { g.sessions.Wait(); close(done) }()
 	select {
@@ -293,6 +303,7 @@ func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
 		g.cancel()
 		g.streamable.Close()
+		g.sse.Close()
 		g.watchers.Wait()
 		g.audit.close()
 		g.unsealed.stop()

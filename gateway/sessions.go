@@ -39,7 +39,9 @@ type sessionSpec struct {
 
 // Handler serves /v1/mcp (target in the query) and /v1/mcp/<route>: a
 // WebSocket upgrade becomes a WebSocket session, anything else is
-// streamable HTTP. Any other path gets a 404 naming the endpoints.
+// streamable HTTP. /v1/sse and /v1/sse/<route> serve the 2024-11-05
+// HTTP+SSE transport to clients that speak nothing newer. Any other path
+// gets a 404 naming the endpoints.
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	h := func(w http.ResponseWriter, r *http.Request) {
@@ -56,9 +58,19 @@ func (g *Gateway) Handler() http.Handler {
 	}
 	mux.HandleFunc("/v1/mcp", h)
 	mux.HandleFunc("/v1/mcp/{route}", h)
+	sse := func(w http.ResponseWriter, r *http.Request) {
+		if err := g.checkOrigin(r); err != nil {
+			g.metrics.refusalsTotal.WithLabelValues("origin").Inc()
+			transport.WriteHTTPError(w, err)
+			return
+		}
+		g.sse.ServeHTTP(w, r)
+	}
+	mux.HandleFunc("/v1/sse", sse)
+	mux.HandleFunc("/v1/sse/{route}", sse)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		transport.WriteHTTPError(w, &transport.HTTPError{Status: http.StatusNotFound, Code: jsonrpc.CodeInvalidRequest,
-			Message: fmt.Sprintf("no endpoint at %s: MCP sessions live at /v1/mcp?target=<url>&org=<org>&account=<account> or /v1/mcp/<route>", r.URL.Path)})
+			Message: fmt.Sprintf("no endpoint at %s: MCP sessions live at /v1/mcp?target=<url>&org=<org>&account=<account> or /v1/mcp/<route> (legacy HTTP+SSE clients: /v1/sse?target=… or /v1/sse/<route>)", r.URL.Path)})
 	})
 	return mux
 }
@@ -371,6 +383,22 @@ func (g *Gateway) openStreamable(r *http.Request) (func(*http.Request) error, fu
 		if o, ok := down.(interface{ OneShot() bool }); ok {
 			s.oneShot = o.OneShot()
 		}
+		s.run(g.ctx)
+	}, nil
+}
+
+// openSSE starts a legacy HTTP+SSE session for the transport layer. Its
+// POSTs are authorized as streamable HTTP requests are: by a token that
+// could have opened the session.
+func (g *Gateway) openSSE(r *http.Request) (func(*http.Request) error, func(mcp.Connection), error) {
+	s, err := g.prepare(r, "sse")
+	if err != nil {
+		return nil, nil, err
+	}
+	g.sessions.Add(1)
+	return s.authorizeDriver, func(down mcp.Connection) {
+		defer g.sessions.Done()
+		s.down = down
 		s.run(g.ctx)
 	}, nil
 }
