@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -195,4 +196,36 @@ func readAdminToken(dataDir string) (string, error) {
 		return "", fmt.Errorf("no admin token: pass --admin-token or MCPGW_ADMIN_TOKEN, or run where %s exists (%v)", path, err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// listAction is the action of a `list` subcommand: it GETs the items at
+// path from the admin API and prints them as JSON with --json, otherwise as
+// a table with header (tab-separated) and one row of cells per item.
+func listAction[T any](path, header string, row func(T) []any) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		a, err := newAdminClient(c)
+		if err != nil {
+			return err
+		}
+		var items []T
+		if err := a.Do(c.Context, "GET", path, nil, &items); err != nil {
+			return err
+		}
+		if c.Bool("json") {
+			return writeJSON(c, nonNilSlice(items))
+		}
+		w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, header)
+		for _, it := range items {
+			cells := row(it)
+			for i, cell := range cells {
+				if i > 0 {
+					fmt.Fprint(w, "\t")
+				}
+				fmt.Fprint(w, cell)
+			}
+			fmt.Fprintln(w)
+		}
+		return w.Flush()
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/mcpgw/mcpgw/adminapi"
+	"github.com/mcpgw/mcpgw/internal/logtest"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/node"
 )
@@ -275,11 +276,11 @@ func TestAdminFailover(t *testing.T) {
 func TestAdminCommandWaitsForStartingNode(t *testing.T) {
 	addr := closedAddr(t)
 	dataDir := filepath.Join(t.TempDir(), "data") // a first run: serve creates it
-	var stdout, stderr, waitOut, waitErr syncBuffer
+	var stdout, stderr, waitOut, waitErr logtest.Buffer
 	var code, waitCode int
 	// Both must be waiting before the node starts. They start one after
 	// the other: urfave/cli parses flags into globals (the help flag).
-	waiting := func(b *syncBuffer) {
+	waiting := func(b *logtest.Buffer) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
 		for !strings.Contains(b.String(), "waiting") {
@@ -316,24 +317,6 @@ func TestAdminCommandWaitsForStartingNode(t *testing.T) {
 	if code != 1 || strings.Contains(errOut, "waiting") || !strings.Contains(errOut, "no admin token: pass --admin-token") {
 		t.Fatalf("route list with the wrong data dir: exit %d\n%s", code, errOut)
 	}
-}
-
-// syncBuffer is a bytes.Buffer a test reads while a command writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestCallByRouteNameAndToolError: `mcpgw call <stdio-route>` reaches the

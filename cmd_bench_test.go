@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"net/http/httptest"
 	"os"
@@ -10,14 +9,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/mcpgw/mcpgw/bench"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/node"
-	"github.com/mcpgw/mcpgw/vault"
 )
 
 // envRunMain makes the test binary act as the mcpgw binary, so that the
@@ -144,27 +141,16 @@ func TestBenchIdleSessions(t *testing.T) {
 func TestBenchRunningGateway(t *testing.T) {
 	up := httptest.NewServer(bench.EchoHandler())
 	t.Cleanup(up.Close)
-	id, err := vault.GenerateIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := node.DefaultConfig()
-	cfg.DataDir, cfg.HTTPAddr, cfg.AdminAddr, cfg.QUICAddr, cfg.RaftAddr = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout = 50*time.Millisecond, 50*time.Millisecond
-	cfg.VaultKeys = vault.NewKeys(id)
-	n, err := node.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	var dataDir string
+	n := startTestNode(t, func(c *node.Config) {
+		c.QUICAddr = "127.0.0.1:0"
+		dataDir = c.DataDir
+	})
 	pid := strconv.Itoa(os.Getpid())
 	rep := runBenchCLI(t, "--targets", "direct,ws,quic,http", "--protocol", "2025-11-25,2026-07-28", "--sessions", "1", "--concurrency", "1", "--duration", "500ms",
 		"--upstream", up.URL, "--upstream-pid", pid,
 		"--gateway-admin", "http://"+n.AdminAddr(), "--admin-token", n.AdminToken(), "--gateway-http", n.HTTPAddr(), "--gateway-quic", n.QUICAddr(),
-		"--ca-file", filepath.Join(node.DefaultClusterTLSDir(cfg.DataDir), "ca.crt"), "--gateway-pid", pid)
+		"--ca-file", filepath.Join(node.DefaultClusterTLSDir(dataDir), "ca.crt"), "--gateway-pid", pid)
 	if got, want := len(rep.Results), 8; got != want {
 		t.Fatalf("%d results, want %d", got, want)
 	}

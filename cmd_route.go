@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/url"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -45,25 +44,9 @@ Examples:
 				Name:  "list",
 				Usage: "list routes",
 				Flags: append(adminFlags(), jsonFlag()),
-				Action: func(c *cli.Context) error {
-					a, err := newAdminClient(c)
-					if err != nil {
-						return err
-					}
-					var routes []adminapi.Route
-					if err := a.Do(c.Context, "GET", "/v1/routes", nil, &routes); err != nil {
-						return err
-					}
-					if c.Bool("json") {
-						return writeJSON(c, nonNilSlice(routes))
-					}
-					w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(w, "NAME\tURL\tTRANSPORT\tKIND\tCREDENTIAL\tCOMMAND")
-					for _, r := range routes {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.URL, r.Transport, r.Kind, r.Credential, strings.Join(r.Command, " "))
-					}
-					return w.Flush()
-				},
+				Action: listAction("/v1/routes", "NAME\tURL\tTRANSPORT\tKIND\tCREDENTIAL\tCOMMAND", func(r adminapi.Route) []any {
+					return []any{r.Name, r.URL, r.Transport, r.Kind, r.Credential, strings.Join(r.Command, " ")}
+				}),
 			},
 			{
 				Name:        "rm",

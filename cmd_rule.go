@@ -60,25 +60,9 @@ Examples:
 				Name:  "list",
 				Usage: "list rules",
 				Flags: append(adminFlags(), jsonFlag()),
-				Action: func(c *cli.Context) error {
-					a, err := newAdminClient(c)
-					if err != nil {
-						return err
-					}
-					var rules []adminapi.Rule
-					if err := a.Do(c.Context, "GET", "/v1/rules", nil, &rules); err != nil {
-						return err
-					}
-					if c.Bool("json") {
-						return writeJSON(c, nonNilSlice(rules))
-					}
-					w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(w, "ID\tEFFECT\tSERVICE\tORG\tACCOUNT\tROUTE\tTOOL")
-					for _, r := range rules {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Effect, r.Service, r.Org, r.Account, r.Route, r.Tool)
-					}
-					return w.Flush()
-				},
+				Action: listAction("/v1/rules", "ID\tEFFECT\tSERVICE\tORG\tACCOUNT\tROUTE\tTOOL", func(r adminapi.Rule) []any {
+					return []any{r.ID, r.Effect, r.Service, r.Org, r.Account, r.Route, r.Tool}
+				}),
 			},
 			removeCommand("rule", "/v1/rules/"),
 		},

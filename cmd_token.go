@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
@@ -43,25 +42,9 @@ func tokenCommand() *cli.Command {
 				Name:  "list",
 				Usage: "list issued tokens (ids and claims; never the tokens)",
 				Flags: append(adminFlags(), jsonFlag()),
-				Action: func(c *cli.Context) error {
-					a, err := newAdminClient(c)
-					if err != nil {
-						return err
-					}
-					var toks []adminapi.TokenInfo
-					if err := a.Do(c.Context, "GET", "/v1/tokens", nil, &toks); err != nil {
-						return err
-					}
-					if c.Bool("json") {
-						return writeJSON(c, nonNilSlice(toks))
-					}
-					w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(w, "ID\tSERVICE\tORGS\tISSUED\tEXPIRES\tREVOKED")
-					for _, t := range toks {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%v\n", t.ID, t.Service, strings.Join(t.Orgs, ","), t.IssuedAt.Format("2006-01-02T15:04:05Z"), t.ExpiresAt.Format("2006-01-02T15:04:05Z"), t.Revoked)
-					}
-					return w.Flush()
-				},
+				Action: listAction("/v1/tokens", "ID\tSERVICE\tORGS\tISSUED\tEXPIRES\tREVOKED", func(t adminapi.TokenInfo) []any {
+					return []any{t.ID, t.Service, strings.Join(t.Orgs, ","), t.IssuedAt.Format("2006-01-02T15:04:05Z"), t.ExpiresAt.Format("2006-01-02T15:04:05Z"), t.Revoked}
+				}),
 			},
 			{
 				Name:        "revoke",

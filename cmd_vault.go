@@ -72,25 +72,9 @@ Example:
 				Name:  "list",
 				Usage: "list credentials (ids, kinds and times; never values)",
 				Flags: append(adminFlags(), jsonFlag()),
-				Action: func(c *cli.Context) error {
-					a, err := newAdminClient(c)
-					if err != nil {
-						return err
-					}
-					var infos []adminapi.CredentialInfo
-					if err := a.Do(c.Context, "GET", "/v1/credentials", nil, &infos); err != nil {
-						return err
-					}
-					if c.Bool("json") {
-						return writeJSON(c, nonNilSlice(infos))
-					}
-					w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(w, "ORG\tACCOUNT\tROUTE\tKIND\tKEY\tCREATED\tROTATED")
-					for _, i := range infos {
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i.Org, i.Account, i.Route, i.Kind, i.KeyID, i.Created.Format("2006-01-02T15:04:05Z"), i.Rotated.Format("2006-01-02T15:04:05Z"))
-					}
-					return w.Flush()
-				},
+				Action: listAction("/v1/credentials", "ORG\tACCOUNT\tROUTE\tKIND\tKEY\tCREATED\tROTATED", func(i adminapi.CredentialInfo) []any {
+					return []any{i.Org, i.Account, i.Route, i.Kind, i.KeyID, i.Created.Format("2006-01-02T15:04:05Z"), i.Rotated.Format("2006-01-02T15:04:05Z")}
+				}),
 			},
 			{
 				Name:  "rm",

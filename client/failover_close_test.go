@@ -1,10 +1,7 @@
 package client
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -18,53 +15,21 @@ import (
 
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/node"
-	"github.com/mcpgw/mcpgw/storage"
-	"github.com/mcpgw/mcpgw/vault"
 )
 
 // startNode starts a node that needs no service token, with one route to
 // upstream, listening for WebSocket sessions and on a Unix socket.
 func startNode(t *testing.T, upstream string) testNode {
 	t.Helper()
-	cfg := node.DefaultConfig()
-	cfg.DataDir = t.TempDir()
 	// A socket path must fit in 108 bytes, which t.TempDir may not.
 	sockDir, err := os.MkdirTemp("", "mcpgw")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	cfg.UnixPath = filepath.Join(sockDir, "gw.sock")
-	cfg.HTTPAddr, cfg.AdminAddr, cfg.QUICAddr, cfg.RaftAddr = "127.0.0.1:0", "127.0.0.1:0", "", "127.0.0.1:0"
-	cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout = 50*time.Millisecond, 50*time.Millisecond
-	cfg.InsecureDev = true
-	cfg.ShutdownTimeout = time.Second
-	id, err := vault.GenerateIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.VaultKeys = vault.NewKeys(id)
-	cfg.VaultKeyFile = filepath.Join(t.TempDir(), "vault.key")
-	n, err := node.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	body, _ := json.Marshal(storage.Route{Name: "up", URL: upstream})
-	req, _ := http.NewRequest(http.MethodPost, "http://"+n.AdminAddr()+"/v1/routes", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+n.AdminToken())
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("add route: HTTP %d", resp.StatusCode)
-	}
-	return testNode{n, cfg.UnixPath}
+	sock := filepath.Join(sockDir, "gw.sock")
+	n := StartInsecureNode(t, upstream, func(c *node.Config) { c.UnixPath = sock })
+	return testNode{n, sock}
 }
 
 // testNode is a running node and the path of its Unix socket.

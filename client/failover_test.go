@@ -1,12 +1,8 @@
 package client_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,49 +11,7 @@ import (
 
 	"github.com/mcpgw/mcpgw/client"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
-	"github.com/mcpgw/mcpgw/node"
-	"github.com/mcpgw/mcpgw/storage"
-	"github.com/mcpgw/mcpgw/vault"
 )
-
-// startInsecureNode starts a node that needs no service token, with one
-// route to upstream. Two such nodes stand in for cluster members here; the
-// cluster's own tests cover replication.
-func startInsecureNode(t *testing.T, upstream string) *node.Node {
-	t.Helper()
-	cfg := node.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.HTTPAddr, cfg.AdminAddr, cfg.QUICAddr, cfg.RaftAddr = "127.0.0.1:0", "127.0.0.1:0", "", "127.0.0.1:0"
-	cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout = 50*time.Millisecond, 50*time.Millisecond
-	cfg.InsecureDev = true
-	cfg.ShutdownTimeout = time.Second
-	id, err := vault.GenerateIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.VaultKeys = vault.NewKeys(id)
-	cfg.VaultKeyFile = filepath.Join(t.TempDir(), "vault.key")
-	n, err := node.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	body, _ := json.Marshal(storage.Route{Name: "up", URL: upstream})
-	req, _ := http.NewRequest(http.MethodPost, "http://"+n.AdminAddr()+"/v1/routes", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+n.AdminToken())
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("add route: HTTP %d", resp.StatusCode)
-	}
-	return n
-}
 
 // TestFailover: with two gateway addresses, killing the node a session
 // uses moves the session to the other one; the next call succeeds without
@@ -66,7 +20,7 @@ func startInsecureNode(t *testing.T, upstream string) *node.Node {
 func TestFailover(t *testing.T) {
 	up := upstreamtest.New()
 	url := upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp"
-	a, b := startInsecureNode(t, url), startInsecureNode(t, url)
+	a, b := client.StartInsecureNode(t, url, nil), client.StartInsecureNode(t, url, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	inFlight := make(chan struct{}, 1)

@@ -2,13 +2,7 @@ package client
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
-	"math/big"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -16,40 +10,14 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/mcpgw/mcpgw/internal/certtest"
 	"github.com/mcpgw/mcpgw/transport"
 )
-
-// testCert returns a certificate for 127.0.0.1 and a pool trusting it.
-func testCert(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
-}
 
 // startQUICServer accepts connections and hands them to the test.
 func startQUICServer(t *testing.T) (string, *x509.CertPool, <-chan *quic.Conn) {
 	t.Helper()
-	cert, pool := testCert(t)
+	cert, pool := certtest.Loopback(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	ln, err := transport.ListenQUIC(ctx, "127.0.0.1:0", cert, nil)
 	if err != nil {

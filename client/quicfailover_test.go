@@ -1,12 +1,9 @@
 package client_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -20,51 +17,23 @@ import (
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/node"
-	"github.com/mcpgw/mcpgw/storage"
-	"github.com/mcpgw/mcpgw/vault"
 )
 
 // startQUICNode starts a node that needs no service token, with one route
 // to upstream, listening for QUIC sessions. It adds its CA to roots.
 func startQUICNode(t *testing.T, upstream string, roots *x509.CertPool) *node.Node {
 	t.Helper()
-	cfg := node.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.HTTPAddr, cfg.AdminAddr, cfg.QUICAddr, cfg.RaftAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout = 50*time.Millisecond, 50*time.Millisecond
-	cfg.InsecureDev = true
-	cfg.ShutdownTimeout = time.Second
-	id, err := vault.GenerateIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.VaultKeys = vault.NewKeys(id)
-	cfg.VaultKeyFile = filepath.Join(t.TempDir(), "vault.key")
-	n, err := node.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	ca, err := os.ReadFile(filepath.Join(node.DefaultClusterTLSDir(cfg.DataDir), cluster.CACertFile))
+	var dataDir string
+	n := client.StartInsecureNode(t, upstream, func(c *node.Config) {
+		c.QUICAddr = "127.0.0.1:0"
+		dataDir = c.DataDir
+	})
+	ca, err := os.ReadFile(filepath.Join(node.DefaultClusterTLSDir(dataDir), cluster.CACertFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !roots.AppendCertsFromPEM(ca) {
 		t.Fatal("cluster CA is not PEM")
-	}
-	body, _ := json.Marshal(storage.Route{Name: "up", URL: upstream})
-	req, _ := http.NewRequest(http.MethodPost, "http://"+n.AdminAddr()+"/v1/routes", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+n.AdminToken())
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("add route: HTTP %d", resp.StatusCode)
 	}
 	return n
 }

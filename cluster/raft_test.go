@@ -238,17 +238,22 @@ func TestRestartedNodeCatchesUpFromLog(t *testing.T) {
 	}
 }
 
-func TestLongDeadNodeCatchesUpFromSnapshot(t *testing.T) {
+// catchUpFromSnapshot starts three nodes that snapshot often, kills a
+// follower, applies routes until the leader's log no longer holds what the
+// dead node needs next, restarts it, and waits until it has every route by
+// installing a snapshot.
+func catchUpFromSnapshot(t *testing.T) (c *clustertest.Cluster, leader, follower *clustertest.Node) {
+	t.Helper()
 	const trailing = 4
-	c := clustertest.NewCluster(t, 3, clustertest.WithConfig(func(cfg *cluster.Config) {
+	c = clustertest.NewCluster(t, 3, clustertest.WithConfig(func(cfg *cluster.Config) {
 		cfg.SnapshotThreshold = 16
 		cfg.TrailingLogs = trailing
 		cfg.SnapshotInterval = 20 * time.Millisecond
 	}))
-	follower := c.Followers(t)[0]
+	follower = c.Followers(t)[0]
 	behind := follower.Raft().Status().LastIndex
 	c.Kill(follower.Index)
-	leader := c.WaitForLeader(t)
+	leader = c.WaitForLeader(t)
 	want := names("r", 100)
 	for _, name := range want {
 		apply(t, leader, route(name))
@@ -267,6 +272,11 @@ func TestLongDeadNodeCatchesUpFromSnapshot(t *testing.T) {
 	if got := follower.Raft().Status().SnapshotsRestored; got == 0 {
 		t.Fatal("SnapshotsRestored=0, want a snapshot install")
 	}
+	return c, leader, follower
+}
+
+func TestLongDeadNodeCatchesUpFromSnapshot(t *testing.T) {
+	c, leader, _ := catchUpFromSnapshot(t)
 	// And the log goes on from the snapshot.
 	apply(t, leader, route("after-snapshot"))
 	waitRoutes(t, []string{"after-snapshot"}, c.Nodes...)

@@ -2,13 +2,11 @@ package cluster_test
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/cluster/clustertest"
@@ -20,31 +18,7 @@ import (
 func TestSnapshotFilesArePrivate(t *testing.T) {
 	old := syscall.Umask(0)
 	t.Cleanup(func() { syscall.Umask(old) })
-	const trailing = 4
-	c := clustertest.NewCluster(t, 3, clustertest.WithConfig(func(cfg *cluster.Config) {
-		cfg.SnapshotThreshold = 16
-		cfg.TrailingLogs = trailing
-		cfg.SnapshotInterval = 20 * time.Millisecond
-	}))
-	follower := c.Followers(t)[0]
-	behind := follower.Raft().Status().LastIndex
-	c.Kill(follower.Index)
-	leader := c.WaitForLeader(t)
-	want := names("r", 100)
-	for _, name := range want {
-		apply(t, leader, route(name))
-	}
-	clustertest.Eventually(t, clustertest.Wait, func() error {
-		if st := leader.Raft().Status(); st.SnapshotIndex < behind+trailing+1+50 {
-			return fmt.Errorf("leader snapshot index %d", st.SnapshotIndex)
-		}
-		return nil
-	})
-	c.Restart(follower.Index) // catches up by installing the leader's snapshot
-	waitRoutes(t, want, follower)
-	if got := follower.Raft().Status().SnapshotsRestored; got == 0 {
-		t.Fatal("SnapshotsRestored=0, want a snapshot install")
-	}
+	_, leader, follower := catchUpFromSnapshot(t)
 	for _, n := range []*clustertest.Node{leader, follower} {
 		dir := filepath.Join(n.Dir, cluster.RaftDir)
 		files := 0

@@ -5,7 +5,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -139,21 +138,3 @@ func (tg *testGateway) issueTokenFor(t testing.TB, service string, ttl time.Dura
 
 // wsURL returns the WebSocket base URL of the gateway's handler.
 func (tg *testGateway) wsURL() string { return "ws" + strings.TrimPrefix(tg.url, "http") }
-
-// fakeClock is a settable clock for tokens and rate limits.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}

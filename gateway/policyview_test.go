@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpgw/mcpgw/internal/clocktest"
 	"github.com/mcpgw/mcpgw/policy"
 )
 
@@ -22,7 +23,7 @@ func verifiedEntries(st *policyState) int {
 // follows the entries, so a token re-verified many times never fills the
 // cache.
 func TestVerifiedTokenCache(t *testing.T) {
-	clock := &fakeClock{now: time.Now()}
+	clock := clocktest.New(time.Now())
 	n := newTestGateway(t, func(o *Options) { o.Clock = clock.Now })
 	tok := n.issueTokenFor(t, "svc", time.Minute, "*")
 	st, err := n.policy()

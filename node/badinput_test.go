@@ -418,9 +418,9 @@ func TestOrigin(t *testing.T) {
 	}
 }
 
-// hangUpUpstream is a WebSocket MCP upstream that answers initialize and
-// hangs up on the first tools/call.
-func hangUpUpstream(t *testing.T) string {
+// wsUpstream is a WebSocket MCP upstream on loopback that answers each call
+// with what answer returns for it, and hangs up when answer returns nil.
+func wsUpstream(t *testing.T, answer func(req *jsonrpc.Request) *jsonrpc.Response) string {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := transport.AcceptWebSocket(w, r, transport.WebSocketOptions{PingInterval: -1})
@@ -437,15 +437,28 @@ func hangUpUpstream(t *testing.T) string {
 			if !ok || !req.IsCall() {
 				continue
 			}
-			if req.Method == "tools/call" {
+			resp := answer(req)
+			if resp == nil {
 				return
 			}
-			c.Write(r.Context(), &jsonrpc.Response{ID: req.ID, Result: json.RawMessage(
-				`{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"hangup","version":"1"}}`)})
+			c.Write(r.Context(), resp)
 		}
 	}))
 	t.Cleanup(srv.Close)
 	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/mcp"
+}
+
+// hangUpUpstream is a WebSocket MCP upstream that answers initialize and
+// hangs up on the first tools/call.
+func hangUpUpstream(t *testing.T) string {
+	t.Helper()
+	return wsUpstream(t, func(req *jsonrpc.Request) *jsonrpc.Response {
+		if req.Method == "tools/call" {
+			return nil
+		}
+		return &jsonrpc.Response{ID: req.ID, Result: json.RawMessage(
+			`{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"hangup","version":"1"}}`)}
+	})
 }
 
 // TestUpstreamEndsMidCall checks that a call in flight when the upstream
@@ -508,39 +521,21 @@ func TestOversizedCallFailsAlone(t *testing.T) {
 // 100 KiB unless the tool is "small".
 func bigUpstream(t *testing.T) string {
 	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := transport.AcceptWebSocket(w, r, transport.WebSocketOptions{PingInterval: -1})
-		if err != nil {
-			return
+	big := strings.Repeat("x", 100<<10)
+	return wsUpstream(t, func(req *jsonrpc.Request) *jsonrpc.Response {
+		var res string
+		switch {
+		case req.Method == "initialize":
+			res = `{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"big","version":"1"}}`
+		case req.Method != "tools/call":
+			return &jsonrpc.Response{ID: req.ID, Error: &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound, Message: "method not found"}}
+		case strings.Contains(string(req.Params), `"small"`):
+			res = `{"content":[{"type":"text","text":"small"}]}`
+		default:
+			res = `{"content":[{"type":"text","text":"` + big + `"}]}`
 		}
-		defer c.Close()
-		big := strings.Repeat("x", 100<<10)
-		for {
-			msg, err := c.Read(r.Context())
-			if err != nil {
-				return
-			}
-			req, ok := msg.(*jsonrpc.Request)
-			if !ok || !req.IsCall() {
-				continue
-			}
-			var res string
-			switch {
-			case req.Method == "initialize":
-				res = `{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"big","version":"1"}}`
-			case req.Method != "tools/call":
-				c.Write(r.Context(), &jsonrpc.Response{ID: req.ID, Error: &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound, Message: "method not found"}})
-				continue
-			case strings.Contains(string(req.Params), `"small"`):
-				res = `{"content":[{"type":"text","text":"small"}]}`
-			default:
-				res = `{"content":[{"type":"text","text":"` + big + `"}]}`
-			}
-			c.Write(r.Context(), &jsonrpc.Response{ID: req.ID, Result: json.RawMessage(res)})
-		}
-	}))
-	t.Cleanup(srv.Close)
-	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/mcp"
+		return &jsonrpc.Response{ID: req.ID, Result: json.RawMessage(res)}
+	})
 }
 
 // TestOversizedResultFailsAlone checks that a result over the message cap

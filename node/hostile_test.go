@@ -19,6 +19,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpgw/mcpgw/internal/hostileupstream"
+	"github.com/mcpgw/mcpgw/internal/logtest"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/transport"
 )
@@ -321,7 +322,7 @@ func TestHostileUnrequestedResponseDropped(t *testing.T) {
 // environment to stderr does not get the credential into the gateway's
 // debug log.
 func TestHostileStdioStderrRedacted(t *testing.T) {
-	var logs syncBuffer
+	var logs logtest.Buffer
 	n, _, routes := hostileRoutes(t, func(c *Config) {
 		c.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,32 +13,15 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpgw/mcpgw/client"
+	"github.com/mcpgw/mcpgw/internal/clocktest"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/transport"
 )
 
-// fakeClock is a settable clock for tokens and rate limits.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
-func startClockedNode(t *testing.T) (*Node, *fakeClock, storage.Route) {
+func startClockedNode(t *testing.T) (*Node, *clocktest.Clock, storage.Route) {
 	t.Helper()
-	clock := &fakeClock{now: time.Now()}
+	clock := clocktest.New(time.Now())
 	up := upstreamtest.New()
 	url := upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp" // before the node, so it stops after it
 	n := startNode(t, func(c *Config) { c.Clock = clock.Now })

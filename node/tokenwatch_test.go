@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpgw/mcpgw/internal/clocktest"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/transport"
@@ -231,7 +232,7 @@ func TestRevokedTokenEndsSessions(t *testing.T) {
 // (past the leeway Verify allows), on every transport.
 func TestExpiredTokenEndsSessions(t *testing.T) {
 	upURL := blockingUpstream(t)
-	clock := &fakeClock{now: time.Now()}
+	clock := clocktest.New(time.Now())
 	n := startNode(t, func(c *Config) { c.Clock = clock.Now })
 	addRoute(t, n, storage.Route{Name: "blk", URL: upURL})
 	short := issueToken(t, n, "svc", []string{"*"}, "1m")

@@ -2,52 +2,22 @@ package transport
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
-	"math/big"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/quic-go/quic-go"
-)
 
-// testCert returns a certificate for 127.0.0.1 and a pool trusting it.
-func testCert(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, roots
-}
+	"github.com/mcpgw/mcpgw/internal/certtest"
+)
 
 // quicPair returns the two ends of one QUIC stream on loopback: the one the
 // client opened and the one the server accepted.
 func quicPair(t *testing.T) (client, server *quic.Stream) {
 	t.Helper()
-	cert, roots := testCert(t)
+	cert, roots := certtest.Loopback(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ln, err := ListenQUIC(ctx, "127.0.0.1:0", cert, nil)
@@ -131,7 +101,7 @@ func TestQUICStreamCloseAbortsStuckWrite(t *testing.T) {
 // the same reset key resets connections its predecessor lost, so clients
 // notice at once instead of after their idle timeout.
 func TestQUICStatelessResetAfterCrash(t *testing.T) {
-	cert, roots := testCert(t)
+	cert, roots := certtest.Loopback(t)
 	key := &quic.StatelessResetKey{1, 2, 3}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -279,6 +279,24 @@ func quote(s string) string {
 	return string(b)
 }
 
+// answerPost answers a POST carrying c: a notification is accepted, and
+// a scenario's HTTP refusal is written as the POST's status. ok is false
+// when the POST is answered so; otherwise the caller sends rep.
+func (s *Server) answerPost(w http.ResponseWriter, r *http.Request, c call) (rep reply, ok bool) {
+	if len(c.ID) == 0 { // a notification
+		w.WriteHeader(http.StatusAccepted)
+		return reply{}, false
+	}
+	rep = s.answer(c, r.Header.Get("Authorization"))
+	if rep.status != 0 {
+		w.Header().Set("Content-Type", rep.contentType)
+		w.WriteHeader(rep.status)
+		io.WriteString(w, rep.body)
+		return reply{}, false
+	}
+	return rep, true
+}
+
 // serveStreamable answers one POST as a stateless streamable HTTP server.
 func (s *Server) serveStreamable(w http.ResponseWriter, r *http.Request) {
 	var c call
@@ -286,15 +304,8 @@ func (s *Server) serveStreamable(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad JSON", http.StatusBadRequest)
 		return
 	}
-	if len(c.ID) == 0 { // a notification
-		w.WriteHeader(http.StatusAccepted)
-		return
-	}
-	rep := s.answer(c, r.Header.Get("Authorization"))
-	if rep.status != 0 {
-		w.Header().Set("Content-Type", rep.contentType)
-		w.WriteHeader(rep.status)
-		io.WriteString(w, rep.body)
+	rep, ok := s.answerPost(w, r, c)
+	if !ok {
 		return
 	}
 	if rep.sse {
@@ -379,15 +390,8 @@ func (s *Server) serveSSEPost(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "unknown session or bad JSON", http.StatusBadRequest)
 		return
 	}
-	if len(c.ID) == 0 {
-		w.WriteHeader(http.StatusAccepted)
-		return
-	}
-	rep := s.answer(c, r.Header.Get("Authorization"))
-	if rep.status != 0 {
-		w.Header().Set("Content-Type", rep.contentType)
-		w.WriteHeader(rep.status)
-		io.WriteString(w, rep.body)
+	rep, ok := s.answerPost(w, r, c)
+	if !ok {
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
