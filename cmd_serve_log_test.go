@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mcpgw/mcpgw/internal/logtest"
 )
 
 // serveUntilUp runs `mcpgw serve` until it logs its start summary, then
@@ -24,7 +26,7 @@ func serveUntilUp(t *testing.T, extra ...string) string {
 // startServe runs `mcpgw serve` with every listener on a free loopback
 // port, in a temporary directory, and returns once it has logged its start
 // summary; stop ends it as SIGTERM would.
-func startServe(t *testing.T, extra ...string) (stderr *syncBuffer, stop func() error) {
+func startServe(t *testing.T, extra ...string) (stderr *logtest.Buffer, stop func() error) {
 	t.Helper()
 	dir := t.TempDir()
 	args := append([]string{"mcpgw", "serve",
@@ -32,8 +34,8 @@ func startServe(t *testing.T, extra ...string) (stderr *syncBuffer, stop func() 
 		"--http", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--raft", "127.0.0.1:0",
 		"--raft-heartbeat-timeout", "100ms", "--raft-election-timeout", "100ms", "--shutdown-timeout", "2s",
 	}, extra...)
-	var stdout syncBuffer
-	stderr = new(syncBuffer)
+	var stdout logtest.Buffer
+	stderr = new(logtest.Buffer)
 	ctx, cancel := context.WithCancel(context.Background())
 	var err error
 	var wg sync.WaitGroup
