@@ -334,6 +334,7 @@ type streamableConn struct {
 	wg     sync.WaitGroup
 
 	mu        sync.Mutex
+	closed    bool                    // Close has begun: no goroutine may start; guarded by mu
 	initID    jsonrpc.ID              // id of the initialize request, guarded by mu
 	getStart  bool                    // standalone stream started, guarded by mu
 	toolLists map[jsonrpc.ID]struct{} // tools/list calls awaiting their response, guarded by mu
@@ -506,13 +507,14 @@ func (c *streamableConn) startStandalone() <-chan int {
 		return nil
 	}
 	c.mu.Lock()
-	started := c.getStart
-	c.getStart = true
-	c.mu.Unlock()
-	if started {
+	defer c.mu.Unlock()
+	if c.getStart || c.closed {
 		return nil
 	}
+	c.getStart = true
 	answered := make(chan int, 1)
+	// Added under mu, which Close takes before it waits: an Add racing
+	// the Wait would let the loop outlive Close.
 	c.wg.Add(1)
 	go c.standaloneLoop(answered)
 	return answered
@@ -618,6 +620,9 @@ func (c *streamableConn) standaloneOnce(ctx context.Context, lastID *string, ans
 func (c *streamableConn) Close() error {
 	var err error
 	c.once.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
 		c.cancel()
 		err = c.sdk.Close()
 		c.wg.Wait()
