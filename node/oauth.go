@@ -1,6 +1,7 @@
 package node
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -49,7 +50,78 @@ func (n *Node) sessionHandler(svc *admin.Service) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", n.gw.Handler())
 	mux.HandleFunc("GET "+OAuthCallbackPath, n.oauthCallback(svc))
+	mux.HandleFunc("POST /v1/oauth/authorize", n.serviceOAuth(svc, true))
+	mux.HandleFunc("POST /v1/oauth/complete", n.serviceOAuth(svc, false))
 	return mux
+}
+
+// serviceOAuth serves the client library's OAuth calls on the session
+// listener, authorised by a service token: authorize for an org the token
+// lists, or complete a flow by its state and code. The answer never holds a
+// token.
+func (n *Node) serviceOAuth(svc *admin.Service, authorize bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		answer := func(status int, v any) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(status)
+			json.NewEncoder(w).Encode(v)
+		}
+		refuse := func(status int, msg string) { answer(status, map[string]string{"error": msg}) }
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || tok == "" {
+			refuse(http.StatusUnauthorized, "no service token: send Authorization: Bearer <service token> (mcpgw token issue)")
+			return
+		}
+		claims, err := n.gw.VerifyToken(tok)
+		if err != nil {
+			refuse(http.StatusUnauthorized, err.Error())
+			return
+		}
+		var in struct{ Target, Org, Account, Query string }
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&in); err != nil {
+			refuse(http.StatusBadRequest, "body is not a JSON object: "+err.Error())
+			return
+		}
+		fail := func(err error) {
+			var e *admin.Error
+			if !errors.As(err, &e) || errors.Is(err, admin.ErrInternal) {
+				n.logger.Error("oauth request failed on the gateway's side", slog.Any("error", err))
+				refuse(http.StatusInternalServerError, "oauth: internal error; see the gateway log")
+				return
+			}
+			refuse(adminapi.HTTPStatus(err), err.Error())
+		}
+		if !authorize {
+			q, err := url.ParseQuery(in.Query)
+			if err != nil {
+				refuse(http.StatusBadRequest, "query is not a URL query string: "+err.Error())
+				return
+			}
+			done, err := svc.CompleteOAuth(r.Context(), q)
+			if err != nil {
+				fail(err)
+				return
+			}
+			answer(http.StatusOK, map[string]string{"org": done.Org, "account": done.Account, "route": done.Route})
+			return
+		}
+		if !claims.AllowsOrg(in.Org) {
+			refuse(http.StatusForbidden, fmt.Sprintf("service %s may not act for org %q; issue a token listing it (mcpgw token issue --org)", claims.Service, in.Org))
+			return
+		}
+		route, err := n.gw.RouteName(in.Target)
+		if err != nil {
+			refuse(http.StatusNotFound, err.Error())
+			return
+		}
+		res, err := svc.AuthorizationURL(r.Context(), admin.OAuthStart{Org: in.Org, Account: in.Account, Route: route})
+		if err != nil {
+			fail(err)
+			return
+		}
+		answer(http.StatusOK, map[string]any{"url": res.URL, "issuer": res.Issuer, "expires": res.Expires})
+	}
 }
 
 var callbackPage = template.Must(template.New("callback").Parse(`<!doctype html>

@@ -104,6 +104,41 @@ func TestOAuthConsentAcrossCluster(t *testing.T) {
 		t.Fatalf("a replay exchanged the code again: %d grants, want %d", as.Grants(), grants)
 	}
 
+	// The library: a service asks node 1 for bob's link with its own
+	// token, and finishes by hand through node 2.
+	link, err := client.AuthorizationURL(ctx, up.URL(), "acme", "bob", client.WithGateway("ws://"+n1.HTTPAddr()), client.WithToken(tok.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.AuthorizationURL(ctx, up.URL(), "other", "bob", client.WithGateway("ws://"+n1.HTTPAddr()), client.WithToken(tok.Token)); err == nil || !strings.Contains(err.Error(), `may not act for org "other"`) {
+		t.Fatalf("link for an org the token lacks: %v", err)
+	}
+	stop := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := stop.Get(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	back, _ := url.Parse(res.Header.Get("Location"))
+	if err := client.CompleteOAuthQuery(ctx, back.Query(), client.WithGateway("ws://"+n2.HTTPAddr()), client.WithToken(tok.Token)); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.CompleteOAuth(ctx, back.Query().Get("state"), back.Query().Get("code"), client.WithGateway("ws://"+n3.HTTPAddr()), client.WithToken(tok.Token)); err == nil || !strings.Contains(err.Error(), "already used") {
+		t.Fatalf("second CompleteOAuth: %v", err)
+	}
+	waitFor(t, "bob's credential to reach node 3", func() bool {
+		_, err := n3.store.Credential("acme", "bob", "docs")
+		return err == nil
+	})
+	bob, err := client.Connect(ctx, route.URL, "acme", "bob", client.WithGateway("ws://"+n3.HTTPAddr()), client.WithToken(tok.Token))
+	if err != nil {
+		t.Fatalf("bob's session through node 3: %v", err)
+	}
+	defer bob.Close()
+	if got := callText(t, ctx, bob, "echo", "bob"); got != "bob" {
+		t.Fatalf("bob's echo = %q", got)
+	}
+
 	resp = adminDo(t, n3, http.MethodGet, "/v1/oauth/status?org=acme&account=alice&route=docs", nil)
 	var st adminapi.OAuthStatus
 	json.NewDecoder(resp.Body).Decode(&st)
