@@ -39,6 +39,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			restoreCommand(),
 			routeCommand(),
 			vaultCommand(),
+			oauthCommand(),
 			tokenCommand(),
 			ruleCommand(),
 			limitCommand(),

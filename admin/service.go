@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/cluster"
+	"github.com/mcpgw/mcpgw/oauth"
 	"github.com/mcpgw/mcpgw/policy"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/vault"
@@ -111,6 +112,10 @@ type Deps struct {
 	Audit       AuditLog
 	Cluster     Cluster
 	Checks      Checks
+	// OAuth runs upstream OAuth flows; nil: the OAuth use cases answer
+	// ErrUnavailable. OAuthState must then be set too.
+	OAuth      *oauth.Client
+	OAuthState OAuthState
 }
 
 // Options tune a Service. The zero value is valid.
@@ -131,6 +136,12 @@ type Options struct {
 	// ReplicationWait is how long a follower waits for a record it does
 	// not see yet before answering that it does not exist. Default: 2s.
 	ReplicationWait time.Duration
+	// OAuthRedirectURL is the gateway's public OAuth callback, which
+	// authorization servers send the browser back to.
+	OAuthRedirectURL string
+	// OAuthCIMDURL is where the gateway serves its Client ID Metadata
+	// Document; empty: it does not offer one.
+	OAuthCIMDURL string
 }
 
 // Service carries out the admin use cases. Its methods are safe for

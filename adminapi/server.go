@@ -143,6 +143,7 @@ func NewHandler(uc UseCases, token []byte, opts *Options) http.Handler {
 	mux.HandleFunc("POST /v1/cluster/join", s.clusterJoin)
 	mux.HandleFunc("POST /v1/cluster/remove", s.clusterRemove)
 	mux.HandleFunc("GET /v1/backup", s.backup)
+	s.mountOAuth(mux)
 	return http.MaxBytesHandler(s.requireToken(s.consistent(mux)), MaxBodyBytes)
 }
 

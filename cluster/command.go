@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/mcpgw/mcpgw/storage"
 )
@@ -33,6 +34,11 @@ const (
 	OpRetireDataKey
 	OpWrapDataKeys
 	OpDropKEK
+	// Upstream OAuth: see applyOAuth.
+	OpPutOAuthPending
+	OpClaimOAuthPending
+	OpExpireOAuthPending
+	OpPutOAuthClient
 )
 
 var opNames = map[Op]string{
@@ -55,6 +61,11 @@ var opNames = map[Op]string{
 	OpRetireDataKey:    "retire-data-key",
 	OpWrapDataKeys:     "wrap-data-keys",
 	OpDropKEK:          "drop-kek",
+
+	OpPutOAuthPending:    "put-oauth-pending",
+	OpClaimOAuthPending:  "claim-oauth-pending",
+	OpExpireOAuthPending: "expire-oauth-pending",
+	OpPutOAuthClient:     "put-oauth-client",
 }
 
 func (o Op) String() string {
@@ -82,6 +93,12 @@ type Command struct {
 	Token      *storage.Token      `json:"token,omitempty"`
 	DataKey    *storage.DataKey    `json:"data_key,omitempty"`
 
+	OAuthPending *storage.OAuthPending `json:"oauth_pending,omitempty"`
+	OAuthClient  *storage.OAuthClient  `json:"oauth_client,omitempty"`
+	// At is the time an OpExpireOAuthPending expires flows as of, set by
+	// the writer so every node removes the same flows.
+	At time.Time `json:"at,omitzero"`
+
 	// Expect is the sealed bytes a compare-and-set reseal replaces: the
 	// reseal is skipped when the record holds anything else by then.
 	Expect []byte `json:"expect,omitempty"`
@@ -90,7 +107,7 @@ type Command struct {
 
 	// Name is the key of a delete: route name, rule id or limit id; the
 	// data key id of OpRetireDataKey, the key-encryption key id of
-	// OpDropKEK.
+	// OpDropKEK, the state hash of OpClaimOAuthPending.
 	Name string `json:"name,omitempty"`
 	// Org, Account and RouteName identify a credential to delete.
 	Org       string `json:"org,omitempty"`
@@ -224,6 +241,8 @@ func applyTx(tx *storage.Tx, c Command, depth int) error {
 			return missing("token")
 		}
 		err = tx.PutToken(*c.Token)
+	case OpPutOAuthPending, OpClaimOAuthPending, OpExpireOAuthPending, OpPutOAuthClient:
+		err = applyOAuth(tx, c)
 	case OpInitKeyring, OpRotateDataKey, OpResealCredential, OpResealTokenKey, OpRetireDataKey, OpWrapDataKeys, OpDropKEK:
 		err = applyKeyring(tx, c)
 	case OpBatch:

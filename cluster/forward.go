@@ -55,6 +55,7 @@ var wireErrors = []struct {
 	code string
 	err  error
 }{
+	{"already-claimed", ErrAlreadyClaimed},
 	{"invalid-command", ErrInvalidCommand},
 	{"not-leader", ErrNotLeader},
 	{"no-leader", ErrNoLeader},

@@ -168,6 +168,14 @@ type Config struct {
 	// Pprof mounts net/http/pprof under /debug/pprof/ on the admin
 	// listener, behind the admin token. Default false.
 	Pprof bool
+	// PublicURL is the base URL browsers reach this gateway's session
+	// listener at (through a load balancer, any node): upstream OAuth
+	// callbacks land on PublicURL + "/oauth/callback". Empty: upstream
+	// OAuth is off.
+	PublicURL string
+	// OAuthAllowLoopback lets upstream OAuth discovery and token requests
+	// reach http servers on loopback; for development and tests only.
+	OAuthAllowLoopback bool
 	// Logger receives structured logs. Default: discard.
 	Logger *slog.Logger
 	// Clock returns the current time for token expiry and rate limits.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/gateway"
+	"github.com/mcpgw/mcpgw/oauth"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/vault"
 )
@@ -40,6 +41,7 @@ type Node struct {
 	raft   *cluster.Raft // nil before Start
 	writes applier       // raft, or the local store in tests of the layers above
 	gw     *gateway.Gateway
+	oauth  *oauth.Client // nil without Config.PublicURL
 
 	adminToken []byte
 	ring       *vaultRing
@@ -161,14 +163,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.listenFramed(ctx); err != nil {
 		return err
 	}
-	n.httpSrv = n.newHTTPServer(n.gw.Handler())
-	// Shutdown waits for requests in flight; GET event streams never end by
-	// themselves, so they end when it starts.
-	n.httpSrv.RegisterOnShutdown(n.gw.Drain)
 	svc, err := n.newAdmin()
 	if err != nil {
 		return err
 	}
+	n.httpSrv = n.newHTTPServer(n.sessionHandler(svc))
+	// Shutdown waits for requests in flight; GET event streams never end by
+	// themselves, so they end when it starts.
+	n.httpSrv.RegisterOnShutdown(n.gw.Drain)
 	n.adminSrv = n.newHTTPServer(n.adminHandler(svc))
 	n.serve(n.httpSrv, n.httpLn)
 	n.serve(n.adminSrv, n.adminLn)
@@ -277,6 +279,9 @@ func (n *Node) Close() error {
 			n.adminSrv.Close()
 		}
 		n.served.Wait()
+		if n.oauth != nil {
+			n.oauth.Close()
+		}
 		// Sessions have ended or been cut off: what they recorded is queued.
 		var auditErr error
 		if n.gw != nil {

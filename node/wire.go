@@ -33,12 +33,17 @@ func (n *Node) newAdmin() (*admin.Service, error) {
 	if n.audit.log != nil {
 		deps.Audit = n.audit.log
 	}
+	redirect, err := n.setupOAuth(&deps)
+	if err != nil {
+		return nil, err
+	}
 	return admin.New(deps, &admin.Options{
-		NodeID:          n.NodeID(),
-		VaultKeyFile:    n.cfg.VaultKeyFile,
-		VaultPassphrase: n.cfg.VaultPassphrase,
-		Clock:           n.now,
-		Logger:          n.logger,
+		OAuthRedirectURL: redirect,
+		NodeID:           n.NodeID(),
+		VaultKeyFile:     n.cfg.VaultKeyFile,
+		VaultPassphrase:  n.cfg.VaultPassphrase,
+		Clock:            n.now,
+		Logger:           n.logger,
 	})
 }
 

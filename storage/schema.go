@@ -21,6 +21,12 @@ var (
 	// bucketRequestsByIndex maps that index back to the request id, oldest
 	// first, so ids past the retention window are dropped in order.
 	bucketRequestsByIndex = []byte("requests_by_index")
+	// bucketOAuthPending maps OAuthStateHash(state) to an OAuthPending.
+	// The state itself is never stored: it is the bearer of the callback.
+	bucketOAuthPending = []byte("oauth_pending")
+	// bucketOAuthClients maps an authorization server's issuer to the
+	// gateway's OAuthClient registration there.
+	bucketOAuthClients = []byte("oauth_clients")
 )
 
 // allBuckets lists every bucket Open creates.
@@ -36,6 +42,8 @@ var allBuckets = [][]byte{
 	bucketKeyring,
 	bucketRequests,
 	bucketRequestsByIndex,
+	bucketOAuthPending,
+	bucketOAuthClients,
 }
 
 // Keys inside bucketMeta.

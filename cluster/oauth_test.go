@@ -1,0 +1,77 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/mcpgw/mcpgw/storage"
+)
+
+func TestFSMOAuthPendingIsClaimedOnce(t *testing.T) {
+	s := openStore(t)
+	f := newFSM(t, s)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	live := storage.OAuthStateHash("state-live")
+	old := storage.OAuthStateHash("state-old")
+	put := func(hash string, exp time.Time) Command {
+		return Command{Op: OpPutOAuthPending, OAuthPending: &storage.OAuthPending{StateHash: hash, Org: "acme", Account: "alice", Route: "docs", Issuer: "https://as", Created: t0, Expires: exp, Sealed: []byte{1}, Flow: json.RawMessage(`{}`)}}
+	}
+	steps := []struct {
+		cmd  Command
+		want error
+	}{
+		{put(live, t0.Add(10*time.Minute)), nil},
+		{put(old, t0.Add(time.Minute)), nil},
+		{Command{Op: OpExpireOAuthPending, At: t0.Add(time.Minute)}, nil},
+		{Command{Op: OpClaimOAuthPending, Name: old}, ErrAlreadyClaimed},
+		{Command{Op: OpClaimOAuthPending, Name: live}, nil},
+		{Command{Op: OpClaimOAuthPending, Name: live}, ErrAlreadyClaimed},
+		{Command{Op: OpClaimOAuthPending}, ErrInvalidCommand},
+		{Command{Op: OpExpireOAuthPending}, ErrInvalidCommand},
+		{Command{Op: OpPutOAuthPending}, ErrInvalidCommand},
+	}
+	for i, st := range steps {
+		err := applyResult(t, f, entry(t, uint64(i+1), st.cmd))
+		if st.want == nil && err != nil {
+			t.Fatalf("step %d (%s): %v", i, st.cmd.Op, err)
+		}
+		if st.want != nil && (!errors.Is(err, st.want) || !errors.Is(err, ErrInvalidCommand)) {
+			t.Fatalf("step %d (%s): got %v, want %v", i, st.cmd.Op, err, st.want)
+		}
+	}
+	if got := appliedIndex(t, s); got != uint64(len(steps)) {
+		t.Fatalf("applied index %d, want %d (refused claims count as applied)", got, len(steps))
+	}
+	left, err := s.OAuthPendings()
+	if err != nil || len(left) != 0 {
+		t.Fatalf("pending flows left: %v %v", left, err)
+	}
+}
+
+func TestFSMOAuthClientByIssuer(t *testing.T) {
+	s := openStore(t)
+	f := newFSM(t, s)
+	c := storage.OAuthClient{Issuer: "https://as.example", Registration: json.RawMessage(`{"client_id":"c1"}`)}
+	if err := applyResult(t, f, entry(t, 1, Command{Op: OpPutOAuthClient, OAuthClient: &c})); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.OAuthClient("https://as.example")
+	if err != nil || string(got.Registration) != `{"client_id":"c1"}` {
+		t.Fatalf("got %+v, %v", got, err)
+	}
+	if err := applyResult(t, f, entry(t, 2, Command{Op: OpPutOAuthClient, OAuthClient: &storage.OAuthClient{}})); !errors.Is(err, ErrInvalidCommand) {
+		t.Fatalf("client without issuer: %v", err)
+	}
+}
+
+func TestAlreadyClaimedSurvivesForwarding(t *testing.T) {
+	resp := encodeError(errors.Join(ErrInvalidCommand, ErrAlreadyClaimed))
+	if resp.Code != "already-claimed" {
+		t.Fatalf("code %q", resp.Code)
+	}
+	if err := resp.err(); !errors.Is(err, ErrAlreadyClaimed) {
+		t.Fatalf("decoded %v", err)
+	}
+}

@@ -1,0 +1,148 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mcpgw/mcpgw/adminapi"
+	"github.com/mcpgw/mcpgw/client"
+	"github.com/mcpgw/mcpgw/internal/oauthtest"
+	"github.com/mcpgw/mcpgw/storage"
+)
+
+// TestOAuthConsentAcrossCluster: a consent URL asked of node 1, approved in
+// a browser sent back through the public URL to node 2, gives a session
+// through node 3 the upstream's token; replaying the callback is refused
+// with a page that says so, and exchanges nothing.
+func TestOAuthConsentAcrossCluster(t *testing.T) {
+	as := oauthtest.NewAS(t)
+	up := oauthtest.NewMCP(t, as)
+	// The public URL is a load balancer in front of node 2; the nodes'
+	// ports are known only once they run.
+	var target atomic.Pointer[url.URL]
+	lb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httputil.NewSingleHostReverseProxy(target.Load()).ServeHTTP(w, r)
+	}))
+	t.Cleanup(lb.Close)
+	nodes := startCluster(t, 3, func(c *Config) { c.PublicURL, c.OAuthAllowLoopback = lb.URL, true })
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	u, _ := url.Parse(n2.HTTPURL())
+	target.Store(u)
+
+	route := addRoute(t, n1, storage.Route{Name: "docs", URL: up.URL(), Credential: storage.CredentialRequired})
+	rule := storage.Rule{ID: "allow-all", Service: "*", Org: "*", Account: "*", Route: "docs", Tool: "*", Effect: "allow"}
+	if resp := adminDo(t, n1, http.MethodPost, "/v1/rules", rule); resp.StatusCode != http.StatusOK {
+		t.Fatalf("put rule: HTTP %d", resp.StatusCode)
+	}
+	tok := issueToken(t, n1, "svc-a", []string{"acme"}, "1h")
+
+	resp := adminDo(t, n1, http.MethodPost, "/v1/oauth/url", adminapi.OAuthURLRequest{Org: "acme", Account: "alice", Route: "docs"})
+	var consent adminapi.OAuthURL
+	json.NewDecoder(resp.Body).Decode(&consent)
+	if resp.StatusCode != http.StatusOK || consent.Issuer != as.URL() {
+		t.Fatalf("oauth url: HTTP %d, %+v", resp.StatusCode, consent)
+	}
+
+	// The browser: follows the authorization server's redirect to the callback.
+	var callback string
+	browser := &http.Client{CheckRedirect: func(r *http.Request, _ []*http.Request) error {
+		callback = r.URL.String()
+		return nil
+	}}
+	open := func(u string) (int, string) {
+		t.Helper()
+		res, err := browser.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	status, page := open(consent.URL)
+	if status != http.StatusOK || !strings.Contains(page, "Connected") || !strings.HasPrefix(callback, lb.URL+OAuthCallbackPath) {
+		t.Fatalf("callback page: HTTP %d, landed on %q:\n%s", status, callback, page)
+	}
+	cq, _ := url.Parse(callback)
+	if strings.Contains(page, cq.Query().Get("code")) || strings.Contains(page, cq.Query().Get("state")) {
+		t.Fatal("the callback page shows the code or the state")
+	}
+	grants := as.Grants()
+
+	waitFor(t, "the credential to reach node 3", func() bool {
+		c, err := n3.store.Credential("acme", "alice", "docs")
+		return err == nil && c.Kind == "oauth"
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sess, err := client.Connect(ctx, route.URL, "acme", "alice", client.WithGateway("ws://"+n3.HTTPAddr()), client.WithToken(tok.Token))
+	if err != nil {
+		t.Fatalf("session through node 3: %v", err)
+	}
+	defer sess.Close()
+	if got := callText(t, ctx, sess, "echo", "with consent"); got != "with consent" {
+		t.Fatalf("echo through node 3 = %q", got)
+	}
+
+	// Replays, through node 2 and straight to node 3: refused, nothing exchanged.
+	for _, base := range []string{lb.URL, n3.HTTPURL()} {
+		status, page = open(base + OAuthCallbackPath + "?" + cq.RawQuery)
+		if status != http.StatusGone || !strings.Contains(page, "already used or has expired") {
+			t.Fatalf("replay via %s: HTTP %d:\n%s", base, status, page)
+		}
+	}
+	if as.Grants() != grants {
+		t.Fatalf("a replay exchanged the code again: %d grants, want %d", as.Grants(), grants)
+	}
+
+	// The library: a service asks node 1 for bob's link with its own
+	// token, and finishes by hand through node 2.
+	link, err := client.AuthorizationURL(ctx, up.URL(), "acme", "bob", client.WithGateway("ws://"+n1.HTTPAddr()), client.WithToken(tok.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.AuthorizationURL(ctx, up.URL(), "other", "bob", client.WithGateway("ws://"+n1.HTTPAddr()), client.WithToken(tok.Token)); err == nil || !strings.Contains(err.Error(), `may not act for org "other"`) {
+		t.Fatalf("link for an org the token lacks: %v", err)
+	}
+	stop := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := stop.Get(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	back, _ := url.Parse(res.Header.Get("Location"))
+	if err := client.CompleteOAuthQuery(ctx, back.Query(), client.WithGateway("ws://"+n2.HTTPAddr()), client.WithToken(tok.Token)); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.CompleteOAuth(ctx, back.Query().Get("state"), back.Query().Get("code"), client.WithGateway("ws://"+n3.HTTPAddr()), client.WithToken(tok.Token)); err == nil || !strings.Contains(err.Error(), "already used") {
+		t.Fatalf("second CompleteOAuth: %v", err)
+	}
+	waitFor(t, "bob's credential to reach node 3", func() bool {
+		_, err := n3.store.Credential("acme", "bob", "docs")
+		return err == nil
+	})
+	bob, err := client.Connect(ctx, route.URL, "acme", "bob", client.WithGateway("ws://"+n3.HTTPAddr()), client.WithToken(tok.Token))
+	if err != nil {
+		t.Fatalf("bob's session through node 3: %v", err)
+	}
+	defer bob.Close()
+	if got := callText(t, ctx, bob, "echo", "bob"); got != "bob" {
+		t.Fatalf("bob's echo = %q", got)
+	}
+
+	resp = adminDo(t, n3, http.MethodGet, "/v1/oauth/status?org=acme&account=alice&route=docs", nil)
+	var st adminapi.OAuthStatus
+	json.NewDecoder(resp.Body).Decode(&st)
+	if st.State != "connected" || !st.Refreshable {
+		t.Fatalf("status on node 3: %+v", st)
+	}
+}
