@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/mcpgw/mcpgw/client"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
@@ -38,6 +40,24 @@ func BenchmarkProxyToolsCall(b *testing.B) {
 	b.Run("gateway", func(b *testing.B) {
 		sess, err := client.Connect(context.Background(), route.URL, "org1", "acct1",
 			client.WithGateway(tg.wsURL()), client.WithToken(token), client.WithProtocolVersion(benchProtocol))
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchCalls(b, sess)
+	})
+	// Tracing at ratio 1: every call gets its spans, handed to a batch
+	// processor whose exporter discards them, so no I/O is measured.
+	traced := newTestGateway(b, func(o *Options) {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()),
+			sdktrace.WithSampler(sdktrace.TraceIDRatioBased(1)))
+		b.Cleanup(func() { tp.Shutdown(context.Background()) })
+		o.TracerProvider = tp
+	})
+	tracedRoute := traced.addRoute(b, storage.Route{Name: "up", URL: upURL})
+	tracedToken := traced.issueToken(b, "bench", "*")
+	b.Run("gateway-traced", func(b *testing.B) {
+		sess, err := client.Connect(context.Background(), tracedRoute.URL, "org1", "acct1",
+			client.WithGateway(traced.wsURL()), client.WithToken(tracedToken), client.WithProtocolVersion(benchProtocol))
 		if err != nil {
 			b.Fatal(err)
 		}

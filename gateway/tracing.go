@@ -61,45 +61,72 @@ func (m metaCarrier) Keys() []string {
 // (SEP-414).
 var metaTraceKeys = []string{"traceparent", "tracestate", "baggage"}
 
-// metaTraceContext reads traceparent, tracestate and baggage from
-// params._meta. It reports false when there is none; a _meta that spells
-// one of them twice, or in another case, is an error, since the upstream
-// could read another trace context than the gateway.
-func metaTraceContext(params json.RawMessage) (metaCarrier, bool, error) {
-	if len(params) == 0 || bytes.IndexByte(params, '_') < 0 {
-		return nil, false, nil
+// metaTrace is what params._meta holds of trace context, and where.
+type metaTrace struct {
+	carrier metaCarrier     // nil when there is none
+	meta    json.RawMessage // params._meta within params, nil when absent
+	tp      json.RawMessage // params._meta.traceparent within meta, nil when absent
+}
+
+// readMetaTrace reads traceparent, tracestate and baggage from
+// params._meta. A _meta that spells one of them (or _meta itself) twice,
+// or in another case, is an error, since the upstream could read another
+// trace context than the gateway; params that are not an object yield
+// nothing.
+func readMetaTrace(params json.RawMessage) (metaTrace, error) {
+	var mt metaTrace
+	if len(params) == 0 || bytes.Index(params, []byte("_meta")) < 0 && bytes.IndexByte(params, '\\') < 0 {
+		return mt, nil
 	}
 	vals, err := jsonrpcx.Members(params, "params", "_meta")
 	if err != nil {
 		if errors.Is(err, jsonrpcx.ErrNotObject) || errors.Is(err, jsonrpcx.ErrSyntax) {
-			return nil, false, nil
+			return mt, nil
 		}
-		return nil, false, err
+		return mt, err
 	}
 	if vals[0] == nil {
-		return nil, false, nil
+		return mt, nil
 	}
-	metaVals, err := jsonrpcx.Members(vals[0], "params._meta", metaTraceKeys...)
+	metaVals, err := jsonrpcx.ValidMembers(vals[0], "params._meta", metaTraceKeys...)
 	if err != nil {
 		if errors.Is(err, jsonrpcx.ErrNotObject) {
-			return nil, false, nil
+			return mt, nil
 		}
-		return nil, false, err
+		return mt, err
 	}
-	var c metaCarrier
+	mt.meta, mt.tp = vals[0], metaVals[0]
 	for i, key := range metaTraceKeys {
 		s, ok, err := jsonrpcx.String(metaVals[i], key, "params._meta")
 		if err != nil {
-			return nil, false, err
+			return metaTrace{}, err
 		}
 		if ok {
-			if c == nil {
-				c = make(metaCarrier, len(metaTraceKeys))
+			if mt.carrier == nil {
+				mt.carrier = make(metaCarrier, len(metaTraceKeys))
 			}
-			c[key] = s
+			mt.carrier[key] = s
 		}
 	}
-	return c, c != nil, nil
+	return mt, nil
+}
+
+// metaTraceContext is readMetaTrace's carrier, reporting whether there is
+// one.
+func metaTraceContext(params json.RawMessage) (metaCarrier, bool, error) {
+	mt, err := readMetaTrace(params)
+	return mt.carrier, mt.carrier != nil, err
+}
+
+// spanNames holds the span names of the common methods, sparing a
+// concatenation per call.
+var spanNames = map[string][2]string{}
+
+func init() {
+	for _, m := range []string{"initialize", "ping", "tools/call", "tools/list", "resources/list", "resources/read",
+		"resources/templates/list", "prompts/list", "prompts/get", "completion/complete", "server/discover"} {
+		spanNames[m] = [2]string{"gateway " + m, "upstream " + m}
+	}
 }
 
 // startCall starts the gateway span of a call and its upstream child. The
@@ -109,36 +136,49 @@ func metaTraceContext(params json.RawMessage) (metaCarrier, bool, error) {
 // the upstream span, and then also the trace headers for HTTP upstreams.
 func (s *session) startCall(req *jsonrpc.Request, pc *pendingCall) (*jsonrpc.Request, http.Header, *jsonrpc.Error) {
 	parent := s.traceCtx
-	carrier, ok, err := metaTraceContext(req.Params)
+	mt, err := readMetaTrace(req.Params)
 	if err != nil {
 		return nil, nil, rpcError(jsonrpcx.CodeInvalidRequest, err.Error(), nil)
 	}
-	if ok {
-		parent = propagator.Extract(parent, carrier)
+	baggage := mt.carrier["baggage"]
+	if mt.carrier != nil {
+		parent = propagator.Extract(parent, mt.carrier)
 	} else if ch, isHTTP := s.down.(interface{ CallHeader(jsonrpc.ID) http.Header }); isHTTP {
 		// Streamable HTTP: the POST that carried the call may name its
 		// trace context in headers.
 		if h := ch.CallHeader(req.ID); h != nil {
 			parent = propagator.Extract(parent, propagation.HeaderCarrier(h))
+			baggage = h.Get("Baggage")
 		}
 	}
-	attrs := []attribute.KeyValue{attrMethod.String(req.Method), attrRoute.String(s.route.Name)}
+	names, ok := spanNames[req.Method]
+	if !ok {
+		names = [2]string{"gateway " + req.Method, "upstream " + req.Method}
+	}
+	attrs := make([]attribute.KeyValue, 0, 5)
+	attrs = append(attrs, attrMethod.String(req.Method), attrRoute.String(s.route.Name))
 	if pc.tool != "" {
 		attrs = append(attrs, attrTool.String(pc.tool))
 	}
-	gctx, span := s.g.tracer.Start(parent, "gateway "+req.Method, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
+	gctx, span := s.g.tracer.Start(parent, names[0], trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
 	pc.span = span
-	upCtx, up := s.g.tracer.Start(gctx, "upstream "+req.Method, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	_, up := s.g.tracer.Start(gctx, names[1], trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs[:2]...))
 	pc.upSpan = up
 	sc := up.SpanContext()
 	if !sc.IsSampled() {
 		return req, nil, nil
 	}
-	h := make(http.Header, 3)
-	propagator.Inject(upCtx, propagation.HeaderCarrier(h))
-	params, err := spliceMetaString(req.Params, "traceparent", traceparent(sc))
+	tp := traceparent(sc)
+	h := http.Header{"Traceparent": {tp}}
+	if ts := sc.TraceState().String(); ts != "" {
+		h["Tracestate"] = []string{ts}
+	}
+	if baggage != "" {
+		h["Baggage"] = []string{baggage}
+	}
+	params, err := spliceMeta(req.Params, mt, "traceparent", tp)
 	if err != nil {
-		// The params were checked above; this is unreachable, and the call
+		// The params were read above; this is unreachable, and the call
 		// goes on with the header only rather than fail.
 		return req, h, nil
 	}
@@ -180,6 +220,26 @@ func endCall(pc pendingCall, outcome string, err error) {
 // replaced in place, a missing one (or a missing _meta) is inserted first
 // in its object. params absent or null becomes {"_meta":{key:value}}.
 func spliceMetaString(params json.RawMessage, key, value string) (json.RawMessage, error) {
+	var mt metaTrace
+	if trimmed := bytes.TrimSpace(params); len(trimmed) != 0 && string(trimmed) != "null" {
+		vals, err := jsonrpcx.Members(params, "params", "_meta")
+		if err != nil {
+			return nil, err
+		}
+		if mt.meta = vals[0]; mt.meta != nil {
+			mvals, err := jsonrpcx.ValidMembers(mt.meta, "params._meta", key)
+			if err != nil {
+				return nil, err
+			}
+			mt.tp = mvals[0]
+		}
+	}
+	return spliceMeta(params, mt, key, value)
+}
+
+// spliceMeta is spliceMetaString given where params._meta and its member
+// key are (mt.meta and mt.tp, subslices of params or nil), as read.
+func spliceMeta(params json.RawMessage, mt metaTrace, key, value string) (json.RawMessage, error) {
 	kv, err := json.Marshal(key)
 	if err != nil {
 		return nil, err
@@ -195,11 +255,10 @@ func spliceMetaString(params json.RawMessage, key, value string) (json.RawMessag
 		out = append(append(append(out, kv...), ':'), vv...)
 		return append(out, "}}"...), nil
 	}
-	vals, err := jsonrpcx.Members(params, "params", "_meta")
-	if err != nil {
-		return nil, err
+	if trimmed[0] != '{' {
+		return nil, jsonrpcx.ErrNotObject
 	}
-	meta := vals[0]
+	meta := mt.meta
 	if meta == nil {
 		// Insert "_meta":{...}, right after params' opening brace.
 		at := bytes.IndexByte(params, '{') + 1
@@ -213,11 +272,7 @@ func spliceMetaString(params json.RawMessage, key, value string) (json.RawMessag
 		return splice(params, at, at, ins), nil
 	}
 	metaAt := offsetOf(params, meta)
-	mvals, err := jsonrpcx.Members(meta, "params._meta", key)
-	if err != nil {
-		return nil, err
-	}
-	if old := mvals[0]; old != nil {
+	if old := mt.tp; old != nil {
 		at := metaAt + offsetOf(meta, old)
 		return splice(params, at, at+len(old), vv), nil
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -312,5 +313,32 @@ func TestTracingOffLeavesMessages(t *testing.T) {
 	}
 	if got := res.Content[0].(*mcp.TextContent).Text; got != "\n" {
 		t.Errorf("upstream received traceparent %q with tracing off, want none", got)
+	}
+}
+
+// BenchmarkCallTracing measures the gateway's own tracing work for one
+// call at ratio 1 — reading _meta, the gateway and upstream spans, the
+// traceparent splice and the HTTP trace header, ending both spans into a
+// batch processor — which is the CPU tracing adds per call.
+func BenchmarkCallTracing(b *testing.B) {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()),
+		sdktrace.WithSampler(sdktrace.TraceIDRatioBased(1)))
+	b.Cleanup(func() { tp.Shutdown(context.Background()) })
+	g := &Gateway{tracer: tp.Tracer(tracerName)}
+	s := &session{g: g, route: storage.Route{Name: "up"}, traceCtx: context.Background()}
+	id, err := jsonrpc.MakeID(float64(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := &jsonrpc.Request{ID: id, Method: "tools/call",
+		Params: json.RawMessage(`{"name":"echo","arguments":{"text":"hello"},"_meta":{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}`)}
+	b.ReportAllocs()
+	for b.Loop() {
+		pc := pendingCall{method: req.Method, tool: "echo"}
+		fwd, h, rerr := s.startCall(req, &pc)
+		if rerr != nil || h == nil || fwd == req {
+			b.Fatal("call not traced")
+		}
+		endCall(pc, "ok", nil)
 	}
 }
