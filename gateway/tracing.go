@@ -66,6 +66,7 @@ type metaTrace struct {
 	carrier metaCarrier     // nil when there is none
 	meta    json.RawMessage // params._meta within params, nil when absent
 	tp      json.RawMessage // params._meta.traceparent within meta, nil when absent
+	badMeta bool            // params._meta is there but not an object
 }
 
 // readMetaTrace reads traceparent, tracestate and baggage from
@@ -75,7 +76,7 @@ type metaTrace struct {
 // nothing.
 func readMetaTrace(params json.RawMessage) (metaTrace, error) {
 	var mt metaTrace
-	if len(params) == 0 || bytes.Index(params, []byte("_meta")) < 0 && bytes.IndexByte(params, '\\') < 0 {
+	if len(params) == 0 || !bytes.Contains(params, []byte("_meta")) && bytes.IndexByte(params, '\\') < 0 {
 		return mt, nil
 	}
 	vals, err := jsonrpcx.Members(params, "params", "_meta")
@@ -91,6 +92,9 @@ func readMetaTrace(params json.RawMessage) (metaTrace, error) {
 	metaVals, err := jsonrpcx.ValidMembers(vals[0], "params._meta", metaTraceKeys...)
 	if err != nil {
 		if errors.Is(err, jsonrpcx.ErrNotObject) {
+			// Not the gateway's to fix: the call goes on as sent, with
+			// nothing spliced in beside it.
+			mt.badMeta = true
 			return mt, nil
 		}
 		return mt, err
@@ -255,7 +259,7 @@ func spliceMeta(params json.RawMessage, mt metaTrace, key, value string) (json.R
 		out = append(append(append(out, kv...), ':'), vv...)
 		return append(out, "}}"...), nil
 	}
-	if trimmed[0] != '{' {
+	if trimmed[0] != '{' || mt.badMeta {
 		return nil, jsonrpcx.ErrNotObject
 	}
 	meta := mt.meta

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 
@@ -174,7 +175,7 @@ func checkNoSecrets(t *testing.T, spans tracetest.SpanStubs, secrets ...string) 
 	for _, s := range spans {
 		text := s.Name + " " + s.Status.Description
 		for _, a := range s.Attributes {
-			text += " " + string(a.Key) + "=" + a.Value.Emit()
+			text += " " + string(a.Key) + "=" + a.Value.String()
 		}
 		for _, e := range s.Events {
 			text += " " + e.Name
@@ -229,7 +230,7 @@ func TestTracingWebSocketMeta(t *testing.T) {
 	gw := spanNamed(t, spans, "gateway tools/call")
 	attrs := map[string]string{}
 	for _, a := range gw.Attributes {
-		attrs[string(a.Key)] = a.Value.Emit()
+		attrs[string(a.Key)] = a.Value.String()
 	}
 	wantAttrs := map[string]string{"mcp.method": "tools/call", "mcp.route": "up", "mcp.tool": "traceparent", "mcp.outcome": "ok"}
 	if diff := cmp.Diff(wantAttrs, attrs); diff != "" {
@@ -341,4 +342,47 @@ func BenchmarkCallTracing(b *testing.B) {
 		}
 		endCall(pc, "ok", nil)
 	}
+}
+
+// FuzzSpliceMeta checks, for any params a client may send, that reading
+// the trace context never panics and that the traceparent splice yields
+// valid JSON whose _meta.traceparent is the gateway's and whose other
+// members are the client's, unchanged.
+func FuzzSpliceMeta(f *testing.F) {
+	for _, seed := range []string{``, `null`, `{}`, `{"name":"echo"}`, `{"_meta":{}}`, `{"_meta":{"traceparent":"x","a":[1,{"b":2}]},"name":"e"}`,
+		`{"_meta":{"traceparent":"a","traceparent":"b"}}`, `{"\u005fmeta":{}}`, `{"_meta":5}`, `[1]`, `{"_meta":{"tracestate":"\ud800"}}`} {
+		f.Add([]byte(seed))
+	}
+	const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	f.Fuzz(func(t *testing.T, params []byte) {
+		mt, err := readMetaTrace(params)
+		if err != nil || !json.Valid(params) && len(bytes.TrimSpace(params)) != 0 {
+			return
+		}
+		out, err := spliceMeta(params, mt, "traceparent", tp)
+		if err != nil {
+			return
+		}
+		var got map[string]any
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("splice of %q gave invalid JSON %q: %v", params, out, err)
+		}
+		meta, _ := got["_meta"].(map[string]any)
+		if meta["traceparent"] != tp {
+			t.Fatalf("splice of %q gave _meta %v", params, got["_meta"])
+		}
+		var before map[string]any
+		if json.Unmarshal(params, &before) != nil || before == nil {
+			return
+		}
+		delete(meta, "traceparent")
+		if bm, ok := before["_meta"].(map[string]any); ok {
+			delete(bm, "traceparent")
+		} else if before["_meta"] == nil {
+			before["_meta"] = map[string]any{}
+		}
+		if diff := cmp.Diff(before, got); diff != "" {
+			t.Fatalf("splice of %q changed other members (-before +after):\n%s", params, diff)
+		}
+	})
 }
