@@ -92,7 +92,9 @@ func benchCalls(b *testing.B, sess *mcp.ClientSession) {
 	// CPU of every party (client, gateway, upstream: one process), which
 	// the machine's load inflates less than the latency.
 	cpu := processCPU()
-	defer func() { b.ReportMetric(float64((processCPU()-cpu).Nanoseconds())/float64(max(b.N, 1))/1e3, "cpu-µs/op") }()
+	defer func() {
+		b.ReportMetric(float64((processCPU()-cpu).Nanoseconds())/float64(max(b.N, 1))/1e3, "cpu-µs/op")
+	}()
 	for b.Loop() {
 		start := time.Now()
 		if _, err := sess.CallTool(ctx, params); err != nil {
