@@ -52,6 +52,8 @@ func serveCommand() *cli.Command {
 			&cli.IntFlag{Name: "audit-max-records", Value: def.AuditMaxRecords, EnvVars: []string{"MCPGW_AUDIT_MAX_RECORDS"}, Usage: "keep at most this many audit records, dropping the oldest (0: no limit)"},
 			&cli.StringFlag{Name: "audit-sync", Value: def.AuditSync, EnvVars: []string{"MCPGW_AUDIT_SYNC"}, Usage: "when audit records reach the disk: batch (within --audit-flush-interval; a crash loses about that much) or always (each tool call's record before its response; a crash loses no answered call's record, at the cost of a commit per response)"},
 			&cli.DurationFlag{Name: "audit-flush-interval", Value: def.AuditFlushInterval, EnvVars: []string{"MCPGW_AUDIT_FLUSH_INTERVAL"}, Usage: "with --audit-sync=batch, the longest an audit record waits in memory before it is committed"},
+			&cli.StringFlag{Name: "otlp-endpoint", EnvVars: []string{"MCPGW_OTLP_ENDPOINT"}, Usage: "OpenTelemetry collector OTLP/HTTP URL to send traces to, e.g. http://collector:4318 (empty: tracing off)"},
+			&cli.Float64Flag{Name: "trace-sample-ratio", Value: def.TraceSampleRatio, EnvVars: []string{"MCPGW_TRACE_SAMPLE_RATIO"}, Usage: "with --otlp-endpoint, the fraction of new traces recorded (0 to 1); a caller's sampled traceparent is always followed"},
 			nodeIDFlag(),
 			&cli.StringFlag{Name: "raft", Value: def.RaftAddr, EnvVars: []string{"MCPGW_RAFT"}, Usage: "TCP listen address for raft and forwarded writes between nodes (mutual TLS)"},
 			raftAdvertiseFlag(),
@@ -166,6 +168,8 @@ func runServe(c *cli.Context) error {
 	cfg.AuditMaxRecords = c.Int("audit-max-records")
 	cfg.AuditSync = c.String("audit-sync")
 	cfg.AuditFlushInterval = c.Duration("audit-flush-interval")
+	cfg.OTLPEndpoint = c.String("otlp-endpoint")
+	cfg.TraceSampleRatio = c.Float64("trace-sample-ratio")
 	cfg.NodeID = c.String("node-id")
 	cfg.RaftAddr = c.String("raft")
 	cfg.RaftAdvertise = c.String("raft-advertise")

@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/mcpgw/mcpgw/transport"
 )
@@ -43,6 +44,8 @@ type options struct {
 	protocol   string
 	rootCAs    *x509.CertPool
 	caFile     string
+	// tracerProvider, when set, traces the requests Connect's session sends.
+	tracerProvider trace.TracerProvider
 }
 
 // Option configures Connect.
@@ -113,7 +116,11 @@ func Connect(ctx context.Context, target, org, account string, opts ...Option) (
 	if o.protocol != "" {
 		sessOpts = &mcp.ClientSessionOptions{ProtocolVersion: o.protocol}
 	}
-	sess, err := mcp.NewClient(o.impl, o.clientOpts).Connect(ctx, t, sessOpts)
+	c := mcp.NewClient(o.impl, o.clientOpts)
+	if o.tracerProvider != nil {
+		c.AddSendingMiddleware(tracingMiddleware(o.tracerProvider))
+	}
+	sess, err := c.Connect(ctx, t, sessOpts)
 	if err != nil {
 		return nil, fmt.Errorf("mcpgw: connect to %s via %s: %w", target, o.addr, err)
 	}

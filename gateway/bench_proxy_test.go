@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/mcpgw/mcpgw/client"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
@@ -43,6 +45,24 @@ func BenchmarkProxyToolsCall(b *testing.B) {
 		}
 		benchCalls(b, sess)
 	})
+	// Tracing at ratio 1: every call gets its spans, handed to a batch
+	// processor whose exporter discards them, so no I/O is measured.
+	traced := newTestGateway(b, func(o *Options) {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()),
+			sdktrace.WithSampler(sdktrace.TraceIDRatioBased(1)))
+		b.Cleanup(func() { tp.Shutdown(context.Background()) })
+		o.TracerProvider = tp
+	})
+	tracedRoute := traced.addRoute(b, storage.Route{Name: "up", URL: upURL})
+	tracedToken := traced.issueToken(b, "bench", "*")
+	b.Run("gateway-traced", func(b *testing.B) {
+		sess, err := client.Connect(context.Background(), tracedRoute.URL, "org1", "acct1",
+			client.WithGateway(traced.wsURL()), client.WithToken(tracedToken), client.WithProtocolVersion(benchProtocol))
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchCalls(b, sess)
+	})
 	b.Run("gateway-streamable", func(b *testing.B) {
 		sess, err := sdkClient.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: tg.url + "/v1/mcp/up?org=org1&account=acct1&access_token=" + url.QueryEscape(token)}, pinned)
 		if err != nil {
@@ -69,6 +89,12 @@ func benchCalls(b *testing.B, sess *mcp.ClientSession) {
 	}
 	latencies := make([]time.Duration, 0, max(b.N, 1))
 	b.ReportAllocs()
+	// CPU of every party (client, gateway, upstream: one process), which
+	// the machine's load inflates less than the latency.
+	cpu := processCPU()
+	defer func() {
+		b.ReportMetric(float64((processCPU()-cpu).Nanoseconds())/float64(max(b.N, 1))/1e3, "cpu-µs/op")
+	}()
 	for b.Loop() {
 		start := time.Now()
 		if _, err := sess.CallTool(ctx, params); err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/mcpgw/mcpgw/policy"
 	"github.com/mcpgw/mcpgw/storage"
@@ -99,6 +100,12 @@ type Options struct {
 	// not caught up with the cluster after a start uses it, since its
 	// routes and revocations may be old. Default nil: admit.
 	Admit func(ctx context.Context) error
+	// TracerProvider, when set, receives a span per session and, per call,
+	// a gateway span and an upstream span, parented on the W3C trace
+	// context the client sent (params._meta, else the HTTP headers that
+	// opened the session); sampled calls carry the upstream span's
+	// traceparent in params._meta. Default nil: no tracing, at no cost.
+	TracerProvider trace.TracerProvider
 }
 
 // DefaultMaxStdioPerRoute is Options.MaxStdioPerRoute's default. A stdio MCP
@@ -168,6 +175,8 @@ type Gateway struct {
 	opts    Options
 	logger  *slog.Logger
 	metrics *metrics
+	// tracer is nil when tracing is off.
+	tracer trace.Tracer
 
 	pol        policyCache
 	audit      *auditor
@@ -203,6 +212,9 @@ func New(state State, keys func() *vault.Keys, opts *Options) *Gateway {
 	o := opts.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &Gateway{state: state, keys: keys, opts: o, logger: o.Logger, metrics: newMetrics(o.Registerer), ctx: ctx, cancel: cancel}
+	if o.TracerProvider != nil {
+		g.tracer = o.TracerProvider.Tracer(tracerName)
+	}
 	g.pol.inflight = policy.NewGate(o.MaxInFlightCalls)
 	g.pol.limiter, _ = policy.NewLimiter(nil)
 	g.audit = newAuditor(o.Logger, o.Registerer, o.AuditQueueLen)

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/mcpgw/mcpgw/internal/jsonrpcx"
 	"github.com/mcpgw/mcpgw/policy"
@@ -39,6 +41,11 @@ type session struct {
 	oneShot bool
 
 	down, up mcp.Connection
+
+	// traceCtx holds the session's span (and the trace context of the
+	// request that opened it), the parent of calls that bring none of
+	// their own. It is context.Background when tracing is off.
+	traceCtx context.Context
 
 	// stop ends run; set before the session is registered as live.
 	stop context.CancelFunc
@@ -77,6 +84,9 @@ type pendingCall struct {
 	cancel context.CancelFunc
 	// written is set when the upstream write returned.
 	written bool
+	// span and upSpan are the call's gateway and upstream spans; nil when
+	// tracing is off.
+	span, upSpan trace.Span
 }
 
 // run pumps messages both ways until either side ends, then closes both and
@@ -98,6 +108,15 @@ func (s *session) run(ctx context.Context) {
 		s.auditOpen()
 	}
 	start := time.Now()
+	if s.traceCtx == nil {
+		s.traceCtx = context.Background()
+	}
+	if s.g.tracer != nil {
+		var span trace.Span
+		s.traceCtx, span = s.g.tracer.Start(s.traceCtx, "session", trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attrRoute.String(s.route.Name), attrTransport.String(s.transport)))
+		defer span.End()
+	}
 
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -193,7 +212,7 @@ func (s *session) clientToServer(ctx context.Context) {
 			}
 			continue
 		}
-		callCtx, rerr := s.admit(ctx, req)
+		callCtx, fwd, rerr := s.admit(ctx, req)
 		if rerr != nil {
 			s.writeDown(ctx, &jsonrpc.Response{ID: req.ID, Error: rerr})
 			continue
@@ -205,7 +224,7 @@ func (s *session) clientToServer(ctx context.Context) {
 		writes.Add(1)
 		go func() {
 			defer writes.Done()
-			if err := s.up.Write(callCtx, req); err != nil {
+			if err := s.up.Write(callCtx, fwd); err != nil {
 				s.answerFailedWrite(ctx, req, err)
 			}
 			s.wrote(req.ID)
@@ -214,22 +233,23 @@ func (s *session) clientToServer(ctx context.Context) {
 }
 
 // admit records a call and applies the gateway's checks to it. It returns
-// the context to write the call upstream with, or an error refusing it.
-func (s *session) admit(ctx context.Context, req *jsonrpc.Request) (context.Context, *jsonrpc.Error) {
+// the context and the request to write upstream (req, or with tracing on a
+// copy naming the upstream span in params._meta), or an error refusing it.
+func (s *session) admit(ctx context.Context, req *jsonrpc.Request) (context.Context, *jsonrpc.Request, *jsonrpc.Error) {
 	pc := pendingCall{method: req.Method, start: time.Now()}
 	if req.Method == "tools/call" {
 		name, ok, err := jsonrpcx.ToolCallName(req.Params)
 		if err != nil {
 			s.g.metrics.refusalsTotal.WithLabelValues("bad_message").Inc()
-			return nil, rpcError(jsonrpcx.CodeInvalidRequest, err.Error(), nil)
+			return nil, nil, rpcError(jsonrpcx.CodeInvalidRequest, err.Error(), nil)
 		}
 		if !ok || name == "" {
-			return nil, rpcError(jsonrpc.CodeInvalidParams, "tools/call needs params.name naming the tool", nil)
+			return nil, nil, rpcError(jsonrpc.CodeInvalidParams, "tools/call needs params.name naming the tool", nil)
 		}
 		pc.tool = name
 	}
 	if end := s.ended.Load(); end != nil {
-		return nil, end.err
+		return nil, nil, end.err
 	}
 	limit := s.g.opts.MaxCallsPerSession
 	s.mu.Lock()
@@ -242,7 +262,7 @@ func (s *session) admit(ctx context.Context, req *jsonrpc.Request) (context.Cont
 	}
 	s.mu.Unlock()
 	if dup {
-		return nil, rpcError(jsonrpc.CodeInvalidRequest, fmt.Sprintf("request id %v is already in flight; use a new id", req.ID.Raw()), nil)
+		return nil, nil, rpcError(jsonrpc.CodeInvalidRequest, fmt.Sprintf("request id %v is already in flight; use a new id", req.ID.Raw()), nil)
 	}
 	if busy >= limit {
 		s.g.metrics.refusalsTotal.WithLabelValues("session_inflight").Inc()
@@ -251,31 +271,45 @@ func (s *session) admit(ctx context.Context, req *jsonrpc.Request) (context.Cont
 			s.g.metrics.callsTotal.WithLabelValues(s.route.Name, "refused").Inc()
 			s.auditToolCall(pc, storage.AuditRefused, rerr)
 		}
-		return nil, rerr
+		return nil, nil, rerr
 	}
 	if pc.tool != "" {
 		if rerr := s.admitToolCall(pc.tool); rerr != nil {
 			s.g.metrics.callsTotal.WithLabelValues(s.route.Name, "refused").Inc()
 			s.auditToolCall(pc, storage.AuditRefused, rerr)
-			return nil, rerr
+			return nil, nil, rerr
 		}
 		pc.gated = true
 	}
+	fwd := req
+	var traceHeader http.Header
+	if s.g.tracer != nil {
+		var rerr *jsonrpc.Error
+		if fwd, traceHeader, rerr = s.startCall(req, &pc); rerr != nil {
+			s.release(pc)
+			return nil, nil, rerr
+		}
+	}
 	callCtx, cancel := context.WithCancel(ctx)
+	if traceHeader != nil {
+		callCtx = transport.WithTraceHeader(callCtx, traceHeader)
+	}
 	pc.cancel = cancel
 	s.mu.Lock()
 	if _, dup := s.pending[req.ID]; dup {
 		s.mu.Unlock()
 		cancel()
 		s.release(pc)
-		return nil, rpcError(jsonrpc.CodeInvalidRequest, fmt.Sprintf("request id %v is already in flight; use a new id", req.ID.Raw()), nil)
+		rerr := rpcError(jsonrpc.CodeInvalidRequest, fmt.Sprintf("request id %v is already in flight; use a new id", req.ID.Raw()), nil)
+		endCall(pc, "refused", rerr)
+		return nil, nil, rerr
 	}
 	s.pending[req.ID] = pc
 	if pc.method == "ping" {
 		s.pings++
 	}
 	s.mu.Unlock()
-	return callCtx, nil
+	return callCtx, fwd, nil
 }
 
 // abandon stops tracking the call id a forwarded notifications/cancelled
@@ -286,6 +320,7 @@ func (s *session) abandon(id jsonrpc.ID) {
 	if ok {
 		pc.cancel()
 		s.release(pc)
+		endCall(pc, "cancelled", nil)
 		if pc.method == "tools/call" {
 			s.auditCancelled(pc)
 		}
@@ -433,6 +468,10 @@ func (s *session) complete(ctx context.Context, resp *jsonrpc.Response) {
 		resp = s.filterTools(resp)
 	}
 	toolError := false
+	traced := "ok" // the outcome the call's spans get
+	if resp.Error != nil {
+		traced = "error"
+	}
 	if pc.method == "tools/call" && resp.Error == nil {
 		var err error
 		if toolError, err = jsonrpcx.IsToolError(resp.Result); err != nil {
@@ -451,8 +490,10 @@ func (s *session) complete(ctx context.Context, resp *jsonrpc.Response) {
 		s.g.metrics.callsTotal.WithLabelValues(s.route.Name, label).Inc()
 		s.g.metrics.callSeconds.WithLabelValues(s.route.Name).Observe(time.Since(pc.start).Seconds())
 		s.auditToolCall(pc, outcome, resp.Error)
+		traced = label
 	}
 	s.writeDown(ctx, resp)
+	endCall(pc, traced, resp.Error)
 }
 
 // failPending answers every call still outstanding when the session ends.

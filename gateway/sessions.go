@@ -274,7 +274,12 @@ func (g *Gateway) credentialRefusal(err error) error {
 
 // prepare is prepareSession for an HTTP request.
 func (g *Gateway) prepare(r *http.Request, transportName string) (*session, error) {
-	return g.prepareSession(r.Context(), httpSessionRequest(r), transportName)
+	s, err := g.prepareSession(r.Context(), httpSessionRequest(r), transportName)
+	if err != nil {
+		return nil, err
+	}
+	s.traceCtx = g.headerTraceContext(context.Background(), r.Header)
+	return s, nil
 }
 
 // prepareSession authenticates, resolves, takes a session slot and dials:

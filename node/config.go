@@ -7,6 +7,8 @@ import (
 	"net"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/mcpgw/mcpgw/gateway"
 	"github.com/mcpgw/mcpgw/transport"
 	"github.com/mcpgw/mcpgw/vault"
@@ -134,6 +136,15 @@ type Config struct {
 	// AuditFlushInterval is, with AuditSync "batch", the longest a record
 	// waits in memory before it is committed. Default 5ms.
 	AuditFlushInterval time.Duration
+	// OTLPEndpoint is the OpenTelemetry collector's OTLP/HTTP URL that
+	// traces go to, e.g. http://collector:4318. Default empty: tracing off.
+	OTLPEndpoint string
+	// TraceSampleRatio is the fraction of new traces recorded when tracing
+	// is on; a caller's sampled traceparent is always followed. Default 1.
+	TraceSampleRatio float64
+	// TracerProvider, when set, records the spans instead of an OTLP
+	// exporter (tests use an in-memory one). Default nil.
+	TracerProvider trace.TracerProvider
 	// NodeID names this node in the cluster, its certificate and its audit
 	// records. Default: the id stored in <DataDir>/node-id, or a new random
 	// id stored there at first start.
@@ -218,6 +229,7 @@ func DefaultConfig() Config {
 		MaxStdioPerRoute:      gateway.DefaultMaxStdioPerRoute,
 		AuditSync:             string(gateway.AuditSyncBatch),
 		AuditFlushInterval:    5 * time.Millisecond,
+		TraceSampleRatio:      1,
 	}
 }
 
@@ -277,6 +289,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AuditFlushInterval <= 0 || c.AuditFlushInterval > time.Minute {
 		return fmt.Errorf("--audit-flush-interval %v: use a positive duration of at most 1m", c.AuditFlushInterval)
+	}
+	if err := c.validateTracing(); err != nil {
+		return err
 	}
 	if err := c.validateCluster(); err != nil {
 		return err

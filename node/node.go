@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/gateway"
 	"github.com/mcpgw/mcpgw/oauth"
@@ -42,6 +44,9 @@ type Node struct {
 	writes applier       // raft, or the local store in tests of the layers above
 	gw     *gateway.Gateway
 	oauth  *oauth.Client // nil without Config.PublicURL
+	// tracing is the tracer provider the node built, flushed in Close;
+	// nil when tracing is off or the Config gave one.
+	tracing *sdktrace.TracerProvider
 
 	adminToken []byte
 	ring       *vaultRing
@@ -140,7 +145,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.audit.node = id
 	undo = append(undo, func() { n.audit.log.Close(); n.audit.log = nil })
-	n.gw = gateway.New(store, n.vaultKeys, n.gatewayOptions())
+	tp, err := n.startTracing(id)
+	if err != nil {
+		return err
+	}
+	undo = append(undo, func() { n.stopTracing(context.Background()) })
+	gwOpts := n.gatewayOptions()
+	gwOpts.TracerProvider = tp
+	n.gw = gateway.New(store, n.vaultKeys, gwOpts)
 	undo = append(undo, func() { n.gw.Close() })
 	n.watchLiveNodes()
 	n.runResealer()
@@ -287,6 +299,11 @@ func (n *Node) Close() error {
 		if n.gw != nil {
 			n.gw.Close()
 		}
+		// Every span has ended: flush them. The drain may have used up the
+		// shutdown deadline, so the flush has its own bound.
+		flushCtx, flushCancel := context.WithTimeout(context.Background(), 5*time.Second)
+		traceErr := n.stopTracing(flushCtx)
+		flushCancel()
 		if n.audit.log != nil {
 			auditErr = n.audit.log.Close()
 			n.audit.log = nil
@@ -299,7 +316,7 @@ func (n *Node) Close() error {
 		if n.store != nil {
 			n.closeErr = n.store.Close()
 		}
-		n.closeErr = errors.Join(n.closeErr, auditErr, raftErr)
+		n.closeErr = errors.Join(n.closeErr, auditErr, raftErr, traceErr)
 	})
 	return n.closeErr
 }

@@ -128,7 +128,7 @@ func TestRules(t *testing.T) {
 	for _, tl := range tools.Tools {
 		names = append(names, tl.Name)
 	}
-	if got, want := strings.Join(names, ","), "ask_llm,cancelled,echo,fail,getenv,whoami"; got != want {
+	if got, want := strings.Join(names, ","), "ask_llm,cancelled,echo,fail,getenv,traceparent,whoami"; got != want {
 		t.Fatalf("tools/list = %s, want %s", got, want)
 	}
 	if got := callText(t, ctx, sess, "echo", "ok"); got != "ok" {

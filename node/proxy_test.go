@@ -121,7 +121,7 @@ func testProxyEndToEnd(t *testing.T, gw gatewayCase, tc upstreamCase, protocol s
 			if err != nil {
 				t.Fatalf("ListTools: %v", err)
 			}
-			if got, want := len(tools.Tools), 8; got != want {
+			if got, want := len(tools.Tools), 9; got != want {
 				t.Fatalf("ListTools returned %d tools, want %d", got, want)
 			}
 

@@ -119,7 +119,7 @@ func TestStreamableModernProtocol(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ListTools: %v", err)
 			}
-			if got, want := len(tools.Tools), 8; got != want {
+			if got, want := len(tools.Tools), 9; got != want {
 				t.Fatalf("ListTools returned %d tools, want %d", got, want)
 			}
 		})

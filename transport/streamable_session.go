@@ -101,6 +101,7 @@ type sseStream struct {
 	remaining int        // calls not yet answered; guarded by the session's mu
 	finished  chan struct{}
 	endOnce   sync.Once
+	header    http.Header // the POST's request headers, for its calls' trace context
 }
 
 // errStreamDetached is returned when a message is sent to a stream whose
@@ -185,6 +186,7 @@ func (h *httpSession) servePOST(w http.ResponseWriter, r *http.Request, msgs []j
 	}
 	if len(calls) > 0 {
 		st = newSSEStream(w)
+		st.header = r.Header
 		defer st.detach()
 		h.mu.Lock()
 		for _, id := range calls {

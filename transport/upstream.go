@@ -224,6 +224,9 @@ func (t *injectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 		}
 		injected = h
 	}
+	if req.Method == http.MethodPost {
+		setTraceHeader(req)
+	}
 	if v := t.version.Load(); v != nil && req.Header.Get(HeaderProtocolVersion) == "" {
 		req.Header.Set(HeaderProtocolVersion, *v)
 	}

@@ -70,6 +70,14 @@ func (s *Server) build(opts *mcp.ServerOptions) *mcp.Server {
 		}
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: auth}}}, nil, nil
 	})
+	mcp.AddTool(srv, &mcp.Tool{Name: "traceparent", Description: "returns the W3C traceparent it received: in params._meta, then (over HTTP) the header, one line each"}, func(ctx context.Context, req *mcp.CallToolRequest, _ EchoArgs) (*mcp.CallToolResult, any, error) {
+		meta, _ := req.Params.GetMeta()["traceparent"].(string)
+		header := ""
+		if req.Extra != nil && req.Extra.Header != nil {
+			header = req.Extra.Header.Get("Traceparent")
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: meta + "\n" + header}}}, nil, nil
+	})
 	mcp.AddTool(srv, &mcp.Tool{Name: "ask_llm", Description: "asks the client to sample"}, func(ctx context.Context, req *mcp.CallToolRequest, a EchoArgs) (*mcp.CallToolResult, any, error) {
 		res, err := req.Session.CreateMessage(ctx, &mcp.CreateMessageParams{
 			MaxTokens: 10,
