@@ -357,6 +357,9 @@ func TestMinorityCannotWrite(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := clustertest.NewCluster(t, 3)
+			// The node cut off must already hold the three-voter
+			// configuration, or it counts the nodes it knew of then.
+			c.WaitSynced(t)
 			cut := tc.isolate(t, c)
 			c.Partition(cut.Index)
 			checkRefused(t, cut, wantMsg, tc.exact)
