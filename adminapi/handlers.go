@@ -284,7 +284,8 @@ func (s *server) verifyAudit(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, AuditVerifyResult{Node: res.Node, Checked: res.Checked, OK: res.OK, BrokenSeq: res.BrokenSeq, Error: res.Problem})
+	writeJSON(w, http.StatusOK, AuditVerifyResult{Node: res.Node, Checked: res.Checked, OK: res.OK, BrokenSeq: res.BrokenSeq, Error: res.Problem,
+		Tamper: res.Tamper, CheckpointSeq: res.CheckpointSeq})
 }
 
 func (s *server) clusterStatus(w http.ResponseWriter, r *http.Request) {

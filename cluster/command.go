@@ -33,6 +33,8 @@ const (
 	OpRetireDataKey
 	OpWrapDataKeys
 	OpDropKEK
+	// OpAuditCheckpoint records a node's signed audit chain head.
+	OpAuditCheckpoint
 )
 
 var opNames = map[Op]string{
@@ -55,6 +57,7 @@ var opNames = map[Op]string{
 	OpRetireDataKey:    "retire-data-key",
 	OpWrapDataKeys:     "wrap-data-keys",
 	OpDropKEK:          "drop-kek",
+	OpAuditCheckpoint:  "audit-checkpoint",
 }
 
 func (o Op) String() string {
@@ -73,14 +76,15 @@ type Command struct {
 	Op Op    `json:"op"`
 	V  uint8 `json:"v"`
 
-	Route      *storage.Route      `json:"route,omitempty"`
-	Credential *storage.Credential `json:"credential,omitempty"`
-	Rule       *storage.Rule       `json:"rule,omitempty"`
-	Limit      *storage.Limit      `json:"limit,omitempty"`
-	TokenKey   *storage.TokenKey   `json:"token_key,omitempty"`
-	Revocation *storage.Revocation `json:"revocation,omitempty"`
-	Token      *storage.Token      `json:"token,omitempty"`
-	DataKey    *storage.DataKey    `json:"data_key,omitempty"`
+	Route      *storage.Route           `json:"route,omitempty"`
+	Credential *storage.Credential      `json:"credential,omitempty"`
+	Rule       *storage.Rule            `json:"rule,omitempty"`
+	Limit      *storage.Limit           `json:"limit,omitempty"`
+	TokenKey   *storage.TokenKey        `json:"token_key,omitempty"`
+	Revocation *storage.Revocation      `json:"revocation,omitempty"`
+	Token      *storage.Token           `json:"token,omitempty"`
+	DataKey    *storage.DataKey         `json:"data_key,omitempty"`
+	Checkpoint *storage.AuditCheckpoint `json:"checkpoint,omitempty"`
 
 	// Expect is the sealed bytes a compare-and-set reseal replaces: the
 	// reseal is skipped when the record holds anything else by then.
@@ -226,6 +230,11 @@ func applyTx(tx *storage.Tx, c Command, depth int) error {
 		err = tx.PutToken(*c.Token)
 	case OpInitKeyring, OpRotateDataKey, OpResealCredential, OpResealTokenKey, OpRetireDataKey, OpWrapDataKeys, OpDropKEK:
 		err = applyKeyring(tx, c)
+	case OpAuditCheckpoint:
+		if c.Checkpoint == nil || c.Checkpoint.Node == "" {
+			return missing("checkpoint")
+		}
+		err = tx.PutAuditCheckpoint(*c.Checkpoint)
 	case OpBatch:
 		if depth > 0 {
 			return fmt.Errorf("%w: nested batch", ErrInvalidCommand)

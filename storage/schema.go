@@ -21,6 +21,10 @@ var (
 	// bucketRequestsByIndex maps that index back to the request id, oldest
 	// first, so ids past the retention window are dropped in order.
 	bucketRequestsByIndex = []byte("requests_by_index")
+	// bucketAuditCheckpoints maps a node id to the latest signed head of
+	// that node's audit chain (an AuditCheckpoint), replicated so every
+	// node can check every other node's audit log against it.
+	bucketAuditCheckpoints = []byte("audit_checkpoints")
 )
 
 // allBuckets lists every bucket Open creates.
@@ -36,6 +40,7 @@ var allBuckets = [][]byte{
 	bucketKeyring,
 	bucketRequests,
 	bucketRequestsByIndex,
+	bucketAuditCheckpoints,
 }
 
 // Keys inside bucketMeta.
