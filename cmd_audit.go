@@ -87,7 +87,7 @@ func auditCommand() *cli.Command {
 			Usage:  "check the hash chain of every node's audit log; exits 3 if one is broken, 1 if a node cannot be asked",
 			Flags:  auditAdminFlags(),
 			Action: runAuditVerify,
-		}},
+		}, auditExportCommand()},
 	}
 }
 

@@ -75,6 +75,8 @@ type AuditLog interface {
 	Query(q storage.AuditQuery) ([]storage.AuditRecord, error)
 	Verify() (int, error)
 	AuditHead() (uint64, string, error)
+	After(seq uint64, limit int) ([]storage.AuditRecord, error)
+	Appended() <-chan struct{}
 	RecordHash(seq uint64) (hash string, pruned, found bool, err error)
 }
 
