@@ -87,7 +87,7 @@ func auditCommand() *cli.Command {
 			Usage:  "check the hash chain of every node's audit log; exits 3 if one is broken, 1 if a node cannot be asked",
 			Flags:  auditAdminFlags(),
 			Action: runAuditVerify,
-		}},
+		}, auditExportCommand()},
 	}
 }
 
@@ -238,11 +238,15 @@ func runAuditVerify(c *cli.Context) error {
 			continue
 		}
 		if r.OK {
-			fmt.Fprintf(c.App.Writer, "%s (%s): %d records, chain intact\n", r.Node, clients[i].Base(), r.Checked)
+			cp := ""
+			if r.CheckpointSeq > 0 {
+				cp = fmt.Sprintf(", matches its signed checkpoint at seq %d", r.CheckpointSeq)
+			}
+			fmt.Fprintf(c.App.Writer, "%s (%s): %d records, chain intact%s\n", r.Node, clients[i].Base(), r.Checked, cp)
 			continue
 		}
 		broken++
-		fmt.Fprintf(c.App.Writer, "%s (%s): chain BROKEN at record %d after %d good ones: %s\n", r.Node, clients[i].Base(), r.BrokenSeq, r.Checked, r.Error)
+		fmt.Fprintf(c.App.Writer, "%s (%s): chain BROKEN at record %d after %d good ones: %s%s\n", r.Node, clients[i].Base(), r.BrokenSeq, r.Checked, r.Error, tamperNote(r.Tamper))
 	}
 	err = nodeErrors(c.App.ErrWriter, clients, errs)
 	if broken > 0 {
@@ -251,4 +255,12 @@ func runAuditVerify(c *cli.Context) error {
 		err = cli.Exit(errors.Join(fmt.Errorf("the audit log of %d node(s) has been altered or damaged: keep a copy of its audit.db for investigation", broken), err), exitTampered)
 	}
 	return err
+}
+
+// tamperNote names the kind of tampering verification found, if any.
+func tamperNote(kind string) string {
+	if kind == "" {
+		return ""
+	}
+	return " [" + kind + "]"
 }

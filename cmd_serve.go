@@ -51,6 +51,7 @@ func serveCommand() *cli.Command {
 			&cli.DurationFlag{Name: "audit-max-age", Value: def.AuditMaxAge, EnvVars: []string{"MCPGW_AUDIT_MAX_AGE"}, Usage: "drop audit records older than this (0: keep forever)"},
 			&cli.IntFlag{Name: "audit-max-records", Value: def.AuditMaxRecords, EnvVars: []string{"MCPGW_AUDIT_MAX_RECORDS"}, Usage: "keep at most this many audit records, dropping the oldest (0: no limit)"},
 			&cli.StringFlag{Name: "audit-sync", Value: def.AuditSync, EnvVars: []string{"MCPGW_AUDIT_SYNC"}, Usage: "when audit records reach the disk: batch (within --audit-flush-interval; a crash loses about that much) or always (each tool call's record before its response; a crash loses no answered call's record, at the cost of a commit per response)"},
+			&cli.DurationFlag{Name: "audit-checkpoint-interval", Value: def.AuditCheckpointInterval, EnvVars: []string{"MCPGW_AUDIT_CHECKPOINT_INTERVAL"}, Usage: "how often this node commits its signed audit chain head through raft, so other nodes detect a truncated, rewound or replaced audit log; records since the last checkpoint are what a local attacker could remove undetected"},
 			&cli.DurationFlag{Name: "audit-flush-interval", Value: def.AuditFlushInterval, EnvVars: []string{"MCPGW_AUDIT_FLUSH_INTERVAL"}, Usage: "with --audit-sync=batch, the longest an audit record waits in memory before it is committed"},
 			&cli.StringFlag{Name: "otlp-endpoint", EnvVars: []string{"MCPGW_OTLP_ENDPOINT"}, Usage: "OpenTelemetry collector OTLP/HTTP URL to send traces to, e.g. http://collector:4318 (empty: tracing off)"},
 			&cli.Float64Flag{Name: "trace-sample-ratio", Value: def.TraceSampleRatio, EnvVars: []string{"MCPGW_TRACE_SAMPLE_RATIO"}, Usage: "with --otlp-endpoint, the fraction of new traces recorded (0 to 1); a caller's sampled traceparent is always followed"},
@@ -170,6 +171,7 @@ func runServe(c *cli.Context) error {
 	cfg.AuditFlushInterval = c.Duration("audit-flush-interval")
 	cfg.OTLPEndpoint = c.String("otlp-endpoint")
 	cfg.TraceSampleRatio = c.Float64("trace-sample-ratio")
+	cfg.AuditCheckpointInterval = c.Duration("audit-checkpoint-interval")
 	cfg.NodeID = c.String("node-id")
 	cfg.RaftAddr = c.String("raft")
 	cfg.RaftAdvertise = c.String("raft-advertise")

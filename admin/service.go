@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"io"
 	"log/slog"
@@ -28,6 +29,7 @@ type State interface {
 	DataKeys() ([]storage.DataKey, error)
 	Tokens() ([]storage.Token, error)
 	Revocations() ([]storage.Revocation, error)
+	AuditCheckpoints(node string) ([]storage.AuditCheckpoint, error)
 	AppliedIndex() (uint64, error)
 	Snapshot(w io.Writer) (int64, error)
 }
@@ -73,6 +75,10 @@ type SigningKeys func(ctx context.Context, retire []storage.TokenKey) error
 type AuditLog interface {
 	Query(q storage.AuditQuery) ([]storage.AuditRecord, error)
 	Verify() (int, error)
+	AuditHead() (uint64, string, error)
+	After(seq uint64, limit int) ([]storage.AuditRecord, error)
+	Appended() <-chan struct{}
+	RecordHash(seq uint64) (hash string, pruned, found bool, err error)
 }
 
 // Cluster is this node's raft member.
@@ -133,6 +139,10 @@ type Options struct {
 	Clock func() time.Time
 	// Logger receives one line per change made. Default: discard.
 	Logger *slog.Logger
+	// CheckpointRoots is the cluster CA that audit checkpoint signatures
+	// are verified against. Default: nil, checkpoints are compared but
+	// their signatures not checked.
+	CheckpointRoots *x509.CertPool
 	// ReplicationWait is how long a follower waits for a record it does
 	// not see yet before answering that it does not exist. Default: 2s.
 	ReplicationWait time.Duration

@@ -1,6 +1,7 @@
 package adminapi
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -284,7 +285,67 @@ func (s *server) verifyAudit(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, AuditVerifyResult{Node: res.Node, Checked: res.Checked, OK: res.OK, BrokenSeq: res.BrokenSeq, Error: res.Problem})
+	writeJSON(w, http.StatusOK, AuditVerifyResult{Node: res.Node, Checked: res.Checked, OK: res.OK, BrokenSeq: res.BrokenSeq, Error: res.Problem,
+		Tamper: res.Tamper, CheckpointSeq: res.CheckpointSeq})
+}
+
+// exportAudit answers GET /v1/audit/export?since=SEQ&follow=true with this
+// node's records after SEQ as JSON lines, in sequence order; with follow
+// the stream stays open and carries new records as they are written.
+func (s *server) exportAudit(w http.ResponseWriter, r *http.Request) {
+	v := r.URL.Query()
+	var since uint64
+	if str := v.Get("since"); str != "" {
+		var err error
+		if since, err = strconv.ParseUint(str, 10, 64); err != nil {
+			writeError(w, http.StatusBadRequest, "since %q: use the sequence number of the last record received (0 for all)", str)
+			return
+		}
+	}
+	follow := false
+	switch v.Get("follow") {
+	case "", "false":
+	case "true":
+		follow = true
+	default:
+		writeError(w, http.StatusBadRequest, "follow %q: use true or false", v.Get("follow"))
+		return
+	}
+	started := false
+	enc := json.NewEncoder(w)
+	// Through the middleware's writers, which unwrap to the connection's.
+	rc := http.NewResponseController(w)
+	start := func() {
+		if !started {
+			started = true
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.WriteHeader(http.StatusOK)
+			rc.Flush()
+		}
+	}
+	if follow {
+		start() // the client sees the stream open before the first record
+	}
+	err := s.uc.ExportAudit(r.Context(), since, follow, func(recs []storage.AuditRecord) error {
+		start()
+		for _, rec := range recs {
+			if err := enc.Encode(auditRecord(rec)); err != nil {
+				return err
+			}
+		}
+		if err := rc.Flush(); err != nil {
+			return err
+		}
+		return nil
+	})
+	switch {
+	case err != nil && !started:
+		s.fail(w, r, err)
+	case err != nil:
+		s.logger.Warn("audit export ended early", "error", err)
+	case !started:
+		start()
+	}
 }
 
 func (s *server) clusterStatus(w http.ResponseWriter, r *http.Request) {

@@ -45,6 +45,7 @@ type UseCases interface {
 
 	QueryAudit(ctx context.Context, q storage.AuditQuery) ([]storage.AuditRecord, error)
 	VerifyAudit(ctx context.Context) (admin.AuditVerification, error)
+	ExportAudit(ctx context.Context, since uint64, follow bool, emit func([]storage.AuditRecord) error) error
 
 	ClusterStatus(ctx context.Context) (cluster.Status, error)
 	JoinNode(ctx context.Context, id, addr string) (cluster.Status, error)
@@ -139,6 +140,7 @@ func NewHandler(uc UseCases, token []byte, opts *Options) http.Handler {
 	mux.HandleFunc("DELETE /v1/limits/{id}", s.deleteLimit)
 	mux.HandleFunc("GET /v1/audit", s.queryAudit)
 	mux.HandleFunc("GET /v1/audit/verify", s.verifyAudit)
+	mux.HandleFunc("GET /v1/audit/export", s.exportAudit)
 	mux.HandleFunc("GET /v1/cluster/status", s.clusterStatus)
 	mux.HandleFunc("POST /v1/cluster/join", s.clusterJoin)
 	mux.HandleFunc("POST /v1/cluster/remove", s.clusterRemove)

@@ -189,6 +189,12 @@ type AuditVerifyResult struct {
 	// BrokenSeq is the first record at fault when OK is false.
 	BrokenSeq uint64 `json:"broken_seq,omitempty"`
 	Error     string `json:"error,omitempty"`
+	// Tamper names what was done to the log when OK is false: edited,
+	// deleted, truncated, replaced or bad-checkpoint.
+	Tamper string `json:"tamper,omitempty"`
+	// CheckpointSeq is the replicated, signed checkpoint of this node's
+	// chain the log was checked against (0: none yet).
+	CheckpointSeq uint64 `json:"checkpoint_seq,omitempty"`
 }
 
 // AuditRecord is one entry of GET /v1/audit.

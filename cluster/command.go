@@ -39,6 +39,8 @@ const (
 	OpClaimOAuthPending
 	OpExpireOAuthPending
 	OpPutOAuthClient
+	// OpAuditCheckpoint records a node's signed audit chain head.
+	OpAuditCheckpoint
 )
 
 var opNames = map[Op]string{
@@ -66,6 +68,7 @@ var opNames = map[Op]string{
 	OpClaimOAuthPending:  "claim-oauth-pending",
 	OpExpireOAuthPending: "expire-oauth-pending",
 	OpPutOAuthClient:     "put-oauth-client",
+	OpAuditCheckpoint:    "audit-checkpoint",
 }
 
 func (o Op) String() string {
@@ -84,14 +87,15 @@ type Command struct {
 	Op Op    `json:"op"`
 	V  uint8 `json:"v"`
 
-	Route      *storage.Route      `json:"route,omitempty"`
-	Credential *storage.Credential `json:"credential,omitempty"`
-	Rule       *storage.Rule       `json:"rule,omitempty"`
-	Limit      *storage.Limit      `json:"limit,omitempty"`
-	TokenKey   *storage.TokenKey   `json:"token_key,omitempty"`
-	Revocation *storage.Revocation `json:"revocation,omitempty"`
-	Token      *storage.Token      `json:"token,omitempty"`
-	DataKey    *storage.DataKey    `json:"data_key,omitempty"`
+	Route      *storage.Route           `json:"route,omitempty"`
+	Credential *storage.Credential      `json:"credential,omitempty"`
+	Rule       *storage.Rule            `json:"rule,omitempty"`
+	Limit      *storage.Limit           `json:"limit,omitempty"`
+	TokenKey   *storage.TokenKey        `json:"token_key,omitempty"`
+	Revocation *storage.Revocation      `json:"revocation,omitempty"`
+	Token      *storage.Token           `json:"token,omitempty"`
+	DataKey    *storage.DataKey         `json:"data_key,omitempty"`
+	Checkpoint *storage.AuditCheckpoint `json:"checkpoint,omitempty"`
 
 	OAuthPending *storage.OAuthPending `json:"oauth_pending,omitempty"`
 	OAuthClient  *storage.OAuthClient  `json:"oauth_client,omitempty"`
@@ -245,6 +249,11 @@ func applyTx(tx *storage.Tx, c Command, depth int) error {
 		err = applyOAuth(tx, c)
 	case OpInitKeyring, OpRotateDataKey, OpResealCredential, OpResealTokenKey, OpRetireDataKey, OpWrapDataKeys, OpDropKEK:
 		err = applyKeyring(tx, c)
+	case OpAuditCheckpoint:
+		if c.Checkpoint == nil || c.Checkpoint.Node == "" {
+			return missing("checkpoint")
+		}
+		err = tx.PutAuditCheckpoint(*c.Checkpoint)
 	case OpBatch:
 		if depth > 0 {
 			return fmt.Errorf("%w: nested batch", ErrInvalidCommand)

@@ -137,6 +137,7 @@ func (n *Node) startCluster(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	n.audit.cert, n.audit.roots = tlsConf.Certificates[0], tlsConf.RootCAs
 	r, err := cluster.New(n.cfg.clusterConfig(id, tlsConf, n.logger), n.store)
 	if err != nil {
 		return err

@@ -145,6 +145,11 @@ type Config struct {
 	// TracerProvider, when set, records the spans instead of an OTLP
 	// exporter (tests use an in-memory one). Default nil.
 	TracerProvider trace.TracerProvider
+	// AuditCheckpointInterval is how often the node commits the head of
+	// its audit chain, signed, through raft (and once more on Close); it
+	// bounds which records a node-local attacker can remove undetected.
+	// Default 5s.
+	AuditCheckpointInterval time.Duration
 	// NodeID names this node in the cluster, its certificate and its audit
 	// records. Default: the id stored in <DataDir>/node-id, or a new random
 	// id stored there at first start.
@@ -225,11 +230,12 @@ func DefaultConfig() Config {
 		RaftElectionTimeout:  time.Second,
 		RaftApplyTimeout:     10 * time.Second,
 
-		SessionAbandonTimeout: transport.DefaultAbandonTimeout,
-		MaxStdioPerRoute:      gateway.DefaultMaxStdioPerRoute,
-		AuditSync:             string(gateway.AuditSyncBatch),
-		AuditFlushInterval:    5 * time.Millisecond,
-		TraceSampleRatio:      1,
+		SessionAbandonTimeout:   transport.DefaultAbandonTimeout,
+		MaxStdioPerRoute:        gateway.DefaultMaxStdioPerRoute,
+		AuditSync:               string(gateway.AuditSyncBatch),
+		AuditFlushInterval:      5 * time.Millisecond,
+		AuditCheckpointInterval: 5 * time.Second,
+		TraceSampleRatio:        1,
 	}
 }
 
@@ -286,6 +292,9 @@ func (c *Config) Validate() error {
 	}
 	if s := gateway.AuditSync(c.AuditSync); s != gateway.AuditSyncBatch && s != gateway.AuditSyncAlways {
 		return fmt.Errorf("--audit-sync %q: use batch (records on disk within --audit-flush-interval) or always (each call's record on disk before its response)", c.AuditSync)
+	}
+	if c.AuditCheckpointInterval <= 0 || c.AuditCheckpointInterval > time.Hour {
+		return fmt.Errorf("--audit-checkpoint-interval %v: use a positive duration of at most 1h", c.AuditCheckpointInterval)
 	}
 	if c.AuditFlushInterval <= 0 || c.AuditFlushInterval > time.Minute {
 		return fmt.Errorf("--audit-flush-interval %v: use a positive duration of at most 1m", c.AuditFlushInterval)

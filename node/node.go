@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,6 +83,13 @@ type Node struct {
 type nodeAudit struct {
 	log  *storage.AuditLog // nil before Start and after Close
 	node string            // this node's id, stamped on its records
+	// cert signs this node's audit checkpoints; roots (the cluster CA)
+	// verifies every node's.
+	cert  tls.Certificate
+	roots *x509.CertPool
+
+	cpMu      sync.Mutex // guards committed
+	committed uint64     // the last seq this node's checkpoint holds
 }
 
 // New checks cfg and prepares a node. It does no I/O.
@@ -156,6 +164,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	undo = append(undo, func() { n.gw.Close() })
 	n.watchLiveNodes()
 	n.runResealer()
+	n.runAuditCheckpoints()
 	n.catchUp()
 	undo = append(undo, func() { n.cancel(); n.clusterWG.Wait() })
 	if n.cfg.InsecureDev {
@@ -305,6 +314,7 @@ func (n *Node) Close() error {
 		traceErr := n.stopTracing(flushCtx)
 		flushCancel()
 		if n.audit.log != nil {
+			n.finalAuditCheckpoint()
 			auditErr = n.audit.log.Close()
 			n.audit.log = nil
 		}

@@ -44,6 +44,7 @@ func (n *Node) newAdmin() (*admin.Service, error) {
 		VaultPassphrase:  n.cfg.VaultPassphrase,
 		Clock:            n.now,
 		Logger:           n.logger,
+		CheckpointRoots:  n.audit.roots,
 	})
 }
 

@@ -35,6 +35,9 @@ type AuditLog struct {
 
 	mu sync.RWMutex // guards db against Close
 	db *bolt.DB
+
+	appendMu sync.Mutex    // guards appended
+	appended chan struct{} // closed at the next Append, then replaced
 }
 
 // OpenAudit opens (creating if needed) the audit log at path, 0600, with
@@ -51,7 +54,7 @@ func OpenAudit(path string, opts AuditOptions) (*AuditLog, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &AuditLog{path: path, opts: opts, db: db}, nil
+	return &AuditLog{path: path, opts: opts, db: db, appended: make(chan struct{})}, nil
 }
 
 // Path returns the audit log's file path.

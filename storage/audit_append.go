@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -59,7 +60,44 @@ func (l *AuditLog) Append(recs []AuditRecord) error {
 	if err != nil {
 		return fmt.Errorf("append to audit log %s: %w", l.path, err)
 	}
+	l.appendMu.Lock()
+	close(l.appended)
+	l.appended = make(chan struct{})
+	l.appendMu.Unlock()
 	return nil
+}
+
+// Appended returns a channel closed by the next Append: a reader that
+// has seen every record waits on it for more.
+func (l *AuditLog) Appended() <-chan struct{} {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	return l.appended
+}
+
+// After returns up to limit records with a sequence number above seq, in
+// sequence order: an export resumes from the last sequence number it
+// delivered. Records retention pruned are skipped.
+func (l *AuditLog) After(seq uint64, limit int) ([]AuditRecord, error) {
+	var out []AuditRecord
+	if seq == math.MaxUint64 {
+		return nil, nil
+	}
+	err := l.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketAuditRecords).Cursor()
+		for k, v := c.Seek(seqKey(seq + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			r, err := decodeAuditRecord(v)
+			if err != nil {
+				return fmt.Errorf("record seq %d: %w; run `mcpgw audit verify`", binary.BigEndian.Uint64(k), err)
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read audit log %s: %w", l.path, err)
+	}
+	return out, nil
 }
 
 // Prune deletes the records the retention limits no longer keep, judging

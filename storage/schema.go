@@ -27,6 +27,10 @@ var (
 	// bucketOAuthClients maps an authorization server's issuer to the
 	// gateway's OAuthClient registration there.
 	bucketOAuthClients = []byte("oauth_clients")
+	// bucketAuditCheckpoints maps a node id to the latest signed head of
+	// that node's audit chain (an AuditCheckpoint), replicated so every
+	// node can check every other node's audit log against it.
+	bucketAuditCheckpoints = []byte("audit_checkpoints")
 )
 
 // allBuckets lists every bucket Open creates.
@@ -44,6 +48,7 @@ var allBuckets = [][]byte{
 	bucketRequestsByIndex,
 	bucketOAuthPending,
 	bucketOAuthClients,
+	bucketAuditCheckpoints,
 }
 
 // Keys inside bucketMeta.
