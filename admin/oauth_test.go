@@ -35,7 +35,7 @@ func consent(t *testing.T, consentURL, callback string) url.Values {
 func oauthFixture(t *testing.T) (*fixture, *oauthtest.AS, *oauthtest.MCP) {
 	t.Helper()
 	as := oauthtest.NewAS(t)
-	mcpSrv := oauthtest.NewMCP(t, as)
+	mcpSrv := oauthtest.NewMCP(t, as, nil, nil)
 	cfg := oauth.DefaultConfig()
 	cfg.Fetch.AllowLoopback = true
 	oc, err := oauth.New(cfg)

@@ -25,7 +25,7 @@ import (
 // with a page that says so, and exchanges nothing.
 func TestOAuthConsentAcrossCluster(t *testing.T) {
 	as := oauthtest.NewAS(t)
-	up := oauthtest.NewMCP(t, as)
+	up := oauthtest.NewMCP(t, as, nil, nil)
 	// The public URL is a load balancer in front of node 2; the nodes'
 	// ports are known only once they run.
 	var target atomic.Pointer[url.URL]

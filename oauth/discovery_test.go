@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"testing"
 
+	"github.com/mcpgw/mcpgw/internal/oauthtest"
+
 	"github.com/mcpgw/mcpgw/oauth"
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
 )
@@ -35,20 +37,20 @@ func TestDiscoverMetadataLocations(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			as := newTestASAt(t, tt.issuerPath, tt.metaPath)
-			m := newTestMCPWith(t, as, mcpOpts{prmPath: tt.prmPath, advertise: tt.advertise, edit: func(p *oauthex.ProtectedResourceMetadata) {
-				p.AuthorizationServers = []string{as.srv.URL + tt.issuerPath}
+			as := oauthtest.NewASAt(t, tt.issuerPath, tt.metaPath)
+			m := oauthtest.NewMCPWith(t, as, oauthtest.MCPOpts{PRMPath: tt.prmPath, Advertise: tt.advertise, Edit: func(p *oauthex.ProtectedResourceMetadata) {
+				p.AuthorizationServers = []string{as.Srv.URL + tt.issuerPath}
 			}})
 			c := newClient(t, nil)
-			d, err := c.Discover(context.Background(), m.url, challengeOf(t, m.url))
+			d, err := c.Discover(context.Background(), m.Endpoint, challengeOf(t, m.Endpoint))
 			if err != nil {
 				t.Fatalf("Discover: %v", err)
 			}
-			if got, want := d.Issuer, as.srv.URL+tt.issuerPath; got != want {
+			if got, want := d.Issuer, as.Srv.URL+tt.issuerPath; got != want {
 				t.Fatalf("issuer=%q, want %q", got, want)
 			}
-			if d.OIDC != tt.oidc || d.Resource != m.url {
-				t.Fatalf("oidc=%v resource=%q, want %v %q", d.OIDC, d.Resource, tt.oidc, m.url)
+			if d.OIDC != tt.oidc || d.Resource != m.Endpoint {
+				t.Fatalf("oidc=%v resource=%q, want %v %q", d.OIDC, d.Resource, tt.oidc, m.Endpoint)
 			}
 			// The flow works end to end from every location.
 			reg, err := c.Register(context.Background(), d, oauth.RegisterOptions{RedirectURL: callbackURL})
@@ -63,7 +65,7 @@ func TestDiscoverMetadataLocations(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Complete: %v", err)
 			}
-			if err := callEcho(t, m.url, tok.AccessToken); err != nil {
+			if err := callEcho(t, m.Endpoint, tok.AccessToken); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -71,10 +73,10 @@ func TestDiscoverMetadataLocations(t *testing.T) {
 }
 
 func TestBeginOIDCNonceAndOfflineAccess(t *testing.T) {
-	as := newTestASAt(t, "", "/.well-known/openid-configuration")
-	m := newTestMCP(t, as, nil, func(p *oauthex.ProtectedResourceMetadata) { p.ScopesSupported = []string{"openid", "read"} })
+	as := oauthtest.NewASAt(t, "", "/.well-known/openid-configuration")
+	m := oauthtest.NewMCP(t, as, nil, func(p *oauthex.ProtectedResourceMetadata) { p.ScopesSupported = []string{"openid", "read"} })
 	c := newClient(t, nil)
-	d, err := c.Discover(context.Background(), m.url, challengeOf(t, m.url))
+	d, err := c.Discover(context.Background(), m.Endpoint, challengeOf(t, m.Endpoint))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,10 +102,10 @@ func TestBeginOIDCNonceAndOfflineAccess(t *testing.T) {
 }
 
 func TestBeginOmitsScopeWhenUndefined(t *testing.T) {
-	as := newTestAS(t)
-	m := newTestMCP(t, as, nil, func(p *oauthex.ProtectedResourceMetadata) { p.ScopesSupported = nil })
+	as := oauthtest.NewAS(t)
+	m := oauthtest.NewMCP(t, as, nil, func(p *oauthex.ProtectedResourceMetadata) { p.ScopesSupported = nil })
 	c := newClient(t, nil)
-	d, err := c.Discover(context.Background(), m.url, challengeOf(t, m.url))
+	d, err := c.Discover(context.Background(), m.Endpoint, challengeOf(t, m.Endpoint))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,25 +141,25 @@ func TestDiscoverLegacyServer(t *testing.T) {
 }
 
 func TestDiscoverRefusesPRMWithoutAuthServers(t *testing.T) {
-	as := newTestAS(t)
-	m := newTestMCP(t, as, nil, func(p *oauthex.ProtectedResourceMetadata) { p.AuthorizationServers = nil })
-	_, err := newClient(t, nil).Discover(context.Background(), m.url, challengeOf(t, m.url))
+	as := oauthtest.NewAS(t)
+	m := oauthtest.NewMCP(t, as, nil, func(p *oauthex.ProtectedResourceMetadata) { p.AuthorizationServers = nil })
+	_, err := newClient(t, nil).Discover(context.Background(), m.Endpoint, challengeOf(t, m.Endpoint))
 	if !errors.Is(err, oauth.ErrDiscovery) {
 		t.Fatalf("Discover: err=%v, want ErrDiscovery", err)
 	}
 }
 
 func TestDiscoverRefusesMetadataAddressInPRM(t *testing.T) {
-	as := newTestAS(t)
-	m := newTestMCP(t, as, nil, func(p *oauthex.ProtectedResourceMetadata) {
+	as := oauthtest.NewAS(t)
+	m := oauthtest.NewMCP(t, as, nil, func(p *oauthex.ProtectedResourceMetadata) {
 		p.AuthorizationServers = []string{"https://169.254.169.254/"}
 	})
-	_, err := newClient(t, nil).Discover(context.Background(), m.url, challengeOf(t, m.url))
+	_, err := newClient(t, nil).Discover(context.Background(), m.Endpoint, challengeOf(t, m.Endpoint))
 	if !errors.Is(err, oauth.ErrAddressNotAllowed) {
 		t.Fatalf("Discover: err=%v, want ErrAddressNotAllowed", err)
 	}
 	// A challenge naming a metadata address is refused before any fetch.
-	_, err = newClient(t, nil).Discover(context.Background(), m.url, oauth.Challenge{ResourceMetadata: "http://169.254.169.254/latest/meta-data"})
+	_, err = newClient(t, nil).Discover(context.Background(), m.Endpoint, oauth.Challenge{ResourceMetadata: "http://169.254.169.254/latest/meta-data"})
 	if !errors.Is(err, oauth.ErrURLNotAllowed) {
 		t.Fatalf("Discover: err=%v, want ErrURLNotAllowed", err)
 	}
@@ -173,7 +175,7 @@ func TestDiscoverLegacyServerWithMetadata(t *testing.T) {
 		case "/mcp":
 			w.WriteHeader(http.StatusUnauthorized)
 		case "/.well-known/oauth-authorization-server":
-			writeJSON(w, 200, oauthex.AuthServerMeta{Issuer: srv.URL + "/oauth", AuthorizationEndpoint: srv.URL + "/oauth/authorize",
+			oauthtest.WriteJSON(w, 200, oauthex.AuthServerMeta{Issuer: srv.URL + "/oauth", AuthorizationEndpoint: srv.URL + "/oauth/authorize",
 				TokenEndpoint: srv.URL + "/oauth/token", CodeChallengeMethodsSupported: []string{"S256"}})
 		default:
 			http.NotFound(w, r)

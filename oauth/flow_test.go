@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpgw/mcpgw/internal/oauthtest"
+
 	"github.com/mcpgw/mcpgw/oauth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
@@ -98,8 +100,8 @@ func callEcho(t *testing.T, mcpURL, tok string) error {
 }
 
 type flowEnv struct {
-	as   *testAS
-	mcp  *testMCP
+	as   *oauthtest.AS
+	mcp  *oauthtest.MCP
 	c    *oauth.Client
 	d    *oauth.Discovery
 	reg  oauth.Registration
@@ -108,12 +110,12 @@ type flowEnv struct {
 }
 
 // runFlow does discovery → registration → Begin → browser → Complete.
-func runFlow(t *testing.T, as *testAS, m *testMCP, ro oauth.RegisterOptions) *flowEnv {
+func runFlow(t *testing.T, as *oauthtest.AS, m *oauthtest.MCP, ro oauth.RegisterOptions) *flowEnv {
 	t.Helper()
 	ctx := context.Background()
 	e := &flowEnv{as: as, mcp: m, c: newClient(t, nil)}
 	var err error
-	if e.d, err = e.c.Discover(ctx, m.url, challengeOf(t, m.url)); err != nil {
+	if e.d, err = e.c.Discover(ctx, m.Endpoint, challengeOf(t, m.Endpoint)); err != nil {
 		t.Fatalf("Discover: %v", err)
 	}
 	if ro.RedirectURL == "" {
@@ -154,9 +156,9 @@ func roundTrip(t *testing.T, p oauth.Pending) oauth.Pending {
 }
 
 func TestFlowDynamicRegistrationCallsProtectedServer(t *testing.T) {
-	as := newTestAS(t)
-	m := newTestMCP(t, as, nil, nil)
-	if err := callEcho(t, m.url, "not-a-token"); err == nil {
+	as := oauthtest.NewAS(t)
+	m := oauthtest.NewMCP(t, as, nil, nil)
+	if err := callEcho(t, m.Endpoint, "not-a-token"); err == nil {
 		t.Fatal("call with a bogus token succeeded, want refusal")
 	}
 	e := runFlow(t, as, m, oauth.RegisterOptions{})
@@ -166,32 +168,32 @@ func TestFlowDynamicRegistrationCallsProtectedServer(t *testing.T) {
 	if got, want := e.reg.AuthMethod, oauth.AuthClientSecretBasic; got != want {
 		t.Fatalf("auth method=%q, want %q", got, want)
 	}
-	as.mu.Lock()
-	q := as.lastAuth
-	tf := as.lastTok
-	as.mu.Unlock()
-	for k, want := range map[string]string{"resource": m.url, "code_challenge_method": "S256", "scope": "read write", "response_type": "code", "redirect_uri": callbackURL} {
+	as.Mu.Lock()
+	q := as.LastAuth
+	tf := as.LastTok
+	as.Mu.Unlock()
+	for k, want := range map[string]string{"resource": m.Endpoint, "code_challenge_method": "S256", "scope": "read write", "response_type": "code", "redirect_uri": callbackURL} {
 		if got := q.Get(k); got != want {
 			t.Errorf("authorization request %s=%q, want %q", k, got, want)
 		}
 	}
-	if got := tf.Get("resource"); got != m.url {
-		t.Errorf("token request resource=%q, want %q", got, m.url)
+	if got := tf.Get("resource"); got != m.Endpoint {
+		t.Errorf("token request resource=%q, want %q", got, m.Endpoint)
 	}
 	if len(e.pend.State) < 22 { // 128 bits in base64url
 		t.Errorf("state %d chars, want >= 22", len(e.pend.State))
 	}
-	if e.tok.Issuer != as.srv.URL || e.tok.Resource != m.url || e.tok.RefreshToken == "" || e.tok.Expiry.IsZero() || strings.Join(e.tok.Scopes, " ") != "read write" {
+	if e.tok.Issuer != as.Srv.URL || e.tok.Resource != m.Endpoint || e.tok.RefreshToken == "" || e.tok.Expiry.IsZero() || strings.Join(e.tok.Scopes, " ") != "read write" {
 		t.Fatalf("token = %+v, want issuer, resource, refresh token, expiry and scopes", e.tok.LogValue())
 	}
-	if err := callEcho(t, m.url, e.tok.AccessToken); err != nil {
+	if err := callEcho(t, m.Endpoint, e.tok.AccessToken); err != nil {
 		t.Fatalf("call with the obtained token: %v", err)
 	}
 }
 
 func TestRefreshRotatesAndInvalidGrantNeedsConsent(t *testing.T) {
-	as := newTestAS(t)
-	m := newTestMCP(t, as, nil, nil)
+	as := oauthtest.NewAS(t)
+	m := oauthtest.NewMCP(t, as, nil, nil)
 	e := runFlow(t, as, m, oauth.RegisterOptions{})
 	ctx := context.Background()
 
@@ -202,13 +204,13 @@ func TestRefreshRotatesAndInvalidGrantNeedsConsent(t *testing.T) {
 	if nt.RefreshToken == "" || nt.RefreshToken == e.tok.RefreshToken || nt.AccessToken == e.tok.AccessToken {
 		t.Fatal("refresh did not rotate the refresh token and access token")
 	}
-	as.mu.Lock()
-	res := as.lastTok.Get("resource")
-	as.mu.Unlock()
-	if res != m.url {
-		t.Fatalf("refresh resource=%q, want %q", res, m.url)
+	as.Mu.Lock()
+	res := as.LastTok.Get("resource")
+	as.Mu.Unlock()
+	if res != m.Endpoint {
+		t.Fatalf("refresh resource=%q, want %q", res, m.Endpoint)
 	}
-	if err := callEcho(t, m.url, nt.AccessToken); err != nil {
+	if err := callEcho(t, m.Endpoint, nt.AccessToken); err != nil {
 		t.Fatalf("call with the refreshed token: %v", err)
 	}
 
@@ -223,7 +225,7 @@ func TestRefreshRotatesAndInvalidGrantNeedsConsent(t *testing.T) {
 	}
 
 	// Without rotation the server returns no refresh token: keep the old one.
-	as.update(func(a *testAS) { a.rotate = false })
+	as.Update(func(a *oauthtest.AS) { a.Rotate = false })
 	kept, err := e.c.Refresh(ctx, e.reg, nt)
 	if err != nil {
 		t.Fatalf("Refresh without rotation: %v", err)
@@ -243,13 +245,13 @@ func TestRefreshRotatesAndInvalidGrantNeedsConsent(t *testing.T) {
 }
 
 func TestCompleteRefusals(t *testing.T) {
-	as := newTestAS(t)
-	m := newTestMCP(t, as, nil, nil)
+	as := oauthtest.NewAS(t)
+	m := oauthtest.NewMCP(t, as, nil, nil)
 	ctx := context.Background()
 	var now atomic.Int64
 	now.Store(time.Now().UnixNano())
 	c := newClient(t, func() time.Time { return time.Unix(0, now.Load()) })
-	d, err := c.Discover(ctx, m.url, challengeOf(t, m.url))
+	d, err := c.Discover(ctx, m.Endpoint, challengeOf(t, m.Endpoint))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +274,7 @@ func TestCompleteRefusals(t *testing.T) {
 		scope []string
 		want  error
 	}{
-		{name: "wrong iss", setup: func() { as.update(func(a *testAS) { a.badIss = "https://evil.example" }) }, want: oauth.ErrIssuerMismatch},
+		{name: "wrong iss", setup: func() { as.Update(func(a *oauthtest.AS) { a.BadIss = "https://evil.example" }) }, want: oauth.ErrIssuerMismatch},
 		{name: "missing iss when advertised", edit: func(_ *oauth.Pending, q url.Values) { q.Del("iss") }, want: oauth.ErrIssuerMismatch},
 		{name: "state mismatch", edit: func(_ *oauth.Pending, q url.Values) { q.Set("state", "forged") }, want: oauth.ErrStateMismatch},
 		{name: "no state", edit: func(_ *oauth.Pending, q url.Values) { q.Del("state") }, want: oauth.ErrStateMismatch},
@@ -289,7 +291,7 @@ func TestCompleteRefusals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			as.update(func(a *testAS) { a.badIss = "" })
+			as.Update(func(a *oauthtest.AS) { a.BadIss = "" })
 			now.Store(time.Now().UnixNano())
 			if tt.setup != nil {
 				tt.setup()
@@ -320,9 +322,9 @@ func TestCompleteRefusals(t *testing.T) {
 }
 
 func TestDiscoverRefusesMismatchedResource(t *testing.T) {
-	as := newTestAS(t)
-	m := newTestMCP(t, as, nil, func(p *oauthex.ProtectedResourceMetadata) { p.Resource = "https://other.example/mcp" })
-	_, err := newClient(t, nil).Discover(context.Background(), m.url, challengeOf(t, m.url))
+	as := oauthtest.NewAS(t)
+	m := oauthtest.NewMCP(t, as, nil, func(p *oauthex.ProtectedResourceMetadata) { p.Resource = "https://other.example/mcp" })
+	_, err := newClient(t, nil).Discover(context.Background(), m.Endpoint, challengeOf(t, m.Endpoint))
 	if !errors.Is(err, oauth.ErrResourceMismatch) {
 		t.Fatalf("Discover: err=%v, want ErrResourceMismatch", err)
 	}
@@ -341,10 +343,10 @@ func TestDiscoverRefusesBadAuthServer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			as := newTestAS(t)
-			as.update(func(a *testAS) { tt.edit(&a.meta) })
-			m := newTestMCP(t, as, nil, nil)
-			_, err := newClient(t, nil).Discover(context.Background(), m.url, challengeOf(t, m.url))
+			as := oauthtest.NewAS(t)
+			as.Update(func(a *oauthtest.AS) { tt.edit(&a.Meta) })
+			m := oauthtest.NewMCP(t, as, nil, nil)
+			_, err := newClient(t, nil).Discover(context.Background(), m.Endpoint, challengeOf(t, m.Endpoint))
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("Discover: err=%v, want %v", err, tt.want)
 			}
@@ -353,41 +355,41 @@ func TestDiscoverRefusesBadAuthServer(t *testing.T) {
 }
 
 func TestDiscoverWithoutChallengeUsesWellKnown(t *testing.T) {
-	as := newTestAS(t)
-	m := newTestMCP(t, as, nil, nil)
-	d, err := newClient(t, nil).Discover(context.Background(), m.url, oauth.Challenge{})
+	as := oauthtest.NewAS(t)
+	m := oauthtest.NewMCP(t, as, nil, nil)
+	d, err := newClient(t, nil).Discover(context.Background(), m.Endpoint, oauth.Challenge{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Issuer != as.srv.URL || d.Resource != m.url {
-		t.Fatalf("discovery issuer=%q resource=%q, want %q %q", d.Issuer, d.Resource, as.srv.URL, m.url)
+	if d.Issuer != as.Srv.URL || d.Resource != m.Endpoint {
+		t.Fatalf("discovery issuer=%q resource=%q, want %q %q", d.Issuer, d.Resource, as.Srv.URL, m.Endpoint)
 	}
 }
 
 func TestRegistrationOrder(t *testing.T) {
 	t.Run("preregistered client_secret_post", func(t *testing.T) {
-		as := newTestAS(t)
-		as.addClient("pre", testClient{secret: "s3cret", authMethod: "client_secret_post", redirects: []string{callbackURL}})
-		m := newTestMCP(t, as, nil, nil)
+		as := oauthtest.NewAS(t)
+		as.AddClient("pre", oauthtest.Client{Secret: "s3cret", AuthMethod: "client_secret_post", Redirects: []string{callbackURL}})
+		m := oauthtest.NewMCP(t, as, nil, nil)
 		e := runFlow(t, as, m, oauth.RegisterOptions{Preregistered: &oauth.Registration{ClientID: "pre", ClientSecret: "s3cret", AuthMethod: oauth.AuthClientSecretPost}})
 		if e.reg.Method != oauth.MethodPreregistered || e.reg.ClientID != "pre" {
 			t.Fatalf("registration %v, want the pre-registered client", e.reg.LogValue())
 		}
-		as.mu.Lock()
-		n := as.hits["/register"]
-		as.mu.Unlock()
+		as.Mu.Lock()
+		n := as.Hits["/register"]
+		as.Mu.Unlock()
 		if n != 0 {
 			t.Fatalf("dynamic registration called %d times, want 0", n)
 		}
-		if err := callEcho(t, m.url, e.tok.AccessToken); err != nil {
+		if err := callEcho(t, m.Endpoint, e.tok.AccessToken); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("preregistered for another issuer", func(t *testing.T) {
-		as := newTestAS(t)
-		m := newTestMCP(t, as, nil, nil)
+		as := oauthtest.NewAS(t)
+		m := oauthtest.NewMCP(t, as, nil, nil)
 		c := newClient(t, nil)
-		d, err := c.Discover(context.Background(), m.url, oauth.Challenge{})
+		d, err := c.Discover(context.Background(), m.Endpoint, oauth.Challenge{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -402,8 +404,8 @@ func TestRegistrationOrder(t *testing.T) {
 		}
 	})
 	t.Run("client id metadata document", func(t *testing.T) {
-		as := newTestAS(t)
-		as.update(func(a *testAS) { a.meta.ClientIDMetadataDocumentSupported = true })
+		as := oauthtest.NewAS(t)
+		as.Update(func(a *oauthtest.AS) { a.Meta.ClientIDMetadataDocumentSupported = true })
 		gw := http.NewServeMux()
 		gwSrv := newServer(t, gw)
 		cimdURL := gwSrv.URL + "/oauth/client-metadata.json"
@@ -415,21 +417,21 @@ func TestRegistrationOrder(t *testing.T) {
 			w.Header().Set("Content-Type", "application/json")
 			w.Write(doc)
 		})
-		m := newTestMCP(t, as, nil, nil)
+		m := oauthtest.NewMCP(t, as, nil, nil)
 		e := runFlow(t, as, m, oauth.RegisterOptions{CIMDURL: cimdURL})
 		if e.reg.Method != oauth.MethodCIMD || e.reg.ClientID != cimdURL || e.reg.AuthMethod != oauth.AuthNone {
 			t.Fatalf("registration %v, want CIMD", e.reg.LogValue())
 		}
-		if err := callEcho(t, m.url, e.tok.AccessToken); err != nil {
+		if err := callEcho(t, m.Endpoint, e.tok.AccessToken); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("no method", func(t *testing.T) {
-		as := newTestAS(t)
-		as.update(func(a *testAS) { a.meta.RegistrationEndpoint = "" })
-		m := newTestMCP(t, as, nil, nil)
+		as := oauthtest.NewAS(t)
+		as.Update(func(a *oauthtest.AS) { a.Meta.RegistrationEndpoint = "" })
+		m := oauthtest.NewMCP(t, as, nil, nil)
 		c := newClient(t, nil)
-		d, err := c.Discover(context.Background(), m.url, oauth.Challenge{})
+		d, err := c.Discover(context.Background(), m.Endpoint, oauth.Challenge{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -440,11 +442,11 @@ func TestRegistrationOrder(t *testing.T) {
 }
 
 func TestStepUpOnInsufficientScope(t *testing.T) {
-	as := newTestAS(t)
-	m := newTestMCP(t, as, []string{"read", "write"}, nil)
+	as := oauthtest.NewAS(t)
+	m := oauthtest.NewMCP(t, as, []string{"read", "write"}, nil)
 	ctx := context.Background()
 	c := newClient(t, nil)
-	d, err := c.Discover(ctx, m.url, challengeOf(t, m.url))
+	d, err := c.Discover(ctx, m.Endpoint, challengeOf(t, m.Endpoint))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -465,7 +467,7 @@ func TestStepUpOnInsufficientScope(t *testing.T) {
 		return tok
 	}
 	tok := obtain([]string{"read"})
-	req, _ := http.NewRequest(http.MethodPost, m.url, strings.NewReader(`{}`))
+	req, _ := http.NewRequest(http.MethodPost, m.Endpoint, strings.NewReader(`{}`))
 	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -485,7 +487,7 @@ func TestStepUpOnInsufficientScope(t *testing.T) {
 	if !ok || strings.Join(scopes, " ") != "read write" {
 		t.Fatalf("StepUpScopes=%v,%v, want [read write],true", scopes, ok)
 	}
-	if err := callEcho(t, m.url, obtain(scopes).AccessToken); err != nil {
+	if err := callEcho(t, m.Endpoint, obtain(scopes).AccessToken); err != nil {
 		t.Fatalf("call after step-up: %v", err)
 	}
 	if _, ok := oauth.StepUpScopes(oauth.Challenge{Error: "invalid_token"}, tok.Scopes); ok {

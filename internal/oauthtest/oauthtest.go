@@ -28,28 +28,28 @@ import (
 // client authentication, single-use codes and refresh-token rotation. No
 // maintained Go OAuth server library is in this module's dependencies and the
 // go-sdk's oauthtest is internal, so it is written here.
-type testAS struct {
+type AS struct {
 	t   testing.TB
-	srv *httptest.Server
+	Srv *httptest.Server
 
-	mu       sync.Mutex
-	meta     oauthex.AuthServerMeta // guarded by mu; served at the well-known url
-	clients  map[string]testClient  // guarded by mu; by client id
-	codes    map[string]testCode    // guarded by mu; single use
-	access   map[string]testGrant   // guarded by mu; access token -> grant
-	refresh  map[string]testGrant   // guarded by mu; live refresh tokens
-	badIss   string                 // guarded by mu; iss to send instead of the real one
-	lastAuth url.Values             // guarded by mu; the last authorization request
-	lastTok  url.Values             // guarded by mu; the last token request form
-	rotate   bool                   // guarded by mu; issue a new refresh token on refresh
-	hits     map[string]int         // guarded by mu; requests per path
-	metaPath string                 // guarded by mu; where the metadata is served
+	Mu       sync.Mutex
+	Meta     oauthex.AuthServerMeta // guarded by mu; served at the well-known url
+	Clients  map[string]Client      // guarded by mu; by client id
+	Codes    map[string]testCode    // guarded by mu; single use
+	Access   map[string]testGrant   // guarded by mu; access token -> grant
+	Refresh  map[string]testGrant   // guarded by mu; live refresh tokens
+	BadIss   string                 // guarded by mu; iss to send instead of the real one
+	LastAuth url.Values             // guarded by mu; the last authorization request
+	LastTok  url.Values             // guarded by mu; the last token request form
+	Rotate   bool                   // guarded by mu; issue a new refresh token on refresh
+	Hits     map[string]int         // guarded by mu; requests per path
+	MetaPath string                 // guarded by mu; where the metadata is served
 }
 
-type testClient struct {
-	secret     string
-	authMethod string
-	redirects  []string
+type Client struct {
+	Secret     string
+	AuthMethod string
+	Redirects  []string
 }
 
 type testCode struct {
@@ -61,26 +61,26 @@ type testGrant struct {
 	expires                   time.Time
 }
 
-func newTestAS(t testing.TB) *testAS {
+func NewAS(t testing.TB) *AS {
 	t.Helper()
-	return newTestASAt(t, "", "/.well-known/oauth-authorization-server")
+	return NewASAt(t, "", "/.well-known/oauth-authorization-server")
 }
 
 // newTestASAt serves metadata only at metaPath, for an issuer with issuerPath.
-func newTestASAt(t testing.TB, issuerPath, metaPath string) *testAS {
+func NewASAt(t testing.TB, issuerPath, metaPath string) *AS {
 	t.Helper()
-	a := &testAS{t: t, clients: map[string]testClient{}, codes: map[string]testCode{},
-		access: map[string]testGrant{}, refresh: map[string]testGrant{}, hits: map[string]int{}, rotate: true}
+	a := &AS{t: t, Clients: map[string]Client{}, Codes: map[string]testCode{},
+		Access: map[string]testGrant{}, Refresh: map[string]testGrant{}, Hits: map[string]int{}, Rotate: true}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /", a.metadata)
 	mux.HandleFunc("GET /authorize", a.authorize)
 	mux.HandleFunc("POST /token", a.token)
 	mux.HandleFunc("POST /register", a.register)
-	a.srv = httptest.NewServer(a.count(mux))
-	t.Cleanup(a.srv.Close)
-	u := a.srv.URL
-	a.metaPath = metaPath
-	a.meta = oauthex.AuthServerMeta{
+	a.Srv = httptest.NewServer(a.Count(mux))
+	t.Cleanup(a.Srv.Close)
+	u := a.Srv.URL
+	a.MetaPath = metaPath
+	a.Meta = oauthex.AuthServerMeta{
 		Issuer:                                     u + issuerPath,
 		AuthorizationEndpoint:                      u + "/authorize",
 		TokenEndpoint:                              u + "/token",
@@ -95,42 +95,43 @@ func newTestASAt(t testing.TB, issuerPath, metaPath string) *testAS {
 	return a
 }
 
-func (a *testAS) count(h http.Handler) http.Handler {
+func (a *AS) Count(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a.mu.Lock()
-		a.hits[r.URL.Path]++
-		a.mu.Unlock()
+		a.Mu.Lock()
+		a.Hits[r.URL.Path]++
+		a.Mu.Unlock()
 		h.ServeHTTP(w, r)
 	})
 }
 
-func (a *testAS) update(f func(a *testAS)) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+func (a *AS) Update(f func(a *AS)) {
+	a.Mu.Lock()
+	defer a.Mu.Unlock()
 	f(a)
 }
 
-func (a *testAS) addClient(id string, c testClient) { a.update(func(a *testAS) { a.clients[id] = c }) }
+func (a *AS) AddClient(id string, c Client) { a.Update(func(a *AS) { a.Clients[id] = c }) }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// WriteJSON answers status with v as a JSON body.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
 }
 
 func oauthErr(w http.ResponseWriter, status int, code, desc string) {
-	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
+	WriteJSON(w, status, map[string]string{"error": code, "error_description": desc})
 }
 
-func (a *testAS) metadata(w http.ResponseWriter, r *http.Request) {
-	a.mu.Lock()
-	m, at := a.meta, a.metaPath
-	a.mu.Unlock()
+func (a *AS) metadata(w http.ResponseWriter, r *http.Request) {
+	a.Mu.Lock()
+	m, at := a.Meta, a.MetaPath
+	a.Mu.Unlock()
 	if r.URL.Path != at {
 		http.NotFound(w, r)
 		return
 	}
-	writeJSON(w, 200, m)
+	WriteJSON(w, 200, m)
 }
 
 func randText() string {
@@ -141,17 +142,17 @@ func randText() string {
 
 // lookupClient resolves a client id; a URL client id is a Client ID Metadata
 // Document the server fetches, as a CIMD-supporting server does.
-func (a *testAS) lookupClient(id string) (testClient, bool) {
-	a.mu.Lock()
-	c, ok := a.clients[id]
-	cimd := a.meta.ClientIDMetadataDocumentSupported
-	a.mu.Unlock()
+func (a *AS) lookupClient(id string) (Client, bool) {
+	a.Mu.Lock()
+	c, ok := a.Clients[id]
+	cimd := a.Meta.ClientIDMetadataDocumentSupported
+	a.Mu.Unlock()
 	if ok || !cimd || !strings.HasPrefix(id, "http") {
 		return c, ok
 	}
 	res, err := http.Get(id)
 	if err != nil {
-		return testClient{}, false
+		return Client{}, false
 	}
 	defer res.Body.Close()
 	var doc struct {
@@ -160,27 +161,27 @@ func (a *testAS) lookupClient(id string) (testClient, bool) {
 		AuthMethod   string   `json:"token_endpoint_auth_method"`
 	}
 	if res.StatusCode != 200 || json.NewDecoder(res.Body).Decode(&doc) != nil || doc.ClientID != id {
-		return testClient{}, false
+		return Client{}, false
 	}
-	return testClient{authMethod: doc.AuthMethod, redirects: doc.RedirectURIs}, true
+	return Client{AuthMethod: doc.AuthMethod, Redirects: doc.RedirectURIs}, true
 }
 
-func (a *testAS) authorize(w http.ResponseWriter, r *http.Request) {
+func (a *AS) authorize(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	a.update(func(a *testAS) { a.lastAuth = q })
+	a.Update(func(a *AS) { a.LastAuth = q })
 	c, ok := a.lookupClient(q.Get("client_id"))
-	if !ok || !slices.Contains(c.redirects, q.Get("redirect_uri")) {
+	if !ok || !slices.Contains(c.Redirects, q.Get("redirect_uri")) {
 		http.Error(w, "unknown client or redirect_uri", http.StatusBadRequest)
 		return
 	}
 	redirect, _ := url.Parse(q.Get("redirect_uri"))
 	back := url.Values{"state": {q.Get("state")}}
-	a.mu.Lock()
-	iss := a.meta.Issuer
-	if a.badIss != "" {
-		iss = a.badIss
+	a.Mu.Lock()
+	iss := a.Meta.Issuer
+	if a.BadIss != "" {
+		iss = a.BadIss
 	}
-	a.mu.Unlock()
+	a.Mu.Unlock()
 	back.Set("iss", iss)
 	switch {
 	case q.Get("response_type") != "code":
@@ -195,8 +196,8 @@ func (a *testAS) authorize(w http.ResponseWriter, r *http.Request) {
 		back.Set("error_description", "the user declined")
 	default:
 		code := randText()
-		a.update(func(a *testAS) {
-			a.codes[code] = testCode{clientID: q.Get("client_id"), redirect: q.Get("redirect_uri"),
+		a.Update(func(a *AS) {
+			a.Codes[code] = testCode{clientID: q.Get("client_id"), redirect: q.Get("redirect_uri"),
 				challenge: q.Get("code_challenge"), resource: q.Get("resource"), scope: q.Get("scope")}
 		})
 		back.Set("code", code)
@@ -206,7 +207,7 @@ func (a *testAS) authorize(w http.ResponseWriter, r *http.Request) {
 }
 
 // authenticate checks the client's credentials as its auth method says.
-func (a *testAS) authenticate(r *http.Request) (string, bool) {
+func (a *AS) authenticate(r *http.Request) (string, bool) {
 	id, secret, basic := r.BasicAuth()
 	if basic {
 		id, _ = url.QueryUnescape(id)
@@ -218,35 +219,35 @@ func (a *testAS) authenticate(r *http.Request) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	switch c.authMethod {
+	switch c.AuthMethod {
 	case "client_secret_basic":
-		return id, basic && secret == c.secret
+		return id, basic && secret == c.Secret
 	case "client_secret_post":
-		return id, !basic && secret == c.secret && r.PostForm.Has("client_secret")
+		return id, !basic && secret == c.Secret && r.PostForm.Has("client_secret")
 	default:
 		return id, !basic && !r.PostForm.Has("client_secret")
 	}
 }
 
-func (a *testAS) token(w http.ResponseWriter, r *http.Request) {
+func (a *AS) token(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
 		oauthErr(w, 400, "invalid_request", "bad form")
 		return
 	}
-	a.update(func(a *testAS) { a.lastTok = r.PostForm })
+	a.Update(func(a *AS) { a.LastTok = r.PostForm })
 	id, ok := a.authenticate(r)
 	if !ok {
 		oauthErr(w, 401, "invalid_client", "client authentication failed")
 		return
 	}
 	f := r.PostForm
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.Mu.Lock()
+	defer a.Mu.Unlock()
 	var g testGrant
 	switch f.Get("grant_type") {
 	case "authorization_code":
-		c, ok := a.codes[f.Get("code")]
-		delete(a.codes, f.Get("code"))
+		c, ok := a.Codes[f.Get("code")]
+		delete(a.Codes, f.Get("code"))
 		sum := sha256.Sum256([]byte(f.Get("code_verifier")))
 		switch {
 		case !ok || c.clientID != id:
@@ -261,7 +262,7 @@ func (a *testAS) token(w http.ResponseWriter, r *http.Request) {
 		}
 		g = testGrant{clientID: id, resource: c.resource, scope: c.scope}
 	case "refresh_token":
-		old, ok := a.refresh[f.Get("refresh_token")]
+		old, ok := a.Refresh[f.Get("refresh_token")]
 		if !ok || old.clientID != id {
 			oauthErr(w, 400, "invalid_grant", "refresh token revoked")
 			return
@@ -271,8 +272,8 @@ func (a *testAS) token(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		g = old
-		if a.rotate {
-			delete(a.refresh, f.Get("refresh_token"))
+		if a.Rotate {
+			delete(a.Refresh, f.Get("refresh_token"))
 		}
 	default:
 		oauthErr(w, 400, "unsupported_grant_type", "")
@@ -280,17 +281,17 @@ func (a *testAS) token(w http.ResponseWriter, r *http.Request) {
 	}
 	g.expires = time.Now().Add(time.Hour)
 	at := randText()
-	a.access[at] = g
+	a.Access[at] = g
 	resp := map[string]any{"access_token": at, "token_type": "bearer", "expires_in": 3600, "scope": g.scope}
-	if f.Get("grant_type") == "authorization_code" || a.rotate {
+	if f.Get("grant_type") == "authorization_code" || a.Rotate {
 		rt := randText()
-		a.refresh[rt] = g
+		a.Refresh[rt] = g
 		resp["refresh_token"] = rt
 	}
-	writeJSON(w, 200, resp)
+	WriteJSON(w, 200, resp)
 }
 
-func (a *testAS) register(w http.ResponseWriter, r *http.Request) {
+func (a *AS) register(w http.ResponseWriter, r *http.Request) {
 	var m oauthex.ClientRegistrationMetadata
 	if err := json.NewDecoder(r.Body).Decode(&m); err != nil || len(m.RedirectURIs) == 0 {
 		oauthErr(w, 400, "invalid_client_metadata", "redirect_uris required")
@@ -300,17 +301,17 @@ func (a *testAS) register(w http.ResponseWriter, r *http.Request) {
 	if m.TokenEndpointAuthMethod != "none" {
 		secret = randText()
 	}
-	a.addClient(id, testClient{secret: secret, authMethod: m.TokenEndpointAuthMethod, redirects: m.RedirectURIs})
-	writeJSON(w, 201, map[string]any{"client_id": id, "client_secret": secret,
+	a.AddClient(id, Client{Secret: secret, AuthMethod: m.TokenEndpointAuthMethod, Redirects: m.RedirectURIs})
+	WriteJSON(w, 201, map[string]any{"client_id": id, "client_secret": secret,
 		"redirect_uris": m.RedirectURIs, "token_endpoint_auth_method": m.TokenEndpointAuthMethod})
 }
 
 // verifier is the MCP server's token check against this server's grants.
-func (a *testAS) verifier(resource string) auth.TokenVerifier {
+func (a *AS) verifier(resource string) auth.TokenVerifier {
 	return func(_ context.Context, tok string, _ *http.Request) (*auth.TokenInfo, error) {
-		a.mu.Lock()
-		g, ok := a.access[tok]
-		a.mu.Unlock()
+		a.Mu.Lock()
+		g, ok := a.Access[tok]
+		a.Mu.Unlock()
 		if !ok || g.resource != resource {
 			return nil, auth.ErrInvalidToken
 		}
@@ -320,35 +321,35 @@ func (a *testAS) verifier(resource string) auth.TokenVerifier {
 
 // testMCP is a go-sdk MCP server behind the go-sdk's bearer middleware with
 // its protected resource metadata handler.
-type testMCP struct {
-	srv *httptest.Server
-	url string // the MCP endpoint
-	prm *oauthex.ProtectedResourceMetadata
+type MCP struct {
+	Srv      *httptest.Server
+	Endpoint string // the MCP endpoint
+	PRM      *oauthex.ProtectedResourceMetadata
 }
 
-func newTestMCP(t testing.TB, as *testAS, scopes []string, edit func(*oauthex.ProtectedResourceMetadata)) *testMCP {
+func NewMCP(t testing.TB, as *AS, scopes []string, edit func(*oauthex.ProtectedResourceMetadata)) *MCP {
 	t.Helper()
-	return newTestMCPWith(t, as, mcpOpts{scopes: scopes, edit: edit, prmPath: "/.well-known/oauth-protected-resource/mcp", advertise: true})
+	return NewMCPWith(t, as, MCPOpts{Scopes: scopes, Edit: edit, PRMPath: "/.well-known/oauth-protected-resource/mcp", Advertise: true})
 }
 
-type mcpOpts struct {
-	scopes    []string
-	edit      func(*oauthex.ProtectedResourceMetadata)
-	prmPath   string // where the metadata is served
-	advertise bool   // name it in WWW-Authenticate
+type MCPOpts struct {
+	Scopes    []string
+	Edit      func(*oauthex.ProtectedResourceMetadata)
+	PRMPath   string // where the metadata is served
+	Advertise bool   // name it in WWW-Authenticate
 }
 
-func newTestMCPWith(t testing.TB, as *testAS, o mcpOpts) *testMCP {
+func NewMCPWith(t testing.TB, as *AS, o MCPOpts) *MCP {
 	t.Helper()
-	scopes, edit := o.scopes, o.edit
-	m := &testMCP{}
+	scopes, edit := o.Scopes, o.Edit
+	m := &MCP{}
 	mux := http.NewServeMux()
-	m.srv = httptest.NewServer(mux)
-	t.Cleanup(m.srv.Close)
-	m.url = m.srv.URL + "/mcp"
-	m.prm = &oauthex.ProtectedResourceMetadata{Resource: m.url, AuthorizationServers: []string{as.srv.URL}, ScopesSupported: []string{"read", "write"}}
+	m.Srv = httptest.NewServer(mux)
+	t.Cleanup(m.Srv.Close)
+	m.Endpoint = m.Srv.URL + "/mcp"
+	m.PRM = &oauthex.ProtectedResourceMetadata{Resource: m.Endpoint, AuthorizationServers: []string{as.Srv.URL}, ScopesSupported: []string{"read", "write"}}
 	if edit != nil {
-		edit(m.prm)
+		edit(m.PRM)
 	}
 	s := mcp.NewServer(&mcp.Implementation{Name: "upstream", Version: "1"}, nil)
 	mcp.AddTool(s, &mcp.Tool{Name: "echo"}, func(_ context.Context, _ *mcp.CallToolRequest, in struct {
@@ -358,37 +359,23 @@ func newTestMCPWith(t testing.TB, as *testAS, o mcpOpts) *testMCP {
 	})
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
 	prmURL := ""
-	if o.advertise {
-		prmURL = m.srv.URL + o.prmPath
+	if o.Advertise {
+		prmURL = m.Srv.URL + o.PRMPath
 	}
-	mux.Handle("/mcp", auth.RequireBearerToken(as.verifier(m.url), &auth.RequireBearerTokenOptions{ResourceMetadataURL: prmURL, Scopes: scopes})(h))
-	mux.Handle(o.prmPath, auth.ProtectedResourceMetadataHandler(m.prm))
+	mux.Handle("/mcp", auth.RequireBearerToken(as.verifier(m.Endpoint), &auth.RequireBearerTokenOptions{ResourceMetadataURL: prmURL, Scopes: scopes})(h))
+	mux.Handle(o.PRMPath, auth.ProtectedResourceMetadataHandler(m.PRM))
 	return m
 }
 
-// AS is an authorization server on loopback that auto-approves every
-// authorization request (a browser that follows its redirect lands on the
-// redirect_uri with a code) and registers clients dynamically.
-type AS struct{ a *testAS }
-
-// NewAS starts an authorization server; it stops when the test ends.
-func NewAS(t testing.TB) *AS { return &AS{a: newTestAS(t)} }
-
 // URL is the server's base URL, also its issuer.
-func (s *AS) URL() string { return s.a.srv.URL }
+func (a *AS) URL() string { return a.Srv.URL }
 
 // Grants returns how many access tokens the server has issued.
-func (s *AS) Grants() int {
-	s.a.mu.Lock()
-	defer s.a.mu.Unlock()
-	return len(s.a.access)
+func (a *AS) Grants() int {
+	a.Mu.Lock()
+	defer a.Mu.Unlock()
+	return len(a.Access)
 }
 
-// MCP is a go-sdk MCP server with an "echo" tool behind bearer tokens of an AS.
-type MCP struct{ m *testMCP }
-
-// NewMCP starts an MCP server protected by as; it stops when the test ends.
-func NewMCP(t testing.TB, as *AS) *MCP { return &MCP{m: newTestMCP(t, as.a, nil, nil)} }
-
 // URL is the MCP endpoint.
-func (m *MCP) URL() string { return m.m.url }
+func (m *MCP) URL() string { return m.Endpoint }
