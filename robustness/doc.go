@@ -19,7 +19,8 @@
 // through the node, wait until the node's local state shows it and then
 // read: everything committed before the read started is applied there, so
 // these reads must be linearizable and a violation fails the test. Local
-// reads ask any node's local state directly; admin reads are served that way
-// today and may be stale, so their violations are reported, not fatal,
-// unless MCPGW_ROBUSTNESS_STRICT_LOCAL=1.
+// reads ask any node's admin API directly. It catches up with the leader
+// first, but a node that knows no leader (cut off from the majority)
+// answers from its local copy, which may be stale; so their violations are
+// reported, not fatal, unless MCPGW_ROBUSTNESS_STRICT_LOCAL=1.
 package robustness

@@ -98,7 +98,7 @@ func TestLinearizable(t *testing.T) {
 				t.Errorf("acknowledged write lost: %s (reproduce: -seed %d)", l, s)
 			}
 			for i, v := range st.localViol {
-				msg := fmt.Sprintf("local reads not linearizable on %s (known: admin reads are served from local state): %s", v.key, v.example)
+				msg := fmt.Sprintf("local reads not linearizable on %s (known: a node that knows no leader answers from its local copy): %s", v.key, v.example)
 				switch {
 				case strictLocal:
 					t.Error(msg)
