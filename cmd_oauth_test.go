@@ -14,7 +14,7 @@ import (
 // the account connected; a second complete is refused; revoke deletes.
 func TestOAuthCommands(t *testing.T) {
 	as := oauthtest.NewAS(t)
-	up := oauthtest.NewMCP(t, as)
+	up := oauthtest.NewMCP(t, as, nil, nil)
 	const public = "http://127.0.0.1:1"
 	n := startTestNode(t, func(c *node.Config) { c.PublicURL, c.OAuthAllowLoopback = public, true })
 	admin := []string{"--admin", n.AdminAddr(), "--admin-token", n.AdminToken()}
