@@ -119,6 +119,14 @@ func flagText(f cli.Flag, v any) ([]string, error) {
 			return []string{strconv.FormatBool(b)}, nil
 		}
 		return nil, fmt.Errorf("%v is not true or false", v)
+	case *cli.Float64Flag:
+		switch n := v.(type) {
+		case float64:
+			return []string{strconv.FormatFloat(n, 'g', -1, 64)}, nil
+		case int64:
+			return []string{strconv.FormatInt(n, 10)}, nil
+		}
+		return nil, fmt.Errorf("%v is not a number", v)
 	}
 	return nil, fmt.Errorf("the flag cannot be set from the file")
 }
@@ -168,6 +176,8 @@ func effectiveConfig(c *cli.Context, fromFile map[string]bool) (string, error) {
 			v = c.Int64(name)
 		case *cli.BoolFlag:
 			v = c.Bool(name)
+		case *cli.Float64Flag:
+			v = c.Float64(name)
 		default:
 			continue
 		}
@@ -201,6 +211,8 @@ func flagValue(c *cli.Context, f cli.Flag) string {
 		return strconv.FormatInt(c.Int64(name), 10)
 	case *cli.BoolFlag:
 		return strconv.FormatBool(c.Bool(name))
+	case *cli.Float64Flag:
+		return strconv.FormatFloat(c.Float64(name), 'g', -1, 64)
 	}
 	return c.String(name)
 }
@@ -223,6 +235,8 @@ func defaultValue(f cli.Flag) string {
 		return strconv.FormatInt(f.Value, 10)
 	case *cli.BoolFlag:
 		return strconv.FormatBool(f.Value)
+	case *cli.Float64Flag:
+		return strconv.FormatFloat(f.Value, 'g', -1, 64)
 	}
 	return ""
 }
