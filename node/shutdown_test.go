@@ -33,30 +33,7 @@ func TestCloseEndsSessions(t *testing.T) {
 			}
 			echo(t, ctx, sess, "before close")
 
-			start := time.Now()
-			closed := make(chan error, 1)
-			go func() { closed <- n.Close() }()
-			select {
-			case err := <-closed:
-				if err != nil {
-					t.Fatalf("Close: %v", err)
-				}
-			case <-time.After(shutdown + 2*time.Second):
-				t.Fatalf("Close did not return within %v", shutdown+2*time.Second)
-			}
-			if elapsed := time.Since(start); elapsed >= shutdown {
-				t.Errorf("Close took %v with idle sessions, want less than the %v shutdown timeout", elapsed, shutdown)
-			}
-
-			callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			_, err := sess.CallTool(callCtx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "after close"}})
-			if err == nil {
-				t.Fatal("CallTool after Close succeeded")
-			}
-			if errors.Is(err, context.DeadlineExceeded) {
-				t.Fatalf("CallTool after Close hung until its deadline: %v", err)
-			}
+			closeEndsSession(t, ctx, n, sess, shutdown)
 		})
 	}
 }
@@ -143,5 +120,35 @@ func TestCloseDrainsStreamableCalls(t *testing.T) {
 	}
 	if got, want := r.res.Content[0].(*mcp.TextContent).Text, "not cancelled"; got != want {
 		t.Fatalf("call in flight during Close = %q, want %q", got, want)
+	}
+}
+
+// closeEndsSession closes n, which holds sess idle, and checks that Close
+// returns before the shutdown timeout and that sess's next call fails
+// rather than hangs.
+func closeEndsSession(t *testing.T, ctx context.Context, n *Node, sess *mcp.ClientSession, shutdown time.Duration) {
+	t.Helper()
+	start := time.Now()
+	closed := make(chan error, 1)
+	go func() { closed <- n.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	case <-time.After(shutdown + 2*time.Second):
+		t.Fatalf("Close did not return within %v", shutdown+2*time.Second)
+	}
+	if elapsed := time.Since(start); elapsed >= shutdown {
+		t.Errorf("Close took %v with idle sessions, want less than the %v shutdown timeout", elapsed, shutdown)
+	}
+	callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := sess.CallTool(callCtx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "after close"}})
+	if err == nil {
+		t.Fatal("CallTool after Close succeeded")
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("CallTool after Close hung until its deadline: %v", err)
 	}
 }

@@ -1,8 +1,6 @@
 package node
 
 import (
-	"context"
-	"errors"
 	"net/http"
 	"net/url"
 	"testing"
@@ -24,29 +22,7 @@ func TestCloseEndsSSESessions(t *testing.T) {
 		t.Fatalf("mcpgw_proxy_sessions_active{transport=sse}=%v, want %v", got, want)
 	}
 
-	start := time.Now()
-	closed := make(chan error, 1)
-	go func() { closed <- n.Close() }()
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Fatalf("Close: %v", err)
-		}
-	case <-time.After(shutdown + 2*time.Second):
-		t.Fatalf("Close did not return within %v", shutdown+2*time.Second)
-	}
-	if elapsed := time.Since(start); elapsed >= shutdown {
-		t.Errorf("Close took %v with an idle SSE session, want less than the %v shutdown timeout", elapsed, shutdown)
-	}
-	callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	_, err := sess.CallTool(callCtx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "after close"}})
-	if err == nil {
-		t.Fatal("CallTool after Close succeeded")
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("CallTool after Close hung until its deadline: %v", err)
-	}
+	closeEndsSession(t, ctx, n, sess, shutdown)
 }
 
 // TestRevokedTokenEndsSSESession: revoking the token that opened a legacy
