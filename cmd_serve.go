@@ -185,6 +185,8 @@ func runServe(c *cli.Context) error {
 	cfg.PublicURL = c.String("public-url")
 	cfg.OAuthAllowLoopback = c.Bool("oauth-allow-loopback")
 	cfg.Logger = logger
+	build := versionInfo()
+	cfg.Version, cfg.Revision = build.Version, build.Commit
 	cfg.VaultKeyFile = c.String("vault-key")
 	cfg.VaultKeys, cfg.VaultPassphrase, err = loadVaultKeys(c.App.ErrWriter, cfg.VaultKeyFile, cfg.DataDir, logger)
 	if err != nil {

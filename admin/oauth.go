@@ -88,6 +88,23 @@ func (s *Service) oauthReady() error {
 // gateway there when it has no client yet, starts a flow and stores it
 // (replicated, single use), and returns the consent URL.
 func (s *Service) AuthorizationURL(ctx context.Context, in OAuthStart) (OAuthStarted, error) {
+	res, err := s.authorizationURL(ctx, in)
+	s.oauthEvent("started", err)
+	return res, err
+}
+
+// oauthEvent reports a flow event, or "failed" when err is set.
+func (s *Service) oauthEvent(event string, err error) {
+	if s.opts.OAuthEvent == nil {
+		return
+	}
+	if err != nil {
+		event = "failed"
+	}
+	s.opts.OAuthEvent(event)
+}
+
+func (s *Service) authorizationURL(ctx context.Context, in OAuthStart) (OAuthStarted, error) {
 	if err := s.oauthReady(); err != nil {
 		return OAuthStarted{}, err
 	}
@@ -248,6 +265,12 @@ func (s *Service) openPending(rec storage.OAuthPending, state string) (oauth.Pen
 // replayed callback on any node is refused, exchanges the code and stores
 // the token as the oauth credential of the flow's org, account and route.
 func (s *Service) CompleteOAuth(ctx context.Context, q url.Values) (OAuthCompleted, error) {
+	res, err := s.completeOAuth(ctx, q)
+	s.oauthEvent("completed", err)
+	return res, err
+}
+
+func (s *Service) completeOAuth(ctx context.Context, q url.Values) (OAuthCompleted, error) {
 	if err := s.oauthReady(); err != nil {
 		return OAuthCompleted{}, err
 	}

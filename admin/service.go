@@ -152,6 +152,11 @@ type Options struct {
 	// OAuthCIMDURL is where the gateway serves its Client ID Metadata
 	// Document; empty: it does not offer one.
 	OAuthCIMDURL string
+	// OAuthEvent, when set, is told of each upstream OAuth flow event:
+	// "started" (a consent URL handed out), "completed" (a callback
+	// stored the tokens) or "failed" (either went wrong), for metrics.
+	// Default nil.
+	OAuthEvent func(event string)
 }
 
 // Service carries out the admin use cases. Its methods are safe for

@@ -113,7 +113,14 @@ func newAuditor(logger *slog.Logger, reg prometheus.Registerer, queueLen int) *a
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 	}
-	reg.MustRegister(a.records, dropped, a.writeSeconds)
+	depth := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "mcpgw_audit_queue_records", Help: "Audit records queued for the disk, not yet written.",
+	}, func() float64 { return float64(len(a.queue)) })
+	capacity := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "mcpgw_audit_queue_capacity_records", Help: "Audit records the queue holds before it drops (--audit-queue-len).",
+	})
+	capacity.Set(float64(queueLen))
+	reg.MustRegister(a.records, dropped, a.writeSeconds, depth, capacity)
 	return a
 }
 

@@ -182,7 +182,10 @@ type Gateway struct {
 	audit      *auditor
 	streamable *transport.StreamableServer
 	procs      *upstreamProcs
-	sse        *transport.SSEServer // legacy HTTP+SSE sessions
+	// upstreamClient makes the upstream HTTP requests, counting their
+	// bytes; its connections are reused across the gateway's sessions.
+	upstreamClient *http.Client
+	sse            *transport.SSEServer // legacy HTTP+SSE sessions
 
 	ctx      context.Context // ends when the gateway shuts down, and with it every session
 	cancel   context.CancelFunc
@@ -223,6 +226,8 @@ func New(state State, keys func() *vault.Keys, opts *Options) *Gateway {
 		g.audit.start(o.AuditLog, o.NodeID)
 	}
 	g.procs = newUpstreamProcs(o.MaxStdioPerRoute, o.Registerer)
+	g.upstreamClient = transport.NewCountedHTTPClient(g.metrics.upIn, g.metrics.upOut)
+	o.Registerer.MustRegister(&routeCollector{g: g, cs: g.metrics.perRoute()})
 	g.streamable = transport.NewStreamableServer(g.openStreamable, &transport.StreamableServerOptions{
 		Authenticate:    func(r *http.Request) error { _, err := g.authenticate(r); return err },
 		MaxMessageBytes: o.MaxMessageBytes,
@@ -319,6 +324,7 @@ func (g *Gateway) Close() error {
 		g.watchers.Wait()
 		g.audit.close()
 		g.unsealed.stop()
+		g.upstreamClient.CloseIdleConnections()
 	})
 	return g.closeErr
 }

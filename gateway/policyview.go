@@ -149,6 +149,13 @@ func (g *Gateway) buildPolicy(gen uint64) (*policyState, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every route and limit has its series from the first scrape on.
+	for _, r := range routes {
+		g.metrics.route(r.Name)
+	}
+	for _, l := range storedLimits {
+		g.metrics.limiterRefusals.WithLabelValues(l.ID)
+	}
 	return &policyState{gen: gen, routes: newRouteTable(routes), keyring: policy.NewKeyring(keys, revoked, policy.KeyringOptions{}), rules: compiled}, nil
 }
 
@@ -196,6 +203,7 @@ func (g *Gateway) verifyToken(token string) (*policy.Claims, error) {
 		// A hit expires exactly when Verify would refuse the token, leeway
 		// included.
 		if st.keyring.Check(v.(*policy.Claims), now) == nil {
+			g.metrics.tokenHit.Inc()
 			return v.(*policy.Claims), nil
 		}
 		if _, loaded := st.verified.LoadAndDelete(sum); loaded {
@@ -204,9 +212,11 @@ func (g *Gateway) verifyToken(token string) (*policy.Claims, error) {
 	}
 	claims, err := st.keyring.Verify(token, now)
 	if err == nil {
+		g.metrics.tokenMissOK.Inc()
 		st.cacheVerified(sum, claims)
 	}
 	if err != nil {
+		g.metrics.tokenRefused.Inc()
 		kind := "token_invalid"
 		for _, k := range []struct {
 			err  error
@@ -284,6 +294,7 @@ func (s *session) admitToolCall(tool string) *jsonrpc.Error {
 	}
 	if ok, retry, limitID := g.pol.limiter.Allow(policy.Key(req), g.now()); !ok {
 		g.metrics.refusalsTotal.WithLabelValues("rate_limited").Inc()
+		g.metrics.limiterRefusals.WithLabelValues(limitID).Inc()
 		ms := retry.Milliseconds() + 1
 		return rpcError(transport.CodeRateLimited, fmt.Sprintf("rate limit %q reached for tool %q on route %q; retry in %dms", limitID, tool, s.route.Name, ms),
 			map[string]any{"retryAfterMs": ms, "limit": limitID})

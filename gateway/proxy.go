@@ -27,6 +27,7 @@ type session struct {
 	id        string
 	transport string // downstream transport, for metrics and logs
 	route     storage.Route
+	rm        *routeMetrics // the route's metric series
 	org       string
 	account   string
 	claims    *policy.Claims // the service token's claims
@@ -52,6 +53,9 @@ type session struct {
 	// ended is set when the gateway ends the session because its token was
 	// revoked or expired: the error outstanding and later calls get.
 	ended atomic.Pointer[sessionEnd]
+	// upstreamEnded is set when the upstream ended the session, so calls
+	// it left unanswered count as upstream errors.
+	upstreamEnded atomic.Bool
 
 	mu      sync.Mutex
 	pending map[jsonrpc.ID]pendingCall // client→server calls awaiting a response; guarded by mu
@@ -74,6 +78,9 @@ type pendingCall struct {
 	method string
 	tool   string
 	start  time.Time
+	// sent is when the call was handed to the upstream, from which the
+	// gateway waits on it.
+	sent time.Time
 	// gated is set when the call holds a node-wide in-flight slot.
 	gated bool
 	// cancel ends the upstream write of the call: for streamable HTTP that
@@ -98,9 +105,10 @@ func (s *session) run(ctx context.Context) {
 	s.stop = cancel
 	s.g.live.add(s)
 	defer s.g.live.remove(s)
-	s.g.metrics.sessionsActive.WithLabelValues(s.transport).Inc()
-	s.g.metrics.sessionsTotal.WithLabelValues(s.transport).Inc()
-	defer s.g.metrics.sessionsActive.WithLabelValues(s.transport).Dec()
+	tm := s.g.metrics.transport(s.transport)
+	tm.active.Inc()
+	tm.opened.Inc()
+	defer tm.active.Dec()
 	if s.oneShot {
 		s.logger.Debug("stateless request session opened")
 	} else {
@@ -185,7 +193,7 @@ func (s *session) clientToServer(ctx context.Context) {
 			}
 			return
 		}
-		s.g.metrics.messagesTotal.WithLabelValues("client_to_server").Inc()
+		s.g.metrics.msgClientToServer.Inc()
 		req, ok := msg.(*jsonrpc.Request)
 		if !ok || !req.IsCall() {
 			var cancelled jsonrpc.ID
@@ -268,14 +276,14 @@ func (s *session) admit(ctx context.Context, req *jsonrpc.Request) (context.Cont
 		s.g.metrics.refusalsTotal.WithLabelValues("session_inflight").Inc()
 		rerr := rpcError(transport.CodeOverloaded, fmt.Sprintf("this session has %d calls in flight; wait for answers or open another session", busy), nil)
 		if pc.tool != "" {
-			s.g.metrics.callsTotal.WithLabelValues(s.route.Name, "refused").Inc()
+			s.rm.refused.Inc()
 			s.auditToolCall(pc, storage.AuditRefused, rerr)
 		}
 		return nil, nil, rerr
 	}
 	if pc.tool != "" {
 		if rerr := s.admitToolCall(pc.tool); rerr != nil {
-			s.g.metrics.callsTotal.WithLabelValues(s.route.Name, "refused").Inc()
+			s.rm.refused.Inc()
 			s.auditToolCall(pc, storage.AuditRefused, rerr)
 			return nil, nil, rerr
 		}
@@ -295,6 +303,7 @@ func (s *session) admit(ctx context.Context, req *jsonrpc.Request) (context.Cont
 		callCtx = transport.WithTraceHeader(callCtx, traceHeader)
 	}
 	pc.cancel = cancel
+	pc.sent = time.Now()
 	s.mu.Lock()
 	if _, dup := s.pending[req.ID]; dup {
 		s.mu.Unlock()
@@ -403,6 +412,7 @@ func (s *session) answerFailedWrite(ctx context.Context, req *jsonrpc.Request, e
 		rerr = &jsonrpc.Error{Code: werr.Code, Message: werr.Message, Data: werr.Data}
 	} else {
 		s.g.metrics.refusalsTotal.WithLabelValues("upstream_error").Inc()
+		s.rm.upstreamError("request")
 		s.logger.Warn("upstream request failed", slog.String("method", req.Method), slog.Any("error", err))
 		rerr = rpcError(transport.CodeUpstreamError, fmt.Sprintf("upstream of route %q failed: %v; check the server is up and the route URL is right (`mcpgw route list`)", s.route.Name, err), nil)
 	}
@@ -421,6 +431,7 @@ func (s *session) serverToClient(ctx context.Context) {
 				}
 				// Fail the call the message answered, or tell the upstream
 				// its request was refused, rather than leave either waiting.
+				s.rm.upstreamError("unusable_message")
 				if me.Response {
 					s.complete(ctx, &jsonrpc.Response{ID: me.ID, Error: rpcError(transport.CodeUpstreamError,
 						fmt.Sprintf("upstream of route %q answered with an unusable message: %s", s.route.Name, me.Message), nil)})
@@ -430,11 +441,12 @@ func (s *session) serverToClient(ctx context.Context) {
 				continue
 			}
 			if ctx.Err() == nil {
+				s.upstreamEnded.Store(true)
 				s.logger.Info("upstream ended the session", slog.Any("error", err))
 			}
 			return
 		}
-		s.g.metrics.messagesTotal.WithLabelValues("server_to_client").Inc()
+		s.g.metrics.msgServerToClient.Inc()
 		if resp, ok := msg.(*jsonrpc.Response); ok {
 			s.complete(ctx, resp)
 			continue
@@ -445,6 +457,7 @@ func (s *session) serverToClient(ctx context.Context) {
 
 // complete delivers a response for a tracked call and records its outcome.
 func (s *session) complete(ctx context.Context, resp *jsonrpc.Response) {
+	arrived := time.Now()
 	s.mu.Lock()
 	pc, ok := s.takePendingLocked(resp.ID)
 	if ok && !pc.written {
@@ -456,7 +469,7 @@ func (s *session) complete(ctx context.Context, resp *jsonrpc.Response) {
 		// Nothing asked for it (or its caller gave up on it): passing it on
 		// would let the upstream answer the client's future calls, or a
 		// call the gateway refused, in the gateway's name.
-		s.g.metrics.unrequestedTotal.WithLabelValues(s.route.Name).Inc()
+		s.rm.unrequested.Inc()
 		s.logger.Debug("upstream response to no pending call dropped", slog.Any("id", resp.ID.Raw()))
 		return
 	}
@@ -487,11 +500,17 @@ func (s *session) complete(ctx context.Context, resp *jsonrpc.Response) {
 			// The call went through and the tool reported a failure.
 			outcome, label = "error", "tool_error"
 		}
-		s.g.metrics.callsTotal.WithLabelValues(s.route.Name, label).Inc()
-		s.g.metrics.callSeconds.WithLabelValues(s.route.Name).Observe(time.Since(pc.start).Seconds())
+		s.rm.outcome(label).Inc()
 		s.auditToolCall(pc, outcome, resp.Error)
 		traced = label
 	}
+	total := time.Since(pc.start)
+	if pc.method == "tools/call" {
+		s.rm.call.Observe(total.Seconds())
+	}
+	waited := arrived.Sub(pc.sent)
+	s.rm.upstream.Observe(waited.Seconds())
+	s.rm.gateway.Observe((total - waited).Seconds())
 	s.writeDown(ctx, resp)
 	endCall(pc, traced, resp.Error)
 }
@@ -510,6 +529,10 @@ func (s *session) failPending(ctx context.Context) {
 		rerr = end.err
 	case s.g.ctx.Err() != nil:
 		rerr = rpcError(transport.CodeNodeLost, "this gateway node is shutting down and the call was not answered; retry it through another node if it is safe to repeat", nil)
+	case s.upstreamEnded.Load():
+		for range ids {
+			s.rm.upstreamError("closed")
+		}
 	}
 	for _, id := range ids {
 		s.complete(context.WithoutCancel(ctx), &jsonrpc.Response{ID: id, Error: rerr})
@@ -554,6 +577,7 @@ func (s *session) filterTools(resp *jsonrpc.Response) *jsonrpc.Response {
 // the gateway refuses to decide on.
 func (s *session) unusableResult(id jsonrpc.ID, method string, err error) *jsonrpc.Response {
 	s.g.metrics.refusalsTotal.WithLabelValues("upstream_error").Inc()
+	s.rm.upstreamError("bad_result")
 	s.logger.Warn("upstream result refused", slog.String("method", method), slog.Any("error", err))
 	return &jsonrpc.Response{ID: id, Error: rpcError(transport.CodeUpstreamError,
 		fmt.Sprintf("upstream of route %q answered %s with a result the gateway refuses (%v); report it to the server's maintainers", s.route.Name, method, err), nil)}

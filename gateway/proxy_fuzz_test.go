@@ -94,7 +94,7 @@ func (c *scriptConn) writes() int {
 func runScripted(t *testing.T, g *Gateway, down, up *scriptConn) {
 	t.Helper()
 	s := &session{
-		g: g, id: "scripted", transport: "scripted", route: storage.Route{Name: "scripted"},
+		g: g, id: "scripted", transport: "scripted", route: storage.Route{Name: "scripted"}, rm: g.metrics.route("scripted"),
 		down: down, up: up,
 		claims:   &policy.Claims{ID: "scripted", Service: "scripted", Orgs: []string{"*"}},
 		pending:  make(map[jsonrpc.ID]pendingCall),

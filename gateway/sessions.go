@@ -236,6 +236,7 @@ func (g *Gateway) dialUpstream(ctx context.Context, spec sessionSpec, creds *cre
 		Header:          creds.header,
 		Env:             env,
 		MaxMessageBytes: g.opts.MaxMessageBytes,
+		Client:          g.upstreamClient,
 		Logger:          g.logger.With(slog.String("route", spec.route.Name)),
 		Route:           spec.route.Name,
 		ParamHeaders:    g.routeParamHeaders(spec.route),
@@ -243,6 +244,7 @@ func (g *Gateway) dialUpstream(ctx context.Context, spec sessionSpec, creds *cre
 	var coe *transport.CrossOriginError
 	if errors.As(err, &coe) {
 		g.metrics.refusalsTotal.WithLabelValues("upstream_cross_origin").Inc()
+		g.metrics.route(spec.route.Name).upstreamError("cross_origin")
 		g.logger.Warn("upstream pointed the session at another origin; refused", slog.String("route", spec.route.Name),
 			slog.String("route_origin", coe.Route), slog.String("target", coe.Target))
 		return nil, &transport.Refusal{Code: transport.CodeUpstreamError,
@@ -250,6 +252,7 @@ func (g *Gateway) dialUpstream(ctx context.Context, spec sessionSpec, creds *cre
 	}
 	if err != nil {
 		g.metrics.refusalsTotal.WithLabelValues("upstream_error").Inc()
+		g.metrics.route(spec.route.Name).upstreamError("connect")
 		g.logger.Warn("upstream connect failed", slog.String("route", spec.route.Name), slog.Any("error", err))
 		return nil, &transport.Refusal{Code: transport.CodeUpstreamError,
 			Message: fmt.Sprintf("upstream of route %q is unreachable: %v; check the server is up and the route is right (`mcpgw route list`)", spec.route.Name, err)}
@@ -329,7 +332,7 @@ func (g *Gateway) prepareSession(ctx context.Context, req sessionRequest, transp
 	}
 	id := rand.Text()
 	return &session{
-		g: g, id: id, transport: transportName, route: spec.route,
+		g: g, id: id, transport: transportName, route: spec.route, rm: g.metrics.route(spec.route.Name),
 		org: spec.org, account: spec.account, claims: claims,
 		remote: req.remote, creds: creds,
 		up:       up,

@@ -145,6 +145,9 @@ type Config struct {
 	// TracerProvider, when set, records the spans instead of an OTLP
 	// exporter (tests use an in-memory one). Default nil.
 	TracerProvider trace.TracerProvider
+	// Version and Revision describe the running build in
+	// mcpgw_build_info. Default "dev" and "unknown".
+	Version, Revision string
 	// AuditCheckpointInterval is how often the node commits the head of
 	// its audit chain, signed, through raft (and once more on Close); it
 	// bounds which records a node-local attacker can remove undetected.

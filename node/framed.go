@@ -122,6 +122,7 @@ func (n *Node) acceptQUIC() {
 func (n *Node) serveQUICConn(conn *quic.Conn) {
 	defer n.framed.wg.Done()
 	defer n.lns.quic.Release(conn.RemoteAddr())
+	n.metrics.connsAcceptedTotal.WithLabelValues("quic").Inc()
 	n.metrics.quicConnsActive.Inc()
 	defer n.metrics.quicConnsActive.Dec()
 	logger := n.logger.With(slog.String("remote", conn.RemoteAddr().String()))
@@ -154,8 +155,8 @@ func (n *Node) acceptUnix() {
 	defer stop()
 	// Unix peers have no address to cap them by; they share the session
 	// listener's budget of descriptors.
-	capped := &connlimit.Listener{Listener: ln, Limiter: n.lns.sessions, OnRefuse: n.countRefusedConn("unix"),
-		Refusal: framedRefusals(n.lns.caps.sessions, n.lns.caps.perIP)}
+	capped := n.countedListener(&connlimit.Listener{Listener: ln, Limiter: n.lns.sessions, OnRefuse: n.countRefusedConn("unix"),
+		Refusal: framedRefusals(n.lns.caps.sessions, n.lns.caps.perIP)}, "unix")
 	for {
 		c, err := capped.Accept()
 		if err != nil {

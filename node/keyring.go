@@ -27,6 +27,7 @@ type vaultRing struct {
 	keyFile    string // where kek came from; empty when it was given in memory
 	passphrase []byte // opens keyFile; nil when it is not protected
 	logger     *slog.Logger
+	obs        vault.Observer // told of every seal and unseal; set before Start
 
 	store atomic.Pointer[storage.Store] // nil before Start
 	kek   atomic.Pointer[vault.Keys]
@@ -64,7 +65,7 @@ func newVaultRing(kek *vault.Keys, keyFile string, passphrase []byte, logger *sl
 func (r *vaultRing) Load() *vault.Keys {
 	st := r.store.Load()
 	if st == nil {
-		return vault.NewKeyring(nil, nil, r.kek.Load())
+		return r.observed(vault.NewKeyring(nil, nil, r.kek.Load()))
 	}
 	gen := st.Generation()
 	if v := r.view.Load(); v.current(gen) {
@@ -81,10 +82,19 @@ func (r *vaultRing) Load() *vault.Keys {
 		if v := r.view.Load(); v != nil {
 			return v.keys
 		}
-		return vault.NewKeyring(nil, nil, r.kek.Load())
+		return r.observed(vault.NewKeyring(nil, nil, r.kek.Load()))
 	}
+	keys = r.observed(keys)
 	r.view.Store(&ringView{gen: gen, keys: keys, missing: missing, built: time.Now()})
 	return keys
+}
+
+// observed attaches the ring's observer to k.
+func (r *vaultRing) observed(k *vault.Keys) *vault.Keys {
+	if r.obs == nil {
+		return k
+	}
+	return k.WithObserver(r.obs)
 }
 
 // current reports whether v holds the keys for generation gen.

@@ -190,13 +190,23 @@ func (n *Node) listenHTTP(ctx context.Context, flag, addr, name string, limiter 
 		return nil, false, fmt.Errorf("listen %s %s: %w", flag, addr, err)
 	}
 	useTLS := n.cfg.listenerTLS(addr)
-	ln := &connlimit.Listener{Listener: raw, Limiter: limiter, OnRefuse: n.countRefusedConn(name)}
+	ln := n.countedListener(&connlimit.Listener{Listener: raw, Limiter: limiter, OnRefuse: n.countRefusedConn(name)}, name)
 	if !useTLS {
 		ln.Refusal = httpRefusals(capFlag, capN, n.lns.caps.perIP)
 		return ln, false, nil
 	}
 	// Refused before the handshake, a TLS peer gets no answer it could read.
 	return tls.NewListener(ln, n.lns.tlsConf), true, nil
+}
+
+// countedListener has l count the connections it accepts and their bytes
+// as listener's.
+func (n *Node) countedListener(l *connlimit.Listener, listener string) *connlimit.Listener {
+	accepted := n.metrics.connsAcceptedTotal.WithLabelValues(listener)
+	l.OnAccept = accepted.Inc
+	l.BytesIn = n.metrics.listenerBytes.WithLabelValues(listener, "in")
+	l.BytesOut = n.metrics.listenerBytes.WithLabelValues(listener, "out")
+	return l
 }
 
 func (n *Node) countRefusedConn(listener string) func(connlimit.Reason) {

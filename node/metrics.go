@@ -1,7 +1,9 @@
 package node
 
 import (
+	"cmp"
 	"math"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -9,7 +11,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/mcpgw/mcpgw/cluster"
+	"github.com/mcpgw/mcpgw/vault"
 )
+
+// listenerNames are the values of the listener label of the connection
+// metrics, each present from the start.
+var listenerNames = []string{"session", "admin", "unix", "quic"}
+
+// OAuthEvents are the values of mcpgw_oauth_flows_total's event label:
+// started (an authorization URL was handed out), completed (its callback
+// stored the tokens), failed (starting or completing a flow failed).
+// Refresh counts belong here too once refreshes are counted (refreshed,
+// refresh_failed).
+var OAuthEvents = []string{"started", "completed", "failed"}
 
 // metrics are the node's own Prometheus instruments (listeners, process),
 // on the node's registry, which the gateway registers the data path's
@@ -18,12 +32,21 @@ import (
 type metrics struct {
 	registry *prometheus.Registry
 
-	quicConnsActive   prometheus.Gauge
-	connsRefusedTotal *prometheus.CounterVec // listener, reason
-	raft              *raftCollector
+	quicConnsActive    prometheus.Gauge
+	connsRefusedTotal  *prometheus.CounterVec   // listener, reason
+	connsAcceptedTotal *prometheus.CounterVec   // listener
+	listenerBytes      *prometheus.CounterVec   // listener, direction
+	vaultSeconds       *prometheus.HistogramVec // op: seal, unseal
+	vaultErrors        *prometheus.CounterVec   // op
+	oauthFlows         *prometheus.CounterVec   // event, one of OAuthEvents
+	raft               *raftCollector
 }
 
-func newMetrics() *metrics {
+func newMetrics(version, revision string) *metrics {
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "mcpgw_build_info", Help: "Always 1; the labels name the running build.",
+	}, []string{"version", "go_version", "revision"})
+	buildInfo.WithLabelValues(cmp.Or(version, "dev"), runtime.Version(), cmp.Or(revision, "unknown")).Set(1)
 	m := &metrics{
 		registry: prometheus.NewRegistry(),
 		quicConnsActive: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -32,9 +55,43 @@ func newMetrics() *metrics {
 		connsRefusedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcpgw_listener_connections_refused_total", Help: "Connections closed on arrival at a connection cap, by listener and cap (listener_cap, per_ip_cap).",
 		}, []string{"listener", "reason"}),
+		connsAcceptedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_listener_connections_accepted_total", Help: "Connections accepted within the connection caps, by listener (the QUIC listener counts QUIC connections).",
+		}, []string{"listener"}),
+		listenerBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_listener_bytes_total", Help: "Bytes on the downstream connections of a listener (TLS included; QUIC is not counted), by direction: in (from clients), out.",
+		}, []string{"listener", "direction"}),
+		vaultSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "mcpgw_vault_operation_duration_seconds", Help: "Time to seal or unseal one credential or key (op: seal, unseal), failures included; the count is the number of operations.",
+			Buckets: prometheus.ExponentialBuckets(0.00001, 2, 16),
+		}, []string{"op"}),
+		vaultErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_vault_operation_errors_total", Help: "Seal and unseal operations that failed (op: seal, unseal).",
+		}, []string{"op"}),
+		oauthFlows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_oauth_flows_total", Help: "Upstream OAuth flows handled by this node, by event (started, completed, failed).",
+		}, []string{"event"}),
 		raft: &raftCollector{},
 	}
-	m.registry.MustRegister(m.quicConnsActive, m.connsRefusedTotal, m.raft,
+	for _, l := range listenerNames {
+		m.connsAcceptedTotal.WithLabelValues(l)
+		if l != "quic" {
+			m.listenerBytes.WithLabelValues(l, "in")
+			m.listenerBytes.WithLabelValues(l, "out")
+		}
+		for _, r := range []string{"listener_cap", "per_ip_cap"} {
+			m.connsRefusedTotal.WithLabelValues(l, r)
+		}
+	}
+	for _, op := range []vault.Op{vault.OpSeal, vault.OpUnseal} {
+		m.vaultSeconds.WithLabelValues(string(op))
+		m.vaultErrors.WithLabelValues(string(op))
+	}
+	for _, e := range OAuthEvents {
+		m.oauthFlows.WithLabelValues(e)
+	}
+	m.registry.MustRegister(buildInfo, m.quicConnsActive, m.connsRefusedTotal, m.connsAcceptedTotal, m.listenerBytes,
+		m.vaultSeconds, m.vaultErrors, m.oauthFlows, m.raft,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -89,4 +146,39 @@ func (c *raftCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(raftLastContactDesc, prometheus.GaugeValue, since, p.ID)
 	}
+}
+
+// observeVault is the vault keys' Observer: it times every seal and unseal
+// the node makes.
+func (m *metrics) observeVault(op vault.Op, d time.Duration, err error) {
+	m.vaultSeconds.WithLabelValues(string(op)).Observe(d.Seconds())
+	if err != nil {
+		m.vaultErrors.WithLabelValues(string(op)).Inc()
+	}
+}
+
+// oauthEvent counts one upstream OAuth flow event, one of OAuthEvents.
+func (m *metrics) oauthEvent(event string) { m.oauthFlows.WithLabelValues(event).Inc() }
+
+// registerNode registers the instruments that read the node at each
+// scrape: its readiness and its serving certificate's expiry.
+func (m *metrics) registerNode(n *Node) {
+	m.registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mcpgw_node_ready", Help: "1 when this node should get traffic (what GET /readyz answers 200 for), else 0.",
+		}, func() float64 {
+			if n.Readiness().Ready {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mcpgw_tls_cert_expiry_timestamp_seconds", Help: "When the certificate the session and admin listeners present expires (Unix time); 0 when they serve no TLS.",
+		}, func() float64 {
+			if c := n.servingCert.Load(); c != nil && c.Leaf != nil {
+				return float64(c.Leaf.NotAfter.Unix())
+			}
+			return 0
+		}),
+	)
 }

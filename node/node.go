@@ -102,8 +102,10 @@ func New(cfg Config) (*Node, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &Node{cfg: cfg, logger: logger, metrics: newMetrics(), caughtUp: make(chan struct{}), ctx: ctx, cancel: cancel}
+	n := &Node{cfg: cfg, logger: logger, metrics: newMetrics(cfg.Version, cfg.Revision), caughtUp: make(chan struct{}), ctx: ctx, cancel: cancel}
 	n.ring = newVaultRing(cfg.VaultKeys, cfg.VaultKeyFile, cfg.VaultPassphrase, logger)
+	n.ring.obs = n.metrics.observeVault
+	n.metrics.registerNode(n)
 	return n, nil
 }
 

@@ -45,6 +45,7 @@ func (n *Node) newAdmin() (*admin.Service, error) {
 		Clock:            n.now,
 		Logger:           n.logger,
 		CheckpointRoots:  n.audit.roots,
+		OAuthEvent:       n.metrics.oauthEvent,
 	})
 }
 

@@ -81,6 +81,48 @@ func NewHTTPClient() *http.Client {
 
 var defaultHTTPClient = NewHTTPClient()
 
+// Adder receives byte counts; a prometheus.Counter is one.
+type Adder interface{ Add(float64) }
+
+// NewCountedHTTPClient is NewHTTPClient whose connections add the bytes
+// they read to in and those they write to out (the bytes on the wire, TLS
+// included), for the gateway's traffic metrics.
+func NewCountedHTTPClient(in, out Adder) *http.Client {
+	c := NewHTTPClient()
+	t := c.Transport.(*http.Transport)
+	dial := t.DialContext
+	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &countedConn{Conn: conn, in: in, out: out}, nil
+	}
+	return c
+}
+
+// countedConn counts the bytes through a connection.
+type countedConn struct {
+	net.Conn
+	in, out Adder
+}
+
+func (c *countedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.in.Add(float64(n))
+	}
+	return n, err
+}
+
+func (c *countedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.out.Add(float64(n))
+	}
+	return n, err
+}
+
 // Dial connects to the upstream.
 func Dial(ctx context.Context, u Upstream) (mcp.Connection, error) {
 	if u.Logger == nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"filippo.io/age"
 )
@@ -72,6 +73,30 @@ func (i Identity) LogValue() slog.Value { return slog.StringValue(i.id) }
 // rotation. Keys is immutable and safe for concurrent use.
 type Keys struct {
 	all []*Identity // all[0] is current; ids unique
+	obs Observer    // nil: nobody is told
+}
+
+// Op names a vault operation for an Observer.
+type Op string
+
+// The operations an Observer is told of.
+const (
+	OpSeal   Op = "seal"
+	OpUnseal Op = "unseal"
+)
+
+// Observer is told of every Seal and Unseal made with the keys it is
+// attached to: which, how long it took and its error (which never holds
+// plaintext). It must be safe for concurrent use and cheap, as it runs on
+// the data path.
+type Observer func(op Op, d time.Duration, err error)
+
+// WithObserver returns the same keys with o told of every Seal and Unseal
+// made with them, for metrics; keys rotated from them keep o.
+func (k *Keys) WithObserver(o Observer) *Keys {
+	c := *k
+	c.obs = o
+	return &c
 }
 
 // NewKeys returns the key set with current sealing and retired unsealing too.
@@ -102,7 +127,9 @@ func (k *Keys) Retired() []*Identity {
 // identity of k retired, the way `mcpgw vault rotate-kek` writes the key
 // file while nodes still holding the old one are being updated.
 func (k *Keys) Rotate(next *Identity) *Keys {
-	return NewKeys(next, k.all...)
+	r := NewKeys(next, k.all...)
+	r.obs = k.obs
+	return r
 }
 
 func (k *Keys) lookup(id [keyIDLen]byte) *Identity {

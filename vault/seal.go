@@ -39,6 +39,16 @@ func (a AAD) validate() error {
 // Seal encrypts c for the current identity of k, bound to aad, and returns
 // the envelope to store. c must pass Validate.
 func (k *Keys) Seal(c Credential, aad AAD) ([]byte, error) {
+	if k.obs == nil {
+		return k.seal(c, aad)
+	}
+	start := time.Now()
+	out, err := k.seal(c, aad)
+	k.obs(OpSeal, time.Since(start), err)
+	return out, err
+}
+
+func (k *Keys) seal(c Credential, aad AAD) ([]byte, error) {
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
@@ -75,6 +85,16 @@ func (k *Keys) Seal(c Credential, aad AAD) ([]byte, error) {
 // that it was sealed for aad. Errors wrap ErrCorrupt, ErrUnknownVersion,
 // ErrUnknownKey or ErrAADMismatch.
 func (k *Keys) Unseal(sealed []byte, aad AAD) (Credential, error) {
+	if k.obs == nil {
+		return k.unseal(sealed, aad)
+	}
+	start := time.Now()
+	c, err := k.unseal(sealed, aad)
+	k.obs(OpUnseal, time.Since(start), err)
+	return c, err
+}
+
+func (k *Keys) unseal(sealed []byte, aad AAD) (Credential, error) {
 	env, err := DecodeEnvelope(sealed)
 	if err != nil {
 		return Credential{}, err

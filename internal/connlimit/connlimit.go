@@ -130,6 +130,12 @@ type Listener struct {
 	// OnRefuse, if set, is called for each refused connection once it is
 	// closed, e.g. to count it.
 	OnRefuse func(Reason)
+	// OnAccept, if set, is called for each connection accepted within the
+	// caps, e.g. to count it.
+	OnAccept func()
+	// BytesIn and BytesOut, if set, receive the bytes read from and
+	// written to accepted connections.
+	BytesIn, BytesOut interface{ Add(float64) }
 }
 
 // Accept waits for a connection within the caps.
@@ -142,7 +148,14 @@ func (l *Listener) Accept() (net.Conn, error) {
 		remote := c.RemoteAddr()
 		reason := l.Limiter.Acquire(remote)
 		if reason == "" {
-			return &conn{Conn: c, release: sync.OnceFunc(func() { l.Limiter.Release(remote) })}, nil
+			if l.OnAccept != nil {
+				l.OnAccept()
+			}
+			release := sync.OnceFunc(func() { l.Limiter.Release(remote) })
+			if l.BytesIn != nil && l.BytesOut != nil {
+				return &countedConn{conn: conn{Conn: c, release: release}, in: l.BytesIn, out: l.BytesOut}, nil
+			}
+			return &conn{Conn: c, release: release}, nil
 		}
 		if l.Refusal != nil {
 			if msg := l.Refusal(reason); len(msg) > 0 {
@@ -169,4 +182,26 @@ func (c *conn) Close() error {
 	err := c.Conn.Close()
 	c.release()
 	return err
+}
+
+// countedConn is a conn that counts its bytes.
+type countedConn struct {
+	conn
+	in, out interface{ Add(float64) }
+}
+
+func (c *countedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.in.Add(float64(n))
+	}
+	return n, err
+}
+
+func (c *countedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.out.Add(float64(n))
+	}
+	return n, err
 }
