@@ -69,10 +69,12 @@ func TestDebContents(t *testing.T) {
 		modes[strings.TrimPrefix(f[len(f)-1], ".")] = f[0] + " " + f[1]
 	}
 	for path, want := range map[string]string{
-		"/usr/bin/mcpgw":                    "-rwxr-xr-x root/root",
-		"/lib/systemd/system/mcpgw.service": "-rw-r--r-- root/root",
-		"/etc/mcpgw/mcpgw.env":              "-rw-r----- root/root",
-		"/usr/lib/sysusers.d/mcpgw.conf":    "-rw-r--r-- root/root",
+		"/usr/bin/mcpgw":                         "-rwxr-xr-x root/root",
+		"/lib/systemd/system/mcpgw.service":      "-rw-r--r-- root/root",
+		"/etc/mcpgw/mcpgw.env":                   "-rw-r----- root/root",
+		"/usr/lib/sysusers.d/mcpgw.conf":         "-rw-r--r-- root/root",
+		"/usr/share/mcpgw/grafana/mcpgw.json":    "-rw-r--r-- root/root",
+		"/usr/share/mcpgw/prometheus/alerts.yml": "-rw-r--r-- root/root",
 	} {
 		if got := modes[path]; got != want {
 			t.Errorf("%s in the package: %q, want %q", path, got, want)

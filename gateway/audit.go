@@ -117,7 +117,7 @@ func newAuditor(logger *slog.Logger, reg prometheus.Registerer, queueLen int) *a
 		Name: "mcpgw_audit_queue_records", Help: "Audit records queued for the disk, not yet written.",
 	}, func() float64 { return float64(len(a.queue)) })
 	capacity := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "mcpgw_audit_queue_capacity_records", Help: "Audit records the queue holds before it drops (--audit-queue-len).",
+		Name: "mcpgw_audit_queue_capacity_records", Help: "Audit records the queue holds before it drops.",
 	})
 	capacity.Set(float64(queueLen))
 	reg.MustRegister(a.records, dropped, a.writeSeconds, depth, capacity)
