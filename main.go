@@ -44,6 +44,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			ruleCommand(),
 			limitCommand(),
 			auditCommand(),
+			topCommand(),
 			callCommand(),
 			benchCommand(),
 			benchUpstreamCommand(),
