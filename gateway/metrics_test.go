@@ -261,3 +261,40 @@ func TestMetricsDeltas(t *testing.T) {
 		t.Error(d)
 	}
 }
+
+// BenchmarkCallMetrics measures the metrics work of one answered
+// tools/call: "labels" is how a call recorded its series before they were
+// cached (a label lookup per series: two messages, the outcome, the
+// duration); "cached" is what a call does now (the same series plus the
+// gateway and upstream histograms, from the session's cached children).
+func BenchmarkCallMetrics(b *testing.B) {
+	m := newMetrics(prometheus.NewRegistry())
+	route := "tickets"
+	b.Run("labels", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			start := time.Now()
+			m.messagesTotal.WithLabelValues("client_to_server").Inc()
+			m.messagesTotal.WithLabelValues("server_to_client").Inc()
+			m.callsTotal.WithLabelValues(route, "ok").Inc()
+			m.callSeconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		rm := m.route(route)
+		b.ReportAllocs()
+		for b.Loop() {
+			start := time.Now()
+			sent := time.Now()
+			m.msgClientToServer.Inc()
+			arrived := time.Now()
+			m.msgServerToClient.Inc()
+			rm.outcome("ok").Inc()
+			total := time.Since(start)
+			rm.call.Observe(total.Seconds())
+			waited := arrived.Sub(sent)
+			rm.upstream.Observe(waited.Seconds())
+			rm.gateway.Observe((total - waited).Seconds())
+		}
+	})
+}
