@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 
 	"github.com/mcpgw/mcpgw/cluster"
@@ -128,6 +129,7 @@ func (n *Node) serveQUICConn(conn *quic.Conn) {
 	logger := n.logger.With(slog.String("remote", conn.RemoteAddr().String()))
 	logger.Debug("QUIC connection opened")
 
+	quicIn, quicOut := n.metrics.listenerBytes.WithLabelValues("quic", "in"), n.metrics.listenerBytes.WithLabelValues("quic", "out")
 	var streams sync.WaitGroup
 	defer streams.Wait()
 	for {
@@ -143,7 +145,7 @@ func (n *Node) serveQUICConn(conn *quic.Conn) {
 		streams.Add(1)
 		go func() {
 			defer streams.Done()
-			n.gw.ServeFramed(transport.QUICStream(st), "quic", conn.RemoteAddr().String())
+			n.gw.ServeFramed(&countedStream{FramedStream: transport.QUICStream(st), in: quicIn, out: quicOut}, "quic", conn.RemoteAddr().String())
 		}()
 	}
 }
@@ -178,4 +180,27 @@ func (n *Node) acceptUnix() {
 			n.gw.ServeFramed(c, "unix", "unix:"+n.cfg.UnixPath)
 		}()
 	}
+}
+
+// countedStream counts the bytes of a QUIC stream as the QUIC listener's
+// (stream payload: QUIC's own framing and encryption are not counted).
+type countedStream struct {
+	transport.FramedStream
+	in, out prometheus.Counter
+}
+
+func (s *countedStream) Read(p []byte) (int, error) {
+	n, err := s.FramedStream.Read(p)
+	if n > 0 {
+		s.in.Add(float64(n))
+	}
+	return n, err
+}
+
+func (s *countedStream) Write(p []byte) (int, error) {
+	n, err := s.FramedStream.Write(p)
+	if n > 0 {
+		s.out.Add(float64(n))
+	}
+	return n, err
 }

@@ -59,7 +59,7 @@ func newMetrics(version, revision string) *metrics {
 			Name: "mcpgw_listener_connections_accepted_total", Help: "Connections accepted within the connection caps, by listener (the QUIC listener counts QUIC connections).",
 		}, []string{"listener"}),
 		listenerBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mcpgw_listener_bytes_total", Help: "Bytes on the downstream connections of a listener (TLS included; QUIC is not counted), by direction: in (from clients), out.",
+			Name: "mcpgw_listener_bytes_total", Help: "Bytes on the downstream connections of a listener (TLS included; for QUIC, the streams' payload), by direction: in (from clients), out.",
 		}, []string{"listener", "direction"}),
 		vaultSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "mcpgw_vault_operation_duration_seconds", Help: "Time to seal or unseal one credential or key (op: seal, unseal), failures included; the count is the number of operations.",
@@ -75,10 +75,8 @@ func newMetrics(version, revision string) *metrics {
 	}
 	for _, l := range listenerNames {
 		m.connsAcceptedTotal.WithLabelValues(l)
-		if l != "quic" {
-			m.listenerBytes.WithLabelValues(l, "in")
-			m.listenerBytes.WithLabelValues(l, "out")
-		}
+		m.listenerBytes.WithLabelValues(l, "in")
+		m.listenerBytes.WithLabelValues(l, "out")
 		for _, r := range []string{"listener_cap", "per_ip_cap"} {
 			m.connsRefusedTotal.WithLabelValues(l, r)
 		}
