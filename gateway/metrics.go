@@ -63,6 +63,9 @@ type metrics struct {
 	transports                           map[string]transportMetrics // read-only after newMetrics
 
 	routes sync.Map // route name → *routeMetrics
+
+	limitsMu sync.Mutex
+	limits   map[string]bool // limit ids with series; guarded by limitsMu
 }
 
 // transportMetrics are one downstream transport's cached series.
@@ -130,6 +133,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "mcpgw_limiter_refusals_total", Help: "tools/call requests refused by a rate limit, by the limit's id.",
 		}, []string{"limit"}),
 		transports: make(map[string]transportMetrics, len(Transports)),
+		limits:     map[string]bool{},
 	}
 	m.msgClientToServer = m.messagesTotal.WithLabelValues("client_to_server")
 	m.msgServerToClient = m.messagesTotal.WithLabelValues("server_to_client")
@@ -190,6 +194,38 @@ func (m *metrics) route(name string) *routeMetrics {
 	}
 	actual, _ := m.routes.LoadOrStore(name, rm)
 	return actual.(*routeMetrics)
+}
+
+// keepRoutes drops the series of routes and limits no longer configured,
+// so that churn in routes does not grow /metrics for ever. A session still
+// open on a removed route counts into series no longer exported.
+func (m *metrics) keepRoutes(routes, limits map[string]bool) {
+	m.routes.Range(func(k, _ any) bool {
+		name := k.(string)
+		if !routes[name] {
+			m.routes.Delete(name)
+			for _, c := range []interface {
+				DeletePartialMatch(prometheus.Labels) int
+			}{m.callsTotal, m.callSeconds, m.gatewaySeconds, m.upstreamSeconds, m.unrequestedTotal, m.upstreamErrors} {
+				c.DeletePartialMatch(prometheus.Labels{"route": name})
+			}
+		}
+		return true
+	})
+	m.limitsMu.Lock()
+	defer m.limitsMu.Unlock()
+	for id := range m.limits {
+		if !limits[id] {
+			m.limiterRefusals.DeleteLabelValues(id)
+			delete(m.limits, id)
+		}
+	}
+	for id := range limits {
+		if !m.limits[id] {
+			m.limiterRefusals.WithLabelValues(id)
+			m.limits[id] = true
+		}
+	}
 }
 
 // outcome returns the tools/call counter of a call outcome label.

@@ -62,7 +62,7 @@ func scrape(t testing.TB, reg *prometheus.Registry) map[string]float64 {
 
 // TestMetricsPresentFromStart checks that a gateway's /metrics shows every
 // series whose labels are known at start, at zero, before any traffic, and
-// a route's series as soon as the route exists.
+// a route's and a limit's series while they exist.
 func TestMetricsPresentFromStart(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	tg := newTestGateway(t, func(o *Options) { o.Registerer = reg })
@@ -109,6 +109,21 @@ func TestMetricsPresentFromStart(t *testing.T) {
 	for _, name := range want {
 		if v, ok := got[name]; !ok || v != 0 {
 			t.Errorf("once the route exists %s = %v (present %v), want present at 0", name, v, ok)
+		}
+	}
+
+	// Removed, they go.
+	tg.update(t, func(tx *storage.Tx) error {
+		if _, err := tx.DeleteLimit("fresh-limit"); err != nil {
+			return err
+		}
+		_, err := tx.DeleteRoute("fresh")
+		return err
+	})
+	got = scrape(t, reg)
+	for _, name := range want {
+		if v, ok := got[name]; ok {
+			t.Errorf("once the route is removed %s = %v, want gone", name, v)
 		}
 	}
 }

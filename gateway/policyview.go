@@ -149,13 +149,17 @@ func (g *Gateway) buildPolicy(gen uint64) (*policyState, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Every route and limit has its series from the first scrape on.
+	// Every route and limit has its series from the first scrape on, and
+	// only while it exists.
+	routeNames, limitIDs := make(map[string]bool, len(routes)), make(map[string]bool, len(storedLimits))
 	for _, r := range routes {
 		g.metrics.route(r.Name)
+		routeNames[r.Name] = true
 	}
 	for _, l := range storedLimits {
-		g.metrics.limiterRefusals.WithLabelValues(l.ID)
+		limitIDs[l.ID] = true
 	}
+	g.metrics.keepRoutes(routeNames, limitIDs)
 	return &policyState{gen: gen, routes: newRouteTable(routes), keyring: policy.NewKeyring(keys, revoked, policy.KeyringOptions{}), rules: compiled}, nil
 }
 
