@@ -431,6 +431,7 @@ func (g *Gateway) auditRefusal(req sessionRequest, claims *policy.Claims, spec s
 	default:
 		rec.Reason, rec.Error = "internal_error", clip(err.Error())
 	}
+	g.metrics.sessionRefusals.WithLabelValues(rec.Reason).Inc()
 	g.audit.record(rec)
 }
 

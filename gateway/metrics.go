@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"sort"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,6 +47,9 @@ type metrics struct {
 	gatewaySeconds  *prometheus.HistogramVec // route
 	upstreamSeconds *prometheus.HistogramVec // route
 	refusalsTotal   *prometheus.CounterVec   // kind
+	// sessionRefusals counts sessions refused before they opened, by the
+	// reason their audit record gives.
+	sessionRefusals *prometheus.CounterVec // reason
 	// unrequestedTotal counts upstream responses to no pending call, dropped.
 	unrequestedTotal *prometheus.CounterVec // route
 	upstreamErrors   *prometheus.CounterVec // route, kind
@@ -114,6 +118,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		refusalsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcpgw_proxy_refusals_total", Help: "Requests and sessions refused, by kind.",
 		}, []string{"kind"}),
+		sessionRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_proxy_session_refusals_total", Help: "Sessions refused before they opened, by reason (as in their audit record: unauthorized, forbidden, no_route, no_credential, overloaded, upstream_error, bad_request, ...); mcpgw_proxy_refusals_total has the finer kind.",
+		}, []string{"reason"}),
 		unrequestedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcpgw_proxy_unrequested_responses_total", Help: "Upstream responses whose id no pending call had, dropped instead of forwarded.",
 		}, []string{"route"}),
@@ -148,10 +155,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, k := range RefusalKinds {
 		m.refusalsTotal.WithLabelValues(k)
 	}
+	for _, r := range sessionRefusalReasons() {
+		m.sessionRefusals.WithLabelValues(r)
+	}
 	for _, r := range []string{"abandoned", "idle"} {
 		m.streamableExpired.WithLabelValues(r)
 	}
-	reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.refusalsTotal, m.streamableExpired,
+	reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.refusalsTotal, m.sessionRefusals, m.streamableExpired,
 		m.upstreamBytes, m.tokenVerifications)
 	return m
 }
@@ -271,4 +281,19 @@ func (c *routeCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, col := range c.cs {
 		col.Collect(ch)
 	}
+}
+
+// sessionRefusalReasons are the values of
+// mcpgw_proxy_session_refusals_total's reason label.
+func sessionRefusalReasons() []string {
+	seen := map[string]bool{"rpc_error": true, "internal_error": true}
+	for _, r := range auditReasons {
+		seen[r] = true
+	}
+	out := make([]string, 0, len(seen))
+	for r := range seen {
+		out = append(out, r)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -74,6 +74,9 @@ func TestMetricsPresentFromStart(t *testing.T) {
 	for _, k := range RefusalKinds {
 		want = append(want, fmt.Sprintf("mcpgw_proxy_refusals_total{kind=%q}", k))
 	}
+	for _, r := range sessionRefusalReasons() {
+		want = append(want, fmt.Sprintf("mcpgw_proxy_session_refusals_total{reason=%q}", r))
+	}
 	want = append(want,
 		`mcpgw_proxy_messages_total{direction="client_to_server"}`, `mcpgw_proxy_messages_total{direction="server_to_client"}`,
 		`mcpgw_upstream_bytes_total{direction="in"}`, `mcpgw_upstream_bytes_total{direction="out"}`,
@@ -203,6 +206,9 @@ func TestMetricsDeltas(t *testing.T) {
 		`mcpgw_proxy_refusals_total{kind="rate_limited"}`:                   1,
 		`mcpgw_proxy_refusals_total{kind="no_route"}`:                       1,
 		`mcpgw_proxy_refusals_total{kind="token_malformed"}`:                1,
+		`mcpgw_proxy_session_refusals_total{reason="no_route"}`:             1,
+		`mcpgw_proxy_session_refusals_total{reason="unauthorized"}`:         1,
+		`mcpgw_proxy_session_refusals_total{reason="upstream_error"}`:       0,
 		`mcpgw_proxy_refusals_total{kind="upstream_error"}`:                 0,
 		`mcpgw_upstream_errors_total{kind="connect",route="down"}`:          0,
 		`mcpgw_upstream_errors_total{kind="connect",route="up"}`:            0,
