@@ -114,7 +114,8 @@ func ParseSyslogURL(raw string) (useTLS bool, addr string, err error) {
 	return u.Scheme == "tls", u.Host, nil
 }
 
-// Validate reports the first invalid setting, naming the flag to fix.
+// Validate reports the first invalid setting, naming the flag to fix. It
+// does not look at Log, which NewSyslog requires.
 func (c *SyslogConfig) Validate() error {
 	useTLS, _, err := ParseSyslogURL(c.URL)
 	if err != nil {
@@ -128,9 +129,6 @@ func (c *SyslogConfig) Validate() error {
 	}
 	if c.AppName == "" || len(c.AppName) > 48 || !printASCII(c.AppName) {
 		return fmt.Errorf("--audit-syslog-app-name %q: use 1 to 48 printable ASCII characters without spaces", c.AppName)
-	}
-	if c.Log == nil {
-		return errors.New("audit syslog sink: no audit log to ship")
 	}
 	if c.DialTimeout <= 0 || c.WriteTimeout <= 0 || c.ConfirmAfter <= 0 || c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff || c.Batch < 1 {
 		return errors.New("audit syslog sink: timeouts, backoffs and the batch size must be positive")
@@ -185,6 +183,9 @@ const (
 func NewSyslog(cfg SyslogConfig) (*Syslog, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.Log == nil {
+		return nil, errors.New("audit syslog sink: no audit log to ship")
 	}
 	useTLS, addr, _ := ParseSyslogURL(cfg.URL)
 	logger := cfg.Logger
