@@ -72,9 +72,10 @@ func recordCalls(t *testing.T, n *Node, target string, k int) [][]byte {
 	return results
 }
 
-// waitShipped waits until the receiver holds every record of n's audit
-// log, and returns the log's records.
-func waitShipped(t *testing.T, n *Node, r *syslogtest.Receiver) []storage.AuditRecord {
+// waitShipped waits until n's audit log holds calls tool call records and
+// every session's close, and the receiver every record of the log; it
+// returns the log's records.
+func waitShipped(t *testing.T, n *Node, r *syslogtest.Receiver, calls int) []storage.AuditRecord {
 	t.Helper()
 	var recs []storage.AuditRecord
 	deadline := time.Now().Add(20 * time.Second)
@@ -98,11 +99,11 @@ func waitShipped(t *testing.T, n *Node, r *syslogtest.Receiver) []storage.AuditR
 				closes++
 			}
 		}
-		if missing == "" && len(recs) > 0 && closes == countKind(recs, storage.AuditSessionOpen) {
+		if missing == "" && countKind(recs, storage.AuditToolCall) == calls && closes == countKind(recs, storage.AuditSessionOpen) {
 			return recs
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the receiver never got %s of %d records (%d messages)", missing, len(recs), len(r.Messages()))
+			t.Fatalf("the receiver never got %s of %d records (%d messages), or the log has not %d calls", missing, len(recs), len(r.Messages()), calls)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -167,7 +168,7 @@ func TestAuditSyslogAcrossRestarts(t *testing.T) {
 	results = append(results, recordCalls(t, n, upURL, 3)...)
 	rcv.Restart()
 	results = append(results, recordCalls(t, n, upURL, 3)...)
-	head := waitShipped(t, n, rcv)
+	head := waitShipped(t, n, rcv, 9)
 	if got := metricValue(t, n, "mcpgw_audit_sink_errors_total", "reason", "closed_by_receiver") +
 		metricValue(t, n, "mcpgw_audit_sink_errors_total", "reason", "write"); got < 1 {
 		t.Errorf("mcpgw_audit_sink_errors_total = %v after an outage, want ≥ 1", got)
@@ -195,7 +196,7 @@ func TestAuditSyslogAcrossRestarts(t *testing.T) {
 	n = restartNode(t, n, raftAddr)
 	testTokens.Store(n, tok)
 	results = append(results, recordCalls(t, n, upURL, 3)...)
-	recs := waitShipped(t, n, rcv)
+	recs := waitShipped(t, n, rcv, 13)
 	if got, want := rcv.Messages()[before].Params["seq"], strconv.FormatUint(cursor+1, 10); got != want {
 		t.Fatalf("after the restart shipping began at seq %s, want %s (the cursor + 1)", got, want)
 	}
