@@ -299,6 +299,10 @@ type conn struct {
 	gen  uint64
 	dead chan struct{}
 	wg   sync.WaitGroup
+	// unhook stops the hook that closes the connection when the sink
+	// closes, which ends a write blocked on a receiver that stopped
+	// reading at once rather than after WriteTimeout.
+	unhook func() bool
 }
 
 func (c *conn) watch() {
@@ -313,6 +317,7 @@ func (c *conn) watch() {
 }
 
 func (c *conn) close() {
+	c.unhook()
 	c.Conn.Close()
 	c.wg.Wait()
 }
@@ -471,15 +476,14 @@ func (s *Syslog) run() {
 			}
 			sent = recs[len(recs)-1].Seq
 			s.shipped.Add(float64(len(recs)))
+			s.setLag(sent)
 			backoff = s.cfg.MinBackoff
 			if cap(buf) > 4<<20 {
 				buf = nil // one batch of large records need not stay
 			}
 			continue
 		}
-		if head, _, err := s.cfg.Log.AuditHead(); err == nil && head >= sent {
-			s.lag.Set(float64(head - sent))
-		}
+		s.setLag(sent)
 		select {
 		case <-s.ctx.Done():
 			return
@@ -488,6 +492,13 @@ func (s *Syslog) run() {
 			confirm()
 		case <-c.dead:
 		}
+	}
+}
+
+// setLag sets the lag gauge: the records of the log after sent.
+func (s *Syslog) setLag(sent uint64) {
+	if head, _, err := s.cfg.Log.AuditHead(); err == nil && head >= sent {
+		s.lag.Set(float64(head - sent))
 	}
 }
 
@@ -511,6 +522,7 @@ func (s *Syslog) dial() (*conn, string, error) {
 		nc = tc
 	}
 	c := &conn{Conn: nc, dead: make(chan struct{})}
+	c.unhook = context.AfterFunc(s.ctx, func() { nc.Close() })
 	c.wg.Add(1)
 	go c.watch()
 	return c, "", nil

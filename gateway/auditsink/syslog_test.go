@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -331,5 +332,48 @@ func BenchmarkSyslogMessage(b *testing.B) {
 	var buf []byte
 	for b.Loop() {
 		buf, _ = s.appendMessage(buf[:0], &rec)
+	}
+}
+
+// TestSyslogCloseUnblocksWrite: a receiver that accepts and never reads
+// does not hold up Close (a node's shutdown) for the write timeout.
+func TestSyslogCloseUnblocksWrite(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	l := openLog(t)
+	recs := make([]storage.AuditRecord, 5000)
+	for i := range recs {
+		recs[i] = storage.AuditRecord{Kind: storage.AuditToolCall, Node: "n1", Tool: strings.Repeat("t", 4<<10), Outcome: storage.AuditOK}
+	}
+	if err := l.Append(recs); err != nil {
+		t.Fatal(err)
+	}
+	s := startSink(t, l, "tcp://"+ln.Addr().String(), func(c *SyslogConfig) { c.WriteTimeout = time.Minute })
+	c := <-accepted
+	defer c.Close()
+	// 20 MiB do not fit the socket buffers: after a few batches (1 MiB
+	// each) a write blocks for good, which shows as the count of records
+	// written no longer moving.
+	last, since := -1.0, time.Now()
+	waitFor(t, "a write blocked on the receiver", func() bool {
+		if v := value(t, s.shipped); v != last {
+			last, since = v, time.Now()
+		}
+		return last > 0 && time.Since(since) > 500*time.Millisecond
+	})
+	start := time.Now()
+	s.Close()
+	t.Logf("Close took %v", time.Since(start))
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Close took %v with a write blocked on the receiver, want well under the 1m write timeout", d)
 	}
 }
