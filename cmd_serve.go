@@ -59,6 +59,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "audit-syslog-server-name", EnvVars: []string{"MCPGW_AUDIT_SYSLOG_SERVER_NAME"}, Usage: "name the tls:// syslog receiver's certificate must hold (default: the host of --audit-syslog)"},
 			&cli.StringFlag{Name: "audit-syslog-facility", Value: def.AuditSyslogFacility, EnvVars: []string{"MCPGW_AUDIT_SYSLOG_FACILITY"}, Usage: "syslog facility of the audit messages: local0…local7, auth, authpriv, audit, daemon, user"},
 			&cli.StringFlag{Name: "audit-syslog-app-name", Value: def.AuditSyslogAppName, EnvVars: []string{"MCPGW_AUDIT_SYSLOG_APP_NAME"}, Usage: "APP-NAME of the audit syslog messages"},
+			&cli.StringFlag{Name: "audit-otlp-endpoint", EnvVars: []string{"MCPGW_AUDIT_OTLP_ENDPOINT"}, Usage: "ship the audit log as OTLP logs to an OpenTelemetry collector's OTLP/HTTP URL, e.g. http://collector:4318; at least once, resuming after restarts and outages (empty: off)"},
 			&cli.StringFlag{Name: "otlp-endpoint", EnvVars: []string{"MCPGW_OTLP_ENDPOINT"}, Usage: "OpenTelemetry collector OTLP/HTTP URL to send traces to, e.g. http://collector:4318 (empty: tracing off)"},
 			&cli.Float64Flag{Name: "trace-sample-ratio", Value: def.TraceSampleRatio, EnvVars: []string{"MCPGW_TRACE_SAMPLE_RATIO"}, Usage: "with --otlp-endpoint, the fraction of new traces recorded (0 to 1); a caller's sampled traceparent is always followed"},
 			nodeIDFlag(),
@@ -181,6 +182,7 @@ func runServe(c *cli.Context) error {
 	cfg.AuditSyslogServerName = c.String("audit-syslog-server-name")
 	cfg.AuditSyslogFacility = c.String("audit-syslog-facility")
 	cfg.AuditSyslogAppName = c.String("audit-syslog-app-name")
+	cfg.AuditOTLPEndpoint = c.String("audit-otlp-endpoint")
 	cfg.OTLPEndpoint = c.String("otlp-endpoint")
 	cfg.TraceSampleRatio = c.Float64("trace-sample-ratio")
 	cfg.AuditCheckpointInterval = c.Duration("audit-checkpoint-interval")

@@ -35,6 +35,7 @@ insecure-dev = true
 audit-syslog = "tls://siem.example:6514"
 audit-syslog-ca = "/etc/mcpgw/siem-ca.pem"
 audit-hash-payloads = true
+audit-otlp-endpoint = "http://collector:4318"
 `)
 	t.Setenv("MCPGW_MAX_CONNS_PER_IP", "7")
 	out, errOut, code := runMain(t, "serve", "--config", path, "--print-config", "--log-level", "debug")

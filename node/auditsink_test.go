@@ -7,7 +7,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,8 +18,9 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	collogspb "go.opentelemetry.io/proto/otlp/collector/logs/v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/mcpgw/mcpgw/gateway/auditsink"
 	"github.com/mcpgw/mcpgw/internal/syslogtest"
@@ -34,7 +37,7 @@ type argsRecorder struct {
 
 func (a *argsRecorder) handler() http.Handler {
 	srv := mcp.NewServer(&mcp.Implementation{Name: "recorder", Version: "1"}, nil)
-	srv.AddTool(&mcp.Tool{Name: "record", InputSchema: &jsonschema.Schema{Type: "object"}}, func(_ context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	srv.AddTool(&mcp.Tool{Name: "record", InputSchema: map[string]any{"type": "object"}}, func(_ context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		a.mu.Lock()
 		a.args = append(a.args, bytes.Clone(req.Params.Arguments))
 		n := len(a.args)
@@ -259,4 +262,66 @@ func TestAuditNoPayloadHashByDefault(t *testing.T) {
 	if bytes.Contains(body, []byte("sha256")) {
 		t.Fatalf("audit records carry a payload hash with the flag off: %s", body)
 	}
+}
+
+// TestAuditOTLPShipsRecords: with AuditOTLPEndpoint every audit record of
+// a session reaches an OTLP/HTTP collector as a log record carrying its
+// id, under a resource naming the node.
+func TestAuditOTLPShipsRecords(t *testing.T) {
+	var mu sync.Mutex
+	got := map[string]string{} // id → body
+	instance := ""
+	col := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req collogspb.ExportLogsServiceRequest
+		if err := proto.Unmarshal(body, &req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, rl := range req.ResourceLogs {
+			for _, kv := range rl.Resource.GetAttributes() {
+				if kv.Key == "service.instance.id" {
+					instance = kv.Value.GetStringValue()
+				}
+			}
+			for _, sl := range rl.ScopeLogs {
+				for _, lr := range sl.LogRecords {
+					for _, kv := range lr.Attributes {
+						if kv.Key == auditsink.AttrID {
+							got[kv.Value.GetStringValue()] = lr.Body.GetStringValue()
+						}
+					}
+				}
+			}
+		}
+		out, _ := proto.Marshal(&collogspb.ExportLogsServiceResponse{})
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.Write(out)
+	}))
+	t.Cleanup(col.Close)
+	n, route := gatewayTo(t, func(c *Config) { c.AuditOTLPEndpoint = col.URL })
+	s := dialRaw(t, n, route.URL, nil)
+	s.initialize()
+	s.echo("hi")
+	s.c.Close(websocket.StatusNormalClosure, "")
+	waitFor(t, "every record at the collector", func() bool {
+		recs, err := n.audit.log.After(0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if countKind(recs, storage.AuditSessionClose) != 1 {
+			return false
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, rec := range recs {
+			want, _ := json.Marshal(rec)
+			if got[rec.Node+"/"+strconv.FormatUint(rec.Seq, 10)] != string(want) {
+				return false
+			}
+		}
+		return instance == n.NodeID()
+	})
 }

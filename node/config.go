@@ -157,6 +157,10 @@ type Config struct {
 	// AuditSyslogAppName is the APP-NAME of the syslog messages. Default
 	// "mcpgw".
 	AuditSyslogAppName string
+	// AuditOTLPEndpoint is the OpenTelemetry collector's OTLP/HTTP URL the
+	// audit log is shipped to as OTLP logs, e.g. http://collector:4318;
+	// empty ships nothing. Default empty.
+	AuditOTLPEndpoint string
 	// auditSyslogTune adjusts the sink's timings; tests shorten them.
 	auditSyslogTune func(*auditsink.SyslogConfig)
 	// OTLPEndpoint is the OpenTelemetry collector's OTLP/HTTP URL that
@@ -331,6 +335,11 @@ func (c *Config) Validate() error {
 		}
 	} else if c.AuditSyslogCA != "" || c.AuditSyslogServerName != "" {
 		return errors.New("--audit-syslog-ca and --audit-syslog-server-name need --audit-syslog tls://host:port")
+	}
+	if c.AuditOTLPEndpoint != "" {
+		if _, err := auditsink.OTLPEndpointURL(c.AuditOTLPEndpoint); err != nil {
+			return err
+		}
 	}
 	if err := c.validateTracing(); err != nil {
 		return err

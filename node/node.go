@@ -91,6 +91,9 @@ type nodeAudit struct {
 
 	// sink ships the log to a syslog receiver; nil without AuditSyslog.
 	sink *auditsink.Syslog
+	// otlp ships the log to an OTLP collector; nil without
+	// AuditOTLPEndpoint.
+	otlp *auditsink.OTLP
 
 	cpMu      sync.Mutex // guards committed
 	committed uint64     // the last seq this node's checkpoint holds

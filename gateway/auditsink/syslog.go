@@ -155,10 +155,7 @@ type Syslog struct {
 	useTLS bool
 	addr   string
 
-	shipped   prometheus.Counter
-	errs      *prometheus.CounterVec // reason
-	lag       prometheus.Gauge
-	connected prometheus.Gauge
+	sinkMetrics
 
 	// Set by Start.
 	tlsConf *tls.Config
@@ -193,10 +190,30 @@ func NewSyslog(cfg SyslogConfig) (*Syslog, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	f := facilities[cfg.Facility] * 8
-	labels := prometheus.Labels{"sink": "syslog"}
 	s := &Syslog{
 		cfg: cfg, logger: logger.With(slog.String("audit_syslog", cfg.URL)), useTLS: useTLS, addr: addr,
 		pri: [3]int{f + 6, f + 5, f + 4}, // informational, notice, warning
+	}
+	var err error
+	if s.sinkMetrics, err = newSinkMetrics("syslog", cfg.Registerer); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// sinkMetrics are a sink's instruments, labelled with its kind.
+type sinkMetrics struct {
+	shipped   prometheus.Counter
+	errs      *prometheus.CounterVec // reason
+	lag       prometheus.Gauge
+	connected prometheus.Gauge
+}
+
+// newSinkMetrics makes the instruments of sink, every series present
+// (zero) from the start, registered on reg when it is not nil.
+func newSinkMetrics(sink string, reg prometheus.Registerer) (sinkMetrics, error) {
+	labels := prometheus.Labels{"sink": sink}
+	m := sinkMetrics{
 		shipped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mcpgw_audit_sink_records_total", ConstLabels: labels,
 			Help: "Audit records sent to the sink (a record resent after an outage counts again).",
@@ -211,27 +228,28 @@ func NewSyslog(cfg SyslogConfig) (*Syslog, error) {
 		}),
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mcpgw_audit_sink_connected", ConstLabels: labels,
-			Help: "1 while the sink holds a connection to its receiver.",
+			Help: "1 while the sink reaches its receiver (syslog: holds a connection; OTLP: the last export succeeded).",
 		}),
 	}
 	for _, r := range []string{errConnect, errTLS, errWrite, errClosed, errLog} {
-		s.errs.WithLabelValues(r)
+		m.errs.WithLabelValues(r)
 	}
-	if cfg.Registerer != nil {
-		if err := registerAll(cfg.Registerer, s.shipped, s.errs, s.lag, s.connected); err != nil {
-			return nil, fmt.Errorf("audit syslog sink metrics: %w", err)
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.shipped, m.errs, m.lag, m.connected} {
+		if err := reg.Register(c); err != nil {
+			return m, fmt.Errorf("audit %s sink metrics: %w", sink, err)
 		}
 	}
-	return s, nil
+	return m, nil
 }
 
-func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
-	for _, c := range cs {
-		if err := reg.Register(c); err != nil {
-			return err
-		}
+// setLag sets the lag gauge: the records of log after sent.
+func (m *sinkMetrics) setLag(log Log, sent uint64) {
+	if head, _, err := log.AuditHead(); err == nil && head >= sent {
+		m.lag.Set(float64(head - sent))
 	}
-	return nil
 }
 
 // Start reads the CA file and the cursor and starts shipping in the
@@ -476,14 +494,14 @@ func (s *Syslog) run() {
 			}
 			sent = recs[len(recs)-1].Seq
 			s.shipped.Add(float64(len(recs)))
-			s.setLag(sent)
+			s.setLag(s.cfg.Log, sent)
 			backoff = s.cfg.MinBackoff
 			if cap(buf) > 4<<20 {
 				buf = nil // one batch of large records need not stay
 			}
 			continue
 		}
-		s.setLag(sent)
+		s.setLag(s.cfg.Log, sent)
 		select {
 		case <-s.ctx.Done():
 			return
@@ -492,13 +510,6 @@ func (s *Syslog) run() {
 			confirm()
 		case <-c.dead:
 		}
-	}
-}
-
-// setLag sets the lag gauge: the records of the log after sent.
-func (s *Syslog) setLag(sent uint64) {
-	if head, _, err := s.cfg.Log.AuditHead(); err == nil && head >= sent {
-		s.lag.Set(float64(head - sent))
 	}
 }
 
