@@ -103,7 +103,7 @@ type OTLP struct {
 	logger *slog.Logger
 	sinkMetrics
 
-	exp    sdklog.Exporter
+	exp     sdklog.Exporter
 	lp      *sdklog.LoggerProvider
 	emitter otellog.Logger
 	staged  *stage
