@@ -1,5 +1,6 @@
 // Package auditsink ships a node's audit log to systems outside the
-// cluster, such as a SIEM's syslog receiver.
+// cluster: a SIEM's syslog receiver (RFC 5424 over TCP or TLS) or an
+// OpenTelemetry collector (OTLP logs over HTTP).
 //
 // A sink reads the records from the audit log itself (never from a queue
 // in memory that a crash would lose), sends them, and persists in the log's
