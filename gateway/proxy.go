@@ -294,7 +294,7 @@ func (s *session) admit(ctx context.Context, req *jsonrpc.Request) (context.Cont
 		}
 	}
 	if pc.tool != "" && s.g.opts.AuditHashPayloads {
-		pc.argsSHA256 = argumentsSHA256(fwd.Params)
+		pc.argsSHA256 = argumentsSHA256(req.Params)
 	}
 	callCtx, cancel := context.WithCancel(ctx)
 	if traceHeader != nil {
