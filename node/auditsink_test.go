@@ -19,6 +19,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	collogspb "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	"google.golang.org/protobuf/proto"
 
@@ -324,4 +326,28 @@ func TestAuditOTLPShipsRecords(t *testing.T) {
 		}
 		return instance == n.NodeID()
 	})
+}
+
+// TestAuditPayloadHashWithTracing: with tracing on the gateway rewrites
+// params._meta of each call; the arguments hash is still of the bytes the
+// upstream received.
+func TestAuditPayloadHashWithTracing(t *testing.T) {
+	up := &argsRecorder{}
+	upURL := upstreamtest.StartHTTP(t, up.handler()) + "/mcp"
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(tracetest.NewInMemoryExporter()), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	t.Cleanup(func() { tp.Shutdown(context.Background()) })
+	n := startNode(t, func(c *Config) { c.AuditHashPayloads, c.TracerProvider = true, tp })
+	addRoute(t, n, storage.Route{Name: "rec", URL: upURL})
+	results := recordCalls(t, n, upURL, 1)
+	recs, _ := auditRecords(t, n, "kind=tool_call", func(r storage.AuditRecord) bool { return r.Kind == storage.AuditToolCall })
+	args := up.received()
+	if len(recs) != 1 || len(args) != 1 {
+		t.Fatalf("%d call records, %d calls upstream; want 1 each", len(recs), len(args))
+	}
+	if got, want := recs[0].ArgumentsSHA256, hexSum(args[0]); got != want {
+		t.Errorf("arguments_sha256 %s, want sha256(%s) = %s", got, args[0], want)
+	}
+	if got, want := recs[0].ResultSHA256, hexSum(results[0]); got != want {
+		t.Errorf("result_sha256 %s, want sha256(%s) = %s", got, results[0], want)
+	}
 }
