@@ -351,3 +351,37 @@ func TestAuditPayloadHashWithTracing(t *testing.T) {
 		t.Errorf("result_sha256 %s, want sha256(%s) = %s", got, results[0], want)
 	}
 }
+
+// TestAuditSinkConfigRefusals: sink settings that cannot work are refused
+// at New, naming the flag to fix.
+func TestAuditSinkConfigRefusals(t *testing.T) {
+	tests := []struct {
+		name string
+		set  func(*Config)
+		want string
+	}{
+		{"udp syslog", func(c *Config) { c.AuditSyslog = "udp://siem:514" }, "--audit-syslog"},
+		{"syslog without port", func(c *Config) { c.AuditSyslog = "tls://siem" }, "--audit-syslog"},
+		{"CA without syslog", func(c *Config) { c.AuditSyslogCA = "ca.pem" }, "--audit-syslog tls://"},
+		{"CA for plain tcp", func(c *Config) { c.AuditSyslog, c.AuditSyslogCA = "tcp://siem:514", "ca.pem" }, "tls://"},
+		{"facility", func(c *Config) { c.AuditSyslog, c.AuditSyslogFacility = "tcp://siem:514", "kernel" }, "--audit-syslog-facility"},
+		{"app name", func(c *Config) { c.AuditSyslog, c.AuditSyslogAppName = "tcp://siem:514", "" }, "--audit-syslog-app-name"},
+		{"OTLP host:port", func(c *Config) { c.AuditOTLPEndpoint = "collector:4318" }, "--audit-otlp-endpoint"},
+	}
+	ok := DefaultConfig()
+	ok.VaultKeys = testVaultKeys(t)
+	ok.AuditSyslog, ok.AuditSyslogCA, ok.AuditOTLPEndpoint = "tls://siem.internal:6514", "ca.pem", "http://collector:4318"
+	if _, err := New(ok); err != nil {
+		t.Fatalf("New with both sinks: %v", err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.VaultKeys = testVaultKeys(t)
+			tt.set(&cfg)
+			if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("New = %v, want an error naming %s", err, tt.want)
+			}
+		})
+	}
+}
