@@ -53,6 +53,13 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "audit-sync", Value: def.AuditSync, EnvVars: []string{"MCPGW_AUDIT_SYNC"}, Usage: "when audit records reach the disk: batch (within --audit-flush-interval; a crash loses about that much) or always (each tool call's record before its response; a crash loses no answered call's record, at the cost of a commit per response)"},
 			&cli.DurationFlag{Name: "audit-checkpoint-interval", Value: def.AuditCheckpointInterval, EnvVars: []string{"MCPGW_AUDIT_CHECKPOINT_INTERVAL"}, Usage: "how often this node commits its signed audit chain head through raft, so other nodes detect a truncated, rewound or replaced audit log; records since the last checkpoint are what a local attacker could remove undetected"},
 			&cli.DurationFlag{Name: "audit-flush-interval", Value: def.AuditFlushInterval, EnvVars: []string{"MCPGW_AUDIT_FLUSH_INTERVAL"}, Usage: "with --audit-sync=batch, the longest an audit record waits in memory before it is committed"},
+			&cli.BoolFlag{Name: "audit-hash-payloads", EnvVars: []string{"MCPGW_AUDIT_HASH_PAYLOADS"}, Usage: "record in each tool call's audit record the SHA-256 of its arguments and of its result (hex), never their values"},
+			&cli.StringFlag{Name: "audit-syslog", EnvVars: []string{"MCPGW_AUDIT_SYSLOG"}, Usage: "ship the audit log to a syslog receiver (RFC 5424, octet-counted): tcp://host:514 or tls://host:6514; at least once, resuming after restarts and outages (empty: off)"},
+			&cli.StringFlag{Name: "audit-syslog-ca", EnvVars: []string{"MCPGW_AUDIT_SYSLOG_CA"}, Usage: "PEM file of the CAs that sign the tls:// syslog receiver's certificate (default: the system's roots)"},
+			&cli.StringFlag{Name: "audit-syslog-server-name", EnvVars: []string{"MCPGW_AUDIT_SYSLOG_SERVER_NAME"}, Usage: "name the tls:// syslog receiver's certificate must hold (default: the host of --audit-syslog)"},
+			&cli.StringFlag{Name: "audit-syslog-facility", Value: def.AuditSyslogFacility, EnvVars: []string{"MCPGW_AUDIT_SYSLOG_FACILITY"}, Usage: "syslog facility of the audit messages: local0…local7, auth, authpriv, audit, daemon, user"},
+			&cli.StringFlag{Name: "audit-syslog-app-name", Value: def.AuditSyslogAppName, EnvVars: []string{"MCPGW_AUDIT_SYSLOG_APP_NAME"}, Usage: "APP-NAME of the audit syslog messages"},
+			&cli.StringFlag{Name: "audit-otlp-endpoint", EnvVars: []string{"MCPGW_AUDIT_OTLP_ENDPOINT"}, Usage: "ship the audit log as OTLP logs to an OpenTelemetry collector's OTLP/HTTP URL, e.g. http://collector:4318; at least once, resuming after restarts and outages (empty: off)"},
 			&cli.StringFlag{Name: "otlp-endpoint", EnvVars: []string{"MCPGW_OTLP_ENDPOINT"}, Usage: "OpenTelemetry collector OTLP/HTTP URL to send traces to, e.g. http://collector:4318 (empty: tracing off)"},
 			&cli.Float64Flag{Name: "trace-sample-ratio", Value: def.TraceSampleRatio, EnvVars: []string{"MCPGW_TRACE_SAMPLE_RATIO"}, Usage: "with --otlp-endpoint, the fraction of new traces recorded (0 to 1); a caller's sampled traceparent is always followed"},
 			nodeIDFlag(),
@@ -169,6 +176,13 @@ func runServe(c *cli.Context) error {
 	cfg.AuditMaxRecords = c.Int("audit-max-records")
 	cfg.AuditSync = c.String("audit-sync")
 	cfg.AuditFlushInterval = c.Duration("audit-flush-interval")
+	cfg.AuditHashPayloads = c.Bool("audit-hash-payloads")
+	cfg.AuditSyslog = c.String("audit-syslog")
+	cfg.AuditSyslogCA = c.String("audit-syslog-ca")
+	cfg.AuditSyslogServerName = c.String("audit-syslog-server-name")
+	cfg.AuditSyslogFacility = c.String("audit-syslog-facility")
+	cfg.AuditSyslogAppName = c.String("audit-syslog-app-name")
+	cfg.AuditOTLPEndpoint = c.String("audit-otlp-endpoint")
 	cfg.OTLPEndpoint = c.String("otlp-endpoint")
 	cfg.TraceSampleRatio = c.Float64("trace-sample-ratio")
 	cfg.AuditCheckpointInterval = c.Duration("audit-checkpoint-interval")

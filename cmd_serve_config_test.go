@@ -32,6 +32,10 @@ log-level = "warn"
 idle-timeout = "90s"
 join = ["10.0.0.1:7423", "10.0.0.2:7423"]
 insecure-dev = true
+audit-syslog = "tls://siem.example:6514"
+audit-syslog-ca = "/etc/mcpgw/siem-ca.pem"
+audit-hash-payloads = true
+audit-otlp-endpoint = "http://collector:4318"
 `)
 	t.Setenv("MCPGW_MAX_CONNS_PER_IP", "7")
 	out, errOut, code := runMain(t, "serve", "--config", path, "--print-config", "--log-level", "debug")
@@ -45,14 +49,18 @@ insecure-dev = true
 		}
 	}
 	for key, want := range map[string]string{
-		"max-conns":        `max-conns = 500 # config file`,
-		"max-conns-per-ip": `max-conns-per-ip = 7 # flag or environment`,
-		"log-level":        `log-level = "debug" # flag or environment`,
-		"idle-timeout":     `idle-timeout = "1m30s" # config file`,
-		"join":             `join = ["10.0.0.1:7423", "10.0.0.2:7423"] # config file`,
-		"insecure-dev":     `insecure-dev = true # config file`,
-		"read-timeout":     `read-timeout = "30s" # default`,
-		"http":             `http = "127.0.0.1:7420" # default`,
+		"max-conns":             `max-conns = 500 # config file`,
+		"max-conns-per-ip":      `max-conns-per-ip = 7 # flag or environment`,
+		"log-level":             `log-level = "debug" # flag or environment`,
+		"idle-timeout":          `idle-timeout = "1m30s" # config file`,
+		"join":                  `join = ["10.0.0.1:7423", "10.0.0.2:7423"] # config file`,
+		"insecure-dev":          `insecure-dev = true # config file`,
+		"read-timeout":          `read-timeout = "30s" # default`,
+		"http":                  `http = "127.0.0.1:7420" # default`,
+		"audit-syslog":          `audit-syslog = "tls://siem.example:6514" # config file`,
+		"audit-syslog-ca":       `audit-syslog-ca = "/etc/mcpgw/siem-ca.pem" # config file`,
+		"audit-syslog-facility": `audit-syslog-facility = "local0" # default`,
+		"audit-hash-payloads":   `audit-hash-payloads = true # config file`,
 	} {
 		if lines[key] != want {
 			t.Errorf("%s: got %q, want %q", key, lines[key], want)

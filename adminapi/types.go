@@ -217,6 +217,10 @@ type AuditRecord struct {
 	Code            int64     `json:"code,omitempty"`
 	Error           string    `json:"error,omitempty"`
 	LatencyMicros   int64     `json:"latency_us,omitempty"`
+	// ArgumentsSHA256 and ResultSHA256 are a tool call's payload hashes,
+	// recorded with --audit-hash-payloads.
+	ArgumentsSHA256 string `json:"arguments_sha256,omitempty"`
+	ResultSHA256    string `json:"result_sha256,omitempty"`
 	// Prev and Hash chain the records of one node's log.
 	Prev string `json:"prev"`
 	Hash string `json:"hash,omitempty"`
@@ -225,7 +229,8 @@ type AuditRecord struct {
 func auditRecord(r storage.AuditRecord) AuditRecord {
 	return AuditRecord{Seq: r.Seq, Time: r.Time, Node: r.Node, Kind: string(r.Kind), SessionID: r.SessionID, Service: r.Service, TokenID: r.TokenID,
 		Remote: r.Remote, Org: r.Org, Account: r.Account, Route: r.Route, Tool: r.Tool, CredentialKeyID: r.CredentialKeyID, Outcome: r.Outcome,
-		Reason: r.Reason, Code: r.Code, Error: r.Error, LatencyMicros: r.LatencyMicros, Prev: r.Prev, Hash: r.Hash}
+		Reason: r.Reason, Code: r.Code, Error: r.Error, LatencyMicros: r.LatencyMicros,
+		ArgumentsSHA256: r.ArgumentsSHA256, ResultSHA256: r.ResultSHA256, Prev: r.Prev, Hash: r.Hash}
 }
 
 // ClusterJoinRequest is the body of POST /v1/cluster/join.

@@ -1,6 +1,10 @@
 package gateway
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/url"
@@ -10,6 +14,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mcpgw/mcpgw/internal/jsonrpcx"
 	"github.com/mcpgw/mcpgw/policy"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/transport"
@@ -297,6 +302,31 @@ func (a *auditor) write(batch []storage.AuditRecord) error {
 	return nil
 }
 
+// argumentsSHA256 returns the hex SHA-256 of params.arguments of a
+// tools/call as the upstream gets it: the upstream transports re-encode
+// params compact (encoding/json, HTML characters unescaped), which is
+// json.Compact of the value, and tracing changes only params._meta. Empty
+// when there are no arguments. params must be valid JSON: the call's name
+// was read from them with jsonrpcx.Members, which checks.
+func argumentsSHA256(params json.RawMessage) string {
+	vals, err := jsonrpcx.ValidMembers(params, "params of tools/call", "arguments")
+	if err != nil || len(vals[0]) == 0 {
+		return ""
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(vals[0]))
+	if err := json.Compact(&buf, vals[0]); err != nil {
+		return ""
+	}
+	return hexSHA256(buf.Bytes())
+}
+
+// hexSHA256 is the hex SHA-256 of b.
+func hexSHA256(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
 // clip cuts caller-supplied text to auditMaxText bytes.
 func clip(s string) string {
 	if len(s) > auditMaxText {
@@ -376,6 +406,7 @@ func (s *session) auditToolCall(pc pendingCall, outcome string, err error) {
 	r := s.auditRecord(storage.AuditToolCall, outcome)
 	r.Tool = clip(pc.tool)
 	r.LatencyMicros = time.Since(pc.start).Microseconds()
+	r.ArgumentsSHA256, r.ResultSHA256 = pc.argsSHA256, pc.resultSHA256
 	if err == nil && outcome == storage.AuditError {
 		r.Reason = "tool_error" // the tool ran and reported a failure (isError)
 	}
@@ -403,6 +434,7 @@ func (s *session) auditCancelled(pc pendingCall) {
 	r := s.auditRecord(storage.AuditToolCall, storage.AuditError)
 	r.Tool = clip(pc.tool)
 	r.LatencyMicros = time.Since(pc.start).Microseconds()
+	r.ArgumentsSHA256 = pc.argsSHA256
 	r.Reason = "cancelled"
 	s.g.audit.record(r)
 }

@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,5 +74,19 @@ func BenchmarkAuditRecord(b *testing.B) {
 	}
 	if d := counterValue(a.droppedFull); d > 0 {
 		b.Logf("%v records dropped", d)
+	}
+}
+
+// BenchmarkPayloadHashes measures what --audit-hash-payloads adds to one
+// tools/call: reading and hashing the arguments (1 KiB) and hashing a
+// 4 KiB result.
+func BenchmarkPayloadHashes(b *testing.B) {
+	params := json.RawMessage(`{"name":"search","arguments":{"query":"` + strings.Repeat("q", 1000) + `","limit":10}}`)
+	result := json.RawMessage(`{"content":[{"type":"text","text":"` + strings.Repeat("r", 4000) + `"}]}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if argumentsSHA256(params) == "" || hexSHA256(result) == "" {
+			b.Fatal("no hash")
+		}
 	}
 }

@@ -61,6 +61,10 @@ type Options struct {
 	// waits in memory before its batch is committed, and so what a crash
 	// can lose. Default 5ms.
 	AuditFlushInterval time.Duration
+	// AuditHashPayloads records in each tool call's audit record the
+	// SHA-256 of its arguments as forwarded and of its result as the
+	// upstream sent it, never the values. Default false.
+	AuditHashPayloads bool
 	// MaxMessageBytes caps one JSON-RPC message in either direction.
 	// Default transport.DefaultMaxMessageBytes.
 	MaxMessageBytes int64

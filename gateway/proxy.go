@@ -94,6 +94,9 @@ type pendingCall struct {
 	// span and upSpan are the call's gateway and upstream spans; nil when
 	// tracing is off.
 	span, upSpan trace.Span
+	// argsSHA256 and resultSHA256 are the payload hashes the call's audit
+	// record carries (Options.AuditHashPayloads); empty otherwise.
+	argsSHA256, resultSHA256 string
 }
 
 // run pumps messages both ways until either side ends, then closes both and
@@ -298,6 +301,9 @@ func (s *session) admit(ctx context.Context, req *jsonrpc.Request) (context.Cont
 			return nil, nil, rerr
 		}
 	}
+	if pc.tool != "" && s.g.opts.AuditHashPayloads {
+		pc.argsSHA256 = argumentsSHA256(req.Params)
+	}
 	callCtx, cancel := context.WithCancel(ctx)
 	if traceHeader != nil {
 		callCtx = transport.WithTraceHeader(callCtx, traceHeader)
@@ -486,6 +492,9 @@ func (s *session) complete(ctx context.Context, resp *jsonrpc.Response) {
 		traced = "error"
 	}
 	if pc.method == "tools/call" && resp.Error == nil {
+		if s.g.opts.AuditHashPayloads && len(resp.Result) > 0 {
+			pc.resultSHA256 = hexSHA256(resp.Result)
+		}
 		var err error
 		if toolError, err = jsonrpcx.IsToolError(resp.Result); err != nil {
 			resp = s.unusableResult(resp.ID, pc.method, err)

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/mcpgw/mcpgw/gateway"
+	"github.com/mcpgw/mcpgw/gateway/auditsink"
 	"github.com/mcpgw/mcpgw/transport"
 	"github.com/mcpgw/mcpgw/vault"
 )
@@ -136,6 +137,32 @@ type Config struct {
 	// AuditFlushInterval is, with AuditSync "batch", the longest a record
 	// waits in memory before it is committed. Default 5ms.
 	AuditFlushInterval time.Duration
+	// AuditHashPayloads records in each tool call's audit record the
+	// SHA-256 of its arguments (as forwarded) and of its result (as the
+	// upstream sent it), never the values. Default false.
+	AuditHashPayloads bool
+	// AuditSyslog is the syslog receiver the audit log is shipped to,
+	// tcp://host:port or tls://host:port; empty ships nothing. Default
+	// empty.
+	AuditSyslog string
+	// AuditSyslogCA is a PEM file of the CAs that sign a tls://
+	// receiver's certificate. Default: the system's roots.
+	AuditSyslogCA string
+	// AuditSyslogServerName is the name a tls:// receiver's certificate
+	// must hold. Default: the host of AuditSyslog.
+	AuditSyslogServerName string
+	// AuditSyslogFacility is the facility of the syslog messages.
+	// Default "local0".
+	AuditSyslogFacility string
+	// AuditSyslogAppName is the APP-NAME of the syslog messages. Default
+	// "mcpgw".
+	AuditSyslogAppName string
+	// AuditOTLPEndpoint is the OpenTelemetry collector's OTLP/HTTP URL the
+	// audit log is shipped to as OTLP logs, e.g. http://collector:4318;
+	// empty ships nothing. Default empty.
+	AuditOTLPEndpoint string
+	// auditSyslogTune adjusts the sink's timings; tests shorten them.
+	auditSyslogTune func(*auditsink.SyslogConfig)
 	// OTLPEndpoint is the OpenTelemetry collector's OTLP/HTTP URL that
 	// traces go to, e.g. http://collector:4318. Default empty: tracing off.
 	OTLPEndpoint string
@@ -238,6 +265,8 @@ func DefaultConfig() Config {
 		AuditSync:               string(gateway.AuditSyncBatch),
 		AuditFlushInterval:      5 * time.Millisecond,
 		AuditCheckpointInterval: 5 * time.Second,
+		AuditSyslogFacility:     auditsink.DefaultSyslogConfig().Facility,
+		AuditSyslogAppName:      auditsink.DefaultSyslogConfig().AppName,
 		TraceSampleRatio:        1,
 	}
 }
@@ -301,6 +330,19 @@ func (c *Config) Validate() error {
 	}
 	if c.AuditFlushInterval <= 0 || c.AuditFlushInterval > time.Minute {
 		return fmt.Errorf("--audit-flush-interval %v: use a positive duration of at most 1m", c.AuditFlushInterval)
+	}
+	if c.AuditSyslog != "" {
+		sc := c.auditSyslogConfig()
+		if err := sc.Validate(); err != nil {
+			return err
+		}
+	} else if c.AuditSyslogCA != "" || c.AuditSyslogServerName != "" {
+		return errors.New("--audit-syslog-ca and --audit-syslog-server-name need --audit-syslog tls://host:port")
+	}
+	if c.AuditOTLPEndpoint != "" {
+		if _, err := auditsink.OTLPEndpointURL(c.AuditOTLPEndpoint); err != nil {
+			return err
+		}
 	}
 	if err := c.validateTracing(); err != nil {
 		return err

@@ -21,6 +21,7 @@ import (
 
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/gateway"
+	"github.com/mcpgw/mcpgw/gateway/auditsink"
 	"github.com/mcpgw/mcpgw/oauth"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/vault"
@@ -87,6 +88,12 @@ type nodeAudit struct {
 	// verifies every node's.
 	cert  tls.Certificate
 	roots *x509.CertPool
+
+	// sink ships the log to a syslog receiver; nil without AuditSyslog.
+	sink *auditsink.Syslog
+	// otlp ships the log to an OTLP collector; nil without
+	// AuditOTLPEndpoint.
+	otlp *auditsink.OTLP
 
 	cpMu      sync.Mutex // guards committed
 	committed uint64     // the last seq this node's checkpoint holds
@@ -164,6 +171,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	gwOpts.TracerProvider = tp
 	n.gw = gateway.New(store, n.vaultKeys, gwOpts)
 	undo = append(undo, func() { n.gw.Close() })
+	if err := n.startAuditSink(); err != nil {
+		return err
+	}
+	undo = append(undo, n.stopAuditSink)
 	n.watchLiveNodes()
 	n.runResealer()
 	n.runAuditCheckpoints()
@@ -315,6 +326,9 @@ func (n *Node) Close() error {
 		flushCtx, flushCancel := context.WithTimeout(context.Background(), 5*time.Second)
 		traceErr := n.stopTracing(flushCtx)
 		flushCancel()
+		// The sink reads the log: it stops before the log closes, its
+		// cursor saved; what it had not sent yet goes at the next start.
+		n.stopAuditSink()
 		if n.audit.log != nil {
 			n.finalAuditCheckpoint()
 			auditErr = n.audit.log.Close()

@@ -44,7 +44,7 @@ const (
 
 // AuditRecord is one entry of a node's audit log. It holds identities and
 // outcomes only: never a credential, a service token, or the arguments or
-// results of a call.
+// results of a call (at most their hashes).
 type AuditRecord struct {
 	// Seq numbers the node's records from 1 without gaps; Append sets it.
 	Seq uint64 `json:"seq"`
@@ -81,6 +81,13 @@ type AuditRecord struct {
 	Error string `json:"error,omitempty"`
 	// LatencyMicros is how long a call took, or a session lasted.
 	LatencyMicros int64 `json:"latency_us,omitempty"`
+	// ArgumentsSHA256 and ResultSHA256 are, when the node hashes payloads
+	// (--audit-hash-payloads), the hex SHA-256 of a tool call's arguments
+	// as forwarded upstream and of its result as the upstream sent it:
+	// proof of what was asked and answered, never the values. Empty when
+	// off, or when the call had no arguments or no result.
+	ArgumentsSHA256 string `json:"arguments_sha256,omitempty"`
+	ResultSHA256    string `json:"result_sha256,omitempty"`
 	// Prev is the Hash of the record before this one (or the pruning
 	// anchor); empty for the node's first record.
 	Prev string `json:"prev"`
@@ -110,7 +117,7 @@ func AuditHash(r AuditRecord) (string, error) {
 // otherwise encode in a form that does not survive a round trip.
 func validUTF8(r *AuditRecord) {
 	for _, s := range []*string{&r.Node, &r.SessionID, &r.Service, &r.TokenID, &r.Remote, &r.Org, &r.Account,
-		&r.Route, &r.Tool, &r.CredentialKeyID, &r.Outcome, &r.Reason, &r.Error} {
+		&r.Route, &r.Tool, &r.CredentialKeyID, &r.Outcome, &r.Reason, &r.Error, &r.ArgumentsSHA256, &r.ResultSHA256} {
 		*s = strings.ToValidUTF8(*s, "\uFFFD")
 	}
 	r.Kind = AuditKind(strings.ToValidUTF8(string(r.Kind), "\uFFFD"))

@@ -100,6 +100,11 @@ var (
 	// appended, so records removed from the end of the log show.
 	metaAuditHeadSeq  = []byte("head_seq")
 	metaAuditHeadHash = []byte("head_hash")
+	// metaAuditSinkCursorPrefix, then a sink's name (syslog), holds the
+	// sequence number (8 bytes big-endian) up to which that sink has
+	// delivered the log, so it resumes there after a restart. Not part of
+	// the chain: a cursor says what was shipped, not what happened.
+	metaAuditSinkCursorPrefix = []byte("sink_cursor:")
 )
 
 // auditVersion is the audit log layout version this code writes and reads.
