@@ -146,3 +146,124 @@ func TestOAuthConsentAcrossCluster(t *testing.T) {
 		t.Fatalf("status on node 3: %+v", st)
 	}
 }
+
+// TestOAuthClientMetadataDocument: the session listener serves the
+// gateway's Client ID Metadata Document, and at an authorization server
+// that supports such documents the gateway uses its URL as client_id (no
+// dynamic registration); the server fetches the document, accepts the
+// callback it names, and the consent completes. With the document
+// published elsewhere, that address is the client id.
+func TestOAuthClientMetadataDocument(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		published bool // the operator publishes the document at another address
+	}{
+		{name: "served by the gateway"},
+		{name: "published elsewhere", published: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			as := oauthtest.NewAS(t)
+			as.Update(func(a *oauthtest.AS) { a.Meta.ClientIDMetadataDocumentSupported = true })
+			up := oauthtest.NewMCP(t, as, nil, nil)
+			var target atomic.Pointer[url.URL]
+			lb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				httputil.NewSingleHostReverseProxy(target.Load()).ServeHTTP(w, r)
+			}))
+			t.Cleanup(lb.Close)
+			// The other site copies what the gateway serves, as an operator
+			// publishing the document would.
+			var published atomic.Pointer[[]byte]
+			site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/mcpgw/client.json" || published.Load() == nil {
+					http.NotFound(w, r)
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				w.Write(*published.Load())
+			}))
+			t.Cleanup(site.Close)
+			wantID := lb.URL + OAuthClientMetadataPath
+			if tc.published {
+				wantID = site.URL + "/mcpgw/client.json"
+			}
+			n := startNode(t, func(c *Config) {
+				c.PublicURL, c.OAuthAllowLoopback = lb.URL, true
+				if tc.published {
+					c.OAuthClientMetadataURL = wantID
+				}
+			})
+			u, _ := url.Parse(n.HTTPURL())
+			target.Store(u)
+
+			res, err := http.Get(lb.URL + OAuthClientMetadataPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "application/json" {
+				t.Fatalf("GET %s: HTTP %d, Content-Type %q", OAuthClientMetadataPath, res.StatusCode, res.Header.Get("Content-Type"))
+			}
+			published.Store(&body)
+			var doc struct {
+				ClientID                string   `json:"client_id"`
+				ClientName              string   `json:"client_name"`
+				RedirectURIs            []string `json:"redirect_uris"`
+				GrantTypes              []string `json:"grant_types"`
+				ResponseTypes           []string `json:"response_types"`
+				TokenEndpointAuthMethod string   `json:"token_endpoint_auth_method"`
+			}
+			if err := json.Unmarshal(body, &doc); err != nil {
+				t.Fatalf("document is not JSON: %v\n%s", err, body)
+			}
+			if doc.ClientID != wantID || doc.ClientName != "mcpgw" || strings.Join(doc.RedirectURIs, " ") != lb.URL+OAuthCallbackPath ||
+				strings.Join(doc.GrantTypes, " ") != "authorization_code refresh_token" || strings.Join(doc.ResponseTypes, " ") != "code" ||
+				doc.TokenEndpointAuthMethod != "none" {
+				t.Fatalf("document = %+v, want client_id %s and callback %s", doc, wantID, lb.URL+OAuthCallbackPath)
+			}
+
+			route := addRoute(t, n, storage.Route{Name: "docs", URL: up.URL(), Credential: storage.CredentialRequired})
+			rule := storage.Rule{ID: "allow-all", Service: "*", Org: "*", Account: "*", Route: "docs", Tool: "*", Effect: "allow"}
+			if resp := adminDo(t, n, http.MethodPost, "/v1/rules", rule); resp.StatusCode != http.StatusOK {
+				t.Fatalf("put rule: HTTP %d", resp.StatusCode)
+			}
+			resp := adminDo(t, n, http.MethodPost, "/v1/oauth/url", adminapi.OAuthURLRequest{Org: "acme", Account: "alice", Route: "docs"})
+			var consent adminapi.OAuthURL
+			json.NewDecoder(resp.Body).Decode(&consent)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("oauth url: HTTP %d, %+v", resp.StatusCode, consent)
+			}
+			cu, _ := url.Parse(consent.URL)
+			if got := cu.Query().Get("client_id"); got != wantID {
+				t.Fatalf("consent url client_id = %q, want %q", got, wantID)
+			}
+			res, err = http.Get(consent.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			page, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK || !strings.Contains(string(page), "Connected") {
+				t.Fatalf("callback page: HTTP %d:\n%s", res.StatusCode, page)
+			}
+			as.Mu.Lock()
+			fetches, registrations := strings.Join(as.CIMDFetches, " "), as.Hits["/register"]
+			as.Mu.Unlock()
+			if registrations != 0 || fetches == "" || strings.Trim(strings.ReplaceAll(fetches, wantID, ""), " ") != "" {
+				t.Fatalf("authorization server: %d dynamic registrations, fetched %q; want none and only %s", registrations, fetches, wantID)
+			}
+
+			tok := issueToken(t, n, "svc-a", []string{"acme"}, "1h")
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			sess, err := client.Connect(ctx, route.URL, "acme", "alice", client.WithGateway("ws://"+n.HTTPAddr()), client.WithToken(tok.Token))
+			if err != nil {
+				t.Fatalf("session: %v", err)
+			}
+			defer sess.Close()
+			if got := callText(t, ctx, sess, "echo", "via cimd"); got != "via cimd" {
+				t.Fatalf("echo = %q", got)
+			}
+		})
+	}
+}
