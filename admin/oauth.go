@@ -101,7 +101,11 @@ func (s *Service) AuthorizationURL(ctx context.Context, in OAuthStart) (OAuthSta
 	if route.Transport == storage.TransportStdio {
 		return OAuthStarted{}, invalidf("route %q runs a local command; oauth is for network upstreams", in.Route)
 	}
-	d, err := s.d.OAuth.Discover(ctx, route.URL, oauth.Challenge{})
+	ch, err := s.d.OAuth.Probe(ctx, route.URL)
+	if err != nil {
+		return OAuthStarted{}, &Error{Kind: ErrFailed, Op: "ask route " + in.Route + " for its authorization challenge", Err: err}
+	}
+	d, err := s.d.OAuth.Discover(ctx, route.URL, ch)
 	if err != nil {
 		return OAuthStarted{}, &Error{Kind: ErrFailed, Op: "discover the authorization server of route " + in.Route, Err: err}
 	}
