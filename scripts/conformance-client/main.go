@@ -31,6 +31,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -46,8 +47,8 @@ const (
 	// document is published at another address than the gateway (which the
 	// scenario's authorization server never fetches).
 	cimdURL = "https://conformance-test.local/client-metadata.json"
-	// maxConsents bounds the sign-ins one scenario may ask for: one, plus a
-	// step-up when the server asks for more scopes.
+	// maxConsents bounds the sign-ins one scenario may ask for: the first,
+	// then step-ups when the server asks for more scopes.
 	maxConsents = 3
 )
 
@@ -105,6 +106,9 @@ func run(ctx context.Context, serverURL string) error {
 	if err != nil {
 		return err
 	}
+	if err := gw.consent(ctx); err != nil {
+		return err
+	}
 	sess, err := gw.session(ctx, strings.TrimSpace(tok))
 	if err != nil {
 		return err
@@ -117,15 +121,42 @@ func run(ctx context.Context, serverURL string) error {
 	if !slices.ContainsFunc(tools.Tools, func(t *mcp.Tool) bool { return t.Name == "test-tool" }) {
 		log.Printf("tools/list through the gateway has no test-tool")
 	}
-	res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "test-tool", Arguments: map[string]any{}})
-	if err != nil {
-		return fmt.Errorf("tools/call test-tool through the gateway: %w", err)
+	for consents := 1; ; consents++ {
+		res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "test-tool", Arguments: map[string]any{}})
+		var refusal string
+		switch {
+		case err != nil:
+			refusal = err.Error()
+		case res.IsError:
+			refusal = "tool error: " + text(res)
+		default:
+			return nil
+		}
+		// A refusal carrying a sign-in link (more consent needed, e.g. for
+		// more scopes): open it as the user would, then call again.
+		link := signInLink(refusal)
+		if link == "" || consents >= maxConsents {
+			return fmt.Errorf("tools/call test-tool through the gateway: %s", refusal)
+		}
+		log.Printf("the gateway asks for consent again; opening its sign-in link")
+		if err := gw.browse(ctx, link); err != nil {
+			return err
+		}
 	}
-	if res.IsError {
-		return fmt.Errorf("tools/call test-tool through the gateway: tool error: %s", text(res))
-	}
-	return nil
 }
+
+// signInLink returns the first URL in s that carries an OAuth state, "" if
+// none.
+func signInLink(s string) string {
+	for _, m := range linkRE.FindAllString(s, -1) {
+		if u, err := url.Parse(strings.TrimRight(m, ".,;)")); err == nil && u.Query().Get("state") != "" {
+			return u.String()
+		}
+	}
+	return ""
+}
+
+var linkRE = regexp.MustCompile(`https?://[^\s"'<>]+`)
 
 // gateway is one mcpgw node, serving on loopback.
 type gateway struct {
@@ -232,8 +263,7 @@ func (g *gateway) cliIn(ctx context.Context, stdin string, args ...string) (stri
 	return out.String(), nil
 }
 
-// consent asks the gateway for a sign-in link and opens it as a browser
-// does, following every redirect to the gateway's callback page.
+// consent asks the gateway for a sign-in link (mcpgw oauth url) and opens it.
 func (g *gateway) consent(ctx context.Context) error {
 	out, err := g.cli(ctx, "oauth", "url", "--org", org, "--account", account, "--route", route, "--json")
 	if err != nil {
@@ -245,6 +275,13 @@ func (g *gateway) consent(ctx context.Context) error {
 	if err := json.Unmarshal([]byte(out), &link); err != nil || link.URL == "" {
 		return fmt.Errorf("mcpgw oauth url --json printed no url: %q", out)
 	}
+	return g.browse(ctx, link.URL)
+}
+
+// browse opens a sign-in link as a browser does, following every redirect
+// (the scenario's authorization server approves at once) to the gateway's
+// callback page, which must say the account is connected.
+func (g *gateway) browse(ctx context.Context, link string) error {
 	var landed string
 	browser := &http.Client{CheckRedirect: func(r *http.Request, via []*http.Request) error {
 		if len(via) > 10 {
@@ -253,7 +290,7 @@ func (g *gateway) consent(ctx context.Context) error {
 		landed = r.URL.Scheme + "://" + r.URL.Host + r.URL.Path
 		return nil
 	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, link.URL, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, link, nil)
 	if err != nil {
 		return err
 	}
@@ -272,29 +309,31 @@ func (g *gateway) consent(ctx context.Context) error {
 	return nil
 }
 
-// session signs in (again) until the gateway opens a session to the route
-// and lists its tools, as an operator answering the gateway's "needs
-// consent" refusals would.
+// session opens an MCP session to the route through the gateway. The
+// client declares URL elicitation: a gateway that asks for consent that way
+// gets its link opened, as a person would.
 func (g *gateway) session(ctx context.Context, token string) (*mcp.ClientSession, error) {
 	hc := &http.Client{Transport: bearer{token}}
 	endpoint := g.httpURL + "/v1/mcp/" + route + "?" + url.Values{"org": {org}, "account": {account}}.Encode()
-	var last error
-	for range maxConsents {
-		if err := g.consent(ctx); err != nil {
-			return nil, err
-		}
-		c := mcp.NewClient(&mcp.Implementation{Name: "mcpgw-conformance-client", Version: "1"}, nil)
-		sess, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: endpoint, HTTPClient: hc, MaxRetries: -1}, nil)
-		if err == nil {
-			return sess, nil
-		}
-		last = err
-		if !strings.Contains(err.Error(), "consent") && !strings.Contains(err.Error(), "sign-in") {
-			break
-		}
-		log.Printf("the gateway asks for consent again: %v", err)
+	c := mcp.NewClient(&mcp.Implementation{Name: "mcpgw-conformance-client", Version: "1"}, &mcp.ClientOptions{
+		Capabilities: &mcp.ClientCapabilities{Elicitation: &mcp.ElicitationCapabilities{URL: &mcp.URLElicitationCapabilities{}}},
+		ElicitationHandler: func(ctx context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			if req.Params.URL == "" {
+				return &mcp.ElicitResult{Action: "decline"}, nil
+			}
+			log.Printf("the gateway asks for consent by URL elicitation; opening its link")
+			if err := g.browse(ctx, req.Params.URL); err != nil {
+				log.Printf("consent by URL elicitation: %v", err)
+				return &mcp.ElicitResult{Action: "cancel"}, nil
+			}
+			return &mcp.ElicitResult{Action: "accept"}, nil
+		},
+	})
+	sess, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: endpoint, HTTPClient: hc, MaxRetries: -1}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("session through the gateway: %w", err)
 	}
-	return nil, fmt.Errorf("session through the gateway: %w", last)
+	return sess, nil
 }
 
 type bearer struct{ token string }
