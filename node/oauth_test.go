@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -263,6 +264,46 @@ func TestOAuthClientMetadataDocument(t *testing.T) {
 			defer sess.Close()
 			if got := callText(t, ctx, sess, "echo", "via cimd"); got != "via cimd" {
 				t.Fatalf("echo = %q", got)
+			}
+		})
+	}
+}
+
+// TestOAuthClientMetadataURLChoice: which client id metadata document a
+// node offers for its public URL and --oauth-client-metadata-url; an
+// address no authorization server would accept as a client id is refused
+// at start when the operator named it, and silently not offered when it
+// only follows from the public URL.
+func TestOAuthClientMetadataURLChoice(t *testing.T) {
+	tests := []struct {
+		name          string
+		base, named   string
+		allowLoopback bool
+		wantURL       string
+		wantErr       string
+	}{
+		{name: "https public url", base: "https://gw.example", wantURL: "https://gw.example" + OAuthClientMetadataPath},
+		{name: "named address", base: "https://gw.internal", named: "https://static.example/mcpgw.json", wantURL: "https://static.example/mcpgw.json"},
+		{name: "loopback in development", base: "http://127.0.0.1:8080", allowLoopback: true, wantURL: "http://127.0.0.1:8080" + OAuthClientMetadataPath},
+		{name: "plain http public url", base: "http://gw.internal"},
+		{name: "named plain http", base: "https://gw.example", named: "http://static.example/mcpgw.json", wantErr: "--oauth-client-metadata-url"},
+		{name: "named without a path", base: "https://gw.example", named: "https://static.example/", wantErr: "needs a path"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := &Node{cfg: Config{OAuthClientMetadataURL: tt.named, OAuthAllowLoopback: tt.allowLoopback}, logger: slog.New(slog.DiscardHandler)}
+			err := n.setupCIMD(tt.base, tt.base+OAuthCallbackPath)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("setupCIMD: %v, want an error containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n.cimdURL != tt.wantURL || (tt.wantURL == "") != (n.cimdDoc == nil) {
+				t.Fatalf("offers %q (document %d bytes), want %q", n.cimdURL, len(n.cimdDoc), tt.wantURL)
 			}
 		})
 	}
