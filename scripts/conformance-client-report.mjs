@@ -59,9 +59,16 @@ function result(dir, scenario) {
     .filter((n) => STAMP.test(n) && n.replace(STAMP, "") === base)
     .sort();
   if (runs.length === 0) return { ...out, problems: ["no results"] };
+  const run = path.join(parent, runs[runs.length - 1]);
+  try {
+    // The client's last words say why a scenario it failed went wrong.
+    out.stderr = fs.readFileSync(path.join(run, "stderr.txt"), "utf8").trim().split("\n").slice(-3);
+  } catch {
+    out.stderr = [];
+  }
   let checks;
   try {
-    checks = JSON.parse(fs.readFileSync(path.join(parent, runs[runs.length - 1], "checks.json"), "utf8"));
+    checks = JSON.parse(fs.readFileSync(path.join(run, "checks.json"), "utf8"));
   } catch (e) {
     return { ...out, problems: [`unreadable checks.json: ${e.message}`] };
   }
@@ -107,6 +114,7 @@ for (const s of args.scenarios) {
   if (gw.pass) gwPass.push(s);
   if (!gw.pass) {
     for (const p of gw.problems) console.log(`    gateway ${p}`);
+    if (!expected.has(s)) for (const l of gw.stderr ?? []) console.log(`    gateway client: ${l.slice(0, 400)}`);
   }
   if (sdk.pass && !gw.pass && !expected.has(s)) {
     problems.push(`${s}: passes with the go-sdk client, fails through the gateway`);

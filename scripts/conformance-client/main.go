@@ -30,10 +30,12 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -58,7 +60,10 @@ func main() {
 	if len(os.Args) != 2 {
 		log.Fatalf("usage: %s <server-url> (with MCPGW_BIN and MCP_CONFORMANCE_SCENARIO set)", os.Args[0])
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	// Stopped by the suite (its timeout), the gateway is stopped too.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 80*time.Second)
 	defer cancel()
 	if err := run(ctx, os.Args[1]); err != nil {
 		log.Fatalf("scenario %s: %v", os.Getenv("MCP_CONFORMANCE_SCENARIO"), err)
@@ -175,6 +180,12 @@ func startGateway(ctx context.Context, bin, dir string) (*gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every listener on a port of its own: the defaults are fixed ports
+	// another node on this machine may hold.
+	raftAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
 	g := &gateway{bin: bin, dir: dir, httpURL: "http://" + httpAddr, admin: "http://" + adminAddr, done: make(chan error, 1)}
 	logf, err := os.Create(filepath.Join(dir, "mcpgw.log"))
 	if err != nil {
@@ -182,7 +193,7 @@ func startGateway(ctx context.Context, bin, dir string) (*gateway, error) {
 	}
 	g.cmd = exec.Command(bin, "serve",
 		"--data-dir", filepath.Join(dir, "data"), "--vault-key", filepath.Join(dir, "vault.key"),
-		"--http", httpAddr, "--admin", adminAddr, "--quic", "", "--unix", "",
+		"--http", httpAddr, "--admin", adminAddr, "--raft", raftAddr, "--quic", "", "--unix", "",
 		"--public-url", g.httpURL, "--oauth-allow-loopback",
 		"--oauth-client-metadata-url", cimdURL,
 		"--log-format", "text")
