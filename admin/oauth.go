@@ -166,11 +166,12 @@ func (s *Service) oauthRegistration(ctx context.Context, d *oauth.Discovery) (oa
 			}
 			return reg, nil
 		}
-		if err == nil && reg.For(d) && redirect == s.opts.OAuthRedirectURL {
+		if err == nil && reg.For(d) && redirect == s.opts.OAuthRedirectURL && (reg.Method != oauth.MethodCIMD || reg.ClientID == s.opts.OAuthCIMDURL) {
 			return reg, nil
 		}
-		// An unreadable or stale registration (sealed by a retired key, or
-		// for an endpoint the server moved): register again.
+		// An unreadable or stale registration (sealed by a retired key, for
+		// an endpoint the server moved, or a client metadata document URL
+		// the gateway no longer offers): register again.
 	}
 	reg, err := s.d.OAuth.Register(ctx, d, oauth.RegisterOptions{CIMDURL: s.opts.OAuthCIMDURL, RedirectURL: s.opts.OAuthRedirectURL})
 	if err != nil {

@@ -87,3 +87,31 @@ func TestAddOAuthClientRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestOAuthCIMDURLChange: a gateway whose client metadata document moved
+// (or is no longer offered) registers again instead of sending the old URL
+// as its client id.
+func TestOAuthCIMDURLChange(t *testing.T) {
+	f, as, _ := oauthFixture(t)
+	as.Update(func(a *oauthtest.AS) { a.Meta.ClientIDMetadataDocumentSupported = true })
+	ctx := context.Background()
+	clientID := func() string {
+		t.Helper()
+		started, err := f.svc.AuthorizationURL(ctx, OAuthStart{Org: "acme", Account: "alice", Route: "docs"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, _ := url.Parse(started.URL)
+		return u.Query().Get("client_id")
+	}
+	for _, tc := range []struct{ cimd, want string }{
+		{"https://gw.example/oauth/client-metadata.json", "https://gw.example/oauth/client-metadata.json"},
+		{"https://static.example/mcpgw.json", "https://static.example/mcpgw.json"},
+		{"", "dcr-"},
+	} {
+		f.svc.opts.OAuthCIMDURL = tc.cimd
+		if got := clientID(); !strings.HasPrefix(got, tc.want) {
+			t.Fatalf("with the document at %q the client id is %q, want %q", tc.cimd, got, tc.want)
+		}
+	}
+}
