@@ -23,6 +23,7 @@ func oauthCommand() *cli.Command {
 		Name:  "oauth",
 		Usage: "connect accounts to OAuth-protected MCP servers",
 		Subcommands: []*cli.Command{
+			oauthClientCommand(),
 			{
 				Name:  "url",
 				Usage: "print a sign-in link for an account; whoever opens it and approves connects the account",

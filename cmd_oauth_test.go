@@ -2,6 +2,8 @@ package main
 
 import (
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -60,5 +62,34 @@ func TestOAuthCommands(t *testing.T) {
 	out, err = run(append([]string{"oauth", "status"}, target...)...)
 	if err != nil || !strings.Contains(out, "needs consent") {
 		t.Fatalf("status after revoke = %q, %v", out, err)
+	}
+}
+
+// TestOAuthClientAdd: a client registered by hand, with its secret from a
+// file, is found by the route's authorization server and used by the next
+// sign-in link; the secret is never printed.
+func TestOAuthClientAdd(t *testing.T) {
+	as := oauthtest.NewAS(t)
+	as.Update(func(a *oauthtest.AS) { a.Meta.RegistrationEndpoint = "" })
+	up := oauthtest.NewMCP(t, as, nil, nil)
+	n := startTestNode(t, func(c *node.Config) { c.PublicURL, c.OAuthAllowLoopback = "http://127.0.0.1:1", true })
+	admin := []string{"--admin", n.AdminAddr(), "--admin-token", n.AdminToken()}
+	if _, _, err := runCLI(t, append([]string{"route", "add"}, append(admin, "docs", up.URL())...)...); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("hand-made-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCLI(t, append([]string{"oauth", "client", "add"}, append(admin, "--client-id", "by-hand")...)...); err == nil || !strings.Contains(err.Error(), "one of --route and --issuer") {
+		t.Fatalf("add without --route or --issuer: %v", err)
+	}
+	out, _, err := runCLI(t, append([]string{"oauth", "client", "add"}, append(admin, "--route", "docs", "--client-id", "by-hand", "--client-secret-file", secret)...)...)
+	if want := "client by-hand used at " + as.URL() + " (secret sealed in the vault)\n"; err != nil || out != want {
+		t.Fatalf("oauth client add = %q, %v; want %q", out, err, want)
+	}
+	link, _, err := runCLI(t, append([]string{"oauth", "url"}, append(admin, "--org", "acme", "--account", "alice", "--route", "docs")...)...)
+	if err != nil || !strings.Contains(link, "client_id=by-hand") {
+		t.Fatalf("oauth url = %q, %v; want the pre-registered client", link, err)
 	}
 }

@@ -74,6 +74,7 @@ func serveCommand() *cli.Command {
 			&cli.BoolFlag{Name: "insecure-dev", EnvVars: []string{"MCPGW_INSECURE_DEV"}, Usage: "accept sessions WITHOUT a service token (local trials only)"},
 			&cli.BoolFlag{Name: "pprof", EnvVars: []string{"MCPGW_PPROF"}, Usage: "serve Go profiles (net/http/pprof) under /debug/pprof/ on the admin listener, behind the admin token"},
 			&cli.StringFlag{Name: "public-url", EnvVars: []string{"MCPGW_PUBLIC_URL"}, Usage: "base URL browsers reach the session listener at; turns on upstream OAuth (callback: <url>/oauth/callback)"},
+			&cli.StringFlag{Name: "oauth-client-metadata-url", EnvVars: []string{"MCPGW_OAUTH_CLIENT_METADATA_URL"}, Usage: "the gateway's client_id at authorization servers that fetch Client ID Metadata Documents (default: <public-url>/oauth/client-metadata.json, served by the gateway; set it when the document is published at another https address)"},
 			&cli.BoolFlag{Name: "oauth-allow-loopback", EnvVars: []string{"MCPGW_OAUTH_ALLOW_LOOPBACK"}, Usage: "let upstream OAuth reach http servers on loopback (development only)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"MCPGW_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", EnvVars: []string{"MCPGW_LOG_FORMAT"}, Usage: "text or json (default: text on a terminal, json otherwise)"},
@@ -198,6 +199,7 @@ func runServe(c *cli.Context) error {
 	cfg.Pprof = c.Bool("pprof")
 	cfg.PublicURL = c.String("public-url")
 	cfg.OAuthAllowLoopback = c.Bool("oauth-allow-loopback")
+	cfg.OAuthClientMetadataURL = c.String("oauth-client-metadata-url")
 	cfg.Logger = logger
 	build := versionInfo()
 	cfg.Version, cfg.Revision = build.Version, build.Commit

@@ -118,9 +118,9 @@ func (s *Service) authorizationURL(ctx context.Context, in OAuthStart) (OAuthSta
 	if route.Transport == storage.TransportStdio {
 		return OAuthStarted{}, invalidf("route %q runs a local command; oauth is for network upstreams", in.Route)
 	}
-	d, err := s.d.OAuth.Discover(ctx, route.URL, oauth.Challenge{})
+	d, err := s.discoverRoute(ctx, in.Route, route.URL)
 	if err != nil {
-		return OAuthStarted{}, &Error{Kind: ErrFailed, Op: "discover the authorization server of route " + in.Route, Err: err}
+		return OAuthStarted{}, err
 	}
 	reg, err := s.oauthRegistration(ctx, d)
 	if err != nil {
@@ -150,6 +150,20 @@ func (s *Service) authorizationURL(ctx context.Context, in OAuthStart) (OAuthSta
 	return OAuthStarted{URL: consent, Issuer: d.Issuer, Expires: p.ExpiresAt}, nil
 }
 
+// discoverRoute finds the authorization server of a route's server,
+// starting from the challenge it answers a client without a token with.
+func (s *Service) discoverRoute(ctx context.Context, name, serverURL string) (*oauth.Discovery, error) {
+	ch, err := s.d.OAuth.Probe(ctx, serverURL)
+	if err != nil {
+		return nil, &Error{Kind: ErrFailed, Op: "ask route " + name + " for its authorization challenge", Err: err}
+	}
+	d, err := s.d.OAuth.Discover(ctx, serverURL, ch)
+	if err != nil {
+		return nil, &Error{Kind: ErrFailed, Op: "discover the authorization server of route " + name, Err: err}
+	}
+	return d, nil
+}
+
 // oauthRegistration returns the stored client at d's issuer, or registers
 // one and stores it.
 func (s *Service) oauthRegistration(ctx context.Context, d *oauth.Discovery) (oauth.Registration, error) {
@@ -160,35 +174,55 @@ func (s *Service) oauthRegistration(ctx context.Context, d *oauth.Discovery) (oa
 	}
 	if found {
 		reg, redirect, err := s.openClient(rec)
-		if err == nil && reg.For(d) && (reg.Method == oauth.MethodPreregistered || redirect == s.opts.OAuthRedirectURL) {
+		if err == nil && reg.For(d) && reg.Method == oauth.MethodPreregistered {
+			// An operator's client: its token endpoint and auth method come
+			// from what the server says now.
+			reg, err := s.d.OAuth.Register(ctx, d, oauth.RegisterOptions{Preregistered: &reg})
+			if err != nil {
+				return oauth.Registration{}, &Error{Kind: ErrFailed, Op: "use the pre-registered client at " + d.Issuer, Err: err}
+			}
 			return reg, nil
 		}
-		// An unreadable or stale registration (sealed by a retired key, or
-		// for an endpoint the server moved): register again.
+		if err == nil && reg.For(d) && redirect == s.opts.OAuthRedirectURL && (reg.Method != oauth.MethodCIMD || reg.ClientID == s.opts.OAuthCIMDURL) {
+			return reg, nil
+		}
+		// An unreadable or stale registration (sealed by a retired key, for
+		// an endpoint the server moved, or a client metadata document URL
+		// the gateway no longer offers): register again.
 	}
 	reg, err := s.d.OAuth.Register(ctx, d, oauth.RegisterOptions{CIMDURL: s.opts.OAuthCIMDURL, RedirectURL: s.opts.OAuthRedirectURL})
 	if err != nil {
 		return oauth.Registration{}, &Error{Kind: ErrFailed, Op: "register with the authorization server " + d.Issuer, Err: err}
 	}
+	if err := s.putOAuthClient(ctx, reg); err != nil {
+		return oauth.Registration{}, err
+	}
+	s.opts.Logger.Info("oauth client registered", "issuer", reg.Issuer, "method", string(reg.Method))
+	return reg, nil
+}
+
+// putOAuthClient stores reg as the gateway's client at its issuer, the
+// secret sealed.
+func (s *Service) putOAuthClient(ctx context.Context, reg oauth.Registration) error {
 	out := storage.OAuthClient{Issuer: reg.Issuer, Created: s.now().UTC().Truncate(time.Second)}
 	if reg.ClientSecret != "" {
 		keys := s.d.VaultKeys.Load()
 		sealed, err := keys.Seal(vault.Credential{Kind: vault.KindHeaders, Headers: map[string]string{sealedClientSecret: reg.ClientSecret}}, clientAAD(reg.Issuer))
 		if err != nil {
-			return oauth.Registration{}, internal("seal oauth client secret", err)
+			return internal("seal oauth client secret", err)
 		}
 		out.KeyID, out.Sealed = keys.Current().ID(), sealed
 	}
 	bare := reg
 	bare.ClientSecret = ""
+	var err error
 	if out.Registration, err = json.Marshal(redirectedRegistration{bare, s.opts.OAuthRedirectURL}); err != nil {
-		return oauth.Registration{}, internal("encode oauth client", err)
+		return internal("encode oauth client", err)
 	}
 	if err := s.d.Writes.Apply(ctx, cluster.Command{Op: cluster.OpPutOAuthClient, OAuthClient: &out}); err != nil {
-		return oauth.Registration{}, writeError("write oauth client", err)
+		return writeError("write oauth client", err)
 	}
-	s.opts.Logger.Info("oauth client registered", "issuer", reg.Issuer, "method", string(reg.Method))
-	return reg, nil
+	return nil
 }
 
 // redirectedRegistration remembers the callback a registration was made

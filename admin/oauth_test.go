@@ -156,3 +156,37 @@ func TestOAuthErrors(t *testing.T) {
 		t.Fatalf("without oauth: %v", err)
 	}
 }
+
+// TestOAuthDiscoveryStartsFromChallenge: a server whose protected resource
+// metadata is only at the URL its 401 names, and which asks for a narrower
+// scope than it supports, gets a consent URL from the metadata it names,
+// with the scope it asks for (the MCP specification's order: the
+// challenge's scope before scopes_supported). The conformance suite's
+// auth/metadata-var3 and auth/scope-from-www-authenticate scenarios.
+func TestOAuthDiscoveryStartsFromChallenge(t *testing.T) {
+	f, as, _ := oauthFixture(t)
+	m := oauthtest.NewMCPWith(t, as, oauthtest.MCPOpts{Scopes: []string{"write"}, PRMPath: "/custom/prm", Advertise: true})
+	ctx := context.Background()
+	if _, _, err := f.svc.PutRoute(ctx, storage.Route{Name: "custom", URL: m.URL()}); err != nil {
+		t.Fatal(err)
+	}
+	started, err := f.svc.AuthorizationURL(ctx, OAuthStart{Org: "acme", Account: "alice", Route: "custom"})
+	if err != nil {
+		t.Fatalf("AuthorizationURL: %v", err)
+	}
+	u, err := url.Parse(started.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := started.Issuer, as.URL(); got != want {
+		t.Fatalf("issuer %q, want %q", got, want)
+	}
+	// offline_access: the authorization server lists it, and the gateway
+	// wants a refresh token.
+	if got, want := u.Query().Get("scope"), "write offline_access"; got != want {
+		t.Fatalf("consent url scope %q, want %q (the challenge's, not scopes_supported)", got, want)
+	}
+	if got, want := u.Query().Get("resource"), m.URL(); got != want {
+		t.Fatalf("consent url resource %q, want %q", got, want)
+	}
+}

@@ -69,6 +69,7 @@ type OAuthStatus struct {
 }
 
 func (s *server) mountOAuth(mux *http.ServeMux) {
+	s.mountOAuthClients(mux)
 	uc, ok := s.uc.(OAuthUseCases)
 	if !ok {
 		return

@@ -222,6 +222,14 @@ type Config struct {
 	// OAuthAllowLoopback lets upstream OAuth discovery and token requests
 	// reach http servers on loopback; for development and tests only.
 	OAuthAllowLoopback bool
+	// OAuthClientMetadataURL is the gateway's client_id at authorization
+	// servers that support Client ID Metadata Documents: the URL they
+	// fetch its document from. Default: PublicURL +
+	// "/oauth/client-metadata.json", which the session listener serves. Set
+	// it when the document is published elsewhere (a site the
+	// authorization server can reach, while the gateway it cannot); it must
+	// then serve what the gateway serves at its own path.
+	OAuthClientMetadataURL string
 	// Logger receives structured logs. Default: discard.
 	Logger *slog.Logger
 	// Clock returns the current time for token expiry and rate limits.

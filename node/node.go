@@ -46,6 +46,11 @@ type Node struct {
 	writes applier       // raft, or the local store in tests of the layers above
 	gw     *gateway.Gateway
 	oauth  *oauth.Client // nil without Config.PublicURL
+	// cimdURL is the gateway's client id metadata document URL and cimdDoc
+	// the document served at OAuthClientMetadataPath; both empty when the
+	// gateway offers none.
+	cimdURL string
+	cimdDoc []byte
 	// tracing is the tracer provider the node built, flushed in Close;
 	// nil when tracing is off or the Config gave one.
 	tracing *sdktrace.TracerProvider

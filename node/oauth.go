@@ -19,6 +19,11 @@ import (
 // to, on the session listener.
 const OAuthCallbackPath = "/oauth/callback"
 
+// OAuthClientMetadataPath is where the session listener serves the
+// gateway's Client ID Metadata Document: by default its URL is the
+// gateway's client_id at authorization servers that fetch such documents.
+const OAuthClientMetadataPath = "/oauth/client-metadata.json"
+
 // setupOAuth creates the upstream OAuth client when Config.PublicURL is set
 // and returns the callback URL ("" when off).
 func (n *Node) setupOAuth(deps *admin.Deps) (string, error) {
@@ -38,7 +43,44 @@ func (n *Node) setupOAuth(deps *admin.Deps) (string, error) {
 		return "", err
 	}
 	deps.OAuth, deps.OAuthState = n.oauth, n.store
-	return strings.TrimSuffix(u.String(), "/") + OAuthCallbackPath, nil
+	base := strings.TrimSuffix(u.String(), "/")
+	redirect := base + OAuthCallbackPath
+	if err := n.setupCIMD(base, redirect); err != nil {
+		return "", err
+	}
+	return redirect, nil
+}
+
+// setupCIMD renders the gateway's Client ID Metadata Document. A gateway
+// whose public URL an authorization server could not take as a client id
+// (plain http off loopback) offers none, unless the operator names where the
+// document is published; then registration goes on to dynamic registration.
+func (n *Node) setupCIMD(base, redirect string) error {
+	cimd := oauth.CIMDConfig{URL: n.cfg.OAuthClientMetadataURL, RedirectURLs: []string{redirect}, AllowLoopback: n.cfg.OAuthAllowLoopback}
+	explicit := cimd.URL != ""
+	if !explicit {
+		cimd.URL = base + OAuthClientMetadataPath
+	}
+	doc, err := oauth.CIMDDocument(cimd)
+	switch {
+	case err != nil && explicit:
+		return fmt.Errorf("--oauth-client-metadata-url %q: %w", cimd.URL, err)
+	case err != nil:
+		n.logger.Info("oauth client id metadata document not offered: the public url is not one an authorization server accepts as a client id; dynamic registration or a pre-registered client is used",
+			slog.String("public_url", base), slog.Any("reason", err))
+		return nil
+	}
+	n.cimdURL, n.cimdDoc = cimd.URL, doc
+	return nil
+}
+
+// clientMetadata serves the gateway's Client ID Metadata Document.
+func (n *Node) clientMetadata(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	// Authorization servers may cache it; a short lifetime lets a changed
+	// public URL take effect soon.
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.Write(n.cimdDoc)
 }
 
 // sessionHandler is the session listener: the gateway's data path, and the
@@ -50,6 +92,9 @@ func (n *Node) sessionHandler(svc *admin.Service) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", n.gw.Handler())
 	mux.HandleFunc("GET "+OAuthCallbackPath, n.oauthCallback(svc))
+	if n.cimdDoc != nil {
+		mux.HandleFunc("GET "+OAuthClientMetadataPath, n.clientMetadata)
+	}
 	mux.HandleFunc("POST /v1/oauth/authorize", n.serviceOAuth(svc, true))
 	mux.HandleFunc("POST /v1/oauth/complete", n.serviceOAuth(svc, false))
 	return mux

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -144,5 +145,166 @@ func TestOAuthConsentAcrossCluster(t *testing.T) {
 	json.NewDecoder(resp.Body).Decode(&st)
 	if st.State != "connected" || !st.Refreshable {
 		t.Fatalf("status on node 3: %+v", st)
+	}
+}
+
+// TestOAuthClientMetadataDocument: the session listener serves the
+// gateway's Client ID Metadata Document, and at an authorization server
+// that supports such documents the gateway uses its URL as client_id (no
+// dynamic registration); the server fetches the document, accepts the
+// callback it names, and the consent completes. With the document
+// published elsewhere, that address is the client id.
+func TestOAuthClientMetadataDocument(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		published bool // the operator publishes the document at another address
+	}{
+		{name: "served by the gateway"},
+		{name: "published elsewhere", published: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			as := oauthtest.NewAS(t)
+			as.Update(func(a *oauthtest.AS) { a.Meta.ClientIDMetadataDocumentSupported = true })
+			up := oauthtest.NewMCP(t, as, nil, nil)
+			var target atomic.Pointer[url.URL]
+			lb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				httputil.NewSingleHostReverseProxy(target.Load()).ServeHTTP(w, r)
+			}))
+			t.Cleanup(lb.Close)
+			// The other site copies what the gateway serves, as an operator
+			// publishing the document would.
+			var published atomic.Pointer[[]byte]
+			site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/mcpgw/client.json" || published.Load() == nil {
+					http.NotFound(w, r)
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				w.Write(*published.Load())
+			}))
+			t.Cleanup(site.Close)
+			wantID := lb.URL + OAuthClientMetadataPath
+			if tc.published {
+				wantID = site.URL + "/mcpgw/client.json"
+			}
+			n := startNode(t, func(c *Config) {
+				c.PublicURL, c.OAuthAllowLoopback = lb.URL, true
+				if tc.published {
+					c.OAuthClientMetadataURL = wantID
+				}
+			})
+			u, _ := url.Parse(n.HTTPURL())
+			target.Store(u)
+
+			res, err := http.Get(lb.URL + OAuthClientMetadataPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "application/json" {
+				t.Fatalf("GET %s: HTTP %d, Content-Type %q", OAuthClientMetadataPath, res.StatusCode, res.Header.Get("Content-Type"))
+			}
+			published.Store(&body)
+			var doc struct {
+				ClientID                string   `json:"client_id"`
+				ClientName              string   `json:"client_name"`
+				RedirectURIs            []string `json:"redirect_uris"`
+				GrantTypes              []string `json:"grant_types"`
+				ResponseTypes           []string `json:"response_types"`
+				TokenEndpointAuthMethod string   `json:"token_endpoint_auth_method"`
+			}
+			if err := json.Unmarshal(body, &doc); err != nil {
+				t.Fatalf("document is not JSON: %v\n%s", err, body)
+			}
+			if doc.ClientID != wantID || doc.ClientName != "mcpgw" || strings.Join(doc.RedirectURIs, " ") != lb.URL+OAuthCallbackPath ||
+				strings.Join(doc.GrantTypes, " ") != "authorization_code refresh_token" || strings.Join(doc.ResponseTypes, " ") != "code" ||
+				doc.TokenEndpointAuthMethod != "none" {
+				t.Fatalf("document = %+v, want client_id %s and callback %s", doc, wantID, lb.URL+OAuthCallbackPath)
+			}
+
+			route := addRoute(t, n, storage.Route{Name: "docs", URL: up.URL(), Credential: storage.CredentialRequired})
+			rule := storage.Rule{ID: "allow-all", Service: "*", Org: "*", Account: "*", Route: "docs", Tool: "*", Effect: "allow"}
+			if resp := adminDo(t, n, http.MethodPost, "/v1/rules", rule); resp.StatusCode != http.StatusOK {
+				t.Fatalf("put rule: HTTP %d", resp.StatusCode)
+			}
+			resp := adminDo(t, n, http.MethodPost, "/v1/oauth/url", adminapi.OAuthURLRequest{Org: "acme", Account: "alice", Route: "docs"})
+			var consent adminapi.OAuthURL
+			json.NewDecoder(resp.Body).Decode(&consent)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("oauth url: HTTP %d, %+v", resp.StatusCode, consent)
+			}
+			cu, _ := url.Parse(consent.URL)
+			if got := cu.Query().Get("client_id"); got != wantID {
+				t.Fatalf("consent url client_id = %q, want %q", got, wantID)
+			}
+			res, err = http.Get(consent.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			page, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK || !strings.Contains(string(page), "Connected") {
+				t.Fatalf("callback page: HTTP %d:\n%s", res.StatusCode, page)
+			}
+			as.Mu.Lock()
+			fetches, registrations := strings.Join(as.CIMDFetches, " "), as.Hits["/register"]
+			as.Mu.Unlock()
+			if registrations != 0 || fetches == "" || strings.Trim(strings.ReplaceAll(fetches, wantID, ""), " ") != "" {
+				t.Fatalf("authorization server: %d dynamic registrations, fetched %q; want none and only %s", registrations, fetches, wantID)
+			}
+
+			tok := issueToken(t, n, "svc-a", []string{"acme"}, "1h")
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			sess, err := client.Connect(ctx, route.URL, "acme", "alice", client.WithGateway("ws://"+n.HTTPAddr()), client.WithToken(tok.Token))
+			if err != nil {
+				t.Fatalf("session: %v", err)
+			}
+			defer sess.Close()
+			if got := callText(t, ctx, sess, "echo", "via cimd"); got != "via cimd" {
+				t.Fatalf("echo = %q", got)
+			}
+		})
+	}
+}
+
+// TestOAuthClientMetadataURLChoice: which client id metadata document a
+// node offers for its public URL and --oauth-client-metadata-url; an
+// address no authorization server would accept as a client id is refused
+// at start when the operator named it, and silently not offered when it
+// only follows from the public URL.
+func TestOAuthClientMetadataURLChoice(t *testing.T) {
+	tests := []struct {
+		name          string
+		base, named   string
+		allowLoopback bool
+		wantURL       string
+		wantErr       string
+	}{
+		{name: "https public url", base: "https://gw.example", wantURL: "https://gw.example" + OAuthClientMetadataPath},
+		{name: "named address", base: "https://gw.internal", named: "https://static.example/mcpgw.json", wantURL: "https://static.example/mcpgw.json"},
+		{name: "loopback in development", base: "http://127.0.0.1:8080", allowLoopback: true, wantURL: "http://127.0.0.1:8080" + OAuthClientMetadataPath},
+		{name: "plain http public url", base: "http://gw.internal"},
+		{name: "named plain http", base: "https://gw.example", named: "http://static.example/mcpgw.json", wantErr: "--oauth-client-metadata-url"},
+		{name: "named without a path", base: "https://gw.example", named: "https://static.example/", wantErr: "needs a path"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := &Node{cfg: Config{OAuthClientMetadataURL: tt.named, OAuthAllowLoopback: tt.allowLoopback}, logger: slog.New(slog.DiscardHandler)}
+			err := n.setupCIMD(tt.base, tt.base+OAuthCallbackPath)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("setupCIMD: %v, want an error containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n.cimdURL != tt.wantURL || (tt.wantURL == "") != (n.cimdDoc == nil) {
+				t.Fatalf("offers %q (document %d bytes), want %q", n.cimdURL, len(n.cimdDoc), tt.wantURL)
+			}
+		})
 	}
 }

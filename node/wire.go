@@ -39,6 +39,7 @@ func (n *Node) newAdmin() (*admin.Service, error) {
 	}
 	return admin.New(deps, &admin.Options{
 		OAuthRedirectURL: redirect,
+		OAuthCIMDURL:     n.cimdURL,
 		NodeID:           n.NodeID(),
 		VaultKeyFile:     n.cfg.VaultKeyFile,
 		VaultPassphrase:  n.cfg.VaultPassphrase,

@@ -52,7 +52,6 @@ CONFORMANCE_SERVERS="${CONFORMANCE_SERVERS:-go ts}"
 CONFORMANCE_PASSES="${CONFORMANCE_PASSES:-1}"
 KNOWN_DIFFERENCES="${CONFORMANCE_KNOWN_DIFFERENCES:-$SCRIPT_DIR/conformance-known-differences.txt}"
 CONFORMANCE_RESULTS_DIR="${CONFORMANCE_RESULTS_DIR:-}"
-GO_SDK_MODULE="github.com/modelcontextprotocol/go-sdk"
 # Scenarios about the answering server's own Host/Origin (DNS rebinding) checks.
 EXEMPT_SCENARIOS="dns-rebinding-protection"
 
@@ -109,71 +108,12 @@ trap 'exit 143' TERM
 
 # ---- toolchain ----------------------------------------------------------------
 
-NODE="$("$SCRIPT_DIR/node22.sh" | tail -n1)"
-[[ -x "$NODE" ]] || die "no node >= 22 (got '$NODE')"
-NODE_DIR="$(dirname "$NODE")"
+# shellcheck source=scripts/conformance-lib.sh
+. "$SCRIPT_DIR/conformance-lib.sh"
+conformance_node
 
-CONF_DIR="$CACHE/conformance"
-CONF_PKG="$CONF_DIR/node_modules/@modelcontextprotocol/conformance"
-
-# install_conformance installs the suite with `npm ci` from the committed
-# lockfile (scripts/conformance-suite), so the suite and every dependency are
-# the same on every machine; reinstalled only when the lockfile changes.
-install_conformance() {
-	local src="$SCRIPT_DIR/conformance-suite"
-	local want have stamp="$CONF_DIR/.installed-lock.sha256"
-	want="$(sha256sum "$src/package-lock.json" | cut -d' ' -f1)"
-	have="$(cat "$stamp" 2>/dev/null || true)"
-	if [[ "$want" == "$have" && -f "$CONF_PKG/package.json" ]]; then
-		return 0
-	fi
-	log "installing @modelcontextprotocol/conformance (scripts/conformance-suite/package-lock.json) into $CONF_DIR"
-	mkdir -p "$CONF_DIR"
-	cp "$src/package.json" "$src/package-lock.json" "$src/.npmrc" "$CONF_DIR/"
-	(cd "$CONF_DIR" && PATH="$NODE_DIR:$PATH" npm ci --no-audit --no-fund --loglevel=error) >&2
-	echo "$want" >"$stamp"
-}
-
-conformance_cli() {
-	local bin
-	bin="$("$NODE" -p 'const p=require(process.argv[1]); typeof p.bin==="string"?p.bin:(p.bin.conformance||Object.values(p.bin)[0])' \
-		"$CONF_PKG/package.json")"
-	echo "$CONF_PKG/$bin"
-}
-
-# Build go-sdk's conformance/everything-server at the version our go.mod requires.
-# First from the repo root (uses our go.mod/go.sum, never modifies them); if our
-# go.sum lacks entries for its dependencies, from a writable temp copy of the
-# module (its own go.mod/go.sum, dependencies from the module proxy).
 EVERYTHING_SERVER="$CACHE/bin/everything-server"
-GO_SDK_DIR=""
-build_everything_server() {
-	local version
-	version="$(cd "$REPO" && go list -mod=readonly -m -f '{{.Version}}' "$GO_SDK_MODULE")" ||
-		die "go.mod does not require $GO_SDK_MODULE"
-	GO_SDK_DIR="$(cd "$REPO" && go list -mod=readonly -m -f '{{.Dir}}' "$GO_SDK_MODULE")"
-	if [[ -z "$GO_SDK_DIR" || ! -d "$GO_SDK_DIR" ]]; then
-		# Download outside the repo so our go.sum is never touched.
-		GO_SDK_DIR="$(cd "$TMP" && GOWORK=off go mod download -json "$GO_SDK_MODULE@$version" |
-			"$NODE" -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).Dir||""))')"
-	fi
-	[[ -d "$GO_SDK_DIR/conformance/everything-server" ]] ||
-		die "$GO_SDK_MODULE@$version has no conformance/everything-server"
-	mkdir -p "$CACHE/bin"
-	log "building everything-server from $GO_SDK_MODULE@$version"
-	if (cd "$REPO" && go build -mod=readonly -o "$EVERYTHING_SERVER" \
-		"$GO_SDK_MODULE/conformance/everything-server") 2>"$TMP/build-root.log"; then
-		return 0
-	fi
-	log "build from the repo root failed (see below); building from a copy of the module"
-	sed 's/^/  /' "$TMP/build-root.log" | head -n 20 >&2
-	cp -r "$GO_SDK_DIR" "$TMP/go-sdk"
-	chmod -R u+w "$TMP/go-sdk"
-	(cd "$TMP/go-sdk" && GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod" GOWORK=off \
-		go build -o "$EVERYTHING_SERVER" ./conformance/everything-server) >&2 ||
-		die "could not build everything-server"
-	rm -rf "$TMP/go-sdk"
-}
+build_everything_server() { build_go_sdk_conformance everything-server "$EVERYTHING_SERVER"; }
 
 # ---- helpers ------------------------------------------------------------------
 

@@ -44,6 +44,9 @@ type AS struct {
 	Rotate   bool                   // guarded by mu; issue a new refresh token on refresh
 	Hits     map[string]int         // guarded by mu; requests per path
 	MetaPath string                 // guarded by mu; where the metadata is served
+	// CIMDFetches lists the client id metadata document URLs the server
+	// fetched, in order. Guarded by mu.
+	CIMDFetches []string
 }
 
 type Client struct {
@@ -150,6 +153,7 @@ func (a *AS) lookupClient(id string) (Client, bool) {
 	if ok || !cimd || !strings.HasPrefix(id, "http") {
 		return c, ok
 	}
+	a.Update(func(a *AS) { a.CIMDFetches = append(a.CIMDFetches, id) })
 	res, err := http.Get(id)
 	if err != nil {
 		return Client{}, false
