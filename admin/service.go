@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/oauth"
 	"github.com/mcpgw/mcpgw/policy"
@@ -152,6 +154,15 @@ type Options struct {
 	// OAuthCIMDURL is where the gateway serves its Client ID Metadata
 	// Document; empty: it does not offer one.
 	OAuthCIMDURL string
+	// OAuthRefreshMinLead is how long before its expiry a token is
+	// refreshed at the latest. Default: 30s.
+	OAuthRefreshMinLead time.Duration
+	// OAuthRefreshTimeout bounds one refresh, retries included.
+	// Default: 15s.
+	OAuthRefreshTimeout time.Duration
+	// OAuthEvents receives every refresh and step-up, for the audit log
+	// and metrics. Default: nil, none.
+	OAuthEvents func(OAuthEvent)
 }
 
 // Service carries out the admin use cases. Its methods are safe for
@@ -160,6 +171,8 @@ type Service struct {
 	d        Deps
 	opts     Options
 	rotateMu sync.Mutex // serialises vault key rotations
+	// flights coalesces concurrent refreshes of one credential.
+	flights singleflight.Group
 }
 
 // New returns a Service over deps. It does no I/O.

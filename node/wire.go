@@ -37,8 +37,13 @@ func (n *Node) newAdmin() (*admin.Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	var events func(admin.OAuthEvent)
+	if n.oauth != nil {
+		events = n.oauthEvent(newOAuthMetrics(n.metrics.registry))
+	}
 	return admin.New(deps, &admin.Options{
 		OAuthRedirectURL: redirect,
+		OAuthEvents:      events,
 		NodeID:           n.NodeID(),
 		VaultKeyFile:     n.cfg.VaultKeyFile,
 		VaultPassphrase:  n.cfg.VaultPassphrase,
