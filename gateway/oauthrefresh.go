@@ -126,3 +126,19 @@ func (c *credentialSource) reauthorize(ctx context.Context, status int, challeng
 	}
 	return true, nil
 }
+
+// CredentialError returns why sessions of (org, account, route) cannot use
+// its stored credential right now: a *ConsentError when it is marked as
+// needing consent, nil when it is usable or there is none.
+func (g *Gateway) CredentialError(org, account, route string) error {
+	rec, err := g.state.Credential(org, account, route)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read credential: %w", err)
+	case rec.OAuth != nil && rec.OAuth.Consent.Blocks():
+		return consentError(vault.AAD{Org: org, Account: account, Route: route}, rec.OAuth.Consent)
+	}
+	return nil
+}
