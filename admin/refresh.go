@@ -100,7 +100,7 @@ func (s *Service) RefreshOAuth(ctx context.Context, req RefreshRequest) error {
 	key := storage.CredentialKey(req.Org, req.Account, req.Route) + "\x00" + hex.EncodeToString(sum[:])
 	ch := s.flights.DoChan(key, func() (any, error) {
 		// One caller going away must not fail the others sharing it.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.refreshTimeout())
+		fctx, cancel := context.WithTimeout(s.opts.Context, s.refreshTimeout())
 		defer cancel()
 		return nil, s.refresh(fctx, req)
 	})

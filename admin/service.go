@@ -163,6 +163,10 @@ type Options struct {
 	// OAuthEvents receives every refresh and step-up, for the audit log
 	// and metrics. Default: nil, none.
 	OAuthEvents func(OAuthEvent)
+	// Context ends work that outlives the request that started it (a
+	// refresh shared by several callers): the node's lifetime. Default:
+	// context.Background().
+	Context context.Context
 }
 
 // Service carries out the admin use cases. Its methods are safe for
@@ -192,6 +196,9 @@ func New(deps Deps, opts *Options) (*Service, error) {
 	}
 	if s.opts.Logger == nil {
 		s.opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if s.opts.Context == nil {
+		s.opts.Context = context.Background()
 	}
 	if s.opts.ReplicationWait == 0 {
 		s.opts.ReplicationWait = 2 * time.Second

@@ -44,6 +44,7 @@ func (n *Node) newAdmin() (*admin.Service, error) {
 	return admin.New(deps, &admin.Options{
 		OAuthRedirectURL: redirect,
 		OAuthEvents:      events,
+		Context:          n.ctx,
 		NodeID:           n.NodeID(),
 		VaultKeyFile:     n.cfg.VaultKeyFile,
 		VaultPassphrase:  n.cfg.VaultPassphrase,
