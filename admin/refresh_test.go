@@ -45,7 +45,9 @@ func TestRefreshOAuth(t *testing.T) {
 		{name: "ok", grants: 1, state: OAuthConnected, refreshed: true},
 		{name: "revoked", before: func(_ *testing.T, _ *fixture, as *oauthtest.AS) { as.RevokeRefresh() },
 			grants: 1, state: OAuthNeedsConsent, reason: `(invalid_grant: refresh token revoked)`},
-		{name: "transient failures retried", before: func(_ *testing.T, _ *fixture, as *oauthtest.AS) { as.Update(func(a *oauthtest.AS) { a.FailTokens = 2 }) },
+		{name: "transient failures retried", before: func(_ *testing.T, _ *fixture, as *oauthtest.AS) {
+			as.Update(func(a *oauthtest.AS) { a.FailTokens = 2 })
+		},
 			grants: 3, state: OAuthConnected, refreshed: true},
 		{name: "down: error, nothing marked", before: func(_ *testing.T, _ *fixture, as *oauthtest.AS) {
 			as.Update(func(a *oauthtest.AS) { a.FailTokens = refreshAttempts })
