@@ -55,7 +55,11 @@ func startOAuthCluster(t *testing.T, mcpOpts oauthtest.MCPOpts, asEdit func(*oau
 	nodes := startCluster(t, 3, func(c *Config) { c.PublicURL, c.OAuthAllowLoopback = lb.URL, true })
 	u, _ := url.Parse(nodes[0].HTTPURL())
 	target.Store(u)
-	route := addRoute(t, nodes[0], storage.Route{Name: "docs", URL: up.URL(), Credential: storage.CredentialRequired})
+	tr := storage.TransportStreamable
+	if mcpOpts.SSE {
+		tr = storage.TransportSSE
+	}
+	route := addRoute(t, nodes[0], storage.Route{Name: "docs", URL: up.URL(), Transport: tr, Credential: storage.CredentialRequired})
 	rule := storage.Rule{ID: "allow-all", Service: "*", Org: "*", Account: "*", Route: "docs", Tool: "*", Effect: "allow"}
 	if resp := adminDo(t, nodes[0], http.MethodPost, "/v1/rules", rule); resp.StatusCode != http.StatusOK {
 		t.Fatalf("put rule: HTTP %d", resp.StatusCode)
@@ -222,6 +226,29 @@ func TestOAuthRefreshOnceAcrossCluster(t *testing.T) {
 		if got := metricValue(t, n, "mcpgw_oauth_refreshes_total", "trigger", "401", "outcome", "ok"); got != 0 {
 			t.Fatalf("follower %s refreshed %v times", n.NodeID(), got)
 		}
+	}
+}
+
+// TestOAuthRefreshLegacySSE: a legacy HTTP+SSE upstream's 401 to a posted
+// message is refreshed and the message sent again, like streamable HTTP's.
+func TestOAuthRefreshLegacySSE(t *testing.T) {
+	c := startOAuthCluster(t, oauthtest.MCPOpts{SSE: true}, nil)
+	c.consent(t, c.nodes[0], "alice")
+	ctx := testContext(t, 60*time.Second)
+	var sessions []*mcp.ClientSession
+	for _, n := range c.nodes {
+		s := c.session(t, ctx, n, "alice")
+		callText(t, ctx, s, "echo", "before")
+		sessions = append(sessions, s)
+	}
+	c.as.ExpireAccess()
+	for i, err := range callAll(ctx, sessions, 2) {
+		if err != nil {
+			t.Fatalf("call %d after expiry: %v", i, err)
+		}
+	}
+	if got := c.as.RefreshGrants(); got != 1 {
+		t.Fatalf("refresh grant requests = %d, want 1", got)
 	}
 }
 

@@ -374,6 +374,8 @@ type MCPOpts struct {
 	// lacking its scope is answered 403 insufficient_scope. Every server
 	// has the tools echo and admin_echo.
 	ToolScopes map[string]string
+	// SSE serves the legacy HTTP+SSE transport instead of streamable HTTP.
+	SSE bool
 }
 
 func NewMCPWith(t testing.TB, as *AS, o MCPOpts) *MCP {
@@ -399,7 +401,10 @@ func NewMCPWith(t testing.TB, as *AS, o MCPOpts) *MCP {
 	}) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, nil, nil
 	})
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	var h http.Handler = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	if o.SSE {
+		h = mcp.NewSSEHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	}
 	prmURL := ""
 	if o.Advertise {
 		prmURL = m.Srv.URL + o.PRMPath
