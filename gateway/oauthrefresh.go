@@ -81,13 +81,19 @@ func consentError(aad vault.AAD, c *storage.CredentialConsent) *ConsentError {
 // cluster-wide) and says to send the request again with the new token; a
 // 403 insufficient_scope records the step-up. It is the transport's
 // Upstream.Reauthorize.
-func (c *credentialSource) reauthorize(ctx context.Context, status int, challenge []string) (bool, error) {
+func (c *credentialSource) reauthorize(ctx context.Context, status int, challenge []string, injected http.Header) (bool, error) {
 	c.mu.Lock()
-	cred, sealed := c.cred, c.sealed
+	cred, sealed, hdr := c.cred, c.sealed, c.hdr
 	c.mu.Unlock()
 	r := c.g.opts.OAuth
 	if r == nil || cred == nil || cred.Kind != vault.KindOAuth {
 		return false, nil
+	}
+	if injected.Get("Authorization") != hdr.Get("Authorization") {
+		// The refused request carried an older token than the one in
+		// hand: another request of this session saw it refreshed. Asking
+		// the leader about the newer one would refresh it again.
+		return status == http.StatusUnauthorized, nil
 	}
 	switch status {
 	case http.StatusForbidden:

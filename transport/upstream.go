@@ -61,13 +61,14 @@ type Upstream struct {
 	Route string
 	// Reauthorize, when set, is called when the upstream answers 401 or
 	// 403 to an HTTP request that carried Header's credential, with the
-	// status and the WWW-Authenticate values. retry true: the credential
+	// status, the WWW-Authenticate values and the headers Header gave
+	// that request. retry true: the credential
 	// was renewed, and the request is sent once more with Header's new
 	// value (requests whose body cannot be replayed are not). A non-nil
 	// err replaces the refusal's message in the JSON-RPC error the caller
 	// gets (its code too, when err has a RefusalCode() int64 method or is
 	// a *Refusal). Default nil: refusals pass as they are.
-	Reauthorize func(ctx context.Context, status int, challenge []string) (retry bool, err error)
+	Reauthorize func(ctx context.Context, status int, challenge []string, injected http.Header) (retry bool, err error)
 	// ParamHeaders, for streamable HTTP, learns from the tools/list results
 	// read on the connection and sets the Mcp-Param-* headers of the
 	// tools/call POSTs it writes. nil: no Mcp-Param-* headers are sent.
@@ -195,7 +196,7 @@ type injectingTransport struct {
 	params  *ParamHeaders          // may be nil
 	version atomic.Pointer[string] // negotiated MCP protocol version, once known
 	// reauth is Upstream.Reauthorize; may be nil.
-	reauth func(ctx context.Context, status int, challenge []string) (bool, error)
+	reauth func(ctx context.Context, status int, challenge []string, injected http.Header) (bool, error)
 
 	origin    origin // the route's; the only one requests may go to
 	route     string // route name, for errors
@@ -275,7 +276,7 @@ func (t *injectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 // call succeeds on the new token as if nothing happened. It returns the
 // answer to pass on, the credential it carried, and t.reauth's error.
 func (t *injectingTransport) reauthorize(req *http.Request, resp *http.Response, injected http.Header) (*http.Response, http.Header, error) {
-	retry, err := t.reauth(req.Context(), resp.StatusCode, resp.Header.Values("WWW-Authenticate"))
+	retry, err := t.reauth(req.Context(), resp.StatusCode, resp.Header.Values("WWW-Authenticate"), injected)
 	if !retry || (req.Body != nil && req.Body != http.NoBody && req.GetBody == nil) {
 		return resp, injected, err
 	}
