@@ -229,6 +229,42 @@ func TestOAuthRefreshOnceAcrossCluster(t *testing.T) {
 	}
 }
 
+// TestOAuthRotationSurvivesLeaderChange: the refresh token a leader got
+// by rotation is committed before the call it served proceeds, so the
+// next leader refreshes with it, never with the one rotated away.
+func TestOAuthRotationSurvivesLeaderChange(t *testing.T) {
+	c := startOAuthCluster(t, oauthtest.MCPOpts{}, nil)
+	c.consent(t, c.nodes[0], "alice")
+	ctx := testContext(t, 60*time.Second)
+	leader := waitForLeader(t, c.nodes, 3)
+	rest := others(c.nodes, leader)
+	sess := c.session(t, ctx, rest[0], "alice")
+	c.as.ExpireAccess()
+	callText(t, ctx, sess, "echo", "first refresh")
+	leader.Close()
+	waitForLeader(t, rest, 3)
+	c.as.ExpireAccess()
+	if got := callText(t, ctx, sess, "echo", "second refresh"); got != "second refresh" {
+		t.Fatalf("echo = %q", got)
+	}
+	if got, reused := c.as.RefreshGrants(), c.as.ReusedRefreshTokens(); got != 2 || reused != 0 {
+		t.Fatalf("refresh requests = %d with %d reused tokens, want 2 and 0", got, reused)
+	}
+	// No token the authorization server issued is in any audit record.
+	for _, n := range rest {
+		recs, err := n.audit.log.Query(storage.AuditQuery{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(recs)
+		for _, tok := range c.as.Issued() {
+			if strings.Contains(string(b), tok) {
+				t.Fatalf("the audit log of %s holds a token", n.NodeID())
+			}
+		}
+	}
+}
+
 // TestOAuthRefreshLegacySSE: a legacy HTTP+SSE upstream's 401 to a posted
 // message is refreshed and the message sent again, like streamable HTTP's.
 func TestOAuthRefreshLegacySSE(t *testing.T) {

@@ -508,3 +508,20 @@ func (a *AS) requireToolScopes(need map[string]string, prm string, next http.Han
 		next.ServeHTTP(w, r)
 	})
 }
+
+// Issued returns every access and refresh token it ever issued, for tests
+// that check none leaks into logs, audit records or state.
+func (a *AS) Issued() []string {
+	a.Mu.Lock()
+	defer a.Mu.Unlock()
+	var out []string
+	for _, m := range []map[string]testGrant{a.Access, a.Refresh} {
+		for k := range m {
+			out = append(out, k)
+		}
+	}
+	for k := range a.Used {
+		out = append(out, k)
+	}
+	return out
+}
