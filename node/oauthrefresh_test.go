@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpgw/mcpgw/adminapi"
@@ -23,6 +24,7 @@ import (
 	"github.com/mcpgw/mcpgw/internal/oauthtest"
 	"github.com/mcpgw/mcpgw/oauth"
 	"github.com/mcpgw/mcpgw/storage"
+	"github.com/mcpgw/mcpgw/transport"
 )
 
 // oauthCluster is a 3-node cluster with a route to an OAuth-protected MCP
@@ -402,6 +404,18 @@ func TestOAuthRevokedRefreshNeedsConsent(t *testing.T) {
 		msg = res.Content[0].(*mcp.TextContent).Text
 	}
 	checkMessage(t, msg, "needs a new consent", "invalid_grant", "refresh token revoked", "mcpgw oauth url")
+	// The session stays up; its next call is refused the same way, without
+	// a word to the upstream or the authorization server.
+	hits := c.as.RefreshGrants()
+	_, err = sess.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "again"}})
+	var werr *jsonrpc.Error
+	if !errors.As(err, &werr) || werr.Code != transport.CodeNoCredential {
+		t.Fatalf("second call: %v, want a JSON-RPC error with code %d", err, transport.CodeNoCredential)
+	}
+	checkMessage(t, werr.Message, "needs a new consent", "invalid_grant", "mcpgw oauth url")
+	if strings.Contains(werr.Message, "route list") || c.as.RefreshGrants() != hits {
+		t.Fatalf("second call: %q after %d more refreshes", werr.Message, c.as.RefreshGrants()-hits)
+	}
 
 	for _, n := range c.nodes {
 		poll(t, 20*time.Second, "the consent mark on "+n.NodeID(), func() bool {

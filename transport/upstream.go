@@ -224,6 +224,18 @@ func (t *injectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 	var injected http.Header
 	if t.header != nil {
 		h, err := t.header()
+		var coded interface{ RefusalCode() int64 }
+		if err != nil && req.Method == http.MethodPost && errors.As(err, &coded) {
+			// A refusal about the credential (it needs a new consent) is
+			// the one call's answer, as the upstream's own refusal would
+			// be, not the end of the connection.
+			if req.Body != nil {
+				req.Body.Close()
+			}
+			resp := &http.Response{StatusCode: http.StatusUnauthorized, Status: "401 Unauthorized", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+				Header: http.Header{}, Body: http.NoBody, Request: req}
+			return guard.wrap(t.bound(req, t.explainRefusal(req, resp, nil, err))), nil
+		}
 		if err != nil {
 			if req.Body != nil {
 				req.Body.Close()
