@@ -225,11 +225,13 @@ func TestOAuthRefreshOnceAcrossCluster(t *testing.T) {
 	for round, fail := range []int{0, 1} {
 		c.as.Update(func(a *oauthtest.AS) { a.FailTokens = fail })
 		c.as.ExpireAccess()
+		start := time.Now()
 		for i, err := range callAll(ctx, sessions, 3) {
 			if err != nil {
 				t.Fatalf("round %d: call %d after expiry: %v", round, i, err)
 			}
 		}
+		t.Logf("round %d: 9 calls on 3 nodes through one refresh (%d transient failures first) in %v", round, fail, time.Since(start))
 	}
 	// One refresh per round; the second round's first try got a 503 and
 	// was retried.
