@@ -89,19 +89,19 @@ func (s *Service) oauthReady() error {
 // (replicated, single use), and returns the consent URL.
 func (s *Service) AuthorizationURL(ctx context.Context, in OAuthStart) (OAuthStarted, error) {
 	res, err := s.authorizationURL(ctx, in)
-	s.oauthEvent("started", err)
+	s.consentEvent(ConsentStarted, in.Org, in.Account, in.Route, res.Issuer, err)
 	return res, err
 }
 
-// oauthEvent reports a flow event, or "failed" when err is set.
-func (s *Service) oauthEvent(event string, err error) {
-	if s.opts.OAuthEvent == nil {
-		return
-	}
+// consentEvent reports a consent flow started or completed, failed when
+// err is set.
+func (s *Service) consentEvent(trigger, org, account, route, issuer string, err error) {
+	e := OAuthEvent{Kind: storage.AuditOAuthConsent, Org: org, Account: account, Route: route, Issuer: issuer,
+		Trigger: trigger, Outcome: OAuthEventOK}
 	if err != nil {
-		event = "failed"
+		e.Outcome, e.Error = OAuthEventFailed, err.Error()
 	}
-	s.opts.OAuthEvent(event)
+	s.event(e)
 }
 
 func (s *Service) authorizationURL(ctx context.Context, in OAuthStart) (OAuthStarted, error) {
@@ -117,6 +117,12 @@ func (s *Service) authorizationURL(ctx context.Context, in OAuthStart) (OAuthSta
 	}
 	if route.Transport == storage.TransportStdio {
 		return OAuthStarted{}, invalidf("route %q runs a local command; oauth is for network upstreams", in.Route)
+	}
+	if in.Scopes == nil {
+		// Step-up: the upstream asked for more than the stored grant.
+		if cur, err := s.d.State.Credential(in.Org, in.Account, in.Route); err == nil && cur.OAuth != nil && cur.OAuth.Consent != nil {
+			in.Scopes = cur.OAuth.Consent.Scopes
+		}
 	}
 	d, err := s.discoverRoute(ctx, in.Route, route.URL)
 	if err != nil {
@@ -300,7 +306,7 @@ func (s *Service) openPending(rec storage.OAuthPending, state string) (oauth.Pen
 // the token as the oauth credential of the flow's org, account and route.
 func (s *Service) CompleteOAuth(ctx context.Context, q url.Values) (OAuthCompleted, error) {
 	res, err := s.completeOAuth(ctx, q)
-	s.oauthEvent("completed", err)
+	s.consentEvent(ConsentCompleted, res.Org, res.Account, res.Route, res.Issuer, err)
 	return res, err
 }
 
@@ -351,7 +357,8 @@ func (s *Service) completeOAuth(ctx context.Context, q url.Values) (OAuthComplet
 		AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, TokenType: tok.TokenType,
 		Expiry: tok.Expiry, Scope: strings.Join(tok.Scopes, " "),
 	}}
-	if err := s.storeCredential(ctx, rec.Org, rec.Account, rec.Route, cred); err != nil {
+	meta := &storage.CredentialOAuth{Issuer: tok.Issuer, Resource: tok.Resource, Expires: tok.Expiry.UTC(), Refreshable: tok.RefreshToken != ""}
+	if err := s.storeCredential(ctx, rec.Org, rec.Account, rec.Route, cred, meta); err != nil {
 		return done, err
 	}
 	done.Scopes, done.Expires = tok.Scopes, tok.Expiry
@@ -359,15 +366,16 @@ func (s *Service) completeOAuth(ctx context.Context, q url.Values) (OAuthComplet
 	return done, nil
 }
 
-// storeCredential seals cred and stores it, as PutCredential does.
-func (s *Service) storeCredential(ctx context.Context, org, account, route string, cred vault.Credential) error {
+// storeCredential seals cred and stores it, as PutCredential does, with
+// what the leader needs to refresh it.
+func (s *Service) storeCredential(ctx context.Context, org, account, route string, cred vault.Credential, meta *storage.CredentialOAuth) error {
 	keys := s.d.VaultKeys.Load()
 	sealed, err := keys.Seal(cred, vault.AAD{Org: org, Account: account, Route: route})
 	if err != nil {
 		return &Error{Kind: ErrFailed, Op: "seal oauth credential", Err: err}
 	}
 	now := s.now().UTC().Truncate(time.Second)
-	rec := storage.Credential{Org: org, Account: account, Route: route, Kind: string(cred.Kind), KeyID: keys.Current().ID(), Sealed: sealed, Created: now, Rotated: now}
+	rec := storage.Credential{Org: org, Account: account, Route: route, Kind: string(cred.Kind), KeyID: keys.Current().ID(), Sealed: sealed, Created: now, Rotated: now, OAuth: meta}
 	old, err := s.d.State.Credential(org, account, route)
 	found, err := exists(err)
 	if err != nil {
@@ -405,6 +413,10 @@ func (s *Service) OAuthStatus(ctx context.Context, org, account, route string) (
 	}
 	st := OAuthStatus{State: OAuthConnected, Expires: c.OAuth.Expiry, Scopes: strings.Fields(c.OAuth.Scope),
 		Refreshable: c.OAuth.RefreshToken != "", LastConsent: rec.Rotated}
+	if m := rec.OAuth; m != nil && m.Consent != nil {
+		st.State, st.Reason = OAuthNeedsConsent, consentReason(*m.Consent, m.Issuer)
+		return st, nil
+	}
 	if !st.Expires.IsZero() && !st.Expires.After(s.now()) && !st.Refreshable {
 		st.State, st.Reason = OAuthNeedsConsent, fmt.Sprintf("the access token expired at %s and the server gave no refresh token: open a new sign-in link (mcpgw oauth url)", st.Expires.UTC().Format(time.RFC3339))
 	}
@@ -423,4 +435,30 @@ func (s *Service) RevokeOAuth(ctx context.Context, org, account, route string) e
 		return invalidf("the credential of org %q, account %q, route %q is a %s credential, not oauth; delete it with `mcpgw vault delete`", org, account, route, rec.Kind)
 	}
 	return s.DeleteCredential(ctx, org, account, route)
+}
+
+// consentReason says why a marked credential needs consent, and what to do.
+func consentReason(c storage.CredentialConsent, issuer string) string {
+	as := "the authorization server"
+	if issuer != "" {
+		as += " " + issuer
+	}
+	said := ""
+	if c.Error != "" {
+		said = fmt.Sprintf(" (%s", c.Error)
+		if c.Description != "" {
+			said += ": " + c.Description
+		}
+		said += ")"
+	} else if c.Description != "" {
+		said = " (" + c.Description + ")"
+	}
+	const next = "open a new sign-in link (mcpgw oauth url) and approve"
+	switch c.Reason {
+	case storage.ConsentStepUp:
+		return fmt.Sprintf("the upstream asks for more scopes than were granted%s: %s; the link asks for %s", said, next, strings.Join(c.Scopes, " "))
+	case storage.ConsentNoRefreshToken:
+		return fmt.Sprintf("the access token expired or was refused and %s issued no refresh token: %s", as, next)
+	}
+	return fmt.Sprintf("%s refused to refresh the token%s at %s: %s", as, said, c.At.UTC().Format(time.RFC3339), next)
 }

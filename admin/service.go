@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/oauth"
 	"github.com/mcpgw/mcpgw/policy"
@@ -152,11 +154,19 @@ type Options struct {
 	// OAuthCIMDURL is where the gateway serves its Client ID Metadata
 	// Document; empty: it does not offer one.
 	OAuthCIMDURL string
-	// OAuthEvent, when set, is told of each upstream OAuth flow event:
-	// "started" (a consent URL handed out), "completed" (a callback
-	// stored the tokens) or "failed" (either went wrong), for metrics.
-	// Default nil.
-	OAuthEvent func(event string)
+	// OAuthRefreshMinLead is how long before its expiry a token is
+	// refreshed at the latest. Default: 30s.
+	OAuthRefreshMinLead time.Duration
+	// OAuthRefreshTimeout bounds one refresh, retries included.
+	// Default: 15s.
+	OAuthRefreshTimeout time.Duration
+	// OAuthEvents receives every consent flow started or completed,
+	// refresh and step-up, for the audit log and metrics. Default: nil, none.
+	OAuthEvents func(OAuthEvent)
+	// Context ends work that outlives the request that started it (a
+	// refresh shared by several callers): the node's lifetime. Default:
+	// context.Background().
+	Context context.Context
 }
 
 // Service carries out the admin use cases. Its methods are safe for
@@ -165,6 +175,8 @@ type Service struct {
 	d        Deps
 	opts     Options
 	rotateMu sync.Mutex // serialises vault key rotations
+	// flights coalesces concurrent refreshes of one credential.
+	flights singleflight.Group
 }
 
 // New returns a Service over deps. It does no I/O.
@@ -184,6 +196,9 @@ func New(deps Deps, opts *Options) (*Service, error) {
 	}
 	if s.opts.Logger == nil {
 		s.opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if s.opts.Context == nil {
+		s.opts.Context = context.Background()
 	}
 	if s.opts.ReplicationWait == 0 {
 		s.opts.ReplicationWait = 2 * time.Second

@@ -102,6 +102,44 @@ func (r *Raft) ReadIndex(ctx context.Context) (uint64, error) {
 	return index, nil
 }
 
+// CallHandler does, on the leader, the work of one Raft.Call: payload is
+// the caller's. It returns the raft index of the state the caller must read
+// afterwards (0: the leader's applied index when it returns).
+type CallHandler func(ctx context.Context, payload []byte) (index uint64, err error)
+
+// Handle registers h for Calls named name. A node registers its handlers
+// once it can run them; a Call reaching a leader without one fails with an
+// error that says to retry.
+func (r *Raft) Handle(name string, h CallHandler) {
+	r.handlersMu.Lock()
+	defer r.handlersMu.Unlock()
+	if r.handlers == nil {
+		r.handlers = make(map[string]CallHandler)
+	}
+	r.handlers[name] = h
+}
+
+// Call runs the handler named name on the leader, here or over the
+// forwarding connection (authenticated by the cluster CA, like a forwarded
+// write), and waits until this node has applied the state the handler
+// answered with, so a read here afterwards sees it. Calls are resent
+// while leadership moves, as writes are: handlers must be idempotent.
+func (r *Raft) Call(ctx context.Context, name string, payload []byte) error {
+	if r.raft == nil {
+		return ErrClosed
+	}
+	index, err := r.submit(ctx, request{Kind: kindCall, Call: name, Payload: payload})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.ApplyTimeout)
+	defer cancel()
+	if err := r.fsm.waitApplied(ctx, index); err != nil {
+		return fmt.Errorf("this node has applied raft index %d of the leader's %d: %w", r.fsm.progress.Load(), index, err)
+	}
+	return nil
+}
+
 // Join adds the node id at raft address addr as a voter; the leader does it
 // and a follower forwards the request. Joining again with the same id and
 // address is a no-op; a member with the same id or address is replaced.
@@ -354,6 +392,20 @@ func (r *Raft) execute(ctx context.Context, req request) (uint64, error) {
 			return 0, err
 		}
 		return r.fsm.progress.Load(), nil
+	case kindCall:
+		r.handlersMu.RLock()
+		h := r.handlers[req.Call]
+		r.handlersMu.RUnlock()
+		if h == nil {
+			return 0, fmt.Errorf("the leader cannot handle %q yet: it is still starting; retry shortly", req.Call)
+		}
+		index, err := h(ctx, req.Payload)
+		if err == nil && index == 0 {
+			// The handler wrote nothing or applied its writes: what it
+			// decided on is in the leader's state as of now.
+			index = r.fsm.progress.Load()
+		}
+		return index, err
 	case kindJoin:
 		return 0, r.addVoter(ctx, req.ID, req.Addr, timeout)
 	case kindRemove:
@@ -498,7 +550,7 @@ func (r *Raft) serveForward(c net.Conn) {
 			} else {
 				_, err = r.submit(ctx, req)
 			}
-		case kindApply, kindRemove, kindReadIndex:
+		case kindApply, kindRemove, kindReadIndex, kindCall:
 			// A removed node may not know it was removed and go on
 			// forwarding writes; the leader knows.
 			if r.raft.State() == raft.Leader && !r.isMember(peer) {

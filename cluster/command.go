@@ -41,6 +41,9 @@ const (
 	OpPutOAuthClient
 	// OpAuditCheckpoint records a node's signed audit chain head.
 	OpAuditCheckpoint
+	// Upstream OAuth refresh: see applyOAuth.
+	OpRefreshCredential
+	OpMarkCredentialConsent
 )
 
 var opNames = map[Op]string{
@@ -69,6 +72,9 @@ var opNames = map[Op]string{
 	OpExpireOAuthPending: "expire-oauth-pending",
 	OpPutOAuthClient:     "put-oauth-client",
 	OpAuditCheckpoint:    "audit-checkpoint",
+
+	OpRefreshCredential:     "refresh-credential",
+	OpMarkCredentialConsent: "mark-credential-consent",
 }
 
 func (o Op) String() string {
@@ -104,8 +110,12 @@ type Command struct {
 	At time.Time `json:"at,omitzero"`
 
 	// Expect is the sealed bytes a compare-and-set reseal replaces: the
-	// reseal is skipped when the record holds anything else by then.
+	// reseal is skipped when the record holds anything else by then. An
+	// OpRefreshCredential or OpMarkCredentialConsent is refused instead.
 	Expect []byte `json:"expect,omitempty"`
+	// Consent is what an OpMarkCredentialConsent records on the credential
+	// Org, Account and RouteName name.
+	Consent *storage.CredentialConsent `json:"consent,omitempty"`
 	// Wraps are the data key wraps an OpWrapDataKeys adds.
 	Wraps []KeyWrap `json:"wraps,omitempty"`
 
@@ -245,7 +255,7 @@ func applyTx(tx *storage.Tx, c Command, depth int) error {
 			return missing("token")
 		}
 		err = tx.PutToken(*c.Token)
-	case OpPutOAuthPending, OpClaimOAuthPending, OpExpireOAuthPending, OpPutOAuthClient:
+	case OpPutOAuthPending, OpClaimOAuthPending, OpExpireOAuthPending, OpPutOAuthClient, OpRefreshCredential, OpMarkCredentialConsent:
 		err = applyOAuth(tx, c)
 	case OpInitKeyring, OpRotateDataKey, OpResealCredential, OpResealTokenKey, OpRetireDataKey, OpWrapDataKeys, OpDropKEK:
 		err = applyKeyring(tx, c)

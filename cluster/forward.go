@@ -22,6 +22,10 @@ type request struct {
 	// Timeout is what is left of the sender's deadline, so the receiver
 	// gives up when the sender does.
 	Timeout time.Duration `json:"timeout"`
+	// Call and Payload are a call for a handler registered with
+	// Raft.Handle on the leader.
+	Call    string `json:"call,omitempty"`
+	Payload []byte `json:"payload,omitempty"`
 	// Forwarded marks a request a node already sent on towards its leader:
 	// the receiver acts on it only if it is the leader, so a request never
 	// travels in circles while leadership moves.
@@ -36,6 +40,9 @@ const (
 	kindRemove requestKind = "remove"
 	// kindReadIndex asks the leader how far it has applied, for ReadIndex.
 	kindReadIndex requestKind = "read-index"
+	// kindCall runs a handler registered with Raft.Handle, for work only
+	// the leader may do (see Raft.Call).
+	kindCall requestKind = "call"
 )
 
 type response struct {
@@ -56,6 +63,7 @@ var wireErrors = []struct {
 	err  error
 }{
 	{"already-claimed", ErrAlreadyClaimed},
+	{"credential-changed", ErrCredentialChanged},
 	{"invalid-command", ErrInvalidCommand},
 	{"not-leader", ErrNotLeader},
 	{"no-leader", ErrNoLeader},

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -12,6 +13,13 @@ import (
 // refused command (it wraps ErrInvalidCommand on the node that applies it),
 // so every node refuses it alike and no state changes.
 var ErrAlreadyClaimed = errors.New("oauth flow already completed or expired")
+
+// ErrCredentialChanged is the answer to an OpRefreshCredential or
+// OpMarkCredentialConsent whose credential no longer holds the ciphertext
+// it expects: a consent, a vault put, a delete, a reseal or another
+// refresh landed first, and wins. Like ErrAlreadyClaimed it is a refused
+// command, so no state changes anywhere.
+var ErrCredentialChanged = errors.New("credential changed meanwhile")
 
 // applyOAuth applies the upstream OAuth commands. A claim deletes the
 // pending flow only if it is still there, inside the raft log's total
@@ -52,6 +60,45 @@ func applyOAuth(tx *storage.Tx, c Command) error {
 		}
 		_, err := tx.ExpireOAuthPending(c.At)
 		return err
+	case OpRefreshCredential:
+		// A refreshed token set replaces exactly the one it was made
+		// from; anything written meanwhile is newer and stays.
+		nc := c.Credential
+		if nc == nil {
+			return missing("credential")
+		}
+		if len(c.Expect) == 0 {
+			return missing("expect")
+		}
+		if err := expectSealed(tx, nc.Org, nc.Account, nc.Route, c.Expect); err != nil {
+			return err
+		}
+		if err := knownKey(tx, nc.KeyID); err != nil {
+			return err
+		}
+		return tx.PutCredential(*nc)
+	case OpMarkCredentialConsent:
+		if c.Consent == nil {
+			return missing("consent")
+		}
+		if len(c.Expect) == 0 {
+			return missing("expect")
+		}
+		if err := expectSealed(tx, c.Org, c.Account, c.RouteName, c.Expect); err != nil {
+			return err
+		}
+		cur, err := tx.Credential(c.Org, c.Account, c.RouteName)
+		if err != nil {
+			return err
+		}
+		meta := storage.CredentialOAuth{}
+		if cur.OAuth != nil {
+			meta = *cur.OAuth
+		}
+		consent := *c.Consent
+		meta.Consent = &consent
+		cur.OAuth = &meta
+		return tx.PutCredential(cur)
 	case OpPutOAuthClient:
 		cl := c.OAuthClient
 		if cl == nil {
@@ -68,4 +115,19 @@ func applyOAuth(tx *storage.Tx, c Command) error {
 		return tx.PutOAuthClient(*cl)
 	}
 	return fmt.Errorf("%w: unknown op %d", ErrInvalidCommand, uint8(c.Op))
+}
+
+// expectSealed refuses a compare-and-set on a credential that is gone or
+// holds other ciphertext than expect.
+func expectSealed(tx *storage.Tx, org, account, route string, expect []byte) error {
+	cur, err := tx.Credential(org, account, route)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return fmt.Errorf("%w: %w: the credential was deleted", ErrInvalidCommand, ErrCredentialChanged)
+	case err != nil:
+		return err
+	case !bytes.Equal(cur.Sealed, expect):
+		return fmt.Errorf("%w: %w", ErrInvalidCommand, ErrCredentialChanged)
+	}
+	return nil
 }

@@ -82,6 +82,9 @@ type Raft struct {
 	leaderMu      sync.Mutex    // guards leaderChanged
 	leaderChanged chan struct{} // closed and replaced when the leader changes
 
+	handlersMu sync.RWMutex           // guards handlers
+	handlers   map[string]CallHandler // by Call name; see Handle
+
 	watchMu  sync.Mutex // guards watchers
 	watchers map[chan struct{}]struct{}
 

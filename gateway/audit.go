@@ -480,3 +480,15 @@ func requestedTarget(req sessionRequest) string {
 	u.User, u.Opaque, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", "", false, "", ""
 	return "target " + clip(u.String())
 }
+
+// RecordAudit queues a record the data path did not make itself (an
+// upstream oauth refresh, a step-up) into this node's audit log, stamped
+// and chained like the others. It never holds a secret: callers pass
+// identities and outcomes only.
+func (g *Gateway) RecordAudit(r storage.AuditRecord) {
+	if r.Time.IsZero() {
+		r.Time = time.Now()
+	}
+	r.Error = clip(r.Error)
+	g.audit.record(r)
+}

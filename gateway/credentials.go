@@ -65,6 +65,12 @@ func (c *credentialSource) current() (*vault.Credential, http.Header, error) {
 	case err != nil:
 		return nil, nil, fmt.Errorf("read credential: %w", err)
 	}
+	if rec.OAuth != nil && rec.OAuth.Consent.Blocks() {
+		// Its refresh was refused: sending the dead token again would only
+		// earn another 401. Checked before the cache: the mark is on the
+		// record, not in the ciphertext.
+		return nil, nil, consentError(c.aad, rec.OAuth.Consent)
+	}
 	if c.cred != nil && bytes.Equal(rec.Sealed, c.sealed) {
 		c.gen = gen
 		return c.cred, c.hdr, nil

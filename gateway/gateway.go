@@ -110,6 +110,13 @@ type Options struct {
 	// opened the session); sampled calls carry the upstream span's
 	// traceparent in params._meta. Default nil: no tracing, at no cost.
 	TracerProvider trace.TracerProvider
+	// OAuth, when set, renews oauth credentials an upstream refuses (401)
+	// and records step-up requests (403 insufficient_scope). Default nil:
+	// the refusal reaches the caller as it is.
+	OAuth OAuthRefresher
+	// OAuthRefreshWait bounds how long a call waits for a refresh after
+	// its upstream answered 401. Default 20s.
+	OAuthRefreshWait time.Duration
 }
 
 // DefaultMaxStdioPerRoute is Options.MaxStdioPerRoute's default. A stdio MCP
@@ -164,6 +171,9 @@ func (o *Options) withDefaults() Options {
 	}
 	if r.MaxInFlightCalls <= 0 {
 		r.MaxInFlightCalls = 10000
+	}
+	if r.OAuthRefreshWait <= 0 {
+		r.OAuthRefreshWait = 20 * time.Second
 	}
 	if r.MaxCallsPerSession <= 0 {
 		r.MaxCallsPerSession = 256

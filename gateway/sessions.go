@@ -234,6 +234,7 @@ func (g *Gateway) dialUpstream(ctx context.Context, spec sessionSpec, creds *cre
 		URL:             spec.dialURL,
 		Command:         spec.route.Command,
 		Header:          creds.header,
+		Reauthorize:     creds.reauthorize,
 		Env:             env,
 		MaxMessageBytes: g.opts.MaxMessageBytes,
 		Client:          g.upstreamClient,

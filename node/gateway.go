@@ -10,7 +10,12 @@ var _ gateway.State = (*storage.Store)(nil)
 
 // gatewayOptions returns the gateway's options of this node's Config.
 func (n *Node) gatewayOptions() *gateway.Options {
+	var refresher gateway.OAuthRefresher
+	if n.cfg.PublicURL != "" {
+		refresher = &oauthRefresher{n: n, svc: n.adminSvc.Load}
+	}
 	return &gateway.Options{
+		OAuth:              refresher,
 		Logger:             n.logger,
 		Clock:              n.cfg.Clock,
 		Registerer:         n.metrics.registry,

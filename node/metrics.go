@@ -21,8 +21,7 @@ var listenerNames = []string{"session", "admin", "unix", "quic"}
 // OAuthEvents are the values of mcpgw_oauth_flows_total's event label:
 // started (an authorization URL was handed out), completed (its callback
 // stored the tokens), failed (starting or completing a flow failed).
-// Refresh counts belong here too once refreshes are counted (refreshed,
-// refresh_failed).
+// Refreshes and step-ups have their own counters (oauthMetrics).
 var OAuthEvents = []string{"started", "completed", "failed"}
 
 // metrics are the node's own Prometheus instruments (listeners, process),

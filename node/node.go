@@ -19,6 +19,7 @@ import (
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
+	"github.com/mcpgw/mcpgw/admin"
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/gateway"
 	"github.com/mcpgw/mcpgw/gateway/auditsink"
@@ -51,6 +52,9 @@ type Node struct {
 	// gateway offers none.
 	cimdURL string
 	cimdDoc []byte
+	// adminSvc is the admin use cases, set once Start built them; the data
+	// path's step-ups go through it.
+	adminSvc atomic.Pointer[admin.Service]
 	// tracing is the tracer provider the node built, flushed in Close;
 	// nil when tracing is off or the Config gave one.
 	tracing *sdktrace.TracerProvider
@@ -205,6 +209,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	svc, err := n.newAdmin()
 	if err != nil {
 		return err
+	}
+	n.adminSvc.Store(svc)
+	if n.oauth != nil {
+		n.serveOAuthRefresh(svc)
+		n.runOAuthRefresher(svc)
 	}
 	n.httpSrv = n.newHTTPServer(n.sessionHandler(svc))
 	// Shutdown waits for requests in flight; GET event streams never end by

@@ -37,16 +37,21 @@ func (n *Node) newAdmin() (*admin.Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	var events func(admin.OAuthEvent)
+	if n.oauth != nil {
+		events = n.oauthEvent(newOAuthMetrics(n.metrics.registry))
+	}
 	return admin.New(deps, &admin.Options{
 		OAuthRedirectURL: redirect,
 		OAuthCIMDURL:     n.cimdURL,
+		OAuthEvents:      events,
+		Context:          n.ctx,
 		NodeID:           n.NodeID(),
 		VaultKeyFile:     n.cfg.VaultKeyFile,
 		VaultPassphrase:  n.cfg.VaultPassphrase,
 		Clock:            n.now,
 		Logger:           n.logger,
 		CheckpointRoots:  n.audit.roots,
-		OAuthEvent:       n.metrics.oauthEvent,
 	})
 }
 

@@ -23,12 +23,21 @@ const (
 	// AuditRefusal is a session refused before it opened: no or bad service
 	// token, a forbidden org, no route, no credential, upstream unreachable.
 	AuditRefusal AuditKind = "refusal"
+	// AuditOAuthRefresh is the leader refreshing an upstream oauth token
+	// set: ahead of its expiry, or after the upstream answered 401.
+	AuditOAuthRefresh AuditKind = "oauth_refresh"
+	// AuditStepUp is an upstream asking for more scopes than an oauth
+	// credential grants (403 insufficient_scope).
+	AuditStepUp AuditKind = "oauth_step_up"
+	// AuditOAuthConsent is a consent flow handed out (reason "started") or
+	// completed by its callback (reason "completed"), or either failing.
+	AuditOAuthConsent AuditKind = "oauth_consent"
 )
 
 // Valid reports whether k is one of the kinds above.
 func (k AuditKind) Valid() bool {
 	switch k {
-	case AuditSessionOpen, AuditSessionClose, AuditToolCall, AuditRefusal:
+	case AuditSessionOpen, AuditSessionClose, AuditToolCall, AuditRefusal, AuditOAuthRefresh, AuditStepUp, AuditOAuthConsent:
 		return true
 	}
 	return false
@@ -69,6 +78,8 @@ type AuditRecord struct {
 	// CredentialKeyID is the id of the vault key that sealed the credential
 	// injected into the upstream connection, empty when none was.
 	CredentialKeyID string `json:"credential_key_id,omitempty"`
+	// Issuer is the upstream authorization server of an oauth record.
+	Issuer string `json:"issuer,omitempty"`
 	// Outcome is AuditOK, AuditError or AuditRefused.
 	Outcome string `json:"outcome"`
 	// Reason is a short code saying why a call or session was refused or
@@ -117,7 +128,7 @@ func AuditHash(r AuditRecord) (string, error) {
 // otherwise encode in a form that does not survive a round trip.
 func validUTF8(r *AuditRecord) {
 	for _, s := range []*string{&r.Node, &r.SessionID, &r.Service, &r.TokenID, &r.Remote, &r.Org, &r.Account,
-		&r.Route, &r.Tool, &r.CredentialKeyID, &r.Outcome, &r.Reason, &r.Error, &r.ArgumentsSHA256, &r.ResultSHA256} {
+		&r.Route, &r.Tool, &r.CredentialKeyID, &r.Issuer, &r.Outcome, &r.Reason, &r.Error, &r.ArgumentsSHA256, &r.ResultSHA256} {
 		*s = strings.ToValidUTF8(*s, "\uFFFD")
 	}
 	r.Kind = AuditKind(strings.ToValidUTF8(string(r.Kind), "\uFFFD"))

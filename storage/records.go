@@ -67,7 +67,52 @@ type Credential struct {
 	Sealed  []byte    `json:"sealed"`
 	Created time.Time `json:"created"`
 	Rotated time.Time `json:"rotated"` // last replacement; equals Created until then
+	// OAuth is what the leader needs to refresh a token set the gateway
+	// obtained, without unsealing every credential to find the due ones.
+	// Nil for every other credential, and for oauth ones put by hand.
+	OAuth *CredentialOAuth `json:"oauth,omitempty"`
 }
+
+// CredentialOAuth is the public part of an oauth credential: whom to ask
+// for a new token, and when. None of it is a secret.
+type CredentialOAuth struct {
+	Issuer   string    `json:"issuer"`
+	Resource string    `json:"resource,omitempty"`
+	Expires  time.Time `json:"expires,omitzero"` // zero: no lifetime given
+	// Refreshable is set when the sealed token set holds a refresh token.
+	Refreshable bool `json:"refreshable,omitempty"`
+	// Consent, when set, says the user must consent again; a new token
+	// set (a new consent, or vault put) clears it.
+	Consent *CredentialConsent `json:"consent,omitempty"`
+}
+
+// Reasons a credential needs consent (CredentialConsent.Reason).
+const (
+	// ConsentRefreshFailed: the authorization server refused the refresh
+	// (invalid_grant, revoked...); the token set is dead.
+	ConsentRefreshFailed = "refresh_failed"
+	// ConsentNoRefreshToken: the access token expired or was refused and
+	// there is no refresh token to get another.
+	ConsentNoRefreshToken = "no_refresh_token"
+	// ConsentStepUp: the upstream asked for more scopes (403
+	// insufficient_scope); the token set still works for what it grants.
+	ConsentStepUp = "step_up"
+)
+
+// CredentialConsent says why a credential needs a new consent.
+type CredentialConsent struct {
+	Reason      string `json:"reason"`                // one of the Consent* reasons
+	Error       string `json:"error,omitempty"`       // the authorization server's error code
+	Description string `json:"description,omitempty"` // its error_description
+	// Scopes are what the next authorization asks for (step-up: those
+	// granted plus those the upstream challenged for).
+	Scopes []string  `json:"scopes,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// Blocks reports whether the token set is unusable until the user
+// consents again: every reason but step-up.
+func (c *CredentialConsent) Blocks() bool { return c != nil && c.Reason != ConsentStepUp }
 
 // CredentialKey returns the storage key of the credential for (org, account,
 // route). NUL cannot occur in any of the three (they are validated names).

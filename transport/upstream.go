@@ -59,6 +59,16 @@ type Upstream struct {
 	// Route names the route in the errors a caller gets for the upstream's
 	// unusable answers. Default "".
 	Route string
+	// Reauthorize, when set, is called when the upstream answers 401 or
+	// 403 to an HTTP request that carried Header's credential, with the
+	// status, the WWW-Authenticate values and the headers Header gave
+	// that request. retry true: the credential
+	// was renewed, and the request is sent once more with Header's new
+	// value (requests whose body cannot be replayed are not). A non-nil
+	// err replaces the refusal's message in the JSON-RPC error the caller
+	// gets (its code too, when err has a RefusalCode() int64 method or is
+	// a *Refusal). Default nil: refusals pass as they are.
+	Reauthorize func(ctx context.Context, status int, challenge []string, injected http.Header) (retry bool, err error)
 	// ParamHeaders, for streamable HTTP, learns from the tools/list results
 	// read on the connection and sets the Mcp-Param-* headers of the
 	// tools/call POSTs it writes. nil: no Mcp-Param-* headers are sent.
@@ -135,7 +145,7 @@ func Dial(ctx context.Context, u Upstream) (mcp.Connection, error) {
 	if base == nil {
 		base = defaultHTTPClient
 	}
-	rt := &injectingTransport{base: base.Transport, header: u.Header, route: u.Route, max: u.MaxMessageBytes,
+	rt := &injectingTransport{base: base.Transport, header: u.Header, reauth: u.Reauthorize, route: u.Route, max: u.MaxMessageBytes,
 		logger: u.Logger, legacySSE: u.Transport == transportSSE, params: u.ParamHeaders}
 	if rt.base == nil {
 		rt.base = http.DefaultTransport
@@ -227,6 +237,8 @@ type injectingTransport struct {
 	header  func() (http.Header, error)
 	params  *ParamHeaders          // may be nil
 	version atomic.Pointer[string] // negotiated MCP protocol version, once known
+	// reauth is Upstream.Reauthorize; may be nil.
+	reauth func(ctx context.Context, status int, challenge []string, injected http.Header) (bool, error)
 
 	origin    origin // the route's; the only one requests may go to
 	route     string // route name, for errors
@@ -254,6 +266,18 @@ func (t *injectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 	var injected http.Header
 	if t.header != nil {
 		h, err := t.header()
+		var coded interface{ RefusalCode() int64 }
+		if err != nil && req.Method == http.MethodPost && errors.As(err, &coded) {
+			// A refusal about the credential (it needs a new consent) is
+			// the one call's answer, as the upstream's own refusal would
+			// be, not the end of the connection.
+			if req.Body != nil {
+				req.Body.Close()
+			}
+			resp := &http.Response{StatusCode: http.StatusUnauthorized, Status: "401 Unauthorized", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+				Header: http.Header{}, Body: http.NoBody, Request: req}
+			return guard.wrap(t.bound(req, t.explainRefusal(req, resp, nil, err))), nil
+		}
 		if err != nil {
 			if req.Body != nil {
 				req.Body.Close()
@@ -288,13 +312,50 @@ func (t *injectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 		guard.release()
 		return resp, err
 	}
+	var reauthErr error
+	if t.reauth != nil && injected != nil && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) {
+		resp, injected, reauthErr = t.reauthorize(req, resp, injected)
+	}
 	switch {
 	case req.Method == http.MethodPost:
-		resp = t.explainRefusal(req, resp, injected)
+		resp = t.explainRefusal(req, resp, injected, reauthErr)
 	case resp.StatusCode >= 400:
 		resp = t.redactRefusal(resp, injected)
 	}
 	return guard.wrap(t.bound(req, resp)), nil
+}
+
+// reauthorize has t.reauth deal with the upstream refusing the injected
+// credential, and sends req once more when it renewed it: the caller's
+// call succeeds on the new token as if nothing happened. It returns the
+// answer to pass on, the credential it carried, and t.reauth's error.
+func (t *injectingTransport) reauthorize(req *http.Request, resp *http.Response, injected http.Header) (*http.Response, http.Header, error) {
+	retry, err := t.reauth(req.Context(), resp.StatusCode, resp.Header.Values("WWW-Authenticate"), injected)
+	if !retry || (req.Body != nil && req.Body != http.NoBody && req.GetBody == nil) {
+		return resp, injected, err
+	}
+	h, err := t.header()
+	if err != nil {
+		return resp, injected, err
+	}
+	again := req.Clone(req.Context())
+	if req.GetBody != nil {
+		if again.Body, err = req.GetBody(); err != nil {
+			return resp, injected, nil
+		}
+	}
+	for k, vs := range h {
+		again.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
+	}
+	resp2, err := t.base.RoundTrip(again)
+	if err != nil {
+		// The first refusal stays the answer: it says more than a failed
+		// connection would.
+		return resp, injected, nil
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	return resp2, h, nil
 }
 
 // explainRefusal turns an upstream's non-JSON-RPC error answer to a POST
@@ -306,7 +367,7 @@ func (t *injectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 // upstream may echo the request, credential included. A JSON-RPC error body
 // is passed on with every injected value redacted; anything else becomes
 // the status and a fixed message.
-func (t *injectingTransport) explainRefusal(req *http.Request, resp *http.Response, injected http.Header) *http.Response {
+func (t *injectingTransport) explainRefusal(req *http.Request, resp *http.Response, injected http.Header, reauthErr error) *http.Response {
 	switch resp.StatusCode {
 	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusMethodNotAllowed,
 		http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType, http.StatusUnprocessableEntity, http.StatusInternalServerError:
@@ -317,7 +378,19 @@ func (t *injectingTransport) explainRefusal(req *http.Request, resp *http.Respon
 	resp.Body.Close()
 	id := requestID(req)
 	var rerr *jsonrpc.Error
-	if werr, ok := decodeErrorBody(body); ok {
+	var coded interface{ RefusalCode() int64 }
+	var ref *Refusal
+	if werr, ok := decodeErrorBody(body); reauthErr != nil {
+		// What the gateway found out about the credential says more than
+		// the upstream's refusal; it holds no secret.
+		rerr = &jsonrpc.Error{Code: CodeUpstreamError, Message: reauthErr.Error()}
+		switch {
+		case errors.As(reauthErr, &ref):
+			rerr.Code = ref.Code
+		case errors.As(reauthErr, &coded):
+			rerr.Code = coded.RefusalCode()
+		}
+	} else if ok {
 		// Already a JSON-RPC error: only its text and data are the
 		// upstream's, and both may echo the credential.
 		red := newRedactor(headerValues(injected))

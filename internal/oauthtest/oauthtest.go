@@ -4,11 +4,14 @@
 package oauthtest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -47,6 +50,17 @@ type AS struct {
 	// CIMDFetches lists the client id metadata document URLs the server
 	// fetched, in order. Guarded by mu.
 	CIMDFetches []string
+	// AccessTTL is the lifetime of the access tokens it issues; default 1h.
+	AccessTTL time.Duration // guarded by mu
+	// TokenRequests counts token requests by grant_type, refused ones too.
+	TokenRequests map[string]int // guarded by mu
+	// Used holds refresh tokens that were rotated away; Reused counts
+	// requests that presented one again (each refused with invalid_grant).
+	Used   map[string]bool // guarded by mu
+	Reused int             // guarded by mu
+	// FailTokens answers this many next token requests with 503, as an
+	// authorization server in trouble does.
+	FailTokens int // guarded by mu
 }
 
 type Client struct {
@@ -73,7 +87,8 @@ func NewAS(t testing.TB) *AS {
 func NewASAt(t testing.TB, issuerPath, metaPath string) *AS {
 	t.Helper()
 	a := &AS{t: t, Clients: map[string]Client{}, Codes: map[string]testCode{},
-		Access: map[string]testGrant{}, Refresh: map[string]testGrant{}, Hits: map[string]int{}, Rotate: true}
+		Access: map[string]testGrant{}, Refresh: map[string]testGrant{}, Hits: map[string]int{}, Rotate: true,
+		AccessTTL: time.Hour, TokenRequests: map[string]int{}, Used: map[string]bool{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /", a.metadata)
 	mux.HandleFunc("GET /authorize", a.authorize)
@@ -238,7 +253,19 @@ func (a *AS) token(w http.ResponseWriter, r *http.Request) {
 		oauthErr(w, 400, "invalid_request", "bad form")
 		return
 	}
-	a.Update(func(a *AS) { a.LastTok = r.PostForm })
+	fail := false
+	a.Update(func(a *AS) {
+		a.LastTok = r.PostForm
+		a.TokenRequests[r.PostForm.Get("grant_type")]++
+		if a.FailTokens > 0 {
+			a.FailTokens--
+			fail = true
+		}
+	})
+	if fail {
+		http.Error(w, "temporarily unavailable", http.StatusServiceUnavailable)
+		return
+	}
 	id, ok := a.authenticate(r)
 	if !ok {
 		oauthErr(w, 401, "invalid_client", "client authentication failed")
@@ -267,6 +294,11 @@ func (a *AS) token(w http.ResponseWriter, r *http.Request) {
 		g = testGrant{clientID: id, resource: c.resource, scope: c.scope}
 	case "refresh_token":
 		old, ok := a.Refresh[f.Get("refresh_token")]
+		if a.Used[f.Get("refresh_token")] {
+			a.Reused++
+			oauthErr(w, 400, "invalid_grant", "refresh token already used")
+			return
+		}
 		if !ok || old.clientID != id {
 			oauthErr(w, 400, "invalid_grant", "refresh token revoked")
 			return
@@ -278,15 +310,16 @@ func (a *AS) token(w http.ResponseWriter, r *http.Request) {
 		g = old
 		if a.Rotate {
 			delete(a.Refresh, f.Get("refresh_token"))
+			a.Used[f.Get("refresh_token")] = true
 		}
 	default:
 		oauthErr(w, 400, "unsupported_grant_type", "")
 		return
 	}
-	g.expires = time.Now().Add(time.Hour)
+	g.expires = time.Now().Add(a.AccessTTL)
 	at := randText()
 	a.Access[at] = g
-	resp := map[string]any{"access_token": at, "token_type": "bearer", "expires_in": 3600, "scope": g.scope}
+	resp := map[string]any{"access_token": at, "token_type": "bearer", "expires_in": int(a.AccessTTL / time.Second), "scope": g.scope}
 	if f.Get("grant_type") == "authorization_code" || a.Rotate {
 		rt := randText()
 		a.Refresh[rt] = g
@@ -341,6 +374,12 @@ type MCPOpts struct {
 	Edit      func(*oauthex.ProtectedResourceMetadata)
 	PRMPath   string // where the metadata is served
 	Advertise bool   // name it in WWW-Authenticate
+	// ToolScopes gates tools: a call of a tool named here with a token
+	// lacking its scope is answered 403 insufficient_scope. Every server
+	// has the tools echo and admin_echo.
+	ToolScopes map[string]string
+	// SSE serves the legacy HTTP+SSE transport instead of streamable HTTP.
+	SSE bool
 }
 
 func NewMCPWith(t testing.TB, as *AS, o MCPOpts) *MCP {
@@ -361,12 +400,21 @@ func NewMCPWith(t testing.TB, as *AS, o MCPOpts) *MCP {
 	}) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, nil, nil
 	})
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	mcp.AddTool(s, &mcp.Tool{Name: "admin_echo"}, func(_ context.Context, _ *mcp.CallToolRequest, in struct {
+		Text string `json:"text"`
+	}) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, nil, nil
+	})
+	var h http.Handler = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	if o.SSE {
+		h = mcp.NewSSEHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	}
 	prmURL := ""
 	if o.Advertise {
 		prmURL = m.Srv.URL + o.PRMPath
 	}
-	mux.Handle("/mcp", auth.RequireBearerToken(as.verifier(m.Endpoint), &auth.RequireBearerTokenOptions{ResourceMetadataURL: prmURL, Scopes: scopes})(h))
+	gated := as.requireToolScopes(o.ToolScopes, m.Srv.URL+o.PRMPath, h)
+	mux.Handle("/mcp", auth.RequireBearerToken(as.verifier(m.Endpoint), &auth.RequireBearerTokenOptions{ResourceMetadataURL: prmURL, Scopes: scopes})(gated))
 	mux.Handle(o.PRMPath, auth.ProtectedResourceMetadataHandler(m.PRM))
 	return m
 }
@@ -383,3 +431,101 @@ func (a *AS) Grants() int {
 
 // URL is the MCP endpoint.
 func (m *MCP) URL() string { return m.Endpoint }
+
+// RefreshGrants returns how many refresh_token grant requests it answered.
+func (a *AS) RefreshGrants() int {
+	a.Mu.Lock()
+	defer a.Mu.Unlock()
+	return a.TokenRequests["refresh_token"]
+}
+
+// ReusedRefreshTokens returns how many requests presented a refresh token
+// that had been rotated away.
+func (a *AS) ReusedRefreshTokens() int {
+	a.Mu.Lock()
+	defer a.Mu.Unlock()
+	return a.Reused
+}
+
+// ExpireAccess makes every access token issued so far expired: the MCP
+// server answers 401 to each from now on.
+func (a *AS) ExpireAccess() {
+	a.Update(func(a *AS) {
+		for k, g := range a.Access {
+			g.expires = time.Now().Add(-time.Minute)
+			a.Access[k] = g
+		}
+	})
+}
+
+// RevokeRefresh revokes every refresh token issued so far, as a user
+// revoking the gateway's access does.
+func (a *AS) RevokeRefresh() {
+	a.Update(func(a *AS) { clear(a.Refresh) })
+}
+
+// scopesOf returns the scopes of an access token, and whether it is live.
+func (a *AS) scopesOf(tok string) ([]string, bool) {
+	a.Mu.Lock()
+	defer a.Mu.Unlock()
+	g, ok := a.Access[tok]
+	return strings.Fields(g.scope), ok && time.Now().Before(g.expires)
+}
+
+// requireToolScopes answers a tools/call of a tool in need with 403
+// insufficient_scope unless the token grants the tool's scope, as RFC 6750
+// §3.1 has a resource server ask for step-up. The go-sdk's middleware
+// checks scopes for every request alike, and its 403 names no error.
+func (a *AS) requireToolScopes(need map[string]string, prm string, next http.Handler) http.Handler {
+	if len(need) == 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if err != nil {
+			http.Error(w, "bad body", http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		var call struct {
+			Method string `json:"method"`
+			Params struct {
+				Name string `json:"name"`
+			} `json:"params"`
+		}
+		json.Unmarshal(body, &call)
+		scope, gated := need[call.Params.Name]
+		if call.Method != "tools/call" || !gated {
+			next.ServeHTTP(w, r)
+			return
+		}
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if granted, _ := a.scopesOf(tok); !slices.Contains(granted, scope) {
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer error="insufficient_scope", scope=%q, resource_metadata=%q, error_description="%s needs the %s scope"`, scope, prm, call.Params.Name, scope))
+			http.Error(w, "insufficient scope", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Issued returns every access and refresh token it ever issued, for tests
+// that check none leaks into logs, audit records or state.
+func (a *AS) Issued() []string {
+	a.Mu.Lock()
+	defer a.Mu.Unlock()
+	var out []string
+	for _, m := range []map[string]testGrant{a.Access, a.Refresh} {
+		for k := range m {
+			out = append(out, k)
+		}
+	}
+	for k := range a.Used {
+		out = append(out, k)
+	}
+	return out
+}
