@@ -63,6 +63,9 @@ type Raft struct {
 
 	ctx    context.Context // ends when Close starts
 	cancel context.CancelFunc
+	// closing is closed when Close starts: raft futures this node waits
+	// for end then (see endOnClose).
+	closing chan struct{}
 	wg     sync.WaitGroup // the watch goroutine
 
 	// Set by Open and not changed after, so methods called after Open
@@ -110,6 +113,7 @@ func New(cfg Config, store *storage.Store) (*Raft, error) {
 		logger:        logger,
 		ctx:           ctx,
 		cancel:        cancel,
+		closing:       make(chan struct{}),
 		leaderChanged: make(chan struct{}),
 		watchers:      make(map[chan struct{}]struct{}),
 	}, nil
@@ -286,6 +290,7 @@ func (r *Raft) Addr() string { return r.addr }
 func (r *Raft) Close() error {
 	r.closeOnce.Do(func() {
 		r.cancel()
+		close(r.closing)
 		if r.raft == nil {
 			return
 		}
