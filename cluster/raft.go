@@ -66,7 +66,7 @@ type Raft struct {
 	// closing is closed when Close starts: raft futures this node waits
 	// for end then (see endOnClose).
 	closing chan struct{}
-	wg     sync.WaitGroup // the watch goroutine
+	wg      sync.WaitGroup // the watch goroutine
 
 	// Set by Open and not changed after, so methods called after Open
 	// returns read them without a lock.
