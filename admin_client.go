@@ -97,7 +97,20 @@ func newAdminClient(c *cli.Context) (*adminapi.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return adminapi.NewClient(addrs, tok, &adminapi.ClientOptions{Roots: roots, StartWait: c.Duration("wait"), Waiting: notice}), nil
+	return adminapi.NewClient(addrs, tok, &adminapi.ClientOptions{Roots: roots, StartWait: c.Duration("wait"), Waiting: notice, Stale: c.Bool("stale")}), nil
+}
+
+// staleFlag is the flag of read commands that accept a node's local copy
+// when it cannot confirm the copy is current.
+func staleFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "stale", Usage: "answer from the node's local copy without checking with the leader that it is current: works on a node cut off from the majority, but may miss recent writes"}
+}
+
+// staleNotice says on stderr that an answer came from a local copy.
+func staleNotice(c *cli.Context, a *adminapi.Client) {
+	if a.AnsweredStale() {
+		fmt.Fprintf(c.App.ErrWriter, "mcpgw: --stale: %s answered from its local copy, which may miss recent writes\n", a.Base())
+	}
 }
 
 // waitNotice returns a function that prints, once, that the command waits
@@ -211,6 +224,7 @@ func listAction[T any](path, header string, row func(T) []any) cli.ActionFunc {
 		if err := a.Do(c.Context, "GET", path, nil, &items); err != nil {
 			return err
 		}
+		staleNotice(c, a)
 		if c.Bool("json") {
 			return writeJSON(c, nonNilSlice(items))
 		}

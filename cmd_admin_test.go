@@ -51,6 +51,8 @@ func TestAdminCommandsWriteThroughApp(t *testing.T) {
 			stdout: []string{"route echo → http://127.0.0.1:9/mcp (streamable, internal, credential optional)\n"}},
 		{name: "route list", args: []string{"route", "list"},
 			stdout: []string{"NAME", "echo", "http://127.0.0.1:9/mcp", "streamable"}},
+		{name: "route list --stale", args: []string{"route", "list", "--stale"},
+			stdout: []string{"NAME", "echo"}, stderr: []string{"mcpgw: --stale: http://", " answered from its local copy, which may miss recent writes\n"}},
 		{name: "vault put", args: []string{"vault", "put", "--org", "acme", "--account", "alice", "--route", "echo", "--file", secret},
 			stdout: []string{"credential bearer for org acme, account alice, route echo sealed with key "}},
 		{name: "vault list", args: []string{"vault", "list"},

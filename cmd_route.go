@@ -43,7 +43,7 @@ Examples:
 			{
 				Name:  "list",
 				Usage: "list routes",
-				Flags: append(adminFlags(), jsonFlag()),
+				Flags: append(adminFlags(), jsonFlag(), staleFlag()),
 				Action: listAction("/v1/routes", "NAME\tURL\tTRANSPORT\tKIND\tCREDENTIAL\tCOMMAND", func(r adminapi.Route) []any {
 					return []any{r.Name, r.URL, r.Transport, r.Kind, r.Credential, strings.Join(r.Command, " ")}
 				}),

@@ -59,7 +59,7 @@ Examples:
 			{
 				Name:  "list",
 				Usage: "list rules",
-				Flags: append(adminFlags(), jsonFlag()),
+				Flags: append(adminFlags(), jsonFlag(), staleFlag()),
 				Action: listAction("/v1/rules", "ID\tEFFECT\tSERVICE\tORG\tACCOUNT\tROUTE\tTOOL", func(r adminapi.Rule) []any {
 					return []any{r.ID, r.Effect, r.Service, r.Org, r.Account, r.Route, r.Tool}
 				}),
@@ -100,7 +100,7 @@ func limitCommand() *cli.Command {
 			{
 				Name:  "list",
 				Usage: "list limits",
-				Flags: append(adminFlags(), jsonFlag()),
+				Flags: append(adminFlags(), jsonFlag(), staleFlag()),
 				Action: func(c *cli.Context) error {
 					a, err := newAdminClient(c)
 					if err != nil {
@@ -110,6 +110,7 @@ func limitCommand() *cli.Command {
 					if err := a.Do(c.Context, "GET", "/v1/limits", nil, &limits); err != nil {
 						return err
 					}
+					staleNotice(c, a)
 					if c.Bool("json") {
 						return writeJSON(c, nonNilSlice(limits))
 					}

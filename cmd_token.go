@@ -41,7 +41,7 @@ func tokenCommand() *cli.Command {
 			{
 				Name:  "list",
 				Usage: "list issued tokens (ids and claims; never the tokens)",
-				Flags: append(adminFlags(), jsonFlag()),
+				Flags: append(adminFlags(), jsonFlag(), staleFlag()),
 				Action: listAction("/v1/tokens", "ID\tSERVICE\tORGS\tISSUED\tEXPIRES\tREVOKED", func(t adminapi.TokenInfo) []any {
 					return []any{t.ID, t.Service, strings.Join(t.Orgs, ","), t.IssuedAt.Format("2006-01-02T15:04:05Z"), t.ExpiresAt.Format("2006-01-02T15:04:05Z"), t.Revoked}
 				}),

@@ -71,7 +71,7 @@ Example:
 			{
 				Name:  "list",
 				Usage: "list credentials (ids, kinds and times; never values)",
-				Flags: append(adminFlags(), jsonFlag()),
+				Flags: append(adminFlags(), jsonFlag(), staleFlag()),
 				Action: listAction("/v1/credentials", "ORG\tACCOUNT\tROUTE\tKIND\tKEY\tCREATED\tROTATED", func(i adminapi.CredentialInfo) []any {
 					return []any{i.Org, i.Account, i.Route, i.Kind, i.KeyID, i.Created.Format("2006-01-02T15:04:05Z"), i.Rotated.Format("2006-01-02T15:04:05Z")}
 				}),
@@ -174,6 +174,7 @@ Until step 4 nodes with the old key file keep working.`,
 				Usage: "show the vault keys: ids, state, what each seals, and resealing progress",
 				Flags: append(adminFlags(),
 					&cli.BoolFlag{Name: "json", Usage: "print the status as JSON"},
+					staleFlag(),
 				),
 				Action: func(c *cli.Context) error {
 					a, err := newAdminClient(c)
@@ -184,6 +185,7 @@ Until step 4 nodes with the old key file keep working.`,
 					if err := a.Do(c.Context, "GET", "/v1/vault/status", nil, &st); err != nil {
 						return err
 					}
+					staleNotice(c, a)
 					if c.Bool("json") {
 						enc := json.NewEncoder(c.App.Writer)
 						enc.SetIndent("", "  ")

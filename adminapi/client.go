@@ -26,8 +26,10 @@ const envCAFile = "MCPGW_CA_FILE"
 
 // Client calls a node's admin API. Given several addresses, it sends each
 // request to the one that last answered and moves on to the next when a
-// connection cannot be opened (refused, timed out, no route): the request
-// never reached that node, so trying another is safe even for writes.
+// connection cannot be opened (refused, timed out, no route), or when the
+// node refuses the request because it cannot confirm its copy is current
+// (ConsistencyUnconfirmed: it knows no leader): either way the request
+// did nothing there, so trying another is safe even for writes.
 type Client struct {
 	bases     []string
 	preferred atomic.Int32 // index into bases of the last address that answered
@@ -40,6 +42,10 @@ type Client struct {
 	// MinIndexHeader so each request sees the state earlier ones did.
 	// Raft indexes are cluster-wide, so it holds whichever node answers.
 	seen atomic.Uint64
+	// stale asks reads for the answering node's local copy.
+	stale bool
+	// lastStale records whether the latest answer was a local read.
+	lastStale atomic.Bool
 }
 
 // ClientOptions tune a Client. The zero value is valid.
@@ -55,6 +61,12 @@ type ClientOptions struct {
 	StartWait time.Duration
 	// Waiting, if set, is called once, when a request starts waiting.
 	Waiting func(base string)
+	// Stale makes every GET ask for the answering node's local copy as
+	// it is (ConsistencyHeader: ConsistencyStale), without the read
+	// barrier: it answers on a node cut off from the leader, and may miss
+	// recent writes. Default false: reads reflect every acknowledged write
+	// or are refused.
+	Stale bool
 }
 
 // NewClient returns a client of the admin API at base (a URL, or host:port
@@ -82,7 +94,7 @@ func NewClient(base, token string, opts *ClientOptions) *Client {
 		bases = []string{"http://127.0.0.1:7422"}
 	}
 	tr := &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: &tls.Config{RootCAs: o.Roots, MinVersion: tls.VersionTLS12}}
-	return &Client{bases: bases, token: token, http: &http.Client{Timeout: o.Timeout, Transport: tr}, startWait: o.StartWait, waiting: o.Waiting}
+	return &Client{bases: bases, token: token, http: &http.Client{Timeout: o.Timeout, Transport: tr}, startWait: o.StartWait, waiting: o.Waiting, stale: o.Stale}
 }
 
 // Base returns the base URL of the address the client uses now.
@@ -128,7 +140,7 @@ func isDialError(err error) bool {
 
 // send sends one request, moving on to the next address when a connection
 // cannot be opened, and waiting up to startWait while none can.
-func (a *Client) send(ctx context.Context, hc *http.Client, method, path string, body []byte) (*http.Response, error) {
+func (a *Client) send(ctx context.Context, hc *http.Client, method, path string, body []byte, stale bool) (*http.Response, error) {
 	deadline := time.Now().Add(a.startWait)
 	pause := 50 * time.Millisecond
 	for {
@@ -150,9 +162,22 @@ func (a *Client) send(ctx context.Context, hc *http.Client, method, path string,
 				req.Header.Set("Content-Type", "application/json")
 			}
 			a.sendSeen(req)
+			if stale && method == http.MethodGet {
+				req.Header.Set(ConsistencyHeader, ConsistencyStale)
+			}
 			resp, err := hc.Do(req)
+			if err == nil && i < len(a.bases)-1 && unconfirmed(resp) {
+				// Refused before doing anything: the next node may
+				// know the leader.
+				io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+				resp.Body.Close()
+				continue
+			}
 			if err == nil {
-				a.preferred.Store(int32(idx))
+				if !unconfirmed(resp) {
+					a.preferred.Store(int32(idx))
+				}
+				a.lastStale.Store(resp.Header.Get(ConsistencyHeader) == ConsistencyStale)
 				return resp, nil
 			}
 			lastErr, lastBase = err, a.bases[idx]
@@ -179,10 +204,23 @@ func (a *Client) send(ctx context.Context, hc *http.Client, method, path string,
 	}
 }
 
+// unconfirmed reports whether resp refuses a request because the node
+// could not confirm its copy is current.
+func unconfirmed(resp *http.Response) bool {
+	return resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(ConsistencyHeader) == ConsistencyUnconfirmed
+}
+
+// AnsweredStale reports whether the latest answer came from a node's local
+// copy without the read barrier (asked for with ClientOptions.Stale), so
+// it may miss recent writes.
+func (a *Client) AnsweredStale() bool { return a.lastStale.Load() }
+
 // StatusError is an error answer of the admin API.
 type StatusError struct {
 	Status  int
 	Message string
+	// Code is the ErrorBody's code: CodeNotCurrent, or empty.
+	Code string
 }
 
 func (e *StatusError) Error() string { return e.Message }
@@ -192,7 +230,7 @@ func (e *StatusError) Error() string { return e.Message }
 func (a *Client) httpError(status int, data []byte) error {
 	var e ErrorBody
 	if json.Unmarshal(data, &e) == nil && e.Error != "" {
-		return &StatusError{Status: status, Message: e.Error}
+		return &StatusError{Status: status, Message: e.Error, Code: e.Code}
 	}
 	base := a.Base()
 	if status == http.StatusBadRequest && bytes.Contains(data, []byte("HTTPS server")) {
@@ -211,6 +249,17 @@ func (a *Client) httpError(status int, data []byte) error {
 // Do sends a request with in (if non-nil) as its JSON body and decodes a
 // JSON answer into out (if non-nil).
 func (a *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	return a.do(ctx, method, path, in, out, a.stale)
+}
+
+// DoStale is Do that asks a GET for the answering node's local copy, as
+// ClientOptions.Stale does for every request: for a node's own summary,
+// which must answer while the node knows no leader.
+func (a *Client) DoStale(ctx context.Context, method, path string, in, out any) error {
+	return a.do(ctx, method, path, in, out, true)
+}
+
+func (a *Client) do(ctx context.Context, method, path string, in, out any, stale bool) error {
 	var body []byte
 	if in != nil {
 		var err error
@@ -218,7 +267,7 @@ func (a *Client) Do(ctx context.Context, method, path string, in, out any) error
 			return err
 		}
 	}
-	resp, err := a.send(ctx, a.http, method, path, body)
+	resp, err := a.send(ctx, a.http, method, path, body, stale)
 	if err != nil {
 		return err
 	}
@@ -241,7 +290,7 @@ func (a *Client) Do(ctx context.Context, method, path string, in, out any) error
 func (a *Client) Download(ctx context.Context, path string, w io.Writer) (int64, error) {
 	hc := *a.http
 	hc.Timeout = 0 // a large state database takes as long as it takes
-	resp, err := a.send(ctx, &hc, http.MethodGet, path, nil)
+	resp, err := a.send(ctx, &hc, http.MethodGet, path, nil, a.stale)
 	if err != nil {
 		return 0, err
 	}

@@ -2,10 +2,14 @@ package adminapi
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mcpgw/mcpgw/cluster"
 )
 
 // Headers of the admin API's read-your-writes.
@@ -17,7 +21,23 @@ const (
 	// MinIndexHeader, on a request, is the highest IndexHeader the caller
 	// has seen; the node answers only once its state reflects that index.
 	MinIndexHeader = "Mcpgw-Min-Index"
+	// ConsistencyHeader, on a read request, set to ConsistencyStale, asks
+	// for this node's local copy as it is, without the read barrier. On
+	// an answer it says how the answer was made: ConsistencyStale for such
+	// a read, ConsistencyUnconfirmed on a refusal because this node could
+	// not confirm its copy is current (nothing was read or changed, so the
+	// request may go to another node).
+	ConsistencyHeader = "Mcpgw-Consistency"
+	// ConsistencyStale is ConsistencyHeader's value of a local read.
+	ConsistencyStale = "stale"
+	// ConsistencyUnconfirmed is ConsistencyHeader's value on the refusal
+	// of a request whose read barrier did not complete.
+	ConsistencyUnconfirmed = "unconfirmed"
 )
+
+// CodeNotCurrent is the ErrorBody code of a request refused because this
+// node could not confirm that its copy of the replicated state is current.
+const CodeNotCurrent = "not_current"
 
 // DefaultMinIndexWait bounds how long a node waits to catch up to a
 // request's MinIndexHeader, or to the leader, before answering.
@@ -34,8 +54,11 @@ type Consistency interface {
 	// WaitApplied waits until the state holds entry index.
 	WaitApplied(ctx context.Context, index uint64) error
 	// ReadIndex waits until the state holds every write the cluster
-	// acknowledged before the call.
+	// acknowledged before the call, waiting for a leader if there is none
+	// yet. Without one in time its error wraps cluster.ErrNoLeader.
 	ReadIndex(ctx context.Context) (uint64, error)
+	// HasLeader reports whether this node knows of a leader now.
+	HasLeader() bool
 }
 
 // nodeLocal reports whether path serves this node's own view (its audit
@@ -45,15 +68,20 @@ func nodeLocal(path string) bool {
 	return strings.HasPrefix(path, "/v1/cluster/") || strings.HasPrefix(path, "/v1/audit")
 }
 
-// consistent gives /v1/ answers read-your-writes. A request waits
-// (bounded) until this node has applied the index in its MinIndexHeader
-// and the latest write made through this node, else is refused with 503. Every other request on replicated state first
-// waits for this node to apply what the leader has (a ReadIndex), so a
-// write validated against state (a credential names a route) sees writes
-// made through other nodes, and a read sees every acknowledged write. If
-// that barrier fails (no quorum) a read answers from local state and a
-// write goes on to fail or succeed as the cluster decides. Every answer
-// carries IndexHeader.
+// consistent gives /v1/ answers read-your-writes and linearizable reads.
+// A request waits (bounded) until this node has applied the index in its
+// MinIndexHeader and the latest write made through this node, else is
+// refused with 503. Every other request on replicated state first waits
+// for this node to apply what the leader has (a ReadIndex), so a read sees
+// every write acknowledged before it started, and a write validated
+// against state (a credential names a route, a delete finds its record)
+// sees writes made through other nodes. When that barrier cannot complete
+// the request is refused with 503 and ConsistencyUnconfirmed, before
+// anything is read or changed: at once for a read on a node that knows no
+// leader (it is cut off from the majority, and waiting out the bound on
+// every read would not help), after the bound otherwise. A read that asks
+// for ConsistencyStale skips both waits and answers from the local copy,
+// marked so. Every answer carries IndexHeader.
 func (s *server) consistent(next http.Handler) http.Handler {
 	c := s.opts.Consistency
 	if c == nil {
@@ -66,6 +94,20 @@ func (s *server) consistent(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasPrefix(r.URL.Path, "/v1/") {
 			next.ServeHTTP(w, r)
+			return
+		}
+		read := r.Method == http.MethodGet || r.Method == http.MethodHead
+		switch v := r.Header.Get(ConsistencyHeader); {
+		case v == "":
+		case !strings.EqualFold(v, ConsistencyStale):
+			writeError(w, http.StatusBadRequest, "%s %q is not known: send %q on a read to get this node's local copy without the read barrier, or leave it out", ConsistencyHeader, v, ConsistencyStale)
+			return
+		case !read:
+			writeError(w, http.StatusBadRequest, "%s: %s is for reads (GET): a %s always goes through the leader; leave the header out", ConsistencyHeader, ConsistencyStale, r.Method)
+			return
+		default:
+			w.Header().Set(ConsistencyHeader, ConsistencyStale)
+			next.ServeHTTP(&indexWriter{ResponseWriter: w, c: c}, r)
 			return
 		}
 		// The node's own last write, so a caller sees what it just wrote
@@ -90,14 +132,43 @@ func (s *server) consistent(next http.Handler) http.Handler {
 			}
 		}
 		if !nodeLocal(r.URL.Path) {
-			ctx, cancel := context.WithTimeout(r.Context(), wait)
-			if _, err := c.ReadIndex(ctx); err != nil {
-				s.logger.Debug("admin request served without a read barrier", "path", r.URL.Path, "error", err)
+			var err error
+			if read && !c.HasLeader() {
+				err = cluster.ErrNoLeader
+			} else {
+				ctx, cancel := context.WithTimeout(r.Context(), wait)
+				_, err = c.ReadIndex(ctx)
+				cancel()
 			}
-			cancel()
+			if err != nil {
+				if r.Context().Err() != nil {
+					return // the caller is gone
+				}
+				s.logger.Debug("admin request refused: read barrier failed", "method", r.Method, "path", r.URL.Path, "error", err)
+				s.refuseUnconfirmed(w, read, wait, err)
+				return
+			}
 		}
 		next.ServeHTTP(&indexWriter{ResponseWriter: w, c: c}, r)
 	})
+}
+
+// refuseUnconfirmed answers a request whose read barrier failed with err.
+func (s *server) refuseUnconfirmed(w http.ResponseWriter, read bool, wait time.Duration, err error) {
+	var msg string
+	switch {
+	case read && errors.Is(err, cluster.ErrNoLeader):
+		msg = fmt.Sprintf("this node knows no leader, so it cannot confirm its copy is current: retry on another node, or ask for the local copy explicitly with --stale (header %s: %s)", ConsistencyHeader, ConsistencyStale)
+	case read:
+		msg = fmt.Sprintf("this node could not confirm with the leader within %v that its copy is current (%v): retry on another node, or ask for the local copy explicitly with --stale (header %s: %s)", wait, err, ConsistencyHeader, ConsistencyStale)
+	case errors.Is(err, cluster.ErrNoLeader):
+		msg = fmt.Sprintf("this node found no leader within %v, so it cannot check the write against current state: nothing was changed; retry shortly, or send it to another node (mcpgw cluster status)", wait)
+	default:
+		msg = fmt.Sprintf("this node could not confirm with the leader within %v that its copy is current (%v), so it cannot check the write against it: nothing was changed; retry shortly, or send it to another node (mcpgw cluster status)", wait, err)
+	}
+	w.Header().Set(ConsistencyHeader, ConsistencyUnconfirmed)
+	w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+	writeJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: msg, Code: CodeNotCurrent})
 }
 
 // indexWriter stamps IndexHeader on the answer as it starts: what this

@@ -58,7 +58,7 @@ type api struct {
 
 // startAPI serves the admin API on loopback over a real admin.Service on a
 // bbolt store in dataDir (a new temp dir when empty), without raft.
-func startAPI(t testing.TB, dataDir string) *api {
+func startAPI(t testing.TB, dataDir string, opts ...func(*Options)) *api {
 	t.Helper()
 	if dataDir == "" {
 		dataDir = t.TempDir()
@@ -106,11 +106,15 @@ func startAPI(t testing.TB, dataDir string) *api {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.h = NewHandler(svc, []byte(testToken), &Options{
+	o := &Options{
 		TokenHint: "/data/admin.token",
 		Logger:    logger,
 		Open:      map[string]http.Handler{"GET /healthz": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })},
-	})
+	}
+	for _, f := range opts {
+		f(o)
+	}
+	a.h = NewHandler(svc, []byte(testToken), o)
 	srv := httptest.NewServer(a.h)
 	t.Cleanup(srv.Close)
 	a.url = srv.URL

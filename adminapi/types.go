@@ -11,6 +11,9 @@ import (
 // ErrorBody is the body of every error answer.
 type ErrorBody struct {
 	Error string `json:"error"`
+	// Code, when set, names the kind of refusal for callers that branch
+	// on it: CodeNotCurrent.
+	Code string `json:"code,omitempty"`
 }
 
 // Route is an upstream MCP server callers may reach: the body of POST

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -374,7 +375,7 @@ func (r *Raft) execute(ctx context.Context, req request) (uint64, error) {
 	switch req.Kind {
 	case kindApply:
 		f := r.raft.Apply(req.Command, timeout)
-		if err := wait(ctx, f); err != nil {
+		if err := r.wait(ctx, f); err != nil {
 			return 0, r.raftError(err)
 		}
 		if err, ok := f.Response().(error); ok {
@@ -384,7 +385,7 @@ func (r *Raft) execute(ctx context.Context, req request) (uint64, error) {
 	case kindReadIndex:
 		// The barrier commits through a quorum, which a deposed leader
 		// cannot reach, and returns once everything before it is applied.
-		if err := wait(ctx, r.raft.Barrier(timeout)); err != nil {
+		if err := r.wait(ctx, r.raft.Barrier(timeout)); err != nil {
 			err = r.raftError(err)
 			if errors.Is(err, errLeadershipLost) {
 				err = &retryable{err: err}
@@ -417,7 +418,7 @@ func (r *Raft) execute(ctx context.Context, req request) (uint64, error) {
 
 func (r *Raft) addVoter(ctx context.Context, id, addr string, timeout time.Duration) error {
 	cf := r.raft.GetConfiguration()
-	if err := wait(ctx, cf); err != nil {
+	if err := r.wait(ctx, cf); err != nil {
 		return r.raftError(err)
 	}
 	servers := cf.Configuration().Servers
@@ -437,12 +438,12 @@ func (r *Raft) addVoter(ctx context.Context, id, addr string, timeout time.Durat
 			// A non-voter: AddVoter promotes it.
 		case s.ID == raft.ServerID(id) || s.Address == raft.ServerAddress(addr):
 			// The node moved, or a wiped data dir came back with a new id.
-			if err := wait(ctx, r.raft.RemoveServer(s.ID, 0, timeout)); err != nil {
+			if err := r.wait(ctx, r.raft.RemoveServer(s.ID, 0, timeout)); err != nil {
 				return fmt.Errorf("join %s: remove stale member %s at %s: %w", id, s.ID, s.Address, r.raftError(err))
 			}
 		}
 	}
-	if err := wait(ctx, r.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout)); err != nil {
+	if err := r.wait(ctx, r.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout)); err != nil {
 		return fmt.Errorf("join %s at %s: %w", id, addr, r.raftError(err))
 	}
 	r.logger.Info("node joined", slog.String("node_id", id), slog.String("raft_addr", addr))
@@ -465,12 +466,12 @@ func (r *Raft) probe(ctx context.Context, id, addr string) error {
 
 func (r *Raft) removeServer(ctx context.Context, id string, timeout time.Duration) error {
 	cf := r.raft.GetConfiguration()
-	if err := wait(ctx, cf); err != nil {
+	if err := r.wait(ctx, cf); err != nil {
 		return r.raftError(err)
 	}
 	for _, s := range cf.Configuration().Servers {
 		if s.ID == raft.ServerID(id) {
-			if err := wait(ctx, r.raft.RemoveServer(s.ID, 0, timeout)); err != nil {
+			if err := r.wait(ctx, r.raft.RemoveServer(s.ID, 0, timeout)); err != nil {
 				return fmt.Errorf("remove %s: %w", id, r.raftError(err))
 			}
 			r.logger.Info("node removed", slog.String("node_id", id))
@@ -497,8 +498,11 @@ func (r *Raft) raftError(err error) error {
 	return err
 }
 
-// wait waits for f, or for ctx to end first.
-func wait(ctx context.Context, f raft.Future) error {
+// wait waits for f, or for ctx to end or this node to close first. The
+// goroutine reading f ends with f's answer or once the node closes, so
+// none outlives the node (see endOnClose).
+func (r *Raft) wait(ctx context.Context, f raft.Future) error {
+	endOnClose(f, r.closing)
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	select {
@@ -506,6 +510,27 @@ func wait(ctx context.Context, f raft.Future) error {
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-r.closing:
+		return ErrClosed
+	}
+}
+
+// endOnClose makes f's Error return raft.ErrRaftShutdown once closing is
+// closed, if raft has not answered f by then. Raft answers most futures
+// when it shuts down, but not the future of a write (Apply, Barrier) whose
+// entry was committed and queued for the state machine when it stopped:
+// that one's Error would block for ever. Raft's futures have the field for
+// it (ShutdownCh, which raft itself sets on the others) but no setter, so
+// it is set here, before anything reads f. Futures without it (one raft
+// answered at once) are left alone.
+func endOnClose(f raft.Future, closing chan struct{}) {
+	v := reflect.ValueOf(f)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return
+	}
+	ch := v.Elem().FieldByName("ShutdownCh")
+	if ch.IsValid() && ch.CanSet() && ch.Type() == reflect.TypeOf(closing) && ch.IsNil() {
+		ch.Set(reflect.ValueOf(closing))
 	}
 }
 

@@ -63,7 +63,10 @@ type Raft struct {
 
 	ctx    context.Context // ends when Close starts
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // the watch goroutine
+	// closing is closed when Close starts: raft futures this node waits
+	// for end then (see endOnClose).
+	closing chan struct{}
+	wg      sync.WaitGroup // the watch goroutine
 
 	// Set by Open and not changed after, so methods called after Open
 	// returns read them without a lock.
@@ -113,6 +116,7 @@ func New(cfg Config, store *storage.Store) (*Raft, error) {
 		logger:        logger,
 		ctx:           ctx,
 		cancel:        cancel,
+		closing:       make(chan struct{}),
 		leaderChanged: make(chan struct{}),
 		watchers:      make(map[chan struct{}]struct{}),
 	}, nil
@@ -289,6 +293,7 @@ func (r *Raft) Addr() string { return r.addr }
 func (r *Raft) Close() error {
 	r.closeOnce.Do(func() {
 		r.cancel()
+		close(r.closing)
 		if r.raft == nil {
 			return
 		}

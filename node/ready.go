@@ -128,14 +128,9 @@ func (n *Node) readyz(w http.ResponseWriter, _ *http.Request) {
 	json.NewEncoder(w).Encode(rd)
 }
 
-// readBarrier is the admin API's Consistency: raft's, except that a node
-// that knows of no leader skips the barrier at once rather than wait out
-// the bound on every request while there is no quorum.
+// readBarrier is the admin API's Consistency: raft's, and whether this
+// node knows a leader, so that a read on a node cut off from the majority
+// is refused at once rather than wait out the bound.
 type readBarrier struct{ *cluster.Raft }
 
-func (b readBarrier) ReadIndex(ctx context.Context) (uint64, error) {
-	if b.Status().LeaderID == "" {
-		return 0, cluster.ErrNoLeader
-	}
-	return b.Raft.ReadIndex(ctx)
-}
+func (b readBarrier) HasLeader() bool { return b.Status().LeaderID != "" }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -15,9 +16,19 @@ import (
 	"github.com/mcpgw/mcpgw/vault"
 )
 
-// resealBatch is how many records one reseal command moves: small enough
-// that a batch commits in a few milliseconds and live writes interleave.
-const resealBatch = 128
+// The resealer's throttle. Resealing is background work: live calls,
+// session opens and raft's own traffic go first. A reseal command moves at
+// most resealBatch records and resealBatchBytes of sealed data, so that
+// each commits and applies quickly on every node and live writes and
+// heartbeats interleave with it in the log. After each batch the resealer
+// rests at least resealPause, and at least as long as sealing the batch
+// kept a core busy, so it never takes more than about half of a core
+// between live requests, however slow the node.
+const (
+	resealBatch      = 64
+	resealBatchBytes = 64 << 10
+	resealPause      = 20 * time.Millisecond
+)
 
 // resealInterval is how often the leader looks for records sealed with a
 // key other than the active data key, besides when a rotation kicks it.
@@ -134,18 +145,42 @@ func (n *Node) resealPass(ctx context.Context) error {
 	}
 	refs := map[string]int{}
 	var batch []cluster.Command
+	var batchBytes int
+	var sealing time.Duration // spent sealing the current batch
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
 		err := n.writes.Apply(ctx, cluster.Command{Op: cluster.OpBatch, Batch: batch})
-		batch = batch[:0]
+		batch, batchBytes = batch[:0], 0
 		if errors.Is(err, cluster.ErrRetiredKey) {
 			// Cannot happen for keys this pass seals with unless the
 			// keyring changed meanwhile; the next pass starts over.
 			return nil
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		rest := time.NewTimer(max(resealPause, sealing))
+		defer rest.Stop()
+		sealing = 0
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-rest.C:
+		}
+		return nil
+	}
+	// add queues one reseal, sending the batch once it is full.
+	add := func(cmd cluster.Command, size int) error {
+		batch = append(batch, cmd)
+		batchBytes += size
+		if len(batch) >= resealBatch || batchBytes >= resealBatchBytes {
+			return flush()
+		}
+		// Sealing is CPU work: let live requests in between records.
+		runtime.Gosched()
+		return nil
 	}
 	creds, err := n.store.Credentials()
 	if err != nil {
@@ -155,7 +190,9 @@ func (n *Node) resealPass(ctx context.Context) error {
 		if c.KeyID == active {
 			continue
 		}
+		began := time.Now()
 		sealed, err := keys.Reseal(c.Sealed, vault.AAD{Org: c.Org, Account: c.Account, Route: c.Route}, keys)
+		sealing += time.Since(began)
 		if err != nil {
 			refs[c.KeyID]++
 			n.logger.Warn("cannot reseal a credential; it keeps its old key", slog.String("org", c.Org), slog.String("account", c.Account), slog.String("route", c.Route), slog.String("key_id", c.KeyID), slog.Any("error", err))
@@ -163,11 +200,8 @@ func (n *Node) resealPass(ctx context.Context) error {
 		}
 		nc := c
 		nc.Sealed, nc.KeyID = sealed, active
-		batch = append(batch, cluster.Command{Op: cluster.OpResealCredential, Credential: &nc, Expect: c.Sealed})
-		if len(batch) == resealBatch {
-			if err := flush(); err != nil {
-				return err
-			}
+		if err := add(cluster.Command{Op: cluster.OpResealCredential, Credential: &nc, Expect: c.Sealed}, len(sealed)+len(c.Sealed)); err != nil {
+			return err
 		}
 	}
 	tks, err := n.store.TokenKeys()
@@ -180,7 +214,9 @@ func (n *Node) resealPass(ctx context.Context) error {
 			continue
 		}
 		aad := gateway.SigningKeyAAD(k.ID)
+		began := time.Now()
 		sealed, err := keys.Reseal(k.Sealed, aad, keys)
+		sealing += time.Since(began)
 		if err != nil {
 			refs[k.KeyID]++
 			n.logger.Warn("cannot reseal a token signing key; it keeps its old key", slog.String("token_key", k.ID), slog.Any("error", err))
@@ -188,7 +224,9 @@ func (n *Node) resealPass(ctx context.Context) error {
 		}
 		nk := k
 		nk.Sealed, nk.KeyID = sealed, active
-		batch = append(batch, cluster.Command{Op: cluster.OpResealTokenKey, TokenKey: &nk, Expect: k.Sealed})
+		if err := add(cluster.Command{Op: cluster.OpResealTokenKey, TokenKey: &nk, Expect: k.Sealed}, len(sealed)+len(k.Sealed)); err != nil {
+			return err
+		}
 	}
 	if err := flush(); err != nil {
 		return err

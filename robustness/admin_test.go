@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+
+	"github.com/mcpgw/mcpgw/adminapi"
 )
 
 // The admin API's bodies as a client sees them: only the fields the test
@@ -45,7 +47,8 @@ const (
 	// nothing was applied.
 	notFound
 	// failed: never sent (the node was down, or nothing accepted the
-	// connection), or refused as invalid: nothing was applied.
+	// connection), refused as invalid, or refused because the node could
+	// not confirm its copy is current: nothing was applied.
 	failed
 )
 
@@ -85,6 +88,9 @@ func (g *gateway) do(ctx context.Context, method, path string, in, out any) (int
 	if err != nil {
 		return 0, err
 	}
+	if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(adminapi.ConsistencyHeader) == adminapi.ConsistencyUnconfirmed {
+		return resp.StatusCode, fmt.Errorf("%s %s: %w: %s", method, path, errUnconfirmed, bytes.TrimSpace(b))
+	}
 	if resp.StatusCode/100 != 2 {
 		return resp.StatusCode, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(b))
 	}
@@ -104,7 +110,7 @@ func writeOutcome(status int, err error) outcome {
 		return ok
 	case status == http.StatusNotFound:
 		return notFound
-	case status == http.StatusBadRequest, errors.Is(err, errDown), errors.As(err, &op) && op.Op == "dial":
+	case status == http.StatusBadRequest, errors.Is(err, errDown), errors.Is(err, errUnconfirmed), errors.As(err, &op) && op.Op == "dial":
 		return failed
 	}
 	return unknown

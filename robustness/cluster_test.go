@@ -268,3 +268,8 @@ func (c *testCluster) leader() *gateway {
 }
 
 var errDown = errors.New("node is down")
+
+// errUnconfirmed is a request the node refused, before doing anything,
+// because it could not confirm its copy is current (it knows no leader,
+// or the leader did not answer its read barrier in time).
+var errUnconfirmed = errors.New("refused: the node could not confirm its copy is current")

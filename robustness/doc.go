@@ -17,10 +17,11 @@
 //
 // Reads are checked in two ways. Barrier reads first write a marker
 // through the node, wait until the node's local state shows it and then
-// read: everything committed before the read started is applied there, so
-// these reads must be linearizable and a violation fails the test. Local
-// reads ask any node's admin API directly. It catches up with the leader
-// first, but a node that knows no leader (cut off from the majority)
-// answers from its local copy, which may be stale; so their violations are
-// reported, not fatal, unless MCPGW_ROBUSTNESS_STRICT_LOCAL=1.
+// read: everything committed before the read started is applied there.
+// Local reads ask any node's admin API directly, which confirms with the
+// leader that its copy is current first, and refuses the read (503,
+// Mcpgw-Consistency: unconfirmed) when it cannot, as on a node cut off
+// from the majority. Both kinds must be linearizable: a violation of
+// either fails the test. A refused read observed nothing and is not
+// checked.
 package robustness

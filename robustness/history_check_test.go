@@ -35,6 +35,7 @@ func TestCheckerVerdicts(t *testing.T) {
 		{"in-doubt write seen, then unseen", []record{put(0, "a", 0, math.MaxInt64, unknown), get(1, "a", 40, 50, barrierRead), get(1, "", 60, 70, barrierRead)}, "a", true, false, barrierRead, false},
 		{"local stale read only counts in local mode", []record{put(0, "a", 0, 10, ok), get(1, "", 20, 30, localRead)}, "a", false, false, barrierRead, false},
 		{"local stale read", []record{put(0, "a", 0, 10, ok), get(1, "", 20, 30, localRead)}, "a", true, false, localRead, true},
+		{"refused local read observes nothing", []record{put(0, "a", 0, 10, ok), {client: 1, node: "gw2", kind: opReadRoutes, mode: localRead, refused: true, call: 20, ret: 30}}, "a", false, false, localRead, false},
 		{"acknowledged write lost", []record{put(0, "a", 0, 10, ok)}, "", false, true, barrierRead, false},
 		{"overwritten by a later in-doubt write", []record{put(0, "a", 0, 10, ok), put(1, "b", 5, math.MaxInt64, unknown)}, "b", false, false, barrierRead, false},
 	}

@@ -52,8 +52,11 @@ type record struct {
 	out    outcome
 	mode   readMode          // reads
 	seen   map[string]string // reads: every model key of the read's kind that exists
-	call   int64
-	ret    int64
+	// refused, on a read, is a node's refusal to answer because it could
+	// not confirm its copy is current: it observed nothing.
+	refused bool
+	call    int64
+	ret     int64
 }
 
 // history collects records from all clients.
@@ -154,7 +157,7 @@ func (h *history) operations(mode readMode, keys []string) map[string][]porcupin
 	for _, r := range h.records {
 		switch {
 		case r.kind.isRead():
-			if r.mode != mode {
+			if r.mode != mode || r.refused {
 				continue
 			}
 			for _, k := range keys {
@@ -219,7 +222,7 @@ func (h *history) staleReads(mode readMode, keys []string) (n int, worst time.Du
 		}
 	}
 	for _, r := range h.records {
-		if !r.kind.isRead() || r.mode != mode {
+		if !r.kind.isRead() || r.mode != mode || r.refused {
 			continue
 		}
 		stale := false
@@ -256,7 +259,7 @@ func (h *history) explain(mode readMode, key string) string {
 		}
 	}
 	for _, r := range h.records {
-		if !r.kind.isRead() || r.mode != mode || keyKind(key) != r.kind {
+		if !r.kind.isRead() || r.mode != mode || r.refused || keyKind(key) != r.kind {
 			continue
 		}
 		got := r.seen[key]
