@@ -19,6 +19,9 @@ type metrics struct {
 	// streamableExpired counts streamable HTTP sessions closed for want of
 	// use.
 	streamableExpired *prometheus.CounterVec // reason: abandoned, idle
+	// reestablished counts stdio and WebSocket upstream connections
+	// re-established (or closed) because their credential changed.
+	reestablished *prometheus.CounterVec // route, reason, outcome
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -49,7 +52,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		streamableExpired: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcpgw_streamable_sessions_expired_total", Help: "Streamable HTTP sessions closed for want of use: abandoned (no GET stream, no request for the abandon timeout) or idle (no request for the idle timeout).",
 		}, []string{"reason"}),
+		reestablished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_proxy_upstream_reestablished_total", Help: "Open stdio and WebSocket upstream connections re-established on a rotated credential (reason credential_rotated) or closed because it was removed (credential_removed), by outcome (ok, error).",
+		}, []string{"route", "reason", "outcome"}),
 	}
-	reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.callsTotal, m.callSeconds, m.refusalsTotal, m.unrequestedTotal, m.streamableExpired)
+	reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.callsTotal, m.callSeconds, m.refusalsTotal, m.unrequestedTotal, m.streamableExpired, m.reestablished)
 	return m
 }

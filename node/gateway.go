@@ -31,5 +31,6 @@ func (n *Node) gatewayOptions() *gateway.Options {
 		MaxStdioPerRoute:      n.cfg.MaxStdioPerRoute,
 		AuditSync:             gateway.AuditSync(n.cfg.AuditSync),
 		AuditFlushInterval:    n.cfg.AuditFlushInterval,
+		RotationDrainTimeout:  n.cfg.RotationDrainTimeout,
 	}
 }

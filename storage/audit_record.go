@@ -23,12 +23,17 @@ const (
 	// AuditRefusal is a session refused before it opened: no or bad service
 	// token, a forbidden org, no route, no credential, upstream unreachable.
 	AuditRefusal AuditKind = "refusal"
+	// AuditUpstreamReestablished is an open session's stdio or WebSocket
+	// upstream connection re-established because the credential it
+	// carried was replaced (Reason credential_rotated) or closed because
+	// it was removed (credential_removed).
+	AuditUpstreamReestablished AuditKind = "upstream_reestablished"
 )
 
 // Valid reports whether k is one of the kinds above.
 func (k AuditKind) Valid() bool {
 	switch k {
-	case AuditSessionOpen, AuditSessionClose, AuditToolCall, AuditRefusal:
+	case AuditSessionOpen, AuditSessionClose, AuditToolCall, AuditRefusal, AuditUpstreamReestablished:
 		return true
 	}
 	return false
