@@ -115,8 +115,8 @@ type reconnectConn struct {
 	// answered with it through queue, before Read ends the session, so the
 	// caller learns why. Guarded by mu.
 	waiters map[jsonrpc.ID]struct{}
-	closed bool // guarded by mu
-	seq    int  // numbers replayed initialize requests; guarded by mu
+	closed  bool // guarded by mu
+	seq     int  // numbers replayed initialize requests; guarded by mu
 }
 
 // reconnectConfig is what a reconnectConn needs from its session.

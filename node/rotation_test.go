@@ -29,7 +29,7 @@ import (
 // each connection, initialize and end of connection came with.
 type tokenUpstream struct {
 	current  atomic.Pointer[string]
-	next     atomic.Pointer[string] // accepted too while a rotation is under way
+	next     atomic.Pointer[string]   // accepted too while a rotation is under way
 	versions atomic.Pointer[[]string] // protocol versions the next connections' servers offer; nil: the SDK's
 	held     chan string              // the token of each hold call that started
 	release  chan struct{}            // closed to let hold calls return
