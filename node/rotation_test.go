@@ -476,3 +476,41 @@ func TestRotationStdioUpstream(t *testing.T) {
 		waitFor(t, "no process", func() bool { return n.gw.UpstreamProcesses("files") == 0 })
 	}
 }
+
+// TestCredentialRemovedLiveHTTPSession: removing the credential of a route
+// that requires one refuses every later request of an open streamable
+// HTTP session, not only the first: none goes upstream without it.
+func TestCredentialRemovedLiveHTTPSession(t *testing.T) {
+	up := upstreamtest.New()
+	url := upstreamtest.StartHTTP(t, up.StreamableHandler()) + "/mcp" // before the node, so it stops after it
+	n := startNode(t)
+	route := addRoute(t, n, storage.Route{Name: "gh", URL: url, Credential: storage.CredentialRequired})
+	putCredential(t, n, "acme", "alice", "gh", "bearer", "token-one")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sess, err := connect(t, ctx, n, route.URL, "acme", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := callText(t, ctx, sess, "whoami", ""), "Bearer token-one"; got != want {
+		t.Fatalf("before the removal: %q, want %q", got, want)
+	}
+	if resp := adminDo(t, n, http.MethodDelete, "/v1/credentials?org=acme&account=alice&route=gh", nil); resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("delete credential: HTTP %d", resp.StatusCode)
+	}
+	for i := range 3 {
+		res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "whoami", Arguments: map[string]any{"text": ""}})
+		if err == nil {
+			t.Fatalf("call %d after the removal reached the upstream, which saw Authorization %q", i+1, res.Content[0].(*mcp.TextContent).Text)
+		}
+		if !strings.Contains(err.Error(), "mcpgw vault put") {
+			t.Fatalf("call %d after the removal: %v, want the no-credential refusal", i+1, err)
+		}
+	}
+	// Stored again, it applies from the next request (and lets the session
+	// end upstream, whose DELETE needs it too).
+	putCredential(t, n, "acme", "alice", "gh", "bearer", "token-two")
+	if got, want := callText(t, ctx, sess, "whoami", ""), "Bearer token-two"; got != want {
+		t.Fatalf("after a credential was stored again: %q, want %q", got, want)
+	}
+}
