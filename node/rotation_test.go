@@ -76,7 +76,24 @@ func (u *tokenUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if v := u.versions.Load(); v != nil {
 		opts.SupportedProtocolVersions = *v
 	}
+	opts.SubscribeHandler = func(ctx context.Context, req *mcp.SubscribeRequest) error {
+		u.event("subscribe " + token + " " + req.Params.URI)
+		return nil
+	}
+	opts.UnsubscribeHandler = func(context.Context, *mcp.UnsubscribeRequest) error { return nil }
 	srv := mcp.NewServer(&mcp.Implementation{Name: "tokenupstream", Version: "1"}, &opts)
+	srv.AddResource(&mcp.Resource{URI: "test://doc", Name: "doc"}, func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, Text: token}}}, nil
+	})
+	mcp.AddTool(srv, &mcp.Tool{Name: "touch", Description: "announces test://doc updated"}, func(ctx context.Context, req *mcp.CallToolRequest, _ upstreamtest.EchoArgs) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "touched"}}}, nil, srv.ResourceUpdated(ctx, &mcp.ResourceUpdatedNotificationParams{URI: "test://doc"})
+	})
+	mcp.AddTool(srv, &mcp.Tool{Name: "add_tool", Description: "adds a tool, so the server announces tools/list_changed"}, func(ctx context.Context, req *mcp.CallToolRequest, a upstreamtest.EchoArgs) (*mcp.CallToolResult, any, error) {
+		mcp.AddTool(srv, &mcp.Tool{Name: a.Text}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{}, nil, nil
+		})
+		return &mcp.CallToolResult{}, nil, nil
+	})
 	mcp.AddTool(srv, &mcp.Tool{Name: "token", Description: "returns the token this connection was opened with"}, func(ctx context.Context, req *mcp.CallToolRequest, _ upstreamtest.EchoArgs) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: token}}}, nil, nil
 	})
@@ -352,7 +369,21 @@ func TestRotationRacingCalls(t *testing.T) {
 	if got, want := callText(t, ctx, sess, "token", ""), "tok-C"; got != want {
 		t.Fatalf("after the rotations: %q, want %q", got, want)
 	}
-	t.Logf("%d calls answered by the upstream, %d with the retryable error", ok.Load(), retryable.Load())
+	conns := 0
+	for _, e := range up.seen() {
+		if strings.HasPrefix(e, "refused ") {
+			t.Errorf("the upstream refused a connection: %s", e)
+		}
+		if strings.HasPrefix(e, "conn ") {
+			conns++
+		}
+	}
+	// One connection per credential at most: a rotation that found the
+	// next one already stored goes straight to it.
+	if conns < 2 || conns > 3 {
+		t.Errorf("upstream saw %d connections, want 2 or 3: %q", conns, up.seen())
+	}
+	t.Logf("%d calls answered by the upstream, %d with the retryable error; %d upstream connections", ok.Load(), retryable.Load(), conns)
 }
 
 // TestRotationCredentialRemoved: removing the credential of a route that
@@ -513,4 +544,123 @@ func TestCredentialRemovedLiveHTTPSession(t *testing.T) {
 	if got, want := callText(t, ctx, sess, "whoami", ""), "Bearer token-two"; got != want {
 		t.Fatalf("after a credential was stored again: %q, want %q", got, want)
 	}
+}
+
+// TestRotationKeepsSubscriptions: what the client subscribed to survives
+// the re-establishment: a 2025-11-25 session's resources/subscribe is made
+// again on the new connection, and a 2026-07-28 session's standing
+// subscriptions/listen request moves to it, so notifications the new
+// connection's server sends still arrive.
+func TestRotationKeepsSubscriptions(t *testing.T) {
+	for _, version := range []string{"2025-11-25", ""} {
+		t.Run("version="+version, func(t *testing.T) {
+			n, up, route := startTokenRoute(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			updated := make(chan string, 16)
+			listChanged := make(chan struct{}, 16)
+			opts := []client.Option{client.WithClientOptions(&mcp.ClientOptions{
+				ResourceUpdatedHandler: func(_ context.Context, req *mcp.ResourceUpdatedNotificationRequest) { updated <- req.Params.URI },
+				ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { listChanged <- struct{}{} },
+			})}
+			if version != "" {
+				opts = append(opts, client.WithProtocolVersion(version))
+			}
+			sess, err := connect(t, ctx, n, route.URL, "acme", "alice", opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if version != "" {
+				if err := sess.Subscribe(ctx, &mcp.SubscribeParams{URI: "test://doc"}); err != nil {
+					t.Fatalf("Subscribe: %v", err)
+				}
+			}
+			check := func(when string) {
+				t.Helper()
+				if version != "" {
+					callText(t, ctx, sess, "touch", "")
+					select {
+					case uri := <-updated:
+						if uri != "test://doc" {
+							t.Fatalf("%s: update for %q", when, uri)
+						}
+					case <-ctx.Done():
+						t.Fatalf("%s: no notifications/resources/updated", when)
+					}
+					return
+				}
+				if _, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "add_tool", Arguments: map[string]any{"text": "t-" + when}}); err != nil {
+					t.Fatalf("%s: add_tool: %v", when, err)
+				}
+				select {
+				case <-listChanged:
+				case <-ctx.Done():
+					t.Fatalf("%s: no notifications/tools/list_changed", when)
+				}
+			}
+			check("before")
+			up.rotate(t, n, "tok-B")
+			if got, want := callText(t, ctx, sess, "token", ""), "tok-B"; got != want {
+				t.Fatalf("after the rotation: %q, want %q", got, want)
+			}
+			check("after")
+			if version != "" {
+				if ev := up.seen(); !slices.Contains(ev, "subscribe tok-B test://doc") {
+					t.Fatalf("upstream events %q: the subscription was not made again on the new connection", ev)
+				}
+			}
+		})
+	}
+}
+
+// TestRotationStdioRacingCalls: calls racing rotations of a stdio route's
+// credential each get an answer, from a process with one of the
+// credentials or the documented retryable error, and the session ends up
+// on a single process with the last one.
+func TestRotationStdioRacingCalls(t *testing.T) {
+	n := startNode(t)
+	route := addRoute(t, n, storage.Route{Name: "files", Transport: storage.TransportStdio, Credential: storage.CredentialRequired,
+		Command: []string{os.Args[0], upstreamtest.StdioArg}})
+	putCredential(t, n, "acme", "alice", "files", "env", "FILES_TOKEN=tok-A\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sess, err := connect(t, ctx, n, route.URL, "acme", "alice", client.WithProtocolVersion("2025-11-25"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const workers, calls = 4, 15
+	var ok, retryable atomic.Int32
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*calls)
+	for range workers {
+		wg.Go(func() {
+			for range calls {
+				res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "getenv", Arguments: map[string]any{"text": "FILES_TOKEN"}})
+				var werr *jsonrpc.Error
+				switch {
+				case err == nil && !res.IsError && slices.Contains([]string{"tok-A", "tok-B", "tok-C"}, res.Content[0].(*mcp.TextContent).Text):
+					ok.Add(1)
+				case errors.As(err, &werr) && werr.Code == transport.CodeUpstreamError && strings.Contains(werr.Message, "retry"):
+					retryable.Add(1)
+				default:
+					errs <- fmt.Errorf("call: %v, %v", res, err)
+				}
+			}
+		})
+	}
+	putCredential(t, n, "acme", "alice", "files", "env", "FILES_TOKEN=tok-B\n")
+	putCredential(t, n, "acme", "alice", "files", "env", "FILES_TOKEN=tok-C\n")
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got, want := ok.Load()+retryable.Load(), int32(workers*calls); got != want {
+		t.Fatalf("%d calls answered, want %d", got, want)
+	}
+	if got, want := callText(t, ctx, sess, "getenv", "FILES_TOKEN"), "tok-C"; got != want {
+		t.Fatalf("after the rotations: %q, want %q", got, want)
+	}
+	waitFor(t, "one process for the session", func() bool { return n.gw.UpstreamProcesses("files") == 1 })
+	t.Logf("%d calls answered by the upstream, %d with the retryable error", ok.Load(), retryable.Load())
 }
