@@ -1,5 +1,7 @@
 package node
 
+//lint:file-ignore SA1019 sampling is deprecated from 2026-07-28 on, but sessions of older versions still use it
+
 import (
 	"context"
 	"encoding/json"
@@ -85,6 +87,13 @@ func (u *tokenUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	srv.AddResource(&mcp.Resource{URI: "test://doc", Name: "doc"}, func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, Text: token}}}, nil
 	})
+	mcp.AddTool(srv, &mcp.Tool{Name: "ask", Description: "asks the client to sample, and answers what it said"}, func(ctx context.Context, req *mcp.CallToolRequest, _ upstreamtest.EchoArgs) (*mcp.CallToolResult, any, error) {
+		res, err := req.Session.CreateMessage(ctx, &mcp.CreateMessageParams{MaxTokens: 10, Messages: []*mcp.SamplingMessage{{Role: "user", Content: &mcp.TextContent{Text: "hi"}}}})
+		if err != nil {
+			return nil, nil, err
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "asked on " + token + ": " + res.Content.(*mcp.TextContent).Text}}}, nil, nil
+	})
 	mcp.AddTool(srv, &mcp.Tool{Name: "touch", Description: "announces test://doc updated"}, func(ctx context.Context, req *mcp.CallToolRequest, _ upstreamtest.EchoArgs) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "touched"}}}, nil, srv.ResourceUpdated(ctx, &mcp.ResourceUpdatedNotificationParams{URI: "test://doc"})
 	})
@@ -97,7 +106,7 @@ func (u *tokenUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	mcp.AddTool(srv, &mcp.Tool{Name: "token", Description: "returns the token this connection was opened with"}, func(ctx context.Context, req *mcp.CallToolRequest, _ upstreamtest.EchoArgs) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: token}}}, nil, nil
 	})
-	mcp.AddTool(srv, &mcp.Tool{Name: "hold", Description: "waits until released"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+	mcp.AddTool(srv, &mcp.Tool{Name: "hold", Description: "waits until released"}, func(ctx context.Context, req *mcp.CallToolRequest, _ upstreamtest.EchoArgs) (*mcp.CallToolResult, any, error) {
 		u.held <- token
 		select {
 		case <-u.release:
@@ -268,7 +277,7 @@ func TestRotationDrainsCallsInFlight(t *testing.T) {
 	}
 	held := make(chan result, 1)
 	go func() {
-		res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "hold"})
+		res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "hold", Arguments: map[string]any{"text": ""}})
 		if err != nil {
 			held <- result{err: err}
 			return
@@ -292,7 +301,7 @@ func TestRotationDrainsCallsInFlight(t *testing.T) {
 	// Finishing within the drain: it is answered on the old connection,
 	// which closes only then.
 	go func() {
-		res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "hold"})
+		res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "hold", Arguments: map[string]any{"text": ""}})
 		if err != nil {
 			held <- result{err: err}
 			return
@@ -663,4 +672,73 @@ func TestRotationStdioRacingCalls(t *testing.T) {
 	}
 	waitFor(t, "one process for the session", func() bool { return n.gw.UpstreamProcesses("files") == 1 })
 	t.Logf("%d calls answered by the upstream, %d with the retryable error", ok.Load(), retryable.Load())
+}
+
+// TestRotationOldConnectionTraffic: while the old connection drains, what
+// belongs to it still reaches it: the client's answer to a sampling
+// request the old upstream sent during a call in flight (without it the
+// call, and the drain, could only time out), and the cancellation of a
+// call in flight, which ends the drain at once.
+func TestRotationOldConnectionTraffic(t *testing.T) {
+	n, up, route := startTokenRoute(t, func(c *Config) { c.RotationDrainTimeout = 20 * time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second) // within the drain timeout: a drain that waits it out fails the test
+	defer cancel()
+	asked := make(chan struct{}, 1)
+	answer := make(chan struct{})
+	sess, err := connect(t, ctx, n, route.URL, "acme", "alice", client.WithProtocolVersion("2025-11-25"), client.WithClientOptions(&mcp.ClientOptions{
+		CreateMessageHandler: func(ctx context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+			asked <- struct{}{}
+			<-answer
+			return &mcp.CreateMessageResult{Model: "m", Role: "assistant", Content: &mcp.TextContent{Text: "hello"}}, nil
+		},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		text string
+		err  error
+	}
+	call := func(ctx context.Context, tool string) <-chan result {
+		ch := make(chan result, 1)
+		go func() {
+			res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: map[string]any{"text": ""}})
+			switch {
+			case err != nil:
+				ch <- result{err: err}
+			case res.IsError:
+				ch <- result{err: fmt.Errorf("tool error %v", res.Content)}
+			default:
+				ch <- result{text: res.Content[0].(*mcp.TextContent).Text}
+			}
+		}()
+		return ch
+	}
+
+	asking := call(ctx, "ask")
+	<-asked // the upstream on tok-A waits for the client's answer
+	up.rotate(t, n, "tok-B")
+	next := call(ctx, "token")
+	close(answer)
+	if r := <-asking; r.err != nil || r.text != "asked on tok-A: hello" {
+		t.Fatalf("call asking the client during the rotation: %+v, want asked on tok-A: hello", r)
+	}
+	if r := <-next; r.err != nil || r.text != "tok-B" {
+		t.Fatalf("call after the rotation: %+v, want tok-B", r)
+	}
+
+	holdCtx, cancelHold := context.WithCancel(ctx)
+	holding := call(holdCtx, "hold")
+	if got := <-up.held; got != "tok-B" {
+		t.Fatalf("hold started on %q, want tok-B", got)
+	}
+	up.rotate(t, n, "tok-C")
+	next = call(ctx, "token")
+	cancelHold()
+	if r := <-holding; !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("cancelled call: %+v, want context.Canceled", r)
+	}
+	if r := <-next; r.err != nil || r.text != "tok-C" {
+		t.Fatalf("call after the cancelled one: %+v, want tok-C (within the test's deadline, not after the drain timeout)", r)
+	}
 }
