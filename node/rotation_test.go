@@ -718,7 +718,13 @@ func TestRotationOldConnectionTraffic(t *testing.T) {
 	asking := call(ctx, "ask")
 	<-asked // the upstream on tok-A waits for the client's answer
 	up.rotate(t, n, "tok-B")
+	sent := metricValue(t, n, "mcpgw_proxy_messages_total", "direction", "client_to_server")
 	next := call(ctx, "token")
+	// Once the gateway has read the call, it starts the re-establishment
+	// (draining tok-A) before the client answers.
+	waitFor(t, "the gateway to read the call", func() bool {
+		return metricValue(t, n, "mcpgw_proxy_messages_total", "direction", "client_to_server") > sent
+	})
 	close(answer)
 	if r := <-asking; r.err != nil || r.text != "asked on tok-A: hello" {
 		t.Fatalf("call asking the client during the rotation: %+v, want asked on tok-A: hello", r)
