@@ -110,7 +110,7 @@ type reconnectConn struct {
 	moving []*jsonrpc.Request
 	// fatal ends the session: Read returns it once queue is delivered.
 	// Guarded by mu.
-	fatal error
+	fatal *jsonrpc.Error
 	// waiters are the calls inside ready: when fatal is set, each is
 	// answered with it through queue, before Read ends the session, so the
 	// caller learns why. Guarded by mu.
@@ -332,6 +332,50 @@ func (c *reconnectConn) recordStateLocked(req *jsonrpc.Request) {
 // ready returns the connection req goes to, with req counted as in flight
 // on it, re-establishing it first when the credential changed.
 func (c *reconnectConn) ready(ctx context.Context, req *jsonrpc.Request) (*upstreamLink, error) {
+	c.mu.Lock()
+	if !c.closed && c.fatal == nil && !c.rotating && c.cur != nil {
+		if st, err := c.stamp(); err == nil && c.unchangedLocked(st) {
+			l := c.takeLocked(req)
+			c.mu.Unlock()
+			return l, nil
+		}
+	}
+	c.mu.Unlock()
+	return c.readySlow(ctx, req)
+}
+
+// unchangedLocked reports whether st describes the credential cur
+// presents; c.mu held.
+func (c *reconnectConn) unchangedLocked(st credStamp) bool {
+	if st.cred == c.curStamp.cred || st.sum == c.curStamp.sum {
+		c.curStamp.cred = st.cred
+		return true
+	}
+	return false
+}
+
+// takeLocked counts req as in flight on cur and returns cur; c.mu held,
+// cur current.
+func (c *reconnectConn) takeLocked(req *jsonrpc.Request) *upstreamLink {
+	l := c.cur
+	if req.Method == "initialize" && c.init == nil {
+		c.init = &jsonrpc.Request{Method: req.Method, Params: slices.Clone(req.Params)}
+		c.initID = req.ID
+	}
+	c.recordStateLocked(req)
+	// Counted under the lock that found l current, so a drain starting
+	// now waits for it.
+	if req.Method == "subscriptions/listen" {
+		l.listens[req.ID] = req
+	} else {
+		l.calls[req.ID] = struct{}{}
+	}
+	return l
+}
+
+// readySlow is ready when the connection may have to be re-established or
+// waited for.
+func (c *reconnectConn) readySlow(ctx context.Context, req *jsonrpc.Request) (*upstreamLink, error) {
 	deadline := time.NewTimer(c.wait)
 	defer deadline.Stop()
 	c.mu.Lock()
@@ -352,6 +396,7 @@ func (c *reconnectConn) ready(ctx context.Context, req *jsonrpc.Request) (*upstr
 			c.mu.Unlock()
 			return nil, mcp.ErrConnectionClosed
 		case c.fatal != nil:
+			c.answerFatalLocked(req.ID)
 			c.mu.Unlock()
 			return nil, errAnswered
 		case c.rotating:
@@ -384,21 +429,8 @@ func (c *reconnectConn) ready(ctx context.Context, req *jsonrpc.Request) (*upstr
 			c.reestablished("credential_removed", nil)
 			return nil, asRPCError(serr)
 		}
-		if c.cur != nil && (st.cred == c.curStamp.cred || st.sum == c.curStamp.sum) {
-			c.curStamp.cred = st.cred
-			l := c.cur
-			if req.Method == "initialize" && c.init == nil {
-				c.init = &jsonrpc.Request{Method: req.Method, Params: slices.Clone(req.Params)}
-				c.initID = req.ID
-			}
-			c.recordStateLocked(req)
-			// Counted under the lock that found l current, so a drain
-			// starting now waits for it.
-			if req.Method == "subscriptions/listen" {
-				l.listens[req.ID] = req
-			} else {
-				l.calls[req.ID] = struct{}{}
-			}
+		if c.cur != nil && c.unchangedLocked(st) {
+			l := c.takeLocked(req)
 			c.mu.Unlock()
 			return l, nil
 		}
@@ -412,6 +444,9 @@ func (c *reconnectConn) ready(ctx context.Context, req *jsonrpc.Request) (*upstr
 		c.reestablished(reason, err)
 		c.mu.Lock()
 		fatal := c.fatal != nil
+		if fatal {
+			c.answerFatalLocked(req.ID)
+		}
 		c.mu.Unlock()
 		if fatal {
 			return nil, errAnswered
@@ -419,6 +454,15 @@ func (c *reconnectConn) ready(ctx context.Context, req *jsonrpc.Request) (*upstr
 		if err != nil {
 			return nil, asRPCError(err)
 		}
+	}
+}
+
+// answerFatalLocked queues the answer that tells the call id waiting in
+// ready why the session ends, once; c.mu held, c.fatal set.
+func (c *reconnectConn) answerFatalLocked(id jsonrpc.ID) {
+	if _, waiting := c.waiters[id]; waiting {
+		delete(c.waiters, id)
+		c.queue = append(c.queue, &jsonrpc.Response{ID: id, Error: c.fatal})
 	}
 }
 
@@ -622,7 +666,7 @@ func (c *reconnectConn) handshake(ctx context.Context, l *upstreamLink, hs hands
 			fatal := rpcError(transport.CodeUpstreamError, fmt.Sprintf("the upstream of route %q, re-established on a rotated credential, now speaks protocol version %q instead of %q; open a new session", c.route, got, hs.version), nil)
 			c.fatal = fatal
 			for id := range c.waiters {
-				c.queue = append(c.queue, &jsonrpc.Response{ID: id, Error: fatal})
+				c.answerFatalLocked(id)
 			}
 			err := error(fatal)
 			c.notifyLocked()
