@@ -133,6 +133,7 @@ type reconnectConfig struct {
 	route         string
 	drain         time.Duration // Options.RotationDrainTimeout
 	wait          time.Duration // bounds how long a call waits for a re-establishment
+	handshake     time.Duration // bounds the replayed handshake: Options.ConnectTimeout
 }
 
 // upstreamLink is one upstream connection of a reconnectConn and the ids
@@ -622,7 +623,7 @@ type handshake struct {
 // of these are consumed here. It returns the other messages the upstream
 // sent meanwhile, for Read to deliver.
 func (c *reconnectConn) handshake(ctx context.Context, l *upstreamLink, hs handshake) ([]jsonrpc.Message, error) {
-	hctx, cancel := context.WithTimeout(ctx, c.wait)
+	hctx, cancel := context.WithTimeout(ctx, c.reconnectConfig.handshake)
 	defer cancel()
 	var early []jsonrpc.Message
 	n := 0

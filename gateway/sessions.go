@@ -353,6 +353,7 @@ func (g *Gateway) prepareSession(ctx context.Context, req sessionRequest, transp
 			route:         spec.route.Name,
 			drain:         g.opts.RotationDrainTimeout,
 			wait:          g.opts.RotationDrainTimeout + 2*g.opts.ConnectTimeout,
+			handshake:     g.opts.ConnectTimeout,
 		})
 	}
 	return s, nil

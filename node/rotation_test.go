@@ -748,3 +748,31 @@ func TestRotationOldConnectionTraffic(t *testing.T) {
 		t.Fatalf("call after the cancelled one: %+v, want tok-C (within the test's deadline, not after the drain timeout)", r)
 	}
 }
+
+// TestRotationRefusedCredential: a stored credential the upstream refuses
+// fails the calls that find it with the upstream's refusal, retryable, and
+// the session recovers at the first call after a good one is stored.
+func TestRotationRefusedCredential(t *testing.T) {
+	n, up, route := startTokenRoute(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sess, err := connect(t, ctx, n, route.URL, "acme", "alice", client.WithProtocolVersion("2025-11-25"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	callText(t, ctx, sess, "token", "")
+	putCredential(t, n, "acme", "alice", "ws", "bearer", "tok-typo")
+	for range 2 {
+		werr := callErr(t, ctx, sess, "token")
+		if werr.Code != transport.CodeUpstreamError || !strings.Contains(werr.Message, "401") {
+			t.Fatalf("call with a refused credential: %v, want the upstream's 401 as an upstream error", werr)
+		}
+	}
+	up.rotate(t, n, "tok-B")
+	if got, want := callText(t, ctx, sess, "token", ""), "tok-B"; got != want {
+		t.Fatalf("after a good credential was stored: %q, want %q", got, want)
+	}
+	if got := metricValue(t, n, "mcpgw_proxy_upstream_reestablished_total", "route", "ws", "reason", "credential_rotated", "outcome", "error"); got != 2 {
+		t.Errorf("failed re-establishments = %v, want 2", got)
+	}
+}
