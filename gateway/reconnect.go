@@ -116,7 +116,11 @@ type reconnectConn struct {
 	// caller learns why. Guarded by mu.
 	waiters map[jsonrpc.ID]struct{}
 	closed  bool // guarded by mu
-	seq     int  // numbers replayed initialize requests; guarded by mu
+	// done ends with Close, cutting short a drain or re-establishment
+	// under way.
+	done      context.Context
+	closeDone context.CancelFunc
+	seq       int // numbers replayed initialize requests; guarded by mu
 }
 
 // reconnectConfig is what a reconnectConn needs from its session.
@@ -173,7 +177,8 @@ var _ mcp.Connection = (*reconnectConn)(nil)
 
 // newReconnectConn wraps up, opened on the credential stamp describes.
 func newReconnectConn(up mcp.Connection, stamp credStamp, cfg reconnectConfig) *reconnectConn {
-	return &reconnectConn{reconnectConfig: cfg, cur: newUpstreamLink(up), curStamp: stamp, changed: make(chan struct{})}
+	done, closeDone := context.WithCancel(context.Background())
+	return &reconnectConn{reconnectConfig: cfg, cur: newUpstreamLink(up), curStamp: stamp, changed: make(chan struct{}), done: done, closeDone: closeDone}
 }
 
 // notifyLocked wakes everything waiting for a change; c.mu held.
@@ -196,6 +201,7 @@ func (c *reconnectConn) Close() error {
 	links := []*upstreamLink{c.cur, c.old}
 	c.notifyLocked()
 	c.mu.Unlock()
+	c.closeDone()
 	var err error
 	for _, l := range links {
 		if l != nil {
@@ -204,6 +210,11 @@ func (c *reconnectConn) Close() error {
 	}
 	return err
 }
+
+// DownstreamEnded tells c that no more client messages will come: a
+// drain or re-establishment under way is given up, as the calls it holds
+// back can no longer be answered; the connections stay open until Close.
+func (c *reconnectConn) DownstreamEnded() { c.closeDone() }
 
 // Write sends a client message to the connection it belongs to: an answer
 // to the connection that asked, a cancellation to the connection its call
@@ -393,7 +404,7 @@ func (c *reconnectConn) readySlow(ctx context.Context, req *jsonrpc.Request) (*u
 	for {
 		c.mu.Lock()
 		switch {
-		case c.closed:
+		case c.closed || c.done.Err() != nil:
 			c.mu.Unlock()
 			return nil, mcp.ErrConnectionClosed
 		case c.fatal != nil:
@@ -408,6 +419,8 @@ func (c *reconnectConn) readySlow(ctx context.Context, req *jsonrpc.Request) (*u
 				continue
 			case <-ctx.Done():
 				return nil, ctx.Err()
+			case <-c.done.Done():
+				return nil, mcp.ErrConnectionClosed
 			case <-deadline.C:
 				return nil, rpcError(transport.CodeUpstreamError, fmt.Sprintf("the upstream connection of route %q is being re-established on a rotated credential and was not ready within %v; retry the call", c.route, c.wait), nil)
 			}
@@ -506,6 +519,7 @@ func (c *reconnectConn) retire(reason string) {
 		select {
 		case <-drained:
 		case <-t.C:
+		case <-c.done.Done():
 		}
 		t.Stop()
 	}
@@ -544,7 +558,13 @@ func (c *reconnectConn) retire(reason string) {
 // reestablish replaces the connection by one on the credential st
 // describes; c.rotating is set, and cleared on return.
 func (c *reconnectConn) reestablish(ctx context.Context, st credStamp) (err error) {
-	ctx = context.WithoutCancel(ctx)
+	// Not the call's context: the call that happened to find the new
+	// credential may be cancelled, the others waiting on it may not. Close
+	// ends it.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(c.done, cancel)
+	defer stop()
 	defer func() {
 		c.mu.Lock()
 		if err != nil {
@@ -560,6 +580,9 @@ func (c *reconnectConn) reestablish(ctx context.Context, st credStamp) (err erro
 		c.mu.Unlock()
 	}()
 	c.retire("credential_rotated")
+	if c.done.Err() != nil {
+		return mcp.ErrConnectionClosed
+	}
 	up, err := c.dial(ctx)
 	if err != nil {
 		return err

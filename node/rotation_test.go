@@ -776,3 +776,53 @@ func TestRotationRefusedCredential(t *testing.T) {
 		t.Errorf("failed re-establishments = %v, want 2", got)
 	}
 }
+
+// TestRotationSessionClosedWhileDraining: a session whose client goes
+// away while its upstream connection drains for a re-establishment ends at
+// once, not after the drain timeout, and opens no new connection.
+func TestRotationSessionClosedWhileDraining(t *testing.T) {
+	n, up, route := startTokenRoute(t, func(c *Config) { c.RotationDrainTimeout = time.Minute })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tr, err := client.NewTransport("ws://"+n.HTTPAddr(), route.URL, "acme", "alice", tokenOpts(n)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The client's own Close would wait for its calls to be answered;
+	// closing its connection is a client that went away.
+	ct := &capturingTransport{Transport: tr}
+	sess, err := mcp.NewClient(&mcp.Implementation{Name: "gone", Version: "1"}, nil).Connect(ctx, ct, &mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	go sess.CallTool(ctx, &mcp.CallToolParams{Name: "hold", Arguments: map[string]any{"text": ""}})
+	<-up.held
+	up.rotate(t, n, "tok-B")
+	sent := metricValue(t, n, "mcpgw_proxy_messages_total", "direction", "client_to_server")
+	go sess.CallTool(ctx, &mcp.CallToolParams{Name: "token", Arguments: map[string]any{"text": ""}})
+	waitFor(t, "the gateway to read the call", func() bool {
+		return metricValue(t, n, "mcpgw_proxy_messages_total", "direction", "client_to_server") > sent
+	})
+	ct.conn.Close()
+	waitFor(t, "the session to end", func() bool {
+		return metricValue(t, n, "mcpgw_proxy_sessions_active", "transport", "websocket") == 0
+	})
+	for _, e := range up.seen() {
+		if e == "conn tok-B" {
+			t.Fatalf("a connection was opened for a session that had ended: %q", up.seen())
+		}
+	}
+}
+
+// capturingTransport keeps the connection its transport opened.
+type capturingTransport struct {
+	mcp.Transport
+	conn mcp.Connection
+}
+
+func (c *capturingTransport) Connect(ctx context.Context) (mcp.Connection, error) {
+	conn, err := c.Transport.Connect(ctx)
+	c.conn = conn
+	return conn, err
+}
