@@ -75,7 +75,7 @@ func auditCommand() *cli.Command {
 			&cli.StringFlag{Name: "route", Usage: "only this route"},
 			&cli.StringFlag{Name: "tool", Usage: "only calls of this tool"},
 			&cli.StringFlag{Name: "session", Usage: "only this session id"},
-			&cli.StringFlag{Name: "kind", Usage: "only session_open, session_close, tool_call, refusal, oauth_consent, oauth_refresh or oauth_step_up"},
+			&cli.StringFlag{Name: "kind", Usage: "only session_open, session_close, tool_call, refusal, oauth_consent, oauth_refresh, oauth_step_up or upstream_reestablished"},
 			&cli.StringFlag{Name: "outcome", Usage: "only ok, error or refused"},
 			&cli.IntFlag{Name: "limit", Value: 100, Usage: "most records to show, across all nodes"},
 			&cli.BoolFlag{Name: "oldest-first", Usage: "oldest record first"},

@@ -49,7 +49,7 @@ type AuditVerification struct {
 // QueryAudit returns this node's audit records that q selects.
 func (s *Service) QueryAudit(ctx context.Context, q storage.AuditQuery) ([]storage.AuditRecord, error) {
 	if q.Kind != "" && !q.Kind.Valid() {
-		return nil, invalidf("kind %q is unknown: use session_open, session_close, tool_call, refusal, oauth_consent, oauth_refresh or oauth_step_up", q.Kind)
+		return nil, invalidf("kind %q is unknown: use session_open, session_close, tool_call, refusal, oauth_consent, oauth_refresh, oauth_step_up or upstream_reestablished", q.Kind)
 	}
 	if q.Limit < 1 || q.Limit > AuditMaxLimit {
 		return nil, invalidf("limit %d: use a number from 1 to %d", q.Limit, AuditMaxLimit)

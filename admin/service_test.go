@@ -222,7 +222,7 @@ func TestErrorKinds(t *testing.T) {
 		{name: "audit kind unknown", call: func(s *Service) error {
 			_, err := s.QueryAudit(ctx, storage.AuditQuery{Kind: "nap", Limit: 1})
 			return err
-		}, kind: ErrInvalid, message: `kind "nap" is unknown: use session_open, session_close, tool_call, refusal, oauth_consent, oauth_refresh or oauth_step_up`},
+		}, kind: ErrInvalid, message: `kind "nap" is unknown: use session_open, session_close, tool_call, refusal, oauth_consent, oauth_refresh, oauth_step_up or upstream_reestablished`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

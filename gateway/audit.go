@@ -428,6 +428,33 @@ func (s *session) auditToolCall(pc pendingCall, outcome string, err error) {
 	s.g.audit.record(r)
 }
 
+// reestablished logs, audits and counts an upstream connection
+// re-established on a rotated credential, or closed because the credential
+// was removed; err says why re-establishing failed. Only the credential's
+// key id is recorded, never the credential.
+func (s *session) reestablished(reason string, err error) {
+	outcome := storage.AuditOK
+	if err != nil {
+		outcome = storage.AuditError
+	}
+	s.g.metrics.reestablished.WithLabelValues(s.route.Name, reason, outcome).Inc()
+	r := s.auditRecord(storage.AuditUpstreamReestablished, outcome)
+	r.Reason = reason
+	switch {
+	case err != nil:
+		var werr *jsonrpc.Error
+		if errors.As(asRPCError(err), &werr) {
+			r.Code, r.Error = werr.Code, clip(werr.Message)
+		}
+		s.logger.Warn("upstream connection could not be re-established on the rotated credential", slog.String("reason", reason), slog.Any("error", err))
+	case reason == "credential_removed":
+		s.logger.Info("upstream connection closed: its credential was removed", slog.String("reason", reason))
+	default:
+		s.logger.Info("upstream connection re-established on the rotated credential", slog.String("reason", reason), slog.String("credential_key_id", r.CredentialKeyID))
+	}
+	s.g.audit.record(r)
+}
+
 // auditCancelled records a tools/call the caller cancelled before it was
 // answered.
 func (s *session) auditCancelled(pc pendingCall) {

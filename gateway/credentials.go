@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/http"
@@ -35,6 +36,10 @@ type credentialSource struct {
 	cred   *vault.Credential // nil when the account has none; guarded by mu
 	hdr    http.Header       // cred.HTTPHeaders(), built once per unseal; guarded by mu
 	kid    string            // the stored record's KeyID, for the audit log; guarded by mu
+	// stampCred and stampSum cache stampFor's digest of the credential
+	// stampCred points to; guarded by mu.
+	stampCred *vault.Credential
+	stampSum  [sha256.Size]byte
 }
 
 func (g *Gateway) credentialSource(spec sessionSpec) *credentialSource {
@@ -51,17 +56,17 @@ func (c *credentialSource) current() (*vault.Credential, http.Header, error) {
 	defer c.mu.Unlock()
 	gen := c.g.state.Generation()
 	if gen == c.gen && c.gen != 0 {
+		if c.cred == nil {
+			// Remembered as missing: still refused, not sent without.
+			return nil, nil, c.missing()
+		}
 		return c.cred, c.hdr, nil
 	}
 	rec, err := c.g.state.Credential(c.aad.Org, c.aad.Account, c.aad.Route)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
 		c.gen, c.sealed, c.cred, c.hdr = gen, nil, nil, nil
-		if c.route.Credential == storage.CredentialRequired {
-			return nil, nil, fmt.Errorf("%w is configured for org %q, account %q on route %q: ask the operator to store one for them (`mcpgw vault put`)",
-				errNoCredential, c.aad.Org, c.aad.Account, c.aad.Route)
-		}
-		return nil, nil, nil
+		return nil, nil, c.missing()
 	case err != nil:
 		return nil, nil, fmt.Errorf("read credential: %w", err)
 	}
@@ -89,6 +94,16 @@ func (c *credentialSource) current() (*vault.Credential, http.Header, error) {
 	c.gen, c.sealed, c.cred, c.hdr, c.kid = gen, rec.Sealed, &cred, cred.HTTPHeaders(), rec.KeyID
 	c.g.unsealed.put(c.aad, keys, rec.Sealed, c.cred, c.hdr)
 	return c.cred, c.hdr, nil
+}
+
+// missing is what current returns when the account has no credential:
+// errNoCredential where the route requires one, else nil.
+func (c *credentialSource) missing() error {
+	if c.route.Credential == storage.CredentialRequired {
+		return fmt.Errorf("%w is configured for org %q, account %q on route %q: ask the operator to store one for them (`mcpgw vault put`)",
+			errNoCredential, c.aad.Org, c.aad.Account, c.aad.Route)
+	}
+	return nil
 }
 
 // keyID returns the id of the vault key that sealed the credential last

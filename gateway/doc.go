@@ -5,7 +5,8 @@
 //
 // It owns session admission (sessions.go), the router (router.go), the
 // message pump (proxy.go), the credential source (credentials.go), the
-// policy view built from replicated state (policyview.go), the watch that
+// re-establishment of stdio and WebSocket upstream connections on a
+// rotated credential (reconnect.go), the policy view built from replicated state (policyview.go), the watch that
 // ends sessions whose token stopped being valid (tokenwatch.go), the audit
 // queue (audit.go) and the data path's metrics (metrics.go).
 //

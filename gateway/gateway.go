@@ -70,6 +70,12 @@ type Options struct {
 	MaxMessageBytes int64
 	// ConnectTimeout bounds opening an upstream connection. Default 10s.
 	ConnectTimeout time.Duration
+	// RotationDrainTimeout bounds how long calls in flight on a stdio or
+	// WebSocket upstream connection may take to finish once the session's
+	// credential changed; then the connection is closed (those calls fail
+	// with a retryable error) and re-established on the new credential.
+	// Default DefaultRotationDrainTimeout (30s).
+	RotationDrainTimeout time.Duration
 	// SessionIdleTimeout closes streamable HTTP sessions without requests
 	// for this long, even those that keep a GET stream open. Default 30m.
 	SessionIdleTimeout time.Duration
@@ -153,6 +159,9 @@ func (o *Options) withDefaults() Options {
 	}
 	if r.ConnectTimeout <= 0 {
 		r.ConnectTimeout = 10 * time.Second
+	}
+	if r.RotationDrainTimeout <= 0 {
+		r.RotationDrainTimeout = DefaultRotationDrainTimeout
 	}
 	if r.SessionIdleTimeout <= 0 {
 		r.SessionIdleTimeout = 30 * time.Minute

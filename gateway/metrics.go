@@ -59,6 +59,9 @@ type metrics struct {
 	upstreamBytes      *prometheus.CounterVec // direction: in (read from upstreams), out
 	tokenVerifications *prometheus.CounterVec // cache (hit, miss), outcome (ok, refused)
 	limiterRefusals    *prometheus.CounterVec // limit: the operator's limit id
+	// reestablished counts stdio and WebSocket upstream connections
+	// re-established (or closed) because their credential changed.
+	reestablished *prometheus.CounterVec // route, reason, outcome
 
 	// Cached children, created with the vectors.
 	msgClientToServer, msgServerToClient prometheus.Counter
@@ -139,6 +142,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		limiterRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcpgw_limiter_refusals_total", Help: "tools/call requests refused by a rate limit, by the limit's id.",
 		}, []string{"limit"}),
+		reestablished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_proxy_upstream_reestablished_total", Help: "Open stdio and WebSocket upstream connections re-established on a rotated credential (reason credential_rotated) or closed because it was removed (credential_removed), by outcome (ok, error).",
+		}, []string{"route", "reason", "outcome"}),
 		transports: make(map[string]transportMetrics, len(Transports)),
 		limits:     map[string]bool{},
 	}
@@ -162,7 +168,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.streamableExpired.WithLabelValues(r)
 	}
 	reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.refusalsTotal, m.sessionRefusals, m.streamableExpired,
-		m.upstreamBytes, m.tokenVerifications)
+		m.upstreamBytes, m.tokenVerifications, m.reestablished)
 	return m
 }
 

@@ -194,6 +194,11 @@ func (s *session) clientToServer(ctx context.Context) {
 			if ctx.Err() == nil {
 				s.logger.Debug("downstream ended", slog.Any("error", err))
 			}
+			if de, ok := s.up.(interface{ DownstreamEnded() }); ok {
+				// Calls held back for a re-establishment could only wait
+				// it out, and the session with them.
+				de.DownstreamEnded()
+			}
 			return
 		}
 		s.g.metrics.msgClientToServer.Inc()

@@ -326,13 +326,20 @@ func (g *Gateway) prepareSession(ctx context.Context, req sessionRequest, transp
 			Message: fmt.Sprintf("this gateway node is at its limit of %d concurrent sessions; retry shortly or connect to another node", g.opts.MaxSessions)}
 	}
 	creds := g.credentialSource(spec)
+	// Stamped before the dial: a credential replaced while it runs then
+	// looks changed at the first call, which re-establishes the connection
+	// on it, rather than unchanged.
+	var stamp credStamp
+	if rotates(spec.route) {
+		stamp, _ = stampFor(spec.route, creds)
+	}
 	up, err := g.dial(ctx, spec, creds)
 	if err != nil {
 		g.releaseSessionSlot()
 		return nil, err
 	}
 	id := rand.Text()
-	return &session{
+	s := &session{
 		g: g, id: id, transport: transportName, route: spec.route, rm: g.metrics.route(spec.route.Name),
 		org: spec.org, account: spec.account, claims: claims,
 		remote: req.remote, creds: creds,
@@ -341,7 +348,19 @@ func (g *Gateway) prepareSession(ctx context.Context, req sessionRequest, transp
 		finished: make(map[jsonrpc.ID]context.CancelFunc),
 		logger: g.logger.With(slog.String("session", id), slog.String("transport", transportName), slog.String("service", claims.Service),
 			slog.String("route", spec.route.Name), slog.String("org", spec.org), slog.String("account", spec.account)),
-	}, nil
+	}
+	if rotates(spec.route) {
+		s.up = newReconnectConn(up, stamp, reconnectConfig{
+			dial:          func(ctx context.Context) (mcp.Connection, error) { return g.dial(ctx, spec, creds) },
+			stamp:         func() (credStamp, error) { return stampFor(spec.route, creds) },
+			reestablished: s.reestablished,
+			route:         spec.route.Name,
+			drain:         g.opts.RotationDrainTimeout,
+			wait:          g.opts.RotationDrainTimeout + 2*g.opts.ConnectTimeout,
+			handshake:     g.opts.ConnectTimeout,
+		})
+	}
+	return s, nil
 }
 
 // takeSessionSlot counts a session against MaxSessions, reporting false

@@ -45,6 +45,12 @@ type Config struct {
 	// without DELETE), and with them their upstream sessions and stdio
 	// processes. Default 60s.
 	SessionAbandonTimeout time.Duration
+	// RotationDrainTimeout bounds how long calls in flight on an open
+	// stdio or WebSocket upstream connection may take to finish when the
+	// session's credential is replaced, before the connection is
+	// re-established on the new one. Default 0:
+	// gateway.DefaultRotationDrainTimeout (30s).
+	RotationDrainTimeout time.Duration
 	// MaxStdioPerRoute caps the upstream processes one stdio route runs on
 	// this node at once (one per session); more sessions are refused with
 	// CodeOverloaded (HTTP 503). Default 64.

@@ -37,5 +37,6 @@ func (n *Node) gatewayOptions() *gateway.Options {
 		AuditSync:             gateway.AuditSync(n.cfg.AuditSync),
 		AuditFlushInterval:    n.cfg.AuditFlushInterval,
 		AuditHashPayloads:     n.cfg.AuditHashPayloads,
+		RotationDrainTimeout:  n.cfg.RotationDrainTimeout,
 	}
 }

@@ -32,12 +32,17 @@ const (
 	// AuditOAuthConsent is a consent flow handed out (reason "started") or
 	// completed by its callback (reason "completed"), or either failing.
 	AuditOAuthConsent AuditKind = "oauth_consent"
+	// AuditUpstreamReestablished is an open session's stdio or WebSocket
+	// upstream connection re-established because the credential it
+	// carried was replaced (Reason credential_rotated) or closed because
+	// it was removed (credential_removed).
+	AuditUpstreamReestablished AuditKind = "upstream_reestablished"
 )
 
 // Valid reports whether k is one of the kinds above.
 func (k AuditKind) Valid() bool {
 	switch k {
-	case AuditSessionOpen, AuditSessionClose, AuditToolCall, AuditRefusal, AuditOAuthRefresh, AuditStepUp, AuditOAuthConsent:
+	case AuditSessionOpen, AuditSessionClose, AuditToolCall, AuditRefusal, AuditOAuthRefresh, AuditStepUp, AuditOAuthConsent, AuditUpstreamReestablished:
 		return true
 	}
 	return false

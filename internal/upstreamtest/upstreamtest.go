@@ -36,6 +36,8 @@ type Server struct {
 	legacy *mcp.Server
 	// Cancelled counts tool calls that saw their context cancelled.
 	Cancelled atomic.Int32
+	// Initializes counts the initialize requests received.
+	Initializes atomic.Int32
 	// LastAuth is the Authorization header of the latest HTTP request.
 	LastAuth atomic.Pointer[string]
 	// RequireBearer, when set, is the only bearer token the HTTP server
@@ -172,16 +174,46 @@ func StartHTTP(t testing.TB, h http.Handler) string {
 // upstream (see RunStdioIfAsked).
 const StdioArg = "-mcpgw.stdio-upstream"
 
+// StdioIntrospectArg is StdioArg for a server that also has the tools
+// "pid" (its process id) and "initializes" (how many initialize requests
+// it received), to tell one process of a session from the next.
+const StdioIntrospectArg = "-mcpgw.stdio-upstream-introspect"
+
 // RunStdioIfAsked serves the test server on stdin/stdout and reports true
-// when the process was started with StdioArg; call it first in TestMain.
+// when the process was started with StdioArg or StdioIntrospectArg; call
+// it first in TestMain.
 func RunStdioIfAsked(args []string) bool {
 	for _, a := range args[1:] {
-		if strings.TrimLeft(a, "-") == strings.TrimLeft(StdioArg, "-") {
+		switch strings.TrimLeft(a, "-") {
+		case strings.TrimLeft(StdioArg, "-"):
 			New().MCP.Run(context.Background(), &mcp.StdioTransport{})
+			return true
+		case strings.TrimLeft(StdioIntrospectArg, "-"):
+			s := New()
+			s.introspect(s.MCP)
+			s.MCP.Run(context.Background(), &mcp.StdioTransport{})
 			return true
 		}
 	}
 	return false
+}
+
+// introspect adds the StdioIntrospectArg tools to srv.
+func (s *Server) introspect(srv *mcp.Server) {
+	mcp.AddTool(srv, &mcp.Tool{Name: "pid", Description: "returns the server's process id (a stdio session's process)"}, func(ctx context.Context, req *mcp.CallToolRequest, _ EchoArgs) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprint(os.Getpid())}}}, nil, nil
+	})
+	mcp.AddTool(srv, &mcp.Tool{Name: "initializes", Description: "returns how many initialize requests the server received"}, func(ctx context.Context, req *mcp.CallToolRequest, _ EchoArgs) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprint(s.Initializes.Load())}}}, nil, nil
+	})
+	srv.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+			if method == "initialize" {
+				s.Initializes.Add(1)
+			}
+			return next(ctx, method, req)
+		}
+	})
 }
 
 // Sessions returns the number of sessions the server holds, over every
