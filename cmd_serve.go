@@ -43,6 +43,7 @@ func serveCommand() *cli.Command {
 			&cli.Int64Flag{Name: "max-message-bytes", Value: def.MaxMessageBytes, EnvVars: []string{"MCPGW_MAX_MESSAGE_BYTES"}, Usage: "largest JSON-RPC message accepted in either direction"},
 			&cli.DurationFlag{Name: "connect-timeout", Value: def.ConnectTimeout, EnvVars: []string{"MCPGW_CONNECT_TIMEOUT"}, Usage: "how long opening an upstream connection may take"},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: def.ShutdownTimeout, EnvVars: []string{"MCPGW_SHUTDOWN_TIMEOUT"}, Usage: "how long SIGTERM waits for sessions to drain"},
+			&cli.DurationFlag{Name: "rotation-drain-timeout", Value: def.RotationDrainTimeout, EnvVars: []string{"MCPGW_ROTATION_DRAIN_TIMEOUT"}, Usage: "when the credential of an open stdio or WebSocket upstream session changes, how long calls in flight may finish on the old connection before it is re-established"},
 			&cli.DurationFlag{Name: "session-idle-timeout", Value: def.SessionIdleTimeout, EnvVars: []string{"MCPGW_SESSION_IDLE_TIMEOUT"}, Usage: "close streamable HTTP sessions without a request this long, even those holding a GET stream open"},
 			&cli.DurationFlag{Name: "session-abandon-timeout", Value: def.SessionAbandonTimeout, EnvVars: []string{"MCPGW_SESSION_ABANDON_TIMEOUT"}, Usage: "close streamable HTTP sessions with neither a GET stream open nor a request this long (clients gone without DELETE), ending their upstream sessions and processes"},
 			&cli.IntFlag{Name: "max-stdio-per-route", Value: def.MaxStdioPerRoute, EnvVars: []string{"MCPGW_MAX_STDIO_PER_ROUTE"}, Usage: "upstream processes one stdio route may run at once on this node (one per session); more sessions get an overloaded error"},
@@ -167,6 +168,7 @@ func runServe(c *cli.Context) error {
 	cfg.MaxMessageBytes = c.Int64("max-message-bytes")
 	cfg.ConnectTimeout = c.Duration("connect-timeout")
 	cfg.ShutdownTimeout = c.Duration("shutdown-timeout")
+	cfg.RotationDrainTimeout = c.Duration("rotation-drain-timeout")
 	cfg.SessionIdleTimeout = c.Duration("session-idle-timeout")
 	cfg.SessionAbandonTimeout = c.Duration("session-abandon-timeout")
 	cfg.MaxStdioPerRoute = c.Int("max-stdio-per-route")
