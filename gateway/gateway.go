@@ -106,6 +106,11 @@ type Options struct {
 	// opened the session); sampled calls carry the upstream span's
 	// traceparent in params._meta. Default nil: no tracing, at no cost.
 	TracerProvider trace.TracerProvider
+	// Consent, when set, starts an upstream OAuth flow for a session
+	// refused for want of a credential, and the refusal carries its
+	// authorization URL (transport.CodeConsentRequired). Default nil: such
+	// sessions are refused with transport.CodeNoCredential.
+	Consent Consent
 }
 
 // DefaultMaxStdioPerRoute is Options.MaxStdioPerRoute's default. A stdio MCP
@@ -198,6 +203,7 @@ type Gateway struct {
 	paramHeaders sync.Map
 
 	unsealed unsealedCache // credentials unsealed recently, for sessions to come
+	consents consentLinks  // authorization URLs handed out, per (org, account, route)
 
 	closeOnce sync.Once
 	closeErr  error

@@ -19,6 +19,10 @@ type metrics struct {
 	// streamableExpired counts streamable HTTP sessions closed for want of
 	// use.
 	streamableExpired *prometheus.CounterVec // reason: abandoned, idle
+	// consentLinks counts the authorization URLs sessions needing consent
+	// were given: a new flow (issued), an open one again (reused), or none
+	// (failed).
+	consentLinks *prometheus.CounterVec // outcome
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -49,7 +53,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		streamableExpired: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcpgw_streamable_sessions_expired_total", Help: "Streamable HTTP sessions closed for want of use: abandoned (no GET stream, no request for the abandon timeout) or idle (no request for the idle timeout).",
 		}, []string{"reason"}),
+		consentLinks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_oauth_consent_links_total", Help: "Authorization URLs handed to sessions that need consent: issued (a new flow), reused (an open flow's) or failed (none could be started).",
+		}, []string{"outcome"}),
 	}
-	reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.callsTotal, m.callSeconds, m.refusalsTotal, m.unrequestedTotal, m.streamableExpired)
+	reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.callsTotal, m.callSeconds, m.refusalsTotal, m.unrequestedTotal, m.streamableExpired, m.consentLinks)
 	return m
 }

@@ -208,7 +208,7 @@ func (g *Gateway) routeParamHeaders(route storage.Route) *transport.ParamHeaders
 func (g *Gateway) dial(ctx context.Context, spec sessionSpec, creds *credentialSource) (mcp.Connection, error) {
 	env, err := creds.environ()
 	if err != nil {
-		return nil, g.credentialRefusal(err)
+		return nil, g.credentialRefusal(ctx, spec, err)
 	}
 	if spec.route.Transport == storage.TransportStdio {
 		if err := g.procs.take(spec.route.Name); err != nil {
@@ -259,7 +259,10 @@ func (g *Gateway) dialUpstream(ctx context.Context, spec sessionSpec, creds *cre
 
 // credentialRefusal turns a credential lookup failure into the refusal a
 // caller sees before its session starts.
-func (g *Gateway) credentialRefusal(err error) error {
+func (g *Gateway) credentialRefusal(ctx context.Context, spec sessionSpec, err error) error {
+	if ref := g.consentRefusal(ctx, spec, err); ref != nil {
+		return ref
+	}
 	var ref *transport.Refusal
 	switch {
 	case errors.As(err, &ref):

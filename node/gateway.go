@@ -1,6 +1,12 @@
 package node
 
 import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/mcpgw/mcpgw/admin"
 	"github.com/mcpgw/mcpgw/gateway"
 	"github.com/mcpgw/mcpgw/storage"
 )
@@ -32,4 +38,40 @@ func (n *Node) gatewayOptions() *gateway.Options {
 		AuditSync:             gateway.AuditSync(n.cfg.AuditSync),
 		AuditFlushInterval:    n.cfg.AuditFlushInterval,
 	}
+}
+
+// consentStarter gives the data path the admin use case that starts OAuth
+// flows (discovery, registration, the replicated pending flow), so the
+// gateway package needs no admin import. The admin service is built after
+// the gateway, hence the pointer set once it exists.
+type consentStarter struct {
+	svc   atomic.Pointer[admin.Service]
+	store *storage.Store
+	now   func() time.Time
+}
+
+var _ gateway.Consent = (*consentStarter)(nil)
+
+// StartConsent implements gateway.Consent.
+func (c *consentStarter) StartConsent(ctx context.Context, org, account, route string) (gateway.ConsentLink, error) {
+	svc := c.svc.Load()
+	if svc == nil {
+		return gateway.ConsentLink{}, errors.New("upstream oauth is not ready on this node yet; retry shortly")
+	}
+	res, err := svc.AuthorizationURL(ctx, admin.OAuthStart{Org: org, Account: account, Route: route})
+	if err != nil {
+		return gateway.ConsentLink{}, err
+	}
+	return gateway.ConsentLink{URL: res.URL, Expires: res.Expires}, nil
+}
+
+// ConsentOpen implements gateway.Consent: the flow is still in this node's
+// copy of the replicated state (a completed flow is deleted) and unexpired.
+func (c *consentStarter) ConsentOpen(l gateway.ConsentLink) bool {
+	state := l.State()
+	if state == "" {
+		return false
+	}
+	p, err := c.store.OAuthPending(storage.OAuthStateHash(state))
+	return err == nil && p.Expires.After(c.now())
 }

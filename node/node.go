@@ -45,6 +45,9 @@ type Node struct {
 	writes applier       // raft, or the local store in tests of the layers above
 	gw     *gateway.Gateway
 	oauth  *oauth.Client // nil without Config.PublicURL
+	// consent starts flows for the data path's sessions that need consent;
+	// nil without Config.PublicURL.
+	consent *consentStarter
 	// tracing is the tracer provider the node built, flushed in Close;
 	// nil when tracing is off or the Config gave one.
 	tracing *sdktrace.TracerProvider
@@ -160,6 +163,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	undo = append(undo, func() { n.stopTracing(context.Background()) })
 	gwOpts := n.gatewayOptions()
 	gwOpts.TracerProvider = tp
+	if n.cfg.PublicURL != "" {
+		n.consent = &consentStarter{store: store, now: n.now}
+		gwOpts.Consent = n.consent
+	}
 	n.gw = gateway.New(store, n.vaultKeys, gwOpts)
 	undo = append(undo, func() { n.gw.Close() })
 	n.watchLiveNodes()
@@ -187,6 +194,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	svc, err := n.newAdmin()
 	if err != nil {
 		return err
+	}
+	if n.consent != nil && n.oauth != nil {
+		n.consent.svc.Store(svc)
 	}
 	n.httpSrv = n.newHTTPServer(n.sessionHandler(svc))
 	// Shutdown waits for requests in flight; GET event streams never end by
