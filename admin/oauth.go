@@ -67,6 +67,9 @@ type OAuthStatus struct {
 	Refreshable  bool
 	LastConsent  time.Time
 	CredentialOf string // kind of the credential stored, when not oauth
+	// Issuer is the authorization server that issued the token; empty
+	// when none is stored (or it was stored before issuers were kept).
+	Issuer string
 }
 
 // errFlowGone is the answer to a callback whose flow is not (any longer) there.
@@ -294,7 +297,7 @@ func (s *Service) CompleteOAuth(ctx context.Context, q url.Values) (OAuthComplet
 		AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, TokenType: tok.TokenType,
 		Expiry: tok.Expiry, Scope: strings.Join(tok.Scopes, " "),
 	}}
-	if err := s.storeCredential(ctx, rec.Org, rec.Account, rec.Route, cred); err != nil {
+	if err := s.storeIssuedCredential(ctx, rec.Org, rec.Account, rec.Route, rec.Issuer, cred); err != nil {
 		return done, err
 	}
 	done.Scopes, done.Expires = tok.Scopes, tok.Expiry
@@ -302,15 +305,23 @@ func (s *Service) CompleteOAuth(ctx context.Context, q url.Values) (OAuthComplet
 	return done, nil
 }
 
-// storeCredential seals cred and stores it, as PutCredential does.
+// storeCredential seals cred and stores it, as PutCredential does,
+// keeping the stored record's issuer (a refreshed token comes from the
+// server that issued the one it replaces).
 func (s *Service) storeCredential(ctx context.Context, org, account, route string, cred vault.Credential) error {
+	return s.storeIssuedCredential(ctx, org, account, route, "", cred)
+}
+
+// storeIssuedCredential is storeCredential for a token issuer issued; ""
+// keeps the stored record's issuer.
+func (s *Service) storeIssuedCredential(ctx context.Context, org, account, route, issuer string, cred vault.Credential) error {
 	keys := s.d.VaultKeys.Load()
 	sealed, err := keys.Seal(cred, vault.AAD{Org: org, Account: account, Route: route})
 	if err != nil {
 		return &Error{Kind: ErrFailed, Op: "seal oauth credential", Err: err}
 	}
 	now := s.now().UTC().Truncate(time.Second)
-	rec := storage.Credential{Org: org, Account: account, Route: route, Kind: string(cred.Kind), KeyID: keys.Current().ID(), Sealed: sealed, Created: now, Rotated: now}
+	rec := storage.Credential{Org: org, Account: account, Route: route, Kind: string(cred.Kind), KeyID: keys.Current().ID(), Sealed: sealed, Created: now, Rotated: now, Issuer: issuer}
 	old, err := s.d.State.Credential(org, account, route)
 	found, err := exists(err)
 	if err != nil {
@@ -318,6 +329,9 @@ func (s *Service) storeCredential(ctx context.Context, org, account, route strin
 	}
 	if found {
 		rec.Created = old.Created
+		if rec.Issuer == "" && old.Kind == string(vault.KindOAuth) {
+			rec.Issuer = old.Issuer
+		}
 	}
 	if err := s.d.Writes.Apply(ctx, cluster.Command{Op: cluster.OpPutCredential, Credential: &rec}); err != nil {
 		return writeError("write credential", err)
@@ -347,7 +361,7 @@ func (s *Service) OAuthStatus(ctx context.Context, org, account, route string) (
 		return OAuthStatus{}, internal("unseal credential", err)
 	}
 	st := OAuthStatus{State: OAuthConnected, Expires: c.OAuth.Expiry, Scopes: strings.Fields(c.OAuth.Scope),
-		Refreshable: c.OAuth.RefreshToken != "", LastConsent: rec.Rotated}
+		Refreshable: c.OAuth.RefreshToken != "", LastConsent: rec.Rotated, Issuer: rec.Issuer}
 	if !st.Expires.IsZero() && !st.Expires.After(s.now()) && !st.Refreshable {
 		st.State, st.Reason = OAuthNeedsConsent, fmt.Sprintf("the access token expired at %s and the server gave no refresh token: open a new sign-in link (mcpgw oauth url)", st.Expires.UTC().Format(time.RFC3339))
 	}

@@ -41,6 +41,9 @@ const (
 	OpPutOAuthClient
 	// OpAuditCheckpoint records a node's signed audit chain head.
 	OpAuditCheckpoint
+	// OpResealOAuthClient moves an OAuth client registration's sealed
+	// secret to another vault key: see applyKeyring.
+	OpResealOAuthClient
 )
 
 var opNames = map[Op]string{
@@ -69,6 +72,7 @@ var opNames = map[Op]string{
 	OpExpireOAuthPending: "expire-oauth-pending",
 	OpPutOAuthClient:     "put-oauth-client",
 	OpAuditCheckpoint:    "audit-checkpoint",
+	OpResealOAuthClient:  "reseal-oauth-client",
 }
 
 func (o Op) String() string {
@@ -247,7 +251,7 @@ func applyTx(tx *storage.Tx, c Command, depth int) error {
 		err = tx.PutToken(*c.Token)
 	case OpPutOAuthPending, OpClaimOAuthPending, OpExpireOAuthPending, OpPutOAuthClient:
 		err = applyOAuth(tx, c)
-	case OpInitKeyring, OpRotateDataKey, OpResealCredential, OpResealTokenKey, OpRetireDataKey, OpWrapDataKeys, OpDropKEK:
+	case OpInitKeyring, OpRotateDataKey, OpResealCredential, OpResealTokenKey, OpRetireDataKey, OpWrapDataKeys, OpDropKEK, OpResealOAuthClient:
 		err = applyKeyring(tx, c)
 	case OpAuditCheckpoint:
 		if c.Checkpoint == nil || c.Checkpoint.Node == "" {

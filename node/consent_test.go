@@ -170,7 +170,60 @@ func TestConsentRequiredRefusal(t *testing.T) {
 	resp := adminDo(t, n3, http.MethodGet, "/v1/oauth/status?org=acme&account=alice&route=docs", nil)
 	var st adminapi.OAuthStatus
 	json.NewDecoder(resp.Body).Decode(&st)
-	if st.State != "connected" {
-		t.Fatalf("status: %+v", st)
+	if st.State != "connected" || st.Issuer != c.as.URL() {
+		t.Fatalf("status: %+v, want connected with issuer %s", st, c.as.URL())
 	}
+}
+
+// TestRotationWaitsForOAuthRecords: after a data key rotation, the OAuth
+// client secret the gateway registered is resealed under the new key, while
+// the old key, which still seals an open consent flow, is listed with it and
+// not retired; once the flow completes, the old key is retired.
+func TestRotationWaitsForOAuthRecords(t *testing.T) {
+	as := oauthtest.NewAS(t)
+	up := oauthtest.NewMCP(t, as, nil, nil)
+	n := startNode(t, func(c *Config) { c.PublicURL, c.OAuthAllowLoopback = "http://127.0.0.1:1", true })
+	addRoute(t, n, storage.Route{Name: "docs", URL: up.URL(), Credential: storage.CredentialRequired})
+	resp := adminDo(t, n, http.MethodPost, "/v1/oauth/url", adminapi.OAuthURLRequest{Org: "acme", Account: "alice", Route: "docs"})
+	var consent adminapi.OAuthURL
+	json.NewDecoder(resp.Body).Decode(&consent)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("oauth url: HTTP %d", resp.StatusCode)
+	}
+	old := vaultStatus(t, n).Keys[0]
+	if old.OAuthFlows != 1 || old.OAuthClients != 1 {
+		t.Fatalf("before rotation the key seals %d oauth flows and %d oauth clients, want 1 and 1", old.OAuthFlows, old.OAuthClients)
+	}
+	rot := rotateDataKey(t, n)
+	var st adminapi.VaultStatus
+	waitFor(t, "the oauth client secret to move to the new key", func() bool {
+		st = vaultStatus(t, n)
+		for _, k := range st.Keys {
+			if k.ID == rot.KeyID && k.OAuthClients == 1 {
+				return true
+			}
+		}
+		return false
+	})
+	var kept bool
+	for _, k := range st.Keys {
+		kept = kept || (k.ID == old.ID && k.OAuthFlows == 1)
+	}
+	if !kept || !st.Rotating {
+		t.Fatalf("vault status while a flow sealed with the old key is open: %+v", st)
+	}
+
+	// The user approves; the callback goes to the gateway by hand.
+	stop := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := stop.Get(consent.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	back, _ := url.Parse(res.Header.Get("Location"))
+	resp = adminDo(t, n, http.MethodPost, "/v1/oauth/complete", adminapi.OAuthCompleteRequest{Query: back.RawQuery})
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("complete: HTTP %d", resp.StatusCode)
+	}
+	waitResealed(t, n, rot.KeyID)
 }

@@ -67,6 +67,9 @@ type Credential struct {
 	Sealed  []byte    `json:"sealed"`
 	Created time.Time `json:"created"`
 	Rotated time.Time `json:"rotated"` // last replacement; equals Created until then
+	// Issuer is the authorization server that issued an oauth credential;
+	// empty for other kinds.
+	Issuer string `json:"issuer,omitempty"`
 }
 
 // CredentialKey returns the storage key of the credential for (org, account,
