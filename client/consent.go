@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+
 	"github.com/mcpgw/mcpgw/transport"
 )
 
@@ -33,13 +35,23 @@ func (e *ConsentRequiredError) Unwrap() error { return e.Err }
 
 // asConsentRequired returns err as a *ConsentRequiredError when it is the
 // gateway's consent refusal, else err.
+// The refusal comes before the session starts (an HTTP error, a refused
+// open frame) or, on a session held for consent, as the answer to
+// initialize.
 func asConsentRequired(err error) error {
+	var data json.RawMessage
 	var re *transport.RefusalError
-	if !errors.As(err, &re) || re.Code != CodeConsentRequired {
+	var we *jsonrpc.Error
+	switch {
+	case errors.As(err, &re) && re.Code == CodeConsentRequired:
+		data = re.Data
+	case errors.As(err, &we) && we.Code == CodeConsentRequired:
+		data = we.Data
+	default:
 		return err
 	}
 	var d transport.ConsentData
-	if json.Unmarshal(re.Data, &d) != nil || d.AuthorizationURL == "" {
+	if json.Unmarshal(data, &d) != nil || d.AuthorizationURL == "" {
 		return err
 	}
 	return &ConsentRequiredError{URL: d.AuthorizationURL, Reason: d.Reason, Err: err}

@@ -188,7 +188,7 @@ func consentReason(err error) string {
 // first, carrying the authorization URL, or nil when no flow could be
 // started (the route's server does not do OAuth, or this node has no
 // --public-url): then the caller refuses as it would without consent.
-func (g *Gateway) consentRefusal(ctx context.Context, spec sessionSpec, cause error) *transport.Refusal {
+func (g *Gateway) consentRefusal(ctx context.Context, spec sessionSpec, cause error) *consentRequired {
 	if g.opts.Consent == nil || !needsConsent(cause) {
 		return nil
 	}
@@ -199,9 +199,9 @@ func (g *Gateway) consentRefusal(ctx context.Context, spec sessionSpec, cause er
 	reason := consentReason(cause)
 	data, _ := json.Marshal(transport.ConsentData{AuthorizationURL: link.URL, Reason: reason})
 	g.metrics.refusalsTotal.WithLabelValues("consent_required").Inc()
-	return &transport.Refusal{Code: transport.CodeConsentRequired, Data: data,
+	return &consentRequired{link: link, ref: &transport.Refusal{Code: transport.CodeConsentRequired, Data: data,
 		// The URL stays out of the message: messages reach logs and the
 		// audit log, and the URL's state completes the flow.
 		Message: fmt.Sprintf("account %q of org %q must connect route %q first (%s): send the user to the authorization URL in this error's data (authorizationUrl), valid until %s; once they approve, connect again",
-			spec.account, spec.org, spec.route.Name, reason, link.Expires.UTC().Format(time.RFC3339))}
+			spec.account, spec.org, spec.route.Name, reason, link.Expires.UTC().Format(time.RFC3339))}}
 }

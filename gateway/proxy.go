@@ -41,6 +41,9 @@ type session struct {
 	oneShot bool
 
 	down, up mcp.Connection
+	// consent is set for a session held open until its account consents;
+	// up is nil until then (see awaitConsent).
+	consent *consentWait
 
 	// traceCtx holds the session's span (and the trace context of the
 	// request that opened it), the parent of calls that bring none of
@@ -98,6 +101,13 @@ func (s *session) run(ctx context.Context) {
 	s.stop = cancel
 	s.g.live.add(s)
 	defer s.g.live.remove(s)
+	if s.consent != nil && !s.awaitConsent(ctx) {
+		s.down.Close()
+		if s.up != nil {
+			s.up.Close()
+		}
+		return
+	}
 	s.g.metrics.sessionsActive.WithLabelValues(s.transport).Inc()
 	s.g.metrics.sessionsTotal.WithLabelValues(s.transport).Inc()
 	defer s.g.metrics.sessionsActive.WithLabelValues(s.transport).Dec()

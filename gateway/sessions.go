@@ -260,8 +260,8 @@ func (g *Gateway) dialUpstream(ctx context.Context, spec sessionSpec, creds *cre
 // credentialRefusal turns a credential lookup failure into the refusal a
 // caller sees before its session starts.
 func (g *Gateway) credentialRefusal(ctx context.Context, spec sessionSpec, err error) error {
-	if ref := g.consentRefusal(ctx, spec, err); ref != nil {
-		return ref
+	if cr := g.consentRefusal(ctx, spec, err); cr != nil {
+		return cr
 	}
 	var ref *transport.Refusal
 	switch {
@@ -326,6 +326,13 @@ func (g *Gateway) prepareSession(ctx context.Context, req sessionRequest, transp
 	}
 	creds := g.credentialSource(spec)
 	up, err := g.dial(ctx, spec, creds)
+	var consent *consentWait
+	var cr *consentRequired
+	if err != nil && errors.As(err, &cr) && holdsForConsent(transportName) {
+		// The client may be able to take the link as an elicitation: the
+		// session starts without its upstream, dialed once consent arrives.
+		consent, err = &consentWait{spec: spec, cr: cr}, nil
+	}
 	if err != nil {
 		g.releaseSessionSlot()
 		return nil, err
@@ -336,6 +343,7 @@ func (g *Gateway) prepareSession(ctx context.Context, req sessionRequest, transp
 		org: spec.org, account: spec.account, claims: claims,
 		remote: req.remote, creds: creds,
 		up:       up,
+		consent:  consent,
 		pending:  make(map[jsonrpc.ID]pendingCall),
 		finished: make(map[jsonrpc.ID]context.CancelFunc),
 		logger: g.logger.With(slog.String("session", id), slog.String("transport", transportName), slog.String("service", claims.Service),
@@ -357,7 +365,9 @@ func (g *Gateway) releaseSessionSlot() { g.activeSessions.Add(-1) }
 
 // discard drops a prepared session that never ran.
 func (s *session) discard() {
-	s.up.Close()
+	if s.up != nil {
+		s.up.Close()
+	}
 	s.g.releaseSessionSlot()
 }
 
