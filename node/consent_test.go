@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -36,10 +37,10 @@ type consentCluster struct {
 	lb    string // the public URL
 }
 
-func newConsentCluster(t *testing.T) *consentCluster {
+func newConsentCluster(t *testing.T, stateless ...bool) *consentCluster {
 	t.Helper()
 	as := oauthtest.NewAS(t)
-	up := oauthtest.NewMCP(t, as, nil, nil)
+	up := oauthtest.NewMCPWith(t, as, oauthtest.MCPOpts{PRMPath: "/.well-known/oauth-protected-resource/mcp", Advertise: true, Stateless: len(stateless) > 0 && stateless[0]})
 	var target atomic.Pointer[url.URL]
 	lb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httputil.NewSingleHostReverseProxy(target.Load()).ServeHTTP(w, r)
@@ -62,6 +63,13 @@ func newConsentCluster(t *testing.T) *consentCluster {
 // and checks the page says connected.
 func (c *consentCluster) approve(t *testing.T, authURL string) {
 	t.Helper()
+	if err := c.follow(authURL); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// follow is approve for handlers that run off the test goroutine.
+func (c *consentCluster) follow(authURL string) error {
 	var landed string
 	browser := &http.Client{CheckRedirect: func(r *http.Request, _ []*http.Request) error {
 		landed = r.URL.String()
@@ -69,13 +77,14 @@ func (c *consentCluster) approve(t *testing.T, authURL string) {
 	}}
 	res, err := browser.Get(authURL)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer res.Body.Close()
 	page, _ := io.ReadAll(res.Body)
 	if res.StatusCode != http.StatusOK || !strings.Contains(string(page), "Connected") || !strings.HasPrefix(landed, c.lb+OAuthCallbackPath) {
-		t.Fatalf("consent: HTTP %d, landed on %q:\n%s", res.StatusCode, landed, page)
+		return fmt.Errorf("consent: HTTP %d, landed on %q:\n%s", res.StatusCode, landed, page)
 	}
+	return nil
 }
 
 func (c *consentCluster) connect(ctx context.Context, n *Node, account string, opts ...client.Option) (*mcp.ClientSession, error) {
@@ -226,4 +235,122 @@ func TestRotationWaitsForOAuthRecords(t *testing.T) {
 		t.Fatalf("complete: HTTP %d", resp.StatusCode)
 	}
 	waitResealed(t, n, rot.KeyID)
+}
+
+// elicitingClient is a go-sdk client that declares URL elicitation and,
+// asked to, follows the URL as the user's browser would; it records the
+// elicitations it got and the completions it was told of.
+type elicitingClient struct {
+	c         *consentCluster
+	elicited  chan *mcp.ElicitParams
+	completed chan string
+}
+
+func newElicitingClient(c *consentCluster) *elicitingClient {
+	return &elicitingClient{c: c, elicited: make(chan *mcp.ElicitParams, 4), completed: make(chan string, 4)}
+}
+
+func (e *elicitingClient) options() *mcp.ClientOptions {
+	return &mcp.ClientOptions{
+		Capabilities: &mcp.ClientCapabilities{Elicitation: &mcp.ElicitationCapabilities{URL: &mcp.URLElicitationCapabilities{}}},
+		ElicitationHandler: func(_ context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			e.elicited <- req.Params
+			if err := e.c.follow(req.Params.URL); err != nil {
+				return nil, err
+			}
+			return &mcp.ElicitResult{Action: "accept"}, nil
+		},
+		ElicitationCompleteHandler: func(_ context.Context, req *mcp.ElicitationCompleteNotificationRequest) {
+			e.completed <- req.Params.ElicitationID
+		},
+	}
+}
+
+// checkElicited checks the one elicitation was a URL one at the
+// authorization server.
+func (e *elicitingClient) checkElicited(t *testing.T) *mcp.ElicitParams {
+	t.Helper()
+	select {
+	case p := <-e.elicited:
+		if p.Mode != "url" || p.ElicitationID == "" || !strings.HasPrefix(p.URL, e.c.as.URL()+"/authorize?") {
+			t.Fatalf("elicitation: mode %q, id %q, url %q", p.Mode, p.ElicitationID, p.URL)
+		}
+		select {
+		case p := <-e.elicited:
+			t.Fatalf("a second elicitation: %+v", p)
+		default:
+		}
+		return p
+	default:
+		t.Fatal("no elicitation reached the client")
+	}
+	return nil
+}
+
+// TestConsentByURLElicitation: a 2025-11-25 client that declares URL
+// elicitation and connects through node 1 without a credential is sent
+// the authorization URL as an elicitation; following it completes consent
+// through node 2's callback; the session then opens, is told the
+// elicitation completed, and its calls reach the upstream.
+func TestConsentByURLElicitation(t *testing.T) {
+	c := newConsentCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e := newElicitingClient(c)
+	sess, err := c.connect(ctx, c.nodes[0], "alice", client.WithProtocolVersion("2025-11-25"), client.WithClientOptions(e.options()))
+	if err != nil {
+		t.Fatalf("connect with url elicitation: %v", err)
+	}
+	defer sess.Close()
+	if got := callText(t, ctx, sess, "echo", "after consent"); got != "after consent" {
+		t.Fatalf("echo = %q", got)
+	}
+	p := e.checkElicited(t)
+	select {
+	case id := <-e.completed:
+		if id != p.ElicitationID {
+			t.Fatalf("completion for elicitation %q, want %q", id, p.ElicitationID)
+		}
+	case <-ctx.Done():
+		t.Fatal("no notifications/elicitation/complete")
+	}
+	if _, err := c.nodes[2].store.Credential("acme", "alice", "docs"); err != nil {
+		waitFor(t, "the credential to reach node 3", func() bool {
+			_, err := c.nodes[2].store.Credential("acme", "alice", "docs")
+			return err == nil
+		})
+	}
+}
+
+// TestConsentByInputRequired: a 2026-07-28 client that declares URL
+// elicitation, to an upstream serving 2026-07-28, connects through node 1 without a credential; its tool call
+// is answered input_required with the URL elicitation, which the client
+// fulfils by following it (consent completes through node 2's callback);
+// its retry then reaches the upstream and succeeds, and later calls go
+// straight through.
+func TestConsentByInputRequired(t *testing.T) {
+	c := newConsentCluster(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e := newElicitingClient(c)
+	sess, err := c.connect(ctx, c.nodes[0], "alice", client.WithClientOptions(e.options()))
+	if err != nil {
+		t.Fatalf("connect on 2026-07-28: %v", err)
+	}
+	defer sess.Close()
+	if v := sess.InitializeResult().ProtocolVersion; v != "2026-07-28" {
+		t.Fatalf("negotiated %q, want 2026-07-28", v)
+	}
+	if got := callText(t, ctx, sess, "echo", "retried"); got != "retried" {
+		t.Fatalf("echo = %q", got)
+	}
+	e.checkElicited(t)
+	if got := callText(t, ctx, sess, "echo", "again"); got != "again" {
+		t.Fatalf("second echo = %q", got)
+	}
+	select {
+	case p := <-e.elicited:
+		t.Fatalf("elicited again after consent: %+v", p)
+	default:
+	}
 }

@@ -337,6 +337,9 @@ type MCPOpts struct {
 	Edit      func(*oauthex.ProtectedResourceMetadata)
 	PRMPath   string // where the metadata is served
 	Advertise bool   // name it in WWW-Authenticate
+	// Stateless serves stateless streamable HTTP, the way the go-sdk
+	// serves protocol 2026-07-28.
+	Stateless bool
 }
 
 func NewMCPWith(t testing.TB, as *AS, o MCPOpts) *MCP {
@@ -357,7 +360,7 @@ func NewMCPWith(t testing.TB, as *AS, o MCPOpts) *MCP {
 	}) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, nil, nil
 	})
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: o.Stateless})
 	prmURL := ""
 	if o.Advertise {
 		prmURL = m.Srv.URL + o.PRMPath
