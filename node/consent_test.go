@@ -12,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -169,13 +170,38 @@ func TestConsentRequiredRefusal(t *testing.T) {
 		t.Fatalf("echo = %q", got)
 	}
 
-	// The used link is not handed out again: bob's is his own, and alice's
-	// status is connected, with the issuer.
-	_, err = c.connect(ctx, n1, "bob")
-	var bob *client.ConsentRequiredError
-	if !errors.As(err, &bob) || bob.URL == cerr.URL {
-		t.Fatalf("bob: %v", err)
+	// Bob's sessions, ten at once: one flow, its link for all, not alice's.
+	urls := make(chan string, 10)
+	var wg sync.WaitGroup
+	for range cap(urls) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := c.connect(ctx, n1, "bob")
+			var bob *client.ConsentRequiredError
+			if !errors.As(err, &bob) {
+				t.Errorf("bob: %v", err)
+				return
+			}
+			urls <- bob.URL
+		}()
 	}
+	wg.Wait()
+	close(urls)
+	bobURL := <-urls
+	for u := range urls {
+		if u != bobURL {
+			t.Fatalf("concurrent sessions got different links: %q and %q", u, bobURL)
+		}
+	}
+	if bobURL == "" || bobURL == cerr.URL {
+		t.Fatalf("bob's link %q, alice's %q", bobURL, cerr.URL)
+	}
+	if p, _ := n1.store.OAuthPendings(); len(p) != 1 || p[0].Account != "bob" {
+		t.Fatalf("pending flows after bob's ten sessions: %+v, want bob's one", p)
+	}
+
+	// Alice's status is connected, with the issuer.
 	resp := adminDo(t, n3, http.MethodGet, "/v1/oauth/status?org=acme&account=alice&route=docs", nil)
 	var st adminapi.OAuthStatus
 	json.NewDecoder(resp.Body).Decode(&st)
