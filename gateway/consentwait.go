@@ -2,9 +2,12 @@ package gateway
 
 import (
 	"context"
-	"crypto/rand"
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,10 +52,26 @@ type consentWait struct {
 // holdsForConsent reports whether sessions of a transport are held open
 // for consent: those whose client speaks first over one bidirectional
 // stream, so the gateway can read the client's capabilities and send an
-// elicitation before the upstream answers. Streamable HTTP and HTTP+SSE
-// sessions are refused at once, the URL in the refusal's data.
-func holdsForConsent(transportName string) bool {
-	return transportName != "streamable" && transportName != "sse"
+// elicitation before the upstream answers, and stateless 2026-07-28
+// requests over streamable HTTP (modern set), which carry their
+// capabilities and are answered input_required. Stateful streamable HTTP
+// and HTTP+SSE sessions are refused at once, the URL in the refusal's data.
+func holdsForConsent(transportName string, modern bool) bool {
+	switch transportName {
+	case "streamable":
+		return modern
+	case "sse":
+		return false
+	}
+	return true
+}
+
+// consentElicitationID names the URL elicitation of a link, the same in
+// every session that gets it: a 2026-07-28 client's retry may come as
+// another stateless request, even through another node.
+func consentElicitationID(link ConsentLink) string {
+	sum := sha256.Sum256([]byte(link.URL))
+	return base64.RawURLEncoding.EncodeToString(sum[:16])
 }
 
 // declaresURLElicitation reports whether initialize params declare
@@ -96,7 +115,7 @@ func (s *session) awaitConsent(ctx context.Context) bool {
 	cw := s.consent
 	in := newHeldConn(s.down)
 	s.down = in
-	elicitationID := rand.Text()
+	elicitationID := consentElicitationID(cw.cr.link)
 	var discover *jsonrpc.Request // a 2026-07-28 client's, once answered
 	for {
 		msg, err := in.Read(ctx)
@@ -124,7 +143,7 @@ func (s *session) awaitConsent(ctx context.Context) bool {
 			}
 			discover = req
 			s.writeDown(ctx, &jsonrpc.Response{ID: req.ID, Result: s.heldDiscoverResult()})
-		case discover != nil && inputRequiredMethods[req.Method]:
+		case (discover != nil || s.oneShot && declaresURLElicitation(metaCapabilities(req.Params))) && inputRequiredMethods[req.Method]:
 			retry, accept := consentRetry(req.Params, elicitationID)
 			if !retry {
 				s.writeDown(ctx, &jsonrpc.Response{ID: req.ID, Result: s.inputRequired(elicitationID)})
@@ -140,7 +159,7 @@ func (s *session) awaitConsent(ctx context.Context) bool {
 			call := *req
 			call.Params = stripConsentRetry(req.Params)
 			return s.proceed(ctx, in, req.ID, discover, &call)
-		case discover != nil:
+		case discover != nil || s.oneShot:
 			if cred, _, err := s.creds.current(); err == nil && cred != nil {
 				return s.proceed(ctx, in, req.ID, discover, req)
 			}
@@ -201,6 +220,10 @@ func (s *session) proceed(ctx context.Context, in *heldConn, id jsonrpc.ID, disc
 	}
 	s.up = up
 	s.logger.Info("oauth consent arrived; session proceeds")
+	if discover == nil { // a stateless request: it is all there is
+		in.replay(call)
+		return true
+	}
 	in.dropAnswer(discover.ID)
 	in.replay(discover, call)
 	return true
@@ -322,6 +345,25 @@ func consentRetry(params json.RawMessage, elicitationID string) (retry, accept b
 		return false, false
 	}
 	return true, accepted(p.InputResponses[consentInputKey])
+}
+
+// forUpstream returns req without the gateway's requestState and input
+// response when it is the retry of the gateway's input_required answer
+// (a 2026-07-28 client retrying once the credential is there), req as it
+// is otherwise.
+func forUpstream(req *jsonrpc.Request) *jsonrpc.Request {
+	if !inputRequiredMethods[req.Method] || !bytes.Contains(req.Params, []byte(consentStatePrefix)) {
+		return req
+	}
+	var p struct {
+		RequestState string `json:"requestState"`
+	}
+	if json.Unmarshal(req.Params, &p) != nil || !strings.HasPrefix(p.RequestState, consentStatePrefix) {
+		return req
+	}
+	out := *req
+	out.Params = stripConsentRetry(req.Params)
+	return &out
 }
 
 // stripConsentRetry removes the gateway's requestState and input response

@@ -222,6 +222,7 @@ func (s *session) clientToServer(ctx context.Context) {
 			}
 			continue
 		}
+		req = forUpstream(req)
 		callCtx, fwd, rerr := s.admit(ctx, req)
 		if rerr != nil {
 			s.writeDown(ctx, &jsonrpc.Response{ID: req.ID, Error: rerr})

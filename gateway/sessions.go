@@ -121,6 +121,7 @@ type sessionRequest struct {
 	org     string
 	account string
 	framed  bool   // from an open frame rather than an HTTP request
+	modern  bool   // a stateless 2026-07-28 request (streamable HTTP)
 	remote  string // the caller's network address, for the audit log
 }
 
@@ -277,7 +278,12 @@ func (g *Gateway) credentialRefusal(ctx context.Context, spec sessionSpec, err e
 
 // prepare is prepareSession for an HTTP request.
 func (g *Gateway) prepare(r *http.Request, transportName string) (*session, error) {
-	s, err := g.prepareSession(r.Context(), httpSessionRequest(r), transportName)
+	req := httpSessionRequest(r)
+	// A 2026-07-28 request names its method in a header; a stateless one
+	// is anything but initialize.
+	m := r.Header.Get(transport.HeaderMethod)
+	req.modern = m != "" && m != "initialize"
+	s, err := g.prepareSession(r.Context(), req, transportName)
 	if err != nil {
 		return nil, err
 	}
@@ -328,7 +334,7 @@ func (g *Gateway) prepareSession(ctx context.Context, req sessionRequest, transp
 	up, err := g.dial(ctx, spec, creds)
 	var consent *consentWait
 	var cr *consentRequired
-	if err != nil && errors.As(err, &cr) && holdsForConsent(transportName) {
+	if err != nil && errors.As(err, &cr) && holdsForConsent(transportName, req.modern) {
 		// The client may be able to take the link as an elicitation: the
 		// session starts without its upstream, dialed once consent arrives.
 		consent, err = &consentWait{spec: spec, cr: cr}, nil

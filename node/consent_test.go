@@ -380,3 +380,32 @@ func TestConsentByInputRequired(t *testing.T) {
 	default:
 	}
 }
+
+// TestConsentByInputRequiredOverStreamable: the same for a 2026-07-28
+// client over stateless streamable HTTP, where every request is a session
+// of its own: the call is answered input_required, and the retry, a new
+// request, waits for the credential and then reaches the upstream without
+// the gateway's input response.
+func TestConsentByInputRequiredOverStreamable(t *testing.T) {
+	c := newConsentCluster(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e := newElicitingClient(c)
+	endpoint := c.nodes[0].HTTPURL() + "/v1/mcp/docs?org=acme&account=alice&access_token=" + url.QueryEscape(c.token)
+	sess, err := mcp.NewClient(&mcp.Implementation{Name: "modern", Version: "1"}, e.options()).
+		Connect(ctx, &mcp.StreamableClientTransport{Endpoint: endpoint}, nil)
+	if err != nil {
+		t.Fatalf("connect over streamable HTTP: %v", err)
+	}
+	defer sess.Close()
+	if v := sess.InitializeResult().ProtocolVersion; v != "2026-07-28" {
+		t.Fatalf("negotiated %q, want 2026-07-28", v)
+	}
+	if got := callText(t, ctx, sess, "echo", "stateless"); got != "stateless" {
+		t.Fatalf("echo = %q", got)
+	}
+	e.checkElicited(t)
+	if got := callText(t, ctx, sess, "echo", "again"); got != "again" {
+		t.Fatalf("second echo = %q", got)
+	}
+}
