@@ -297,7 +297,7 @@ func (s *Service) CompleteOAuth(ctx context.Context, q url.Values) (OAuthComplet
 		AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, TokenType: tok.TokenType,
 		Expiry: tok.Expiry, Scope: strings.Join(tok.Scopes, " "),
 	}}
-	if err := s.storeIssuedCredential(ctx, rec.Org, rec.Account, rec.Route, rec.Issuer, cred); err != nil {
+	if err := s.storeCredential(ctx, rec.Org, rec.Account, rec.Route, rec.Issuer, cred); err != nil {
 		return done, err
 	}
 	done.Scopes, done.Expires = tok.Scopes, tok.Expiry
@@ -305,16 +305,10 @@ func (s *Service) CompleteOAuth(ctx context.Context, q url.Values) (OAuthComplet
 	return done, nil
 }
 
-// storeCredential seals cred and stores it, as PutCredential does,
-// keeping the stored record's issuer (a refreshed token comes from the
-// server that issued the one it replaces).
-func (s *Service) storeCredential(ctx context.Context, org, account, route string, cred vault.Credential) error {
-	return s.storeIssuedCredential(ctx, org, account, route, "", cred)
-}
-
-// storeIssuedCredential is storeCredential for a token issuer issued; ""
-// keeps the stored record's issuer.
-func (s *Service) storeIssuedCredential(ctx context.Context, org, account, route, issuer string, cred vault.Credential) error {
+// storeCredential seals cred, a token issuer issued, and stores it, as
+// PutCredential does. An empty issuer keeps the stored record's (a
+// refreshed token comes from the server that issued the one it replaces).
+func (s *Service) storeCredential(ctx context.Context, org, account, route, issuer string, cred vault.Credential) error {
 	keys := s.d.VaultKeys.Load()
 	sealed, err := keys.Seal(cred, vault.AAD{Org: org, Account: account, Route: route})
 	if err != nil {
