@@ -117,8 +117,11 @@ func (s *session) awaitConsent(ctx context.Context) bool {
 	s.down = in
 	elicitationID := consentElicitationID(cw.cr.link)
 	var discover *jsonrpc.Request // a 2026-07-28 client's, once answered
+	// A held session lives no longer than its link, nor maxConsentWait.
+	held, cancel := context.WithTimeout(ctx, s.consentDeadline().Sub(s.g.opts.Clock()))
+	defer cancel()
 	for {
-		msg, err := in.Read(ctx)
+		msg, err := in.Read(held)
 		if err != nil {
 			if _, ok := transport.AsMessageError(err); ok {
 				continue
@@ -241,14 +244,21 @@ func (s *session) dialAfterConsent(ctx context.Context, in *heldConn, id jsonrpc
 	return up, true
 }
 
-// waitCredential waits, bounded by the link's expiry and maxConsentWait,
-// for the credential to appear. With declined set it also watches for the
-// legacy elicitation's answer, and reports a decline through it.
-func (s *session) waitCredential(ctx context.Context, in *heldConn, declined *bool) bool {
+// consentDeadline is the latest a held session waits: its link's expiry,
+// at most maxConsentWait from now.
+func (s *session) consentDeadline() time.Time {
 	deadline := s.g.opts.Clock().Add(maxConsentWait)
 	if e := s.consent.cr.link.Expires; e.Before(deadline) {
 		deadline = e
 	}
+	return deadline
+}
+
+// waitCredential waits, bounded by the link's expiry and maxConsentWait,
+// for the credential to appear. With declined set it also watches for the
+// legacy elicitation's answer, and reports a decline through it.
+func (s *session) waitCredential(ctx context.Context, in *heldConn, declined *bool) bool {
+	deadline := s.consentDeadline()
 	tick := time.NewTicker(consentPoll)
 	defer tick.Stop()
 	answer := in.answer
