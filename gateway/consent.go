@@ -24,7 +24,8 @@ type Consent interface {
 	// OAuth.
 	StartConsent(ctx context.Context, org, account, route string) (ConsentLink, error)
 	// ConsentOpen reports whether link's flow can still be completed:
-	// stored, not used, not expired.
+	// stored, not used, not expired. StartConsent returns once it is
+	// stored where ConsentOpen looks.
 	ConsentOpen(link ConsentLink) bool
 }
 
@@ -49,10 +50,6 @@ const (
 	// consentMinLife is the least lifetime a link must have left to be
 	// handed out again: enough for a user to open it and approve.
 	consentMinLife = time.Minute
-	// consentReplicationGrace is how long a fresh link is trusted without
-	// finding its flow in the local state: the flow's write may not have
-	// reached this node's copy yet.
-	consentReplicationGrace = 10 * time.Second
 	// consentFailureTTL is how long a route that could not start a flow
 	// (its server does not do OAuth, or the authorization server is down)
 	// is not asked again, per account.
@@ -118,8 +115,7 @@ func (g *Gateway) consentLink(ctx context.Context, org, account, route string) (
 		switch {
 		case e.err != nil && now.Sub(e.at) < consentFailureTTL:
 			return ConsentLink{}, e.err
-		case e.err == nil && e.link.Expires.Sub(now) >= consentMinLife &&
-			(now.Sub(e.at) < consentReplicationGrace || g.opts.Consent.ConsentOpen(e.link)):
+		case e.err == nil && e.link.Expires.Sub(now) >= consentMinLife && g.opts.Consent.ConsentOpen(e.link):
 			g.metrics.consentLinks.WithLabelValues("reused").Inc()
 			return e.link, nil
 		}

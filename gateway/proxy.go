@@ -410,6 +410,12 @@ func (s *session) answerFailedWrite(ctx context.Context, req *jsonrpc.Request, e
 	}
 	var werr *jsonrpc.Error
 	var rerr *jsonrpc.Error
+	if cr := s.g.consentRefusal(ctx, sessionSpec{route: s.route, org: s.org, account: s.account}, err); cr != nil {
+		// The credential went away (revoked) or can no longer be
+		// refreshed: the call carries a fresh authorization URL.
+		s.complete(ctx, &jsonrpc.Response{ID: req.ID, Error: &jsonrpc.Error{Code: cr.ref.Code, Message: cr.ref.Message, Data: cr.ref.Data}})
+		return
+	}
 	if errors.As(err, &werr) && werr.Code != transport.CodeSDKRejected {
 		rerr = &jsonrpc.Error{Code: werr.Code, Message: werr.Message, Data: werr.Data}
 	} else {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpgw/mcpgw/adminapi"
@@ -407,5 +408,48 @@ func TestConsentByInputRequiredOverStreamable(t *testing.T) {
 	e.checkElicited(t)
 	if got := callText(t, ctx, sess, "echo", "again"); got != "again" {
 		t.Fatalf("second echo = %q", got)
+	}
+}
+
+// TestConsentLapsesMidSession: when an open session's credential goes away
+// (revoked, or, once refresh fails, needing consent), its next call fails
+// with the consent code and a fresh authorization URL in the error data.
+func TestConsentLapsesMidSession(t *testing.T) {
+	c := newConsentCluster(t)
+	n1 := c.nodes[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := c.connect(ctx, n1, "alice")
+	var first *client.ConsentRequiredError
+	if !errors.As(err, &first) {
+		t.Fatalf("connect: %v", err)
+	}
+	c.approve(t, first.URL)
+	waitFor(t, "the credential to reach node 1", func() bool {
+		_, err := n1.store.Credential("acme", "alice", "docs")
+		return err == nil
+	})
+	sess, err := c.connect(ctx, n1, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	callText(t, ctx, sess, "echo", "connected")
+
+	if resp := adminDo(t, n1, http.MethodDelete, "/v1/oauth/credential?org=acme&account=alice&route=docs", nil); resp.StatusCode/100 != 2 {
+		t.Fatalf("revoke: HTTP %d", resp.StatusCode)
+	}
+	waitFor(t, "the revocation to reach node 1", func() bool {
+		_, err := n1.store.Credential("acme", "alice", "docs")
+		return errors.Is(err, storage.ErrNotFound)
+	})
+	_, err = sess.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "revoked"}})
+	var werr *jsonrpc.Error
+	if !errors.As(err, &werr) || werr.Code != transport.CodeConsentRequired {
+		t.Fatalf("call after revoke: %v, want code %d", err, transport.CodeConsentRequired)
+	}
+	var data transport.ConsentData
+	if json.Unmarshal(werr.Data, &data) != nil || !strings.HasPrefix(data.AuthorizationURL, c.as.URL()+"/authorize?") || data.AuthorizationURL == first.URL {
+		t.Fatalf("consent data %s, want a fresh authorization URL", werr.Data)
 	}
 }

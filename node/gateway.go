@@ -62,8 +62,24 @@ func (c *consentStarter) StartConsent(ctx context.Context, org, account, route s
 	if err != nil {
 		return gateway.ConsentLink{}, err
 	}
-	return gateway.ConsentLink{URL: res.URL, Expires: res.Expires}, nil
+	link := gateway.ConsentLink{URL: res.URL, Expires: res.Expires}
+	// The flow was written through the leader; wait (briefly) until this
+	// node's copy has it, so ConsentOpen tells an open flow from a used
+	// one from the start.
+	deadline := time.Now().Add(consentVisibleWait)
+	for !c.ConsentOpen(link) && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return link, nil
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return link, nil
 }
+
+// consentVisibleWait bounds StartConsent's wait for its flow to reach this
+// node's copy of the state.
+const consentVisibleWait = 5 * time.Second
 
 // ConsentOpen implements gateway.Consent: the flow is still in this node's
 // copy of the replicated state (a completed flow is deleted) and unexpired.
