@@ -1,9 +1,14 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 )
@@ -109,4 +114,98 @@ func FuzzConsentParams(f *testing.F) {
 			}
 		}
 	})
+}
+
+// fakeConsent stands in for the admin use case: it counts the flows the
+// gateway starts and can fail or mark flows used, which a real
+// authorization server cannot be made to do on cue.
+type fakeConsent struct {
+	mu      sync.Mutex
+	started int             // guarded by mu
+	closed  map[string]bool // link URLs whose flow was used; guarded by mu
+	fail    error           // guarded by mu
+	expires time.Time
+}
+
+func (f *fakeConsent) StartConsent(_ context.Context, org, account, route string) (ConsentLink, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return ConsentLink{}, f.fail
+	}
+	f.started++
+	return ConsentLink{URL: fmt.Sprintf("https://as.example/authorize?state=%s-%s-%s-%d", org, account, route, f.started), Expires: f.expires}, nil
+}
+
+func (f *fakeConsent) ConsentOpen(l ConsentLink) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.closed[l.URL]
+}
+
+// TestConsentLinkBounds: concurrent and repeated sessions of one key share
+// one flow; a used flow is replaced; a failure is remembered for a while
+// rather than retried per session; the number of keys held is capped.
+func TestConsentLinkBounds(t *testing.T) {
+	fc := &fakeConsent{closed: map[string]bool{}, expires: time.Now().Add(10 * time.Minute)}
+	g := newTestGateway(t, func(o *Options) { o.Consent = fc }).Gateway
+	ctx := context.Background()
+
+	var wg sync.WaitGroup
+	urls := make([]string, 50)
+	for i := range urls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l, err := g.consentLink(ctx, "acme", "alice", "docs")
+			if err != nil {
+				t.Error(err)
+			}
+			urls[i] = l.URL
+		}()
+	}
+	wg.Wait()
+	for _, u := range urls {
+		if u != urls[0] {
+			t.Fatalf("links %q and %q for one account", u, urls[0])
+		}
+	}
+	if fc.started != 1 {
+		t.Fatalf("%d flows started for 50 sessions, want 1", fc.started)
+	}
+
+	fc.mu.Lock()
+	fc.closed[urls[0]] = true
+	fc.mu.Unlock()
+	l, err := g.consentLink(ctx, "acme", "alice", "docs")
+	if err != nil || l.URL == urls[0] || fc.started != 2 {
+		t.Fatalf("after the flow was used: %q, %v, %d flows", l.URL, err, fc.started)
+	}
+
+	fc.mu.Lock()
+	fc.fail = errors.New("no oauth here")
+	fc.mu.Unlock()
+	for range 5 {
+		if _, err := g.consentLink(ctx, "acme", "bob", "plain"); err == nil {
+			t.Fatal("a failing route gave a link")
+		}
+	}
+	fc.mu.Lock()
+	fc.fail = nil
+	fc.mu.Unlock()
+	if _, err := g.consentLink(ctx, "acme", "bob", "plain"); err == nil {
+		t.Fatal("a failure was forgotten at once; every session would start discovery again")
+	}
+
+	for i := range maxConsentLinks {
+		if _, err := g.consentLink(ctx, "acme", fmt.Sprintf("a%d", i), "docs"); err != nil && !errors.Is(err, errTooManyConsents) {
+			t.Fatal(err)
+		}
+	}
+	if _, err := g.consentLink(ctx, "acme", "one-too-many", "docs"); !errors.Is(err, errTooManyConsents) {
+		t.Fatalf("past the cap: %v, want errTooManyConsents", err)
+	}
+	if n := len(g.consents.byKey); n > maxConsentLinks {
+		t.Fatalf("%d links held, cap %d", n, maxConsentLinks)
+	}
 }
