@@ -112,6 +112,9 @@ address it was sent to (or its query string), or --state and --code.`,
 					if st.Kind != "" {
 						fmt.Fprintf(w, "credential:   %s (not oauth)\n", st.Kind)
 					}
+					if st.Issuer != "" {
+						fmt.Fprintf(w, "issuer:       %s\n", st.Issuer)
+					}
 					if !st.Expires.IsZero() {
 						fmt.Fprintf(w, "expires:      %s\n", st.Expires.Format(time.RFC3339))
 					}

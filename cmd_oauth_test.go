@@ -13,7 +13,7 @@ import (
 
 // TestOAuthCommands: url prints a sign-in link; a browser that cannot
 // reach the gateway's callback hands its address to complete; status shows
-// the account connected; a second complete is refused; revoke deletes.
+// the account connected with its issuer; a second complete is refused; revoke deletes.
 func TestOAuthCommands(t *testing.T) {
 	as := oauthtest.NewAS(t)
 	up := oauthtest.NewMCP(t, as, nil, nil)
@@ -50,7 +50,7 @@ func TestOAuthCommands(t *testing.T) {
 		t.Fatalf("oauth complete = %q, %v", out, err)
 	}
 	out, err = run(append([]string{"oauth", "status"}, target...)...)
-	if err != nil || !strings.Contains(out, "state:        connected\n") || !strings.Contains(out, "refreshable:  true\n") {
+	if err != nil || !strings.Contains(out, "state:        connected\n") || !strings.Contains(out, "refreshable:  true\n") || !strings.Contains(out, "issuer:       "+as.URL()+"\n") {
 		t.Fatalf("oauth status = %q, %v", out, err)
 	}
 	if _, err = run(append([]string{"oauth", "complete"}, append(admin, callback)...)...); err == nil || !strings.Contains(err.Error(), "already used or has expired") {

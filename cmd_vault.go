@@ -197,13 +197,13 @@ Until step 4 nodes with the old key file keep working.`,
 					}
 					fmt.Fprintf(c.App.Writer, "keyring wrapped to: %s\n", listOrNone(st.WrappedTo))
 					w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(w, "KEY\tSTATE\tCREDENTIALS\tSIGNING KEYS\tWRAPPED TO\tON THIS NODE\tCREATED")
+					fmt.Fprintln(w, "KEY\tSTATE\tCREDENTIALS\tSIGNING KEYS\tOAUTH FLOWS\tOAUTH CLIENTS\tWRAPPED TO\tON THIS NODE\tCREATED")
 					for _, k := range st.Keys {
 						created := "-"
 						if !k.Created.IsZero() {
 							created = k.Created.Format("2006-01-02T15:04:05Z")
 						}
-						fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%t\t%s\n", k.ID, k.State, k.Credentials, k.SigningKeys, listOrNone(k.WrappedTo), k.Unwrapped, created)
+						fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%t\t%s\n", k.ID, k.State, k.Credentials, k.SigningKeys, k.OAuthFlows, k.OAuthClients, listOrNone(k.WrappedTo), k.Unwrapped, created)
 					}
 					if err := w.Flush(); err != nil {
 						return err

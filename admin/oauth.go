@@ -67,6 +67,9 @@ type OAuthStatus struct {
 	Refreshable  bool
 	LastConsent  time.Time
 	CredentialOf string // kind of the credential stored, when not oauth
+	// Issuer is the authorization server that issued the token; empty
+	// when none is stored (or it was stored before issuers were kept).
+	Issuer string
 }
 
 // errFlowGone is the answer to a callback whose flow is not (any longer) there.
@@ -413,6 +416,9 @@ func (s *Service) OAuthStatus(ctx context.Context, org, account, route string) (
 	}
 	st := OAuthStatus{State: OAuthConnected, Expires: c.OAuth.Expiry, Scopes: strings.Fields(c.OAuth.Scope),
 		Refreshable: c.OAuth.RefreshToken != "", LastConsent: rec.Rotated}
+	if rec.OAuth != nil {
+		st.Issuer = rec.OAuth.Issuer
+	}
 	if m := rec.OAuth; m != nil && m.Consent != nil {
 		st.State, st.Reason = OAuthNeedsConsent, consentReason(*m.Consent, m.Issuer)
 		return st, nil

@@ -46,8 +46,9 @@ type VaultStatus struct {
 	// Keys lists the data keys, newest first, then key-encryption keys
 	// that still seal records directly (state "legacy").
 	Keys []VaultKeyStatus
-	// Records counts sealed records (credentials and signing keys);
-	// Pending those not yet under the active data key.
+	// Records counts sealed records (credentials, signing keys, OAuth
+	// pending flows and client secrets); Pending those not yet under the
+	// active data key.
 	Records, Pending int
 	// Rotating is set while records are pending or a decrypt-only key is
 	// not yet retired.
@@ -63,7 +64,25 @@ type VaultKeyStatus struct {
 	Unwrapped   bool     // this node holds it
 	Credentials int
 	SigningKeys int
+	// OAuthFlows and OAuthClients count the OAuth pending flows and
+	// client registrations whose secrets the key seals: a key is retired
+	// only once they are resealed or gone.
+	OAuthFlows   int
+	OAuthClients int
 }
+
+// oauthRecords is the replicated state's OAuth records, for counting what
+// each vault key seals.
+type oauthRecords interface {
+	OAuthPendings() ([]storage.OAuthPending, error)
+	OAuthClients() ([]storage.OAuthClient, error)
+}
+
+var _ oauthRecords = (*storage.Store)(nil)
+
+// OAuthClientAAD is the additional data an OAuth client registration's
+// secret is sealed with, for the resealer.
+func OAuthClientAAD(issuer string) vault.AAD { return clientAAD(issuer) }
 
 func (s *Service) vaultRing(op string) (VaultRing, error) {
 	if s.d.VaultRing == nil {
@@ -253,7 +272,19 @@ func (s *Service) VaultStatus(ctx context.Context) (VaultStatus, error) {
 	if err != nil {
 		return VaultStatus{}, internal("read token keys", err)
 	}
-	st := VaultStatus{WrappedTo: wrappedTo(dks), Records: len(creds) + len(tks)}
+	var flows []storage.OAuthPending
+	var clients []storage.OAuthClient
+	if or, ok := s.d.State.(oauthRecords); ok {
+		if flows, err = or.OAuthPendings(); err != nil {
+			return VaultStatus{}, internal("read oauth flows", err)
+		}
+		if clients, err = or.OAuthClients(); err != nil {
+			return VaultStatus{}, internal("read oauth clients", err)
+		}
+		// A registration without a secret seals nothing.
+		clients = slices.DeleteFunc(clients, func(c storage.OAuthClient) bool { return len(c.Sealed) == 0 })
+	}
+	st := VaultStatus{WrappedTo: wrappedTo(dks), Records: len(creds) + len(tks) + len(flows) + len(clients)}
 	if st.NodeKEKs, err = ring.ReloadKEK(); err != nil {
 		st.KeyFileError = err.Error()
 	}
@@ -273,7 +304,13 @@ func (s *Service) VaultStatus(ctx context.Context) (VaultStatus, error) {
 	for i := range st.Keys {
 		byID[st.Keys[i].ID] = &st.Keys[i]
 	}
-	count := func(id string, signing bool) {
+	const (
+		ofCredential = iota
+		ofSigningKey
+		ofOAuthFlow
+		ofOAuthClient
+	)
+	count := func(id string, of int) {
 		if id != active {
 			st.Pending++
 		}
@@ -287,21 +324,32 @@ func (s *Service) VaultStatus(ctx context.Context) (VaultStatus, error) {
 				byID[st.Keys[i].ID] = &st.Keys[i]
 			}
 		}
-		if signing {
+		switch of {
+		case ofSigningKey:
 			k.SigningKeys++
-		} else {
+		case ofOAuthFlow:
+			k.OAuthFlows++
+		case ofOAuthClient:
+			k.OAuthClients++
+		default:
 			k.Credentials++
 		}
 	}
 	for _, c := range creds {
-		count(c.KeyID, false)
+		count(c.KeyID, ofCredential)
+	}
+	for _, f := range flows {
+		count(f.KeyID, ofOAuthFlow)
+	}
+	for _, c := range clients {
+		count(c.KeyID, ofOAuthClient)
 	}
 	for _, k := range tks {
 		id := k.KeyID
 		if env, err := vault.DecodeEnvelope(k.Sealed); err == nil {
 			id = env.KeyID
 		}
-		count(id, true)
+		count(id, ofSigningKey)
 	}
 	if st.Pending > 0 {
 		st.Rotating = true

@@ -110,7 +110,7 @@ func (s *server) vaultStatus(w http.ResponseWriter, r *http.Request) {
 		Records: st.Records, Pending: st.Pending, Rotating: st.Rotating}
 	for _, k := range st.Keys {
 		out.Keys = append(out.Keys, VaultKey{ID: k.ID, State: k.State, Created: k.Created, WrappedTo: orEmpty(k.WrappedTo),
-			Unwrapped: k.Unwrapped, Credentials: k.Credentials, SigningKeys: k.SigningKeys})
+			Unwrapped: k.Unwrapped, Credentials: k.Credentials, SigningKeys: k.SigningKeys, OAuthFlows: k.OAuthFlows, OAuthClients: k.OAuthClients})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

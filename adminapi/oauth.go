@@ -66,6 +66,8 @@ type OAuthStatus struct {
 	LastConsent time.Time `json:"last_consent,omitzero"`
 	// Kind is the stored credential's kind when it is not oauth.
 	Kind string `json:"kind,omitempty"`
+	// Issuer is the authorization server that issued the token.
+	Issuer string `json:"issuer,omitempty"`
 }
 
 func (s *server) mountOAuth(mux *http.ServeMux) {
@@ -119,7 +121,7 @@ func (s *server) mountOAuth(mux *http.ServeMux) {
 			return
 		}
 		writeJSON(w, http.StatusOK, OAuthStatus{State: st.State, Reason: st.Reason, Expires: st.Expires, Scopes: orEmpty(st.Scopes),
-			Refreshable: st.Refreshable, LastConsent: st.LastConsent, Kind: st.CredentialOf})
+			Refreshable: st.Refreshable, LastConsent: st.LastConsent, Kind: st.CredentialOf, Issuer: st.Issuer})
 	})
 	mux.HandleFunc("DELETE /v1/oauth/credential", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()

@@ -145,6 +145,10 @@ type VaultKey struct {
 	Unwrapped   bool      `json:"unwrapped"` // this node holds it
 	Credentials int       `json:"credentials"`
 	SigningKeys int       `json:"signing_keys"`
+	// OAuthFlows and OAuthClients count the OAuth pending flows and client
+	// registrations the key seals secrets of.
+	OAuthFlows   int `json:"oauth_flows"`
+	OAuthClients int `json:"oauth_clients"`
 }
 
 // IssueTokenRequest is the body of POST /v1/tokens.

@@ -96,7 +96,9 @@ func WithMaxMessageBytes(n int64) Option { return func(o *options) { o.maxMessag
 func WithProtocolVersion(v string) Option { return func(o *options) { o.protocol = v } }
 
 // Connect opens an MCP session to target for (org, account) through the
-// gateway and returns it initialized.
+// gateway and returns it initialized. When the account must first consent
+// to an OAuth-protected server, the error is a *ConsentRequiredError
+// (errors.As) carrying the authorization URL to show the user.
 func Connect(ctx context.Context, target, org, account string, opts ...Option) (*mcp.ClientSession, error) {
 	o := options{addr: os.Getenv(EnvAddr), token: os.Getenv(EnvToken)}
 	for _, opt := range opts {
@@ -122,6 +124,9 @@ func Connect(ctx context.Context, target, org, account string, opts ...Option) (
 	}
 	sess, err := c.Connect(ctx, t, sessOpts)
 	if err != nil {
+		if cerr := asConsentRequired(err); cerr != err {
+			return nil, cerr
+		}
 		return nil, fmt.Errorf("mcpgw: connect to %s via %s: %w", target, o.addr, err)
 	}
 	return sess, nil

@@ -44,6 +44,9 @@ const (
 	// Upstream OAuth refresh: see applyOAuth.
 	OpRefreshCredential
 	OpMarkCredentialConsent
+	// OpResealOAuthClient moves an OAuth client registration's sealed
+	// secret to another vault key: see applyKeyring.
+	OpResealOAuthClient
 )
 
 var opNames = map[Op]string{
@@ -75,6 +78,7 @@ var opNames = map[Op]string{
 
 	OpRefreshCredential:     "refresh-credential",
 	OpMarkCredentialConsent: "mark-credential-consent",
+	OpResealOAuthClient:     "reseal-oauth-client",
 }
 
 func (o Op) String() string {
@@ -257,7 +261,7 @@ func applyTx(tx *storage.Tx, c Command, depth int) error {
 		err = tx.PutToken(*c.Token)
 	case OpPutOAuthPending, OpClaimOAuthPending, OpExpireOAuthPending, OpPutOAuthClient, OpRefreshCredential, OpMarkCredentialConsent:
 		err = applyOAuth(tx, c)
-	case OpInitKeyring, OpRotateDataKey, OpResealCredential, OpResealTokenKey, OpRetireDataKey, OpWrapDataKeys, OpDropKEK:
+	case OpInitKeyring, OpRotateDataKey, OpResealCredential, OpResealTokenKey, OpRetireDataKey, OpWrapDataKeys, OpDropKEK, OpResealOAuthClient:
 		err = applyKeyring(tx, c)
 	case OpAuditCheckpoint:
 		if c.Checkpoint == nil || c.Checkpoint.Node == "" {

@@ -42,9 +42,10 @@ func knownKey(tx *storage.Tx, keyID string) error {
 //   - OpRotateDataKey makes DataKey the active key; every other active key
 //     becomes decrypt-only. One command, so every node switches at the
 //     same point of the log.
-//   - OpResealCredential and OpResealTokenKey replace a record only if it
-//     still holds Expect: a put or delete that landed after the reseal was
-//     prepared wins, and the reseal is silently skipped.
+//   - OpResealCredential, OpResealTokenKey and OpResealOAuthClient replace
+//     a record's sealing only if it still holds Expect: a put or delete
+//     that landed after the reseal was prepared wins, and the reseal is
+//     silently skipped.
 //   - OpRetireDataKey deletes a decrypt-only key that no record references.
 //   - OpWrapDataKeys adds wraps for a new key-encryption key.
 //   - OpDropKEK removes the wraps of a key-encryption key, refusing to
@@ -108,6 +109,22 @@ func applyKeyring(tx *storage.Tx, c Command) error {
 		// Only the sealing changes: a retirement applied meanwhile stays.
 		cur.Sealed, cur.KeyID = c.TokenKey.Sealed, c.TokenKey.KeyID
 		return tx.PutTokenKey(cur)
+	case OpResealOAuthClient:
+		if c.OAuthClient == nil {
+			return missing("oauth client")
+		}
+		cur, err := tx.OAuthClient(c.OAuthClient.Issuer)
+		if errors.Is(err, storage.ErrNotFound) || err == nil && !bytes.Equal(cur.Sealed, c.Expect) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := knownKey(tx, c.OAuthClient.KeyID); err != nil {
+			return err
+		}
+		cur.Sealed, cur.KeyID = c.OAuthClient.Sealed, c.OAuthClient.KeyID
+		return tx.PutOAuthClient(cur)
 	case OpRetireDataKey:
 		keys, err := tx.DataKeys()
 		if err != nil {

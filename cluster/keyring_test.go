@@ -125,3 +125,46 @@ func TestKEKWraps(t *testing.T) {
 		t.Fatalf("dropping the last wrap: %v, want ErrInvalidCommand", err)
 	}
 }
+
+// TestRetirementWaitsForOAuthRecords: a decrypt-only key that still seals
+// an OAuth pending flow or an OAuth client secret is not retired; once the
+// client is resealed (compare-and-set, as credentials are) and the flow is
+// gone, it is.
+func TestRetirementWaitsForOAuthRecords(t *testing.T) {
+	s := openStore(t)
+	expires := time.Unix(600, 0).UTC()
+	client := func(keyID, sealed string) *storage.OAuthClient {
+		return &storage.OAuthClient{Issuer: "https://as.example", KeyID: keyID, Sealed: []byte(sealed), Registration: []byte(`{}`)}
+	}
+	mustApply(t, s,
+		Command{Op: OpInitKeyring, DataKey: dataKey("dek1", "kek")},
+		Command{Op: OpPutOAuthPending, OAuthPending: &storage.OAuthPending{StateHash: "h", Org: "acme", Account: "a", Route: "gh",
+			Issuer: "https://as.example", Expires: expires, KeyID: "dek1", Sealed: []byte("verifier"), Flow: []byte(`{}`)}},
+		Command{Op: OpPutOAuthClient, OAuthClient: client("dek1", "secret-v1")},
+		Command{Op: OpRotateDataKey, DataKey: dataKey("dek2", "kek")},
+	)
+	retire := Command{Op: OpRetireDataKey, Name: "dek1"}
+	mustApply(t, s, retire)
+	if _, ok := keyStates(t, s)["dek1"]; !ok {
+		t.Fatal("dek1 retired while it seals an oauth flow and an oauth client secret")
+	}
+	// A reseal prepared from old bytes is skipped; one from the current
+	// bytes applies.
+	mustApply(t, s,
+		Command{Op: OpResealOAuthClient, OAuthClient: client("dek2", "stale"), Expect: []byte("other")},
+		Command{Op: OpResealOAuthClient, OAuthClient: client("dek2", "secret-v1-resealed"), Expect: []byte("secret-v1")},
+		retire)
+	if c, err := s.OAuthClient("https://as.example"); err != nil || c.KeyID != "dek2" || string(c.Sealed) != "secret-v1-resealed" {
+		t.Fatalf("client after reseal: %+v, %v", c, err)
+	}
+	if _, ok := keyStates(t, s)["dek1"]; !ok {
+		t.Fatal("dek1 retired while it seals an oauth flow")
+	}
+	mustApply(t, s, Command{Op: OpExpireOAuthPending, At: expires}, retire)
+	if diff := cmp.Diff(map[string]storage.DataKeyState{"dek2": storage.DataKeyActive}, keyStates(t, s)); diff != "" {
+		t.Fatalf("after the flow expired (-want +got):\n%s", diff)
+	}
+	if err := Apply(s, 0, Command{Op: OpResealOAuthClient, OAuthClient: client("dek1", "x"), Expect: []byte("secret-v1-resealed")}); !errors.Is(err, ErrRetiredKey) {
+		t.Fatalf("reseal with a retired key: %v, want ErrRetiredKey", err)
+	}
+}

@@ -344,6 +344,7 @@ var auditReasons = map[int64]string{
 	transport.CodeUpstreamError:    "upstream_error",
 	transport.CodeNoRoute:          "no_route",
 	transport.CodeNoCredential:     "no_credential",
+	transport.CodeConsentRequired:  "consent_required",
 	transport.CodeOverloaded:       "overloaded",
 	transport.CodeCredentialBroken: "credential_broken",
 	jsonrpc.CodeInvalidParams:      "bad_request",

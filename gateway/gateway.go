@@ -123,6 +123,11 @@ type Options struct {
 	// OAuthRefreshWait bounds how long a call waits for a refresh after
 	// its upstream answered 401. Default 20s.
 	OAuthRefreshWait time.Duration
+	// Consent, when set, starts an upstream OAuth flow for a session
+	// refused for want of a credential, and the refusal carries its
+	// authorization URL (transport.CodeConsentRequired). Default nil: such
+	// sessions are refused with transport.CodeNoCredential.
+	Consent Consent
 }
 
 // DefaultMaxStdioPerRoute is Options.MaxStdioPerRoute's default. A stdio MCP
@@ -224,6 +229,7 @@ type Gateway struct {
 	paramHeaders sync.Map
 
 	unsealed unsealedCache // credentials unsealed recently, for sessions to come
+	consents consentLinks  // authorization URLs handed out, per (org, account, route)
 
 	closeOnce sync.Once
 	closeErr  error

@@ -62,6 +62,10 @@ type metrics struct {
 	// reestablished counts stdio and WebSocket upstream connections
 	// re-established (or closed) because their credential changed.
 	reestablished *prometheus.CounterVec // route, reason, outcome
+	// consentLinks counts the authorization URLs sessions needing consent
+	// were given: a new flow (issued), an open one again (reused), or none
+	// (failed).
+	consentLinks *prometheus.CounterVec // outcome
 
 	// Cached children, created with the vectors.
 	msgClientToServer, msgServerToClient prometheus.Counter
@@ -145,6 +149,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		reestablished: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcpgw_proxy_upstream_reestablished_total", Help: "Open stdio and WebSocket upstream connections re-established on a rotated credential (reason credential_rotated) or closed because it was removed (credential_removed), by outcome (ok, error).",
 		}, []string{"route", "reason", "outcome"}),
+		consentLinks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgw_oauth_consent_links_total", Help: "Authorization URLs handed to sessions that need consent: issued (a new flow), reused (an open flow's) or failed (none could be started).",
+		}, []string{"outcome"}),
 		transports: make(map[string]transportMetrics, len(Transports)),
 		limits:     map[string]bool{},
 	}
@@ -168,7 +175,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.streamableExpired.WithLabelValues(r)
 	}
 	reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.messagesTotal, m.refusalsTotal, m.sessionRefusals, m.streamableExpired,
-		m.upstreamBytes, m.tokenVerifications, m.reestablished)
+		m.upstreamBytes, m.tokenVerifications, m.reestablished, m.consentLinks)
 	return m
 }
 

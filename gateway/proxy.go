@@ -42,6 +42,9 @@ type session struct {
 	oneShot bool
 
 	down, up mcp.Connection
+	// consent is set for a session held open until its account consents;
+	// up is nil until then (see awaitConsent).
+	consent *consentWait
 
 	// traceCtx holds the session's span (and the trace context of the
 	// request that opened it), the parent of calls that bring none of
@@ -108,6 +111,13 @@ func (s *session) run(ctx context.Context) {
 	s.stop = cancel
 	s.g.live.add(s)
 	defer s.g.live.remove(s)
+	if s.consent != nil && !s.awaitConsent(ctx) {
+		s.down.Close()
+		if s.up != nil {
+			s.up.Close()
+		}
+		return
+	}
 	tm := s.g.metrics.transport(s.transport)
 	tm.active.Inc()
 	tm.opened.Inc()
@@ -228,6 +238,7 @@ func (s *session) clientToServer(ctx context.Context) {
 			}
 			continue
 		}
+		req = forUpstream(req)
 		callCtx, fwd, rerr := s.admit(ctx, req)
 		if rerr != nil {
 			s.writeDown(ctx, &jsonrpc.Response{ID: req.ID, Error: rerr})
@@ -419,6 +430,12 @@ func (s *session) answerFailedWrite(ctx context.Context, req *jsonrpc.Request, e
 	}
 	var werr *jsonrpc.Error
 	var rerr *jsonrpc.Error
+	if cr := s.g.consentRefusal(ctx, sessionSpec{route: s.route, org: s.org, account: s.account}, err); cr != nil {
+		// The credential went away (revoked) or can no longer be
+		// refreshed: the call carries a fresh authorization URL.
+		s.complete(ctx, &jsonrpc.Response{ID: req.ID, Error: &jsonrpc.Error{Code: cr.ref.Code, Message: cr.ref.Message, Data: cr.ref.Data}})
+		return
+	}
 	if errors.As(err, &werr) && werr.Code != transport.CodeSDKRejected {
 		rerr = &jsonrpc.Error{Code: werr.Code, Message: werr.Message, Data: werr.Data}
 	} else {

@@ -121,6 +121,7 @@ type sessionRequest struct {
 	org     string
 	account string
 	framed  bool   // from an open frame rather than an HTTP request
+	modern  bool   // a stateless 2026-07-28 request (streamable HTTP)
 	remote  string // the caller's network address, for the audit log
 }
 
@@ -208,7 +209,7 @@ func (g *Gateway) routeParamHeaders(route storage.Route) *transport.ParamHeaders
 func (g *Gateway) dial(ctx context.Context, spec sessionSpec, creds *credentialSource) (mcp.Connection, error) {
 	env, err := creds.environ()
 	if err != nil {
-		return nil, g.credentialRefusal(err)
+		return nil, g.credentialRefusal(ctx, spec, err)
 	}
 	if spec.route.Transport == storage.TransportStdio {
 		if err := g.procs.take(spec.route.Name); err != nil {
@@ -263,7 +264,10 @@ func (g *Gateway) dialUpstream(ctx context.Context, spec sessionSpec, creds *cre
 
 // credentialRefusal turns a credential lookup failure into the refusal a
 // caller sees before its session starts.
-func (g *Gateway) credentialRefusal(err error) error {
+func (g *Gateway) credentialRefusal(ctx context.Context, spec sessionSpec, err error) error {
+	if cr := g.consentRefusal(ctx, spec, err); cr != nil {
+		return cr
+	}
 	var ref *transport.Refusal
 	switch {
 	case errors.As(err, &ref):
@@ -278,7 +282,12 @@ func (g *Gateway) credentialRefusal(err error) error {
 
 // prepare is prepareSession for an HTTP request.
 func (g *Gateway) prepare(r *http.Request, transportName string) (*session, error) {
-	s, err := g.prepareSession(r.Context(), httpSessionRequest(r), transportName)
+	req := httpSessionRequest(r)
+	// A 2026-07-28 request names its method in a header; a stateless one
+	// is anything but initialize.
+	m := r.Header.Get(transport.HeaderMethod)
+	req.modern = m != "" && m != "initialize"
+	s, err := g.prepareSession(r.Context(), req, transportName)
 	if err != nil {
 		return nil, err
 	}
@@ -334,6 +343,13 @@ func (g *Gateway) prepareSession(ctx context.Context, req sessionRequest, transp
 		stamp, _ = stampFor(spec.route, creds)
 	}
 	up, err := g.dial(ctx, spec, creds)
+	var consent *consentWait
+	var cr *consentRequired
+	if err != nil && errors.As(err, &cr) && holdsForConsent(transportName, req.modern) {
+		// The client may be able to take the link as an elicitation: the
+		// session starts without its upstream, dialed once consent arrives.
+		consent, err = &consentWait{spec: spec, cr: cr}, nil
+	}
 	if err != nil {
 		g.releaseSessionSlot()
 		return nil, err
@@ -344,6 +360,7 @@ func (g *Gateway) prepareSession(ctx context.Context, req sessionRequest, transp
 		org: spec.org, account: spec.account, claims: claims,
 		remote: req.remote, creds: creds,
 		up:       up,
+		consent:  consent,
 		pending:  make(map[jsonrpc.ID]pendingCall),
 		finished: make(map[jsonrpc.ID]context.CancelFunc),
 		logger: g.logger.With(slog.String("session", id), slog.String("transport", transportName), slog.String("service", claims.Service),
@@ -377,7 +394,9 @@ func (g *Gateway) releaseSessionSlot() { g.activeSessions.Add(-1) }
 
 // discard drops a prepared session that never ran.
 func (s *session) discard() {
-	s.up.Close()
+	if s.up != nil {
+		s.up.Close()
+	}
 	s.g.releaseSessionSlot()
 }
 

@@ -53,7 +53,7 @@ type Node struct {
 	cimdURL string
 	cimdDoc []byte
 	// adminSvc is the admin use cases, set once Start built them; the data
-	// path's step-ups go through it.
+	// path's refreshes, step-ups and consent links go through it.
 	adminSvc atomic.Pointer[admin.Service]
 	// tracing is the tracer provider the node built, flushed in Close;
 	// nil when tracing is off or the Config gave one.

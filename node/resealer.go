@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mcpgw/mcpgw/admin"
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/gateway"
 	"github.com/mcpgw/mcpgw/storage"
@@ -123,6 +124,49 @@ func newDataKey(kek *vault.Keys, now time.Time) (storage.DataKey, error) {
 		Wraps: map[string][]byte{kek.Current().ID(): w}}, nil
 }
 
+// resealOAuth adds to batch the reseals of OAuth client secrets not under
+// the active key, and counts in refs what keeps an old key referenced:
+// clients that cannot be resealed and pending flows still open (they are
+// short-lived and never resealed; expired ones are deleted here).
+func (n *Node) resealOAuth(ctx context.Context, keys *vault.Keys, active string, refs map[string]int, batch *[]cluster.Command) error {
+	clients, err := n.store.OAuthClients()
+	if err != nil {
+		return err
+	}
+	for _, c := range clients {
+		if len(c.Sealed) == 0 || c.KeyID == active {
+			continue
+		}
+		sealed, err := keys.Reseal(c.Sealed, admin.OAuthClientAAD(c.Issuer), keys)
+		if err != nil {
+			refs[c.KeyID]++
+			n.logger.Warn("cannot reseal an oauth client secret; it keeps its old key", slog.String("issuer", c.Issuer), slog.String("key_id", c.KeyID), slog.Any("error", err))
+			continue
+		}
+		nc := c
+		nc.Sealed, nc.KeyID = sealed, active
+		*batch = append(*batch, cluster.Command{Op: cluster.OpResealOAuthClient, OAuthClient: &nc, Expect: c.Sealed})
+	}
+	flows, err := n.store.OAuthPendings()
+	if err != nil {
+		return err
+	}
+	now, expired := n.now().UTC(), false
+	for _, f := range flows {
+		switch {
+		case f.KeyID == active:
+		case !f.Expires.After(now):
+			expired = true
+		default:
+			refs[f.KeyID]++
+		}
+	}
+	if expired {
+		return n.writes.Apply(ctx, cluster.Command{Op: cluster.OpExpireOAuthPending, At: now})
+	}
+	return nil
+}
+
 // resealPass does one round of the resealer's work.
 func (n *Node) resealPass(ctx context.Context) error {
 	if err := n.initKeyring(ctx); err != nil {
@@ -227,6 +271,9 @@ func (n *Node) resealPass(ctx context.Context) error {
 		if err := add(cluster.Command{Op: cluster.OpResealTokenKey, TokenKey: &nk, Expect: k.Sealed}, len(sealed)+len(k.Sealed)); err != nil {
 			return err
 		}
+	}
+	if err := n.resealOAuth(ctx, keys, active, refs, &batch); err != nil {
+		return err
 	}
 	if err := flush(); err != nil {
 		return err

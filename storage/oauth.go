@@ -89,6 +89,12 @@ func (t *Tx) PutOAuthClient(c OAuthClient) error {
 	return putJSON(t.tx, bucketOAuthClients, c.Issuer, c)
 }
 
+// OAuthClient returns the registration for issuer as this transaction
+// sees it, or ErrNotFound.
+func (t *Tx) OAuthClient(issuer string) (OAuthClient, error) {
+	return txGetJSON[OAuthClient](t.tx, bucketOAuthClients, issuer)
+}
+
 // DeleteOAuthClient removes the registration for issuer.
 func (t *Tx) DeleteOAuthClient(issuer string) (bool, error) {
 	return deleteKey(t.tx, bucketOAuthClients, issuer)
@@ -103,6 +109,11 @@ func (s *Store) OAuthPending(stateHash string) (OAuthPending, error) {
 // OAuthPendings returns every pending flow, ordered by state hash.
 func (s *Store) OAuthPendings() ([]OAuthPending, error) {
 	return listJSON[OAuthPending](s, bucketOAuthPending)
+}
+
+// OAuthClients returns every registration, ordered by issuer.
+func (s *Store) OAuthClients() ([]OAuthClient, error) {
+	return listJSON[OAuthClient](s, bucketOAuthClients)
 }
 
 // OAuthClient returns the registration for issuer or ErrNotFound.

@@ -198,14 +198,15 @@ func (t *Tx) PutDataKey(k DataKey) error { return putJSON(t.tx, bucketKeyring, k
 // DeleteDataKey removes a vault data key; it reports whether it existed.
 func (t *Tx) DeleteDataKey(id string) (bool, error) { return deleteKey(t.tx, bucketKeyring, id) }
 
-// KeyReferences counts, per vault key id, the credentials and token
-// signing keys whose KeyID names it.
+// KeyReferences counts, per vault key id, the records sealed with it:
+// credentials, token signing keys, OAuth pending flows and OAuth client
+// registrations.
 func (t *Tx) KeyReferences() (map[string]int, error) {
 	refs := map[string]int{}
 	var rec struct {
 		KeyID string `json:"key_id"`
 	}
-	for _, b := range [][]byte{bucketCredentials, bucketTokenKeys} {
+	for _, b := range [][]byte{bucketCredentials, bucketTokenKeys, bucketOAuthPending, bucketOAuthClients} {
 		err := t.tx.Bucket(b).ForEach(func(_, v []byte) error {
 			rec.KeyID = ""
 			if err := json.Unmarshal(v, &rec); err != nil {

@@ -131,6 +131,8 @@ type HTTPError struct {
 	RetryAfter int
 	// ID, when valid, is the id of the request the refusal answers.
 	ID jsonrpc.ID
+	// Data, when set, is the JSON-RPC error's data.
+	Data json.RawMessage
 }
 
 func (e *HTTPError) Error() string { return e.Message }
@@ -143,14 +145,14 @@ func WriteHTTPError(w http.ResponseWriter, err error) {
 	var he *HTTPError
 	var ref *Refusal
 	if errors.As(err, &ref) {
-		he = &HTTPError{Status: HTTPStatus(ref.Code), Code: ref.Code, Message: ref.Message, RetryAfter: ref.RetryAfter}
+		he = &HTTPError{Status: HTTPStatus(ref.Code), Code: ref.Code, Message: ref.Message, RetryAfter: ref.RetryAfter, Data: ref.Data}
 	} else if !errors.As(err, &he) {
 		he = &HTTPError{Status: http.StatusInternalServerError, Code: jsonrpc.CodeInternalError, Message: "internal error; see the gateway log"}
 	}
 	if he.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(he.RetryAfter))
 	}
-	body, _ := encodeMessage(&jsonrpc.Response{ID: he.ID, Error: &jsonrpc.Error{Code: he.Code, Message: he.Message}})
+	body, _ := encodeMessage(&jsonrpc.Response{ID: he.ID, Error: &jsonrpc.Error{Code: he.Code, Message: he.Message, Data: he.Data}})
 	// WebSocket clients refused before the upgrade often show only the
 	// status line and headers, never the body: the reason goes in a header
 	// too.

@@ -44,6 +44,8 @@ type OpenReply struct {
 	OK    bool   `json:"ok"`
 	Code  int64  `json:"code,omitempty"`
 	Error string `json:"error,omitempty"`
+	// Data is the refusal's JSON-RPC error data, when it has some.
+	Data json.RawMessage `json:"data,omitempty"`
 }
 
 // FramedStream is a byte stream that carries one session in the framed wire
@@ -155,7 +157,7 @@ func (o *OpenRequest) Refuse(err error) {
 	var me *MessageError
 	switch {
 	case errors.As(err, &ref):
-		reply.Code, reply.Error = ref.Code, ref.Message
+		reply.Code, reply.Error, reply.Data = ref.Code, ref.Message, ref.Data
 	case errors.As(err, &he):
 		reply.Code, reply.Error = he.Code, he.Message
 	case errors.As(err, &me):
@@ -227,7 +229,7 @@ func OpenFramed(ctx context.Context, s FramedStream, f OpenFrame, opts LineOptio
 	}
 	if !reply.OK {
 		s.Close()
-		return nil, &RefusalError{Code: reply.Code, Message: reply.Error}
+		return nil, &RefusalError{Code: reply.Code, Message: reply.Error, Data: reply.Data}
 	}
 	return newLineConn(s, br, opts), nil
 }

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 
@@ -24,7 +25,18 @@ const (
 	CodeOverloaded       = -32087 // a node-wide cap (sessions, in-flight calls, connections) is reached
 	CodeCredentialBroken = -32088 // the stored credential cannot be unsealed
 	CodeNodeLost         = -32089 // the node went away (or shut down) before answering; the call may be retried
+	// CodeConsentRequired: the account has not connected the OAuth-protected
+	// route yet (or its consent lapsed); data carries the authorization URL
+	// to send the user to, as ConsentData.
+	CodeConsentRequired = -32090
 )
+
+// ConsentData is the data of a CodeConsentRequired error: where the user
+// consents, and why consent is needed. The URL is single use and expires.
+type ConsentData struct {
+	AuthorizationURL string `json:"authorizationUrl"`
+	Reason           string `json:"reason"`
+}
 
 // CodeHeaderMismatch is the JSON-RPC error code of a routing header that
 // disagrees with the body, as the MCP specification and the go-sdk define
@@ -48,6 +60,7 @@ var httpStatusOf = map[int64]int{
 	CodeOverloaded:             http.StatusServiceUnavailable,
 	CodeCredentialBroken:       http.StatusBadGateway,
 	CodeNodeLost:               http.StatusServiceUnavailable,
+	CodeConsentRequired:        http.StatusForbidden,
 	CodeHeaderMismatch:         http.StatusBadRequest,
 	jsonrpc.CodeParseError:     http.StatusBadRequest,
 	jsonrpc.CodeInvalidRequest: http.StatusBadRequest,
@@ -73,6 +86,9 @@ type Refusal struct {
 	// RetryAfter, when positive, is how many seconds to wait before
 	// retrying (HTTP's Retry-After).
 	RetryAfter int
+	// Data, when set, is the JSON-RPC error's data (ConsentData for
+	// CodeConsentRequired).
+	Data json.RawMessage
 }
 
 func (e *Refusal) Error() string { return e.Message }
@@ -84,6 +100,7 @@ type RefusalError struct {
 	Status  int // HTTP status; 0 for a refused open frame
 	Code    int64
 	Message string
+	Data    json.RawMessage // the JSON-RPC error's data, when it had some
 }
 
 // Refused reports whether the refusal is about the request itself (bad

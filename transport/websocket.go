@@ -269,10 +269,11 @@ func IsGoingAway(err error) bool {
 
 // refusalFromResponse reads the error body of a refused handshake.
 func refusalFromResponse(resp *http.Response, cause error) error {
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	// Large enough for a refusal carrying an authorization URL.
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
 	resp.Body.Close()
 	if werr, ok := decodeErrorBody(body); ok {
-		return &RefusalError{Status: resp.StatusCode, Code: werr.Code, Message: werr.Message}
+		return &RefusalError{Status: resp.StatusCode, Code: werr.Code, Message: werr.Message, Data: werr.Data}
 	}
 	return &RefusalError{Status: resp.StatusCode, Message: fmt.Sprintf("%s (%v)", http.StatusText(resp.StatusCode), cause)}
 }

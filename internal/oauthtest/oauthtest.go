@@ -380,6 +380,9 @@ type MCPOpts struct {
 	ToolScopes map[string]string
 	// SSE serves the legacy HTTP+SSE transport instead of streamable HTTP.
 	SSE bool
+	// Stateless serves stateless streamable HTTP, the way the go-sdk
+	// serves protocol 2026-07-28.
+	Stateless bool
 }
 
 func NewMCPWith(t testing.TB, as *AS, o MCPOpts) *MCP {
@@ -405,7 +408,7 @@ func NewMCPWith(t testing.TB, as *AS, o MCPOpts) *MCP {
 	}) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, nil, nil
 	})
-	var h http.Handler = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	var h http.Handler = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: o.Stateless})
 	if o.SSE {
 		h = mcp.NewSSEHandler(func(*http.Request) *mcp.Server { return s }, nil)
 	}
