@@ -135,6 +135,24 @@ func TestBenchIdleSessions(t *testing.T) {
 	}
 }
 
+// TestBenchProfiles checks that --profile-dir saves a CPU profile of a
+// load run and a heap profile of an idle run of the gateway the bench
+// starts, both gzipped pprof files.
+func TestBenchProfiles(t *testing.T) {
+	dir := t.TempDir()
+	runBenchCLI(t, "--targets", "unix", "--duration", "3s", "--sessions", "1", "--concurrency", "1", "--profile-dir", dir)
+	runBenchCLI(t, "--idle-sessions", "5", "--targets", "ws", "--profile-dir", dir)
+	for _, name := range []string{"cpu-unix-2025-11-25.pb.gz", "heap-ws-2025-11-25.pb.gz"} {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatalf("profile not saved: %v", err)
+		}
+		if len(data) < 2 || data[0] != 0x1f || data[1] != 0x8b {
+			t.Fatalf("%s is not gzipped (%d bytes)", name, len(data))
+		}
+	}
+}
+
 // TestBenchRunningGateway measures a gateway and an upstream the bench did
 // not start, given by their addresses, with their CPU read through
 // --gateway-pid and --upstream-pid (here both are this test process).

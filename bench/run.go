@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -65,6 +67,13 @@ type Config struct {
 	// Token is the service token for Gateway. Default: issue one through
 	// its admin API.
 	Token string
+
+	// ProfileDir, when set, receives Go profiles of the gateway the bench
+	// starts (which then serves them, as `serve --pprof`): a CPU profile of
+	// the middle of each load run (cpu-<target>-<protocol>.pb.gz) and a heap
+	// profile of each idle run with its sessions open
+	// (heap-<target>-<protocol>.pb.gz). Default "": none.
+	ProfileDir string
 
 	// Progress receives a status line twice a second (with carriage
 	// returns: meant for a terminal). Default nil: none.
@@ -217,11 +226,14 @@ type runner struct {
 	upstream *child
 	gateway  *gatewayProc
 	ep       *endpoints
+
+	profMu  sync.Mutex
+	profErr error // the first profile that could not be saved; guarded by profMu
 }
 
 // Run measures every target under every protocol and returns the report.
-// It fails only when it cannot set up; failed calls are counted in the
-// report.
+// It fails only when it cannot set up, or cannot save a profile asked for
+// (then with the report); failed calls are counted in the report.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -278,6 +290,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			rep.Results = append(rep.Results, res)
 		}
 	}
+	if r.profErr != nil {
+		return rep, r.profErr
+	}
 	return rep, nil
 }
 
@@ -309,7 +324,11 @@ func (r *runner) setup(ctx context.Context, targets []string) error {
 		if r.cfg.Gateway != nil {
 			gw = *r.cfg.Gateway
 		} else {
-			g, err := startGateway(ctx, r.cfg.Exe, r.cfg.Env, nil)
+			env := r.cfg.Env
+			if r.cfg.ProfileDir != "" {
+				env = append(slices.Clone(env), "MCPGW_PPROF=1")
+			}
+			g, err := startGateway(ctx, r.cfg.Exe, env, nil)
 			if err != nil {
 				r.teardown()
 				return err
@@ -372,7 +391,7 @@ func (r *runner) admin() *admin {
 	if r.ep.gw.Admin == "" {
 		return nil
 	}
-	return &admin{base: strings.TrimSuffix(r.ep.gw.Admin, "/"), http: &http.Client{Timeout: 10 * time.Second}}
+	return &admin{base: strings.TrimSuffix(r.ep.gw.Admin, "/"), token: r.ep.gw.AdminToken, http: &http.Client{Timeout: 10 * time.Second}}
 }
 
 // snapshot is the CPU and memory of each process at one moment.
@@ -536,6 +555,18 @@ func (r *runner) load(ctx context.Context, tgt, proto string) Result {
 	}
 	stopProgress := r.progress(tgt, proto, start, &calls, &callErrs)
 	var wg sync.WaitGroup
+	if secs := int(r.cfg.Duration.Seconds()) - 2; r.cfg.ProfileDir != "" && tgt != TargetDirect && secs >= 1 {
+		// The middle of the run, clear of its first and last second.
+		wg.Go(func() {
+			t := time.NewTimer(time.Second)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				r.profile(runCtx, "cpu", tgt, proto, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs))
+			case <-runCtx.Done():
+			}
+		})
+	}
 	for w := range workers {
 		s := sessions[w%len(sessions)]
 		h := &hists[w]
@@ -617,6 +648,7 @@ func (r *runner) idle(ctx context.Context, tgt, proto string) Result {
 	res.Open = open
 	r.settle(ctx)
 	after, g1 := r.sample(), goroutines()
+	r.profile(ctx, "heap", tgt, proto, "/debug/pprof/heap?gc=1")
 	res.ErrorSample = errs.sample()
 	st := &IdleStats{Sessions: len(sessions)}
 	per := func(b, a *ProcSample) *float64 {
@@ -636,6 +668,45 @@ func (r *runner) idle(ctx context.Context, tgt, proto string) Result {
 	}
 	res.Idle = st
 	return res
+}
+
+// profile saves a profile of the gateway the bench started into
+// ProfileDir, as <kind>-<target>-<protocol>.pb.gz; the first failure is
+// what Run returns.
+func (r *runner) profile(ctx context.Context, kind, tgt, proto, path string) {
+	if r.cfg.ProfileDir == "" || r.gateway == nil || tgt == TargetDirect {
+		return
+	}
+	err := func() error {
+		a := r.admin()
+		a.http.Timeout = 0 // a CPU profile takes as long as it asks for
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+path, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+a.token)
+		resp, err := a.http.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("gateway answered HTTP %d", resp.StatusCode)
+		}
+		data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+		if err != nil {
+			return err
+		}
+		name := filepath.Join(r.cfg.ProfileDir, fmt.Sprintf("%s-%s-%s.pb.gz", kind, tgt, proto))
+		return os.WriteFile(name, data, 0o600)
+	}()
+	if err != nil {
+		r.profMu.Lock()
+		if r.profErr == nil {
+			r.profErr = fmt.Errorf("take a %s profile of the gateway (%s, %s): %w; check --profile-dir is writable", kind, tgt, proto, err)
+		}
+		r.profMu.Unlock()
+	}
 }
 
 // settle waits, up to 5 s, until the measured processes' RSS stops moving
