@@ -694,7 +694,7 @@ func (c *streamableConn) standaloneOnce(ctx context.Context, lastID *string, ans
 	answer(http.StatusOK)
 	// The stream is idle most of its life: its read buffer is not pooled
 	// (it would be held all along anyway) but small.
-	f := newSSEFilter(c.rt, resp.Request, resp.Body)
+	f := newSSEFilterSize(c.rt, resp.Request, resp.Body, idleStreamBuf)
 	for {
 		ev, err := f.nextEvent()
 		if err != nil {

@@ -539,7 +539,17 @@ type sseFilter struct {
 
 func newSSEFilter(t *injectingTransport, req *http.Request, src io.ReadCloser) *sseFilter {
 	// A small buffer: there is one filter per response stream.
-	r := &sseReader{r: bufio.NewReaderSize(src, sseReadBuf), max: int(min(t.max, int64(maxInt))), keepEmpty: true}
+	return newSSEFilterSize(t, req, src, sseReadBuf)
+}
+
+// idleStreamBuf is the read buffer of a standalone event stream, which is
+// idle nearly all its life and held for all of it: small, because the
+// response body it reads is buffered by net/http already, so a small
+// buffer costs calls, not system calls.
+const idleStreamBuf = 512
+
+func newSSEFilterSize(t *injectingTransport, req *http.Request, src io.ReadCloser, size int) *sseFilter {
+	r := &sseReader{r: bufio.NewReaderSize(src, size), max: int(min(t.max, int64(maxInt))), keepEmpty: true}
 	return &sseFilter{t: t, req: req, src: src, r: r}
 }
 
