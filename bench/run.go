@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,6 +65,14 @@ type Config struct {
 	// GatewayPID is the process id of Gateway, for its CPU and memory.
 	// Default 0: not measured.
 	GatewayPID int
+	// Target is the streamable HTTP URL of another MCP proxy fronting the
+	// echo upstream at Upstream, measured as target TargetOther the way the
+	// gateway is measured, its CPU read from TargetPID. Targets may then
+	// name only direct and target. Default "": none.
+	Target string
+	// TargetPID is the process id of the proxy at Target. Default 0: its
+	// CPU is not measured.
+	TargetPID int
 	// Token is the service token for Gateway. Default: issue one through
 	// its admin API.
 	Token string
@@ -107,6 +116,12 @@ func (c *Config) Validate() error {
 		return errors.New("--targets names no target: use some of " + strings.Join(AllTargets, ","))
 	}
 	for _, t := range c.Targets {
+		if c.Target != "" {
+			if t != TargetDirect && t != TargetOther {
+				return fmt.Errorf("--targets: with --target, measure only %s and %s (got %q)", TargetDirect, TargetOther, t)
+			}
+			continue
+		}
 		if !slices.Contains(AllTargets, t) {
 			return fmt.Errorf("--targets: unknown target %q: use some of %s", t, strings.Join(AllTargets, ","))
 		}
@@ -127,6 +142,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Rate < 0 {
 		return fmt.Errorf("--rate %v must not be negative (0: as fast as answers come)", c.Rate)
+	}
+	if c.Target != "" && (c.Upstream == "" || c.Gateway != nil) {
+		return errors.New("--target needs --upstream, the echo upstream the proxy at --target fronts (start one with `mcpgw bench-upstream`), and no gateway flags")
 	}
 	if c.Exe == "" && (c.Upstream == "" || (c.Gateway == nil && needsGateway(c.Targets))) {
 		return errors.New("no mcpgw binary to start the upstream and gateway with: pass their addresses")
@@ -328,7 +346,13 @@ func (r *runner) setup(ctx context.Context, targets []string) error {
 			if r.cfg.ProfileDir != "" {
 				env = append(slices.Clone(env), "MCPGW_PPROF=1")
 			}
-			g, err := startGateway(ctx, r.cfg.Exe, env, nil)
+			var args []string
+			if n := r.cfg.IdleSessions + r.cfg.Concurrency; n > 900 {
+				// All sessions come from one address: the per-address cap
+				// (1000 by default) would refuse the rest.
+				args = []string{"--max-conns-per-ip", strconv.Itoa(n + 100)}
+			}
+			g, err := startGateway(ctx, r.cfg.Exe, env, args)
 			if err != nil {
 				r.teardown()
 				return err
@@ -357,6 +381,7 @@ func (r *runner) setup(ctx context.Context, targets []string) error {
 		r.teardown()
 		return err
 	}
+	ep.other = r.cfg.Target
 	r.ep = ep
 	return nil
 }
@@ -374,6 +399,9 @@ func (r *runner) teardown() {
 }
 
 func (r *runner) gatewayPID() int {
+	if r.cfg.Target != "" {
+		return r.cfg.TargetPID
+	}
 	if r.gateway != nil {
 		return r.gateway.pid()
 	}
