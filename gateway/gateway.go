@@ -198,6 +198,7 @@ type Gateway struct {
 	paramHeaders sync.Map
 
 	unsealed unsealedCache // credentials unsealed recently, for sessions to come
+	writers  *workerPool   // runs the upstream writes of calls
 
 	closeOnce sync.Once
 	closeErr  error
@@ -211,7 +212,7 @@ type Gateway struct {
 func New(state State, keys func() *vault.Keys, opts *Options) *Gateway {
 	o := opts.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	g := &Gateway{state: state, keys: keys, opts: o, logger: o.Logger, metrics: newMetrics(o.Registerer), ctx: ctx, cancel: cancel}
+	g := &Gateway{state: state, keys: keys, opts: o, logger: o.Logger, metrics: newMetrics(o.Registerer), ctx: ctx, cancel: cancel, writers: newWorkerPool()}
 	if o.TracerProvider != nil {
 		g.tracer = o.TracerProvider.Tracer(tracerName)
 	}
@@ -319,6 +320,7 @@ func (g *Gateway) Close() error {
 		g.watchers.Wait()
 		g.audit.close()
 		g.unsealed.stop()
+		g.writers.close()
 	})
 	return g.closeErr
 }

@@ -475,18 +475,21 @@ func (c *streamableConn) readCallStream(ctx context.Context, hreq *http.Request,
 // came, whether any event did, and a read error that ends the call.
 func (c *streamableConn) readStream(ctx context.Context, hreq *http.Request, resp *http.Response, id jsonrpc.ID, lastID *string, retry *time.Duration) (answered, progressed bool, err error) {
 	f, release := c.rt.pooledFilter(hreq, resp.Body)
+	var held *heldAnswer
 	defer func() {
+		if held != nil {
+			held.finish()
+		}
 		resp.Body.Close()
 		release()
 	}()
-	var drain *time.Timer
-	defer func() {
-		if drain != nil {
-			drain.Stop()
-		}
-	}()
 	for {
 		ev, err := f.nextEvent()
+		if held != nil {
+			// The stream went on after the answer, or ended: either way
+			// the answer goes now, and what follows it is bounded.
+			held.releaseNow()
+		}
 		if err != nil {
 			// The end of the stream, or a read cut short: after the answer
 			// either is fine; before it, readCallStream resumes or fails.
@@ -506,23 +509,76 @@ func (c *streamableConn) readStream(ctx context.Context, hreq *http.Request, res
 		}
 		progressed = true
 		it := decodeChecked(ev.Data)
+		var me *MessageError
+		r, isResp := it.msg.(*jsonrpc.Response)
+		if !answered && ((isResp && r.ID == id) || (errors.As(it.err, &me) && me.Response && me.ID == id)) {
+			answered = true
+			held = holdAnswer(c, ctx, it, resp.Body)
+			continue
+		}
 		if !c.deliver(ctx, it) {
 			return answered, progressed, nil
 		}
-		if r, ok := it.msg.(*jsonrpc.Response); ok && r.ID == id && !answered {
-			answered = true
-			// The server ends the stream after the answer; one that does
-			// not is cut off after drainGrace.
-			body := resp.Body
-			drain = time.AfterFunc(drainGrace, func() { body.Close() })
-		}
-		var me *MessageError
-		if errors.As(it.err, &me) && me.Response && me.ID == id {
-			answered = true // Read fails the call with it
-			body := resp.Body
-			drain = time.AfterFunc(drainGrace, func() { body.Close() })
-		}
 	}
+}
+
+// answerHold is how long the answer to a call waits for the end of its
+// stream, which a server sends right after it. Reading the end first puts
+// the connection back into the pool before the caller, answered, sends
+// its next call; otherwise that call often finds no idle connection and
+// dials one.
+const answerHold = 10 * time.Millisecond
+
+// heldAnswer is a call's answer waiting (answerHold at most) for the end
+// of its stream.
+type heldAnswer struct {
+	c    *streamableConn
+	ctx  context.Context
+	it   upstreamItem
+	body io.Closer
+	hold *time.Timer
+	once sync.Once
+
+	mu    sync.Mutex
+	drain *time.Timer // cuts the stream off drainGrace after the answer went; guarded by mu
+	done  bool        // the stream is no longer read; guarded by mu
+}
+
+func holdAnswer(c *streamableConn, ctx context.Context, it upstreamItem, body io.Closer) *heldAnswer {
+	h := &heldAnswer{c: c, ctx: ctx, it: it, body: body}
+	h.hold = time.AfterFunc(answerHold, h.release)
+	return h
+}
+
+// release hands the answer on, once, and bounds the rest of the stream.
+// The hold timer calls it; the stream's reader calls it through
+// releaseNow, which owns hold.
+func (h *heldAnswer) release() {
+	h.once.Do(func() {
+		h.c.deliver(h.ctx, h.it)
+		h.mu.Lock()
+		if !h.done {
+			h.drain = time.AfterFunc(drainGrace, func() { h.body.Close() })
+		}
+		h.mu.Unlock()
+	})
+}
+
+// releaseNow is release without waiting for the hold timer.
+func (h *heldAnswer) releaseNow() {
+	h.hold.Stop()
+	h.release()
+}
+
+// finish is called once the stream is no longer read.
+func (h *heldAnswer) finish() {
+	h.releaseNow()
+	h.mu.Lock()
+	h.done = true
+	if h.drain != nil {
+		h.drain.Stop()
+	}
+	h.mu.Unlock()
 }
 
 // get opens an event stream with GET: the standalone one (lastID empty) or
