@@ -345,8 +345,8 @@ func headerValue(s string) string {
 // checkStatus turns an upstream's refusal of a request into the error the
 // request fails with. A 404 for a known session means the upstream has
 // ended it: the connection fails (and sends no DELETE). Other refusals fail
-// the one request: with the upstream's JSON-RPC error when it sent one
-// (injectingTransport has redacted it), else with the status.
+// the one request: with the JSON-RPC error injectingTransport made of the
+// upstream's answer (redacted) where it did, else with the status.
 func (c *streamableConn) checkStatus(resp *http.Response) error {
 	if sid := resp.Header.Get(HeaderSessionID); sid != "" {
 		c.mu.Lock()
@@ -373,7 +373,9 @@ func (c *streamableConn) checkStatus(resp *http.Response) error {
 		c.fail(err)
 		return err
 	}
-	if !transientStatus(resp.StatusCode) && mediaType(resp.Header.Get("Content-Type")) == "application/json" {
+	// Only the bodies injectingTransport rewrote are redacted: no other
+	// upstream text reaches the caller.
+	if !transientStatus(resp.StatusCode) && explainedStatus(resp.StatusCode) && mediaType(resp.Header.Get("Content-Type")) == "application/json" {
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		if werr, ok := decodeErrorBody(data); ok {
 			return werr

@@ -193,3 +193,35 @@ func TestReadRequestFields(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamableClientUnexplainedRefusalNotEchoed has an upstream refuse a
+// call with a status injectingTransport does not rewrite (409), its
+// JSON-RPC error body echoing the credential: the call fails with the
+// status alone, never with the upstream's text.
+func TestStreamableClientUnexplainedRefusalNotEchoed(t *testing.T) {
+	const secret = "s3cr3t-token-value"
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusConflict)
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"refused `+r.Header.Get("Authorization")+`"}}`)
+	}))
+	t.Cleanup(ts.Close)
+	conn, err := Dial(context.Background(), Upstream{URL: ts.URL, Header: func() (http.Header, error) {
+		return http.Header{"Authorization": {"Bearer " + secret}}, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	msg, err := jsonrpcx.DecodeMessage([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = conn.Write(context.Background(), msg)
+	if err == nil {
+		t.Fatal("Write succeeded, want the refusal")
+	}
+	if strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), "HTTP 409") {
+		t.Fatalf("Write error %q, want HTTP 409 without the credential", err)
+	}
+}

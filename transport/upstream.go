@@ -268,10 +268,7 @@ func (t *injectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 // is passed on with every injected value redacted; anything else becomes
 // the status and a fixed message.
 func (t *injectingTransport) explainRefusal(req *http.Request, resp *http.Response, injected http.Header) *http.Response {
-	switch resp.StatusCode {
-	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusMethodNotAllowed,
-		http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType, http.StatusUnprocessableEntity, http.StatusInternalServerError:
-	default:
+	if !explainedStatus(resp.StatusCode) {
 		return resp
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -306,6 +303,17 @@ func (t *injectingTransport) explainRefusal(req *http.Request, resp *http.Respon
 	}
 	data, _ := jsonrpc.EncodeMessage(&jsonrpc.Response{ID: id, Error: rerr})
 	return t.replaceBody(resp, data)
+}
+
+// explainedStatus reports the refusals of a POST that explainRefusal
+// rewrites: only their bodies have been redacted.
+func explainedStatus(code int) bool {
+	switch code {
+	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusMethodNotAllowed,
+		http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType, http.StatusUnprocessableEntity, http.StatusInternalServerError:
+		return true
+	}
+	return false
 }
 
 // redactRefusal keeps of a refused GET (a WebSocket handshake, an event
