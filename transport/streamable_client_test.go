@@ -225,3 +225,36 @@ func TestStreamableClientUnexplainedRefusalNotEchoed(t *testing.T) {
 		t.Fatalf("Write error %q, want HTTP 409 without the credential", err)
 	}
 }
+
+// FuzzRequestHeaders checks, for any params, that the routing headers the
+// upstream client derives from a request are ones the gateway's own
+// check of a POST (checkRoutingHeaders, as the go-sdk server checks them)
+// accepts with that very body: they can never disagree with it.
+func FuzzRequestHeaders(f *testing.F) {
+	const meta = `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}`
+	for _, seed := range []struct{ method, params string }{
+		{"tools/call", `{"name":"echo","arguments":{"text":"hi"},` + meta + `}`},
+		{"tools/call", `{"name":"\u00e9cho\n",` + meta + `}`},
+		{"tools/call", `{"name":"a","name":"b",` + meta + `}`},
+		{"resources/read", `{"uri":"file:///x",` + meta + `}`},
+		{"prompts/get", `{"name":" padded ",` + meta + `}`},
+		{"tools/list", `{` + meta + `}`},
+		{"ping", ``},
+	} {
+		f.Add(seed.method, []byte(seed.params))
+	}
+	f.Fuzz(func(t *testing.T, method string, params []byte) {
+		if method == "" || !json.Valid(params) && len(params) > 0 {
+			return // the strict decoder refuses such requests before any header is made
+		}
+		req := &jsonrpc.Request{Method: method, Params: params}
+		id, _ := jsonrpc.MakeID(float64(1))
+		req.ID = id
+		c := &streamableConn{rt: &injectingTransport{}, u: Upstream{ParamHeaders: &ParamHeaders{}}}
+		h := http.Header{}
+		c.setHeaders(h, req)
+		if err := checkRoutingHeaders(h, []jsonrpc.Message{req}); err != nil {
+			t.Fatalf("headers %v derived from params %s refused: %v", h, params, err)
+		}
+	})
+}
