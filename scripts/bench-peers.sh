@@ -99,7 +99,7 @@ for peer in $PEERS; do
 			continue
 		fi
 		KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT=1 TOOLHIVE_SKIP_UPDATE_CHECK=true \
-			"$THV" proxy --host 127.0.0.1 --port "$port" --target-uri "$UP/mcp" bench >"$TMP/thv.log" 2>&1 &
+			"$THV" proxy --host 127.0.0.1 --port "$port" --target-uri "$UP" bench >"$TMP/thv.log" 2>&1 &
 		pid=$!
 		url="http://127.0.0.1:$port/mcp"
 		;;
