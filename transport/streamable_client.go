@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -202,6 +203,12 @@ func (c *streamableConn) post(ctx context.Context, msg jsonrpc.Message) error {
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		// The caller's error names the route, not its URL, which may carry
+		// a key in its query.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
 		}
 		return fmt.Errorf("upstream request failed: %w", err)
 	}

@@ -258,3 +258,33 @@ func FuzzRequestHeaders(f *testing.F) {
 		}
 	})
 }
+
+// TestStreamableClientFailedRequestHidesURL has the upstream drop the
+// connection of a call whose route URL carries a key in its query: the
+// call's error says the request failed, without the URL.
+func TestStreamableClientFailedRequestHidesURL(t *testing.T) {
+	const key = "q-key-4f2a9"
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			c.Close()
+		}
+	}))
+	t.Cleanup(ts.Close)
+	conn, err := Dial(context.Background(), Upstream{URL: ts.URL + "/mcp?key=" + key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	msg, err := jsonrpcx.DecodeMessage([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = conn.Write(context.Background(), msg)
+	if err == nil {
+		t.Fatal("Write succeeded, want the failure")
+	}
+	if strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), "upstream request failed") {
+		t.Fatalf("Write error %q, want the failure without the URL's key", err)
+	}
+}
