@@ -228,7 +228,7 @@ func (c *streamableConn) post(ctx context.Context, msg jsonrpc.Message) error {
 		resp.Body.Close()
 		if err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return nil // sent: the call is answered by whoever ended it
 			}
 			return fmt.Errorf("read the upstream's answer: %w", err)
 		}
@@ -427,13 +427,16 @@ const resumeRetries = 2
 // messages to Read, until the call's response has passed; the rest of the
 // stream is read for drainGrace at most, so the connection is reused. A
 // stream that ends early is resumed with Last-Event-ID when the upstream
-// gave its events ids; otherwise the call fails.
+// gave its events ids; otherwise the call fails. The call was sent: when
+// its context or the connection ends first, it returns nil, and the call
+// is answered by what ended it (the caller gave up, or the session ended
+// and fails its pending calls with the reason).
 func (c *streamableConn) readCallStream(ctx context.Context, hreq *http.Request, resp *http.Response, call *jsonrpc.Request) error {
 	lastID, retry := "", time.Duration(0)
 	for attempt := 0; ; {
 		answered, progressed, err := c.readStream(ctx, hreq, resp, call.ID, &lastID, &retry)
 		if answered || ctx.Err() != nil {
-			return ctx.Err()
+			return nil
 		}
 		if err != nil {
 			return err
@@ -457,14 +460,14 @@ func (c *streamableConn) readCallStream(ctx context.Context, hreq *http.Request,
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return ctx.Err()
+			return nil
 		case <-c.ctx.Done():
 			t.Stop()
-			return mcp.ErrConnectionClosed
+			return nil
 		}
 		if resp, err = c.get(ctx, lastID); err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return nil
 			}
 			return fmt.Errorf("resume the upstream's response stream: %w", err)
 		}
