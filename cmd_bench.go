@@ -27,7 +27,9 @@ Examples:
    mcpgw bench --protocol 2025-11-25,2026-07-28 --json
    mcpgw bench --rate 2000 --targets direct,ws   # latency at a given load
    mcpgw bench --idle-sessions 2000 --targets ws,quic
-   mcpgw bench --smoke                           # CI: fails on any error, never on speed`,
+   mcpgw bench --smoke                           # CI: fails on any error, never on speed
+   mcpgw bench --upstream http://127.0.0.1:9100 --target http://127.0.0.1:9200/mcp --target-pid 4242
+                                                 # another proxy fronting a running bench-upstream`,
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "targets", Value: cli.NewStringSlice(def.Targets...), Usage: "what to measure: direct, ws, quic, unix, http"},
 			&cli.StringSliceFlag{Name: "protocol", Value: cli.NewStringSlice(def.Protocols...), Usage: "protocol versions to pin, each over every target: 2025-11-25, 2026-07-28"},
@@ -38,8 +40,11 @@ Examples:
 			&cli.IntFlag{Name: "idle-sessions", Usage: "instead of load, open this many idle sessions per target and report the memory each costs"},
 			&cli.BoolFlag{Name: "smoke", Usage: "a short run over every target and both protocols (1 session, 2 workers, 1s); fails on any error"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
+			&cli.StringFlag{Name: "profile-dir", Usage: "save Go profiles of the gateway the bench starts into this directory: CPU of each load run (cpu-<target>-<protocol>.pb.gz), heap of each idle run (heap-…)"},
 			&cli.StringFlag{Name: "upstream", Usage: "base URL of a running mcpgw bench-upstream, or the URL of another MCP server with an echo tool (default: start one)"},
 			&cli.IntFlag{Name: "upstream-pid", Usage: "process id of --upstream, to measure its CPU and memory"},
+			&cli.StringFlag{Name: "target", Usage: "streamable HTTP URL of another MCP proxy fronting --upstream, measured as target \"target\" against direct, its CPU from --target-pid (use --targets direct,target)"},
+			&cli.IntFlag{Name: "target-pid", Usage: "process id of the proxy at --target, to measure its CPU and memory"},
 			&cli.StringFlag{Name: "gateway-admin", Usage: "admin API URL of a running gateway to measure (default: start one); the bench adds routes bench and bench-stateless to it"},
 			&cli.StringFlag{Name: "admin-token", EnvVars: []string{"MCPGW_ADMIN_TOKEN"}, Usage: "admin token of --gateway-admin"},
 			&cli.StringFlag{Name: "gateway-http", Usage: "host:port of the running gateway's WebSocket and streamable HTTP listener"},
@@ -76,8 +81,13 @@ func runBench(c *cli.Context) error {
 	}
 	cfg.Rate = c.Float64("rate")
 	cfg.IdleSessions = c.Int("idle-sessions")
+	cfg.ProfileDir = c.String("profile-dir")
 	cfg.Upstream = c.String("upstream")
 	cfg.UpstreamPID = c.Int("upstream-pid")
+	cfg.Target, cfg.TargetPID = c.String("target"), c.Int("target-pid")
+	if cfg.Target != "" && !c.IsSet("targets") {
+		cfg.Targets = []string{bench.TargetDirect, bench.TargetOther}
+	}
 	if c.String("gateway-admin") != "" || c.String("gateway-http") != "" || c.String("gateway-quic") != "" || c.String("gateway-unix") != "" {
 		cfg.Gateway = &bench.GatewayAddrs{
 			HTTP: c.String("gateway-http"), QUIC: c.String("gateway-quic"), Unix: c.String("gateway-unix"),

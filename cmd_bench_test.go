@@ -2,14 +2,20 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/urfave/cli/v2"
 
 	"github.com/mcpgw/mcpgw/bench"
@@ -135,6 +141,24 @@ func TestBenchIdleSessions(t *testing.T) {
 	}
 }
 
+// TestBenchProfiles checks that --profile-dir saves a CPU profile of a
+// load run and a heap profile of an idle run of the gateway the bench
+// starts, both gzipped pprof files.
+func TestBenchProfiles(t *testing.T) {
+	dir := t.TempDir()
+	runBenchCLI(t, "--targets", "unix", "--duration", "3s", "--sessions", "1", "--concurrency", "1", "--profile-dir", dir)
+	runBenchCLI(t, "--idle-sessions", "5", "--targets", "ws", "--profile-dir", dir)
+	for _, name := range []string{"cpu-unix-2025-11-25.pb.gz", "heap-ws-2025-11-25.pb.gz"} {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatalf("profile not saved: %v", err)
+		}
+		if len(data) < 2 || data[0] != 0x1f || data[1] != 0x8b {
+			t.Fatalf("%s is not gzipped (%d bytes)", name, len(data))
+		}
+	}
+}
+
 // TestBenchRunningGateway measures a gateway and an upstream the bench did
 // not start, given by their addresses, with their CPU read through
 // --gateway-pid and --upstream-pid (here both are this test process).
@@ -161,6 +185,63 @@ func TestBenchRunningGateway(t *testing.T) {
 		if res.CPUPerCall.Gateway == nil || res.CPUPerCall.Upstream == nil {
 			t.Errorf("%s %s: CPU of the given processes not measured: %+v", res.Target, res.Protocol, res.CPUPerCall)
 		}
+	}
+}
+
+// TestBenchOtherTarget measures another proxy given by --target, here a
+// reverse proxy on loopback in front of the echo upstream, against direct
+// calls to that upstream, with the proxy's CPU read through --target-pid.
+func TestBenchOtherTarget(t *testing.T) {
+	up := httptest.NewServer(bench.EchoHandler())
+	t.Cleanup(up.Close)
+	u, err := url.Parse(up.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httptest.NewServer(httputil.NewSingleHostReverseProxy(u))
+	t.Cleanup(proxy.Close)
+	pid := strconv.Itoa(os.Getpid())
+	rep := runBenchCLI(t, "--sessions", "1", "--concurrency", "1", "--duration", "500ms",
+		"--upstream", up.URL, "--upstream-pid", pid, "--target", proxy.URL+bench.StatefulPath, "--target-pid", pid)
+	var got []string
+	for _, res := range rep.Results {
+		got = append(got, res.Target)
+		if res.Calls == 0 {
+			t.Errorf("%s made no calls", res.Target)
+		}
+		if res.CPUPerCall.Gateway == nil {
+			t.Errorf("%s: CPU of --target-pid not measured: %+v", res.Target, res.CPUPerCall)
+		}
+		if res.Target == bench.TargetOther && (res.AddedP50 == nil || res.RatioToDirect <= 0) {
+			t.Errorf("%s: no comparison with direct", res.Target)
+		}
+	}
+	if g, want := strings.Join(got, " "), "direct target"; g != want {
+		t.Fatalf("results for %s, want %s", g, want)
+	}
+}
+
+// TestBenchUpstreamStdio talks to `mcpgw bench-upstream --stdio`, the
+// echo upstream for proxies that front stdio servers, with the go-sdk.
+func TestBenchUpstreamStdio(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "bench-upstream", "--stdio")
+	cmd.Env = append(os.Environ(), envRunMain+"=1")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sess, err := mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil).Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "over stdio"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Content) != 1 {
+		t.Fatalf("echo returned %d contents, want 1", len(res.Content))
+	}
+	if tc, ok := res.Content[0].(*mcp.TextContent); !ok || tc.Text != "over stdio" {
+		t.Fatalf("echo returned %#v, want the text sent", res.Content[0])
 	}
 }
 

@@ -20,10 +20,14 @@ func benchUpstreamCommand() *cli.Command {
 		Hidden: true,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:0", Usage: "listen address"},
+			&cli.BoolFlag{Name: "stdio", Usage: "serve the same MCP server over stdin and stdout instead, for proxies that front stdio servers"},
 		},
 		Action: func(c *cli.Context) error {
 			ctx, stop := signal.NotifyContext(background(c), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if c.Bool("stdio") {
+				return bench.ServeStdio(ctx)
+			}
 			return bench.ServeUpstream(ctx, c.String("addr"), func(base string) {
 				fmt.Fprintln(c.App.Writer, bench.UpstreamReadyPrefix+base)
 			})

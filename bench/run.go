@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,9 +65,24 @@ type Config struct {
 	// GatewayPID is the process id of Gateway, for its CPU and memory.
 	// Default 0: not measured.
 	GatewayPID int
+	// Target is the streamable HTTP URL of another MCP proxy fronting the
+	// echo upstream at Upstream, measured as target TargetOther the way the
+	// gateway is measured, its CPU read from TargetPID. Targets may then
+	// name only direct and target. Default "": none.
+	Target string
+	// TargetPID is the process id of the proxy at Target. Default 0: its
+	// CPU is not measured.
+	TargetPID int
 	// Token is the service token for Gateway. Default: issue one through
 	// its admin API.
 	Token string
+
+	// ProfileDir, when set, receives Go profiles of the gateway the bench
+	// starts (which then serves them, as `serve --pprof`): a CPU profile of
+	// the middle of each load run (cpu-<target>-<protocol>.pb.gz) and a heap
+	// profile of each idle run with its sessions open
+	// (heap-<target>-<protocol>.pb.gz). Default "": none.
+	ProfileDir string
 
 	// Progress receives a status line twice a second (with carriage
 	// returns: meant for a terminal). Default nil: none.
@@ -98,6 +116,12 @@ func (c *Config) Validate() error {
 		return errors.New("--targets names no target: use some of " + strings.Join(AllTargets, ","))
 	}
 	for _, t := range c.Targets {
+		if c.Target != "" {
+			if t != TargetDirect && t != TargetOther {
+				return fmt.Errorf("--targets: with --target, measure only %s and %s (got %q)", TargetDirect, TargetOther, t)
+			}
+			continue
+		}
 		if !slices.Contains(AllTargets, t) {
 			return fmt.Errorf("--targets: unknown target %q: use some of %s", t, strings.Join(AllTargets, ","))
 		}
@@ -118,6 +142,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Rate < 0 {
 		return fmt.Errorf("--rate %v must not be negative (0: as fast as answers come)", c.Rate)
+	}
+	if c.Target != "" && (c.Upstream == "" || c.Gateway != nil) {
+		return errors.New("--target needs --upstream, the echo upstream the proxy at --target fronts (start one with `mcpgw bench-upstream`), and no gateway flags")
 	}
 	if c.Exe == "" && (c.Upstream == "" || (c.Gateway == nil && needsGateway(c.Targets))) {
 		return errors.New("no mcpgw binary to start the upstream and gateway with: pass their addresses")
@@ -217,11 +244,14 @@ type runner struct {
 	upstream *child
 	gateway  *gatewayProc
 	ep       *endpoints
+
+	profMu  sync.Mutex
+	profErr error // the first profile that could not be saved; guarded by profMu
 }
 
 // Run measures every target under every protocol and returns the report.
-// It fails only when it cannot set up; failed calls are counted in the
-// report.
+// It fails only when it cannot set up, or cannot save a profile asked for
+// (then with the report); failed calls are counted in the report.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -278,6 +308,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			rep.Results = append(rep.Results, res)
 		}
 	}
+	if r.profErr != nil {
+		return rep, r.profErr
+	}
 	return rep, nil
 }
 
@@ -309,7 +342,17 @@ func (r *runner) setup(ctx context.Context, targets []string) error {
 		if r.cfg.Gateway != nil {
 			gw = *r.cfg.Gateway
 		} else {
-			g, err := startGateway(ctx, r.cfg.Exe, r.cfg.Env, nil)
+			env := r.cfg.Env
+			if r.cfg.ProfileDir != "" {
+				env = append(slices.Clone(env), "MCPGW_PPROF=1")
+			}
+			var args []string
+			if n := r.cfg.IdleSessions + r.cfg.Concurrency; n > 900 {
+				// All sessions come from one address: the per-address cap
+				// (1000 by default) would refuse the rest.
+				args = []string{"--max-conns-per-ip", strconv.Itoa(n + 100)}
+			}
+			g, err := startGateway(ctx, r.cfg.Exe, env, args)
 			if err != nil {
 				r.teardown()
 				return err
@@ -338,6 +381,7 @@ func (r *runner) setup(ctx context.Context, targets []string) error {
 		r.teardown()
 		return err
 	}
+	ep.other = r.cfg.Target
 	r.ep = ep
 	return nil
 }
@@ -355,6 +399,9 @@ func (r *runner) teardown() {
 }
 
 func (r *runner) gatewayPID() int {
+	if r.cfg.Target != "" {
+		return r.cfg.TargetPID
+	}
 	if r.gateway != nil {
 		return r.gateway.pid()
 	}
@@ -372,7 +419,7 @@ func (r *runner) admin() *admin {
 	if r.ep.gw.Admin == "" {
 		return nil
 	}
-	return &admin{base: strings.TrimSuffix(r.ep.gw.Admin, "/"), http: &http.Client{Timeout: 10 * time.Second}}
+	return &admin{base: strings.TrimSuffix(r.ep.gw.Admin, "/"), token: r.ep.gw.AdminToken, http: &http.Client{Timeout: 10 * time.Second}}
 }
 
 // snapshot is the CPU and memory of each process at one moment.
@@ -536,6 +583,18 @@ func (r *runner) load(ctx context.Context, tgt, proto string) Result {
 	}
 	stopProgress := r.progress(tgt, proto, start, &calls, &callErrs)
 	var wg sync.WaitGroup
+	if secs := int(r.cfg.Duration.Seconds()) - 2; r.cfg.ProfileDir != "" && tgt != TargetDirect && secs >= 1 {
+		// The middle of the run, clear of its first and last second.
+		wg.Go(func() {
+			t := time.NewTimer(time.Second)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				r.profile(runCtx, "cpu", tgt, proto, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs))
+			case <-runCtx.Done():
+			}
+		})
+	}
 	for w := range workers {
 		s := sessions[w%len(sessions)]
 		h := &hists[w]
@@ -617,6 +676,7 @@ func (r *runner) idle(ctx context.Context, tgt, proto string) Result {
 	res.Open = open
 	r.settle(ctx)
 	after, g1 := r.sample(), goroutines()
+	r.profile(ctx, "heap", tgt, proto, "/debug/pprof/heap?gc=1")
 	res.ErrorSample = errs.sample()
 	st := &IdleStats{Sessions: len(sessions)}
 	per := func(b, a *ProcSample) *float64 {
@@ -636,6 +696,45 @@ func (r *runner) idle(ctx context.Context, tgt, proto string) Result {
 	}
 	res.Idle = st
 	return res
+}
+
+// profile saves a profile of the gateway the bench started into
+// ProfileDir, as <kind>-<target>-<protocol>.pb.gz; the first failure is
+// what Run returns.
+func (r *runner) profile(ctx context.Context, kind, tgt, proto, path string) {
+	if r.cfg.ProfileDir == "" || r.gateway == nil || tgt == TargetDirect {
+		return
+	}
+	err := func() error {
+		a := r.admin()
+		a.http.Timeout = 0 // a CPU profile takes as long as it asks for
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+path, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+a.token)
+		resp, err := a.http.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("gateway answered HTTP %d", resp.StatusCode)
+		}
+		data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+		if err != nil {
+			return err
+		}
+		name := filepath.Join(r.cfg.ProfileDir, fmt.Sprintf("%s-%s-%s.pb.gz", kind, tgt, proto))
+		return os.WriteFile(name, data, 0o600)
+	}()
+	if err != nil {
+		r.profMu.Lock()
+		if r.profErr == nil {
+			r.profErr = fmt.Errorf("take a %s profile of the gateway (%s, %s): %w; check --profile-dir is writable", kind, tgt, proto, err)
+		}
+		r.profMu.Unlock()
+	}
 }
 
 // settle waits, up to 5 s, until the measured processes' RSS stops moving

@@ -22,9 +22,13 @@ const (
 	TargetQUIC   = "quic"   // through the gateway over QUIC
 	TargetUnix   = "unix"   // through the gateway over its Unix socket
 	TargetHTTP   = "http"   // through the gateway over streamable HTTP
+	// TargetOther is streamable HTTP to Config.Target, another MCP proxy
+	// (or gateway) fronting the echo upstream, measured as the gateway is.
+	TargetOther = "target"
 )
 
-// AllTargets lists every target.
+// AllTargets lists every target of the gateway the bench measures; a run
+// with Config.Target measures TargetOther as well.
 var AllTargets = []string{TargetDirect, TargetWS, TargetQUIC, TargetUnix, TargetHTTP}
 
 // Protocol versions a run can pin.
@@ -55,6 +59,7 @@ func routeName(protocol string) string {
 // endpoints says where every target connects.
 type endpoints struct {
 	upstream  map[string]string // protocol → upstream URL
+	other     string            // URL of TargetOther
 	gw        GatewayAddrs
 	token     string
 	roots     *x509.CertPool
@@ -134,6 +139,8 @@ func (e *endpoints) connect(ctx context.Context, target, protocol string, roots 
 		sess, err = client.Connect(ctx, up, benchOrg, benchAccount, append(opts, client.WithGateway("quic://"+e.gw.QUIC), client.WithRootCAs(roots))...)
 	case TargetUnix:
 		sess, err = client.Connect(ctx, up, benchOrg, benchAccount, append(opts, client.WithGateway("unix://"+e.gw.Unix))...)
+	case TargetOther:
+		sess, err = mcp.NewClient(impl, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.other, HTTPClient: e.direct}, &mcp.ClientSessionOptions{ProtocolVersion: protocol})
 	case TargetHTTP:
 		q := url.Values{"org": {benchOrg}, "account": {benchAccount}}
 		endpoint := "http://" + e.gw.HTTP + "/v1/mcp/" + url.PathEscape(routeName(protocol)) + "?" + q.Encode()
@@ -153,7 +160,7 @@ func (e *endpoints) connect(ctx context.Context, target, protocol string, roots 
 
 // needsGateway reports whether any of targets goes through the gateway.
 func needsGateway(targets []string) bool {
-	return slices.ContainsFunc(targets, func(t string) bool { return t != TargetDirect })
+	return slices.ContainsFunc(targets, func(t string) bool { return t != TargetDirect && t != TargetOther })
 }
 
 // openTimeout bounds opening one session.

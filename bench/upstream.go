@@ -27,15 +27,28 @@ type echoArgs struct {
 // StatelessPath: the cheapest real upstream, so that what a run measures is
 // the path to it.
 func EchoHandler() http.Handler {
-	srv := mcp.NewServer(&mcp.Implementation{Name: "mcpgw-bench-echo", Version: "1"}, nil)
-	mcp.AddTool(srv, &mcp.Tool{Name: "echo", Description: "echoes text"}, func(ctx context.Context, req *mcp.CallToolRequest, a echoArgs) (*mcp.CallToolResult, any, error) {
-		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: a.Text}}}, nil, nil
-	})
+	srv := echoServer()
 	get := func(*http.Request) *mcp.Server { return srv }
 	mux := http.NewServeMux()
 	mux.Handle(StatefulPath, mcp.NewStreamableHTTPHandler(get, nil))
 	mux.Handle(StatelessPath, mcp.NewStreamableHTTPHandler(get, &mcp.StreamableHTTPOptions{Stateless: true}))
 	return mux
+}
+
+// echoServer is the MCP server every form of the echo upstream serves.
+func echoServer() *mcp.Server {
+	srv := mcp.NewServer(&mcp.Implementation{Name: "mcpgw-bench-echo", Version: "1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "echo", Description: "echoes text"}, func(ctx context.Context, req *mcp.CallToolRequest, a echoArgs) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: a.Text}}}, nil, nil
+	})
+	return srv
+}
+
+// ServeStdio serves the echo upstream's MCP server over stdin and stdout
+// until ctx ends or stdin closes, for proxies that front stdio servers
+// only (they are then measured against the same server).
+func ServeStdio(ctx context.Context) error {
+	return echoServer().Run(ctx, &mcp.StdioTransport{})
 }
 
 // ServeUpstream serves EchoHandler on addr until ctx ends, calling ready

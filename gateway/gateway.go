@@ -230,6 +230,7 @@ type Gateway struct {
 
 	unsealed unsealedCache // credentials unsealed recently, for sessions to come
 	consents consentLinks  // authorization URLs handed out, per (org, account, route)
+	writers  *workerPool   // runs the upstream writes of calls
 
 	closeOnce sync.Once
 	closeErr  error
@@ -243,7 +244,7 @@ type Gateway struct {
 func New(state State, keys func() *vault.Keys, opts *Options) *Gateway {
 	o := opts.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	g := &Gateway{state: state, keys: keys, opts: o, logger: o.Logger, metrics: newMetrics(o.Registerer), ctx: ctx, cancel: cancel}
+	g := &Gateway{state: state, keys: keys, opts: o, logger: o.Logger, metrics: newMetrics(o.Registerer), ctx: ctx, cancel: cancel, writers: newWorkerPool()}
 	if o.TracerProvider != nil {
 		g.tracer = o.TracerProvider.Tracer(tracerName)
 	}
@@ -354,6 +355,7 @@ func (g *Gateway) Close() error {
 		g.audit.close()
 		g.unsealed.stop()
 		g.upstreamClient.CloseIdleConnections()
+		g.writers.close()
 	})
 	return g.closeErr
 }

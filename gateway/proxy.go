@@ -249,13 +249,13 @@ func (s *session) clientToServer(ctx context.Context) {
 		// the session's other calls or its cancellations. admit bounds the
 		// calls pending, and so these goroutines.
 		writes.Add(1)
-		go func() {
+		s.g.writers.Go(func() {
 			defer writes.Done()
 			if err := s.up.Write(callCtx, fwd); err != nil {
 				s.answerFailedWrite(ctx, req, err)
 			}
 			s.wrote(req.ID)
-		}()
+		})
 	}
 }
 

@@ -262,8 +262,10 @@ func watchContext(ctx context.Context, set func(time.Time) error) (stop func() b
 }
 
 // lineBufSize is the read buffer of a framed stream; longer lines are
-// assembled from several reads.
-const lineBufSize = 16 << 10
+// assembled from several reads. It is held for the whole life of a
+// session, idle or not, so it is sized for the messages most calls carry
+// rather than for the largest.
+const lineBufSize = 4 << 10
 
 // errLineTooLong reports a line over the cap.
 var errLineTooLong = errors.New("line too long")

@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"math"
 	"net/http"
@@ -122,18 +121,24 @@ func (p *ParamHeaders) set(h http.Header, body []byte) {
 	if err != nil || !ok {
 		return
 	}
+	vals, err := jsonrpcx.Members(req.Params, "params of tools/call", "arguments")
+	if err != nil {
+		return
+	}
+	p.setFor(h, name, vals[0])
+}
+
+// setFor sets the Mcp-Param-* headers of a call of tool name with the
+// given arguments (params.arguments as forwarded; nil when absent).
+func (p *ParamHeaders) setFor(h http.Header, name string, args json.RawMessage) {
 	p.mu.Lock()
 	bindings := p.tools[name]
 	p.mu.Unlock()
-	if len(bindings) == 0 {
-		return
-	}
-	vals, err := jsonrpcx.Members(req.Params, "params of tools/call", "arguments")
-	if err != nil || vals[0] == nil {
+	if len(bindings) == 0 || args == nil {
 		return
 	}
 	for _, b := range bindings {
-		if v, ok := argumentHeader(vals[0], b.path); ok {
+		if v, ok := argumentHeader(args, b.path); ok {
 			h.Set(HeaderParamPrefix+b.header, v)
 		}
 	}
@@ -166,10 +171,7 @@ func argumentHeader(args json.RawMessage, path []string) (string, bool) {
 		}
 		return strconv.FormatInt(int64(v), 10), true
 	case string:
-		if needsBase64(v) {
-			return "=?base64?" + base64.StdEncoding.EncodeToString([]byte(v)) + "?=", true
-		}
-		return v, true
+		return headerValue(v), true
 	}
 	return "", false
 }

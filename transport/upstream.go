@@ -85,6 +85,11 @@ func NewHTTPClient() *http.Client {
 	t.DialContext = (&net.Dialer{Timeout: DialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	t.TLSHandshakeTimeout = DialTimeout
 	t.MaxIdleConnsPerHost = 64
+	// Every session to a streamable upstream holds a connection for its
+	// event stream, idle nearly all the time: a small write buffer saves
+	// 3 KiB a session, and costs nothing on writes (a request body larger
+	// than the buffer is written past it).
+	t.WriteBufferSize = 1 << 10
 	t.Proxy = nil // upstream egress is decided by routes, never by environment proxies
 	return &http.Client{Transport: t}
 }
@@ -163,21 +168,10 @@ func Dial(ctx context.Context, u Upstream) (mcp.Connection, error) {
 
 	switch u.Transport {
 	case "", transportStreamable:
-		t := &mcp.StreamableClientTransport{
-			Endpoint:             u.URL,
-			HTTPClient:           client,
-			MaxRetries:           2,
-			DisableStandaloneSSE: true, // opened by streamableConn, which sees the handshake
-			// rt's filter bounds every event by the cap already and answers
-			// an oversized one with an error for its call; the SDK's own cap
-			// would end the session instead.
-			MaxEventSize: -1,
-		}
-		conn, err := t.Connect(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return newStreamableConn(conn, u, client, rt), nil
+		// The gateway's own client: it posts the bytes the proxy forwards
+		// and reads answers as raw messages, decoded once, strictly.
+		rt.ownClient = true
+		return newStreamableConn(u, client, rt), nil
 	case transportSSE:
 		// The SDK ties the event stream to the Connect context, while ctx
 		// here bounds connecting only: give the stream a context of its own
@@ -245,6 +239,10 @@ type injectingTransport struct {
 	max       int64  // cap on one message from the upstream
 	logger    *slog.Logger
 	legacySSE bool // the upstream speaks legacy SSE: check its endpoint event
+	// ownClient is set for the gateway's streamable HTTP client, which sets
+	// the Mcp-Param-* headers and bounds and checks answers itself (see
+	// streamableConn), so RoundTrip leaves both to it.
+	ownClient bool
 	// endpointErr is set when a legacy SSE upstream named an endpoint on
 	// another origin, so Dial can say so instead of the SDK's generic error.
 	endpointErr atomic.Pointer[CrossOriginError]
@@ -259,10 +257,12 @@ func (t *injectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 	}
 	ctx := req.Context()
 	var guard *answerGuard
-	if req.Method == http.MethodPost {
+	if req.Method == http.MethodPost && !t.ownClient {
 		ctx, guard = guardRequest(ctx)
 	}
-	req = req.Clone(ctx)
+	if !t.ownClient { // the own client's requests are made for this one trip
+		req = req.Clone(ctx)
+	}
 	var injected http.Header
 	if t.header != nil {
 		h, err := t.header()
@@ -298,7 +298,7 @@ func (t *injectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 	}
 	// The SDK sets Mcp-Method (from the body) on 2026-07-28 requests only,
 	// which are the ones that carry Mcp-Param-* headers.
-	if t.params != nil && req.Method == http.MethodPost && req.Header.Get(HeaderMethod) == "tools/call" && req.GetBody != nil {
+	if t.params != nil && !t.ownClient && req.Method == http.MethodPost && req.Header.Get(HeaderMethod) == "tools/call" && req.GetBody != nil {
 		if rb, err := req.GetBody(); err == nil {
 			body, err := io.ReadAll(rb)
 			rb.Close()
@@ -321,6 +321,9 @@ func (t *injectingTransport) RoundTrip(req *http.Request) (*http.Response, error
 		resp = t.explainRefusal(req, resp, injected, reauthErr)
 	case resp.StatusCode >= 400:
 		resp = t.redactRefusal(resp, injected)
+	}
+	if t.ownClient {
+		return resp, nil
 	}
 	return guard.wrap(t.bound(req, resp)), nil
 }
@@ -368,10 +371,7 @@ func (t *injectingTransport) reauthorize(req *http.Request, resp *http.Response,
 // is passed on with every injected value redacted; anything else becomes
 // the status and a fixed message.
 func (t *injectingTransport) explainRefusal(req *http.Request, resp *http.Response, injected http.Header, reauthErr error) *http.Response {
-	switch resp.StatusCode {
-	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusMethodNotAllowed,
-		http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType, http.StatusUnprocessableEntity, http.StatusInternalServerError:
-	default:
+	if !explainedStatus(resp.StatusCode) {
 		return resp
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -420,6 +420,17 @@ func (t *injectingTransport) explainRefusal(req *http.Request, resp *http.Respon
 	return t.replaceBody(resp, data)
 }
 
+// explainedStatus reports the refusals of a POST that explainRefusal
+// rewrites: only their bodies have been redacted.
+func explainedStatus(code int) bool {
+	switch code {
+	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusMethodNotAllowed,
+		http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType, http.StatusUnprocessableEntity, http.StatusInternalServerError:
+		return true
+	}
+	return false
+}
+
 // redactRefusal keeps of a refused GET (a WebSocket handshake, an event
 // stream) only a JSON-RPC error body, redacted of every injected value.
 func (t *injectingTransport) redactRefusal(resp *http.Response, injected http.Header) *http.Response {
@@ -432,323 +443,6 @@ func (t *injectingTransport) redactRefusal(resp *http.Response, injected http.He
 	}
 	return t.replaceBody(resp, data)
 }
-
-// streamableConn wraps the go-sdk's streamable client connection used at the
-// message level. The SDK learns the negotiated protocol version and opens the
-// standalone GET stream only for its own typed sessions; a proxy must do both
-// itself, from the messages it carries.
-type streamableConn struct {
-	sdk    mcp.Connection
-	u      Upstream
-	client *http.Client
-	rt     *injectingTransport
-
-	in     chan jsonrpc.Message
-	ctx    context.Context // ends when the connection closes
-	cancel context.CancelFunc
-	failed chan struct{}
-	err    error // set before failed is closed
-	once   sync.Once
-	wg     sync.WaitGroup
-
-	mu        sync.Mutex
-	closed    bool                    // Close has begun: no goroutine may start; guarded by mu
-	initID    jsonrpc.ID              // id of the initialize request, guarded by mu
-	getStart  bool                    // standalone stream started, guarded by mu
-	toolLists map[jsonrpc.ID]struct{} // tools/list calls awaiting their response, guarded by mu
-}
-
-func newStreamableConn(sdk mcp.Connection, u Upstream, client *http.Client, rt *injectingTransport) *streamableConn {
-	c := &streamableConn{
-		sdk: sdk, u: u, client: client, rt: rt,
-		in:     make(chan jsonrpc.Message, 16),
-		failed: make(chan struct{}),
-	}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.wg.Add(1)
-	go c.readLoop()
-	return c
-}
-
-func (c *streamableConn) readLoop() {
-	defer c.wg.Done()
-	ctx := c.ctx
-	for {
-		msg, err := c.sdk.Read(ctx)
-		if err != nil {
-			c.err = err
-			close(c.failed)
-			return
-		}
-		if resp, ok := msg.(*jsonrpc.Response); ok {
-			c.observeResponse(resp)
-		}
-		select {
-		case c.in <- msg:
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-func (c *streamableConn) observeResponse(resp *jsonrpc.Response) {
-	c.mu.Lock()
-	isInit := c.initID.IsValid() && resp.ID == c.initID
-	_, isToolList := c.toolLists[resp.ID]
-	delete(c.toolLists, resp.ID)
-	c.mu.Unlock()
-	if isToolList && resp.Error == nil && c.u.ParamHeaders != nil {
-		c.u.ParamHeaders.learn(resp.Result)
-	}
-	if !isInit || resp.Error != nil {
-		return
-	}
-	var res struct {
-		ProtocolVersion string `json:"protocolVersion"`
-	}
-	if json.Unmarshal(resp.Result, &res) == nil && res.ProtocolVersion != "" {
-		v := res.ProtocolVersion
-		c.rt.version.Store(&v)
-	}
-}
-
-func (c *streamableConn) Read(ctx context.Context) (jsonrpc.Message, error) {
-	select {
-	case m := <-c.in:
-		return m, nil
-	case <-c.ctx.Done():
-		return nil, mcp.ErrConnectionClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-c.failed:
-		// Deliver what arrived before the failure first.
-		select {
-		case m := <-c.in:
-			return m, nil
-		default:
-		}
-		return nil, c.err
-	}
-}
-
-func (c *streamableConn) Write(ctx context.Context, msg jsonrpc.Message) error {
-	req, isReq := msg.(*jsonrpc.Request)
-	if isReq && req.Method == "initialize" {
-		c.mu.Lock()
-		c.initID = req.ID
-		c.mu.Unlock()
-	}
-	if isReq && req.Method == "tools/list" && req.IsCall() && c.u.ParamHeaders != nil {
-		c.mu.Lock()
-		if c.toolLists == nil {
-			c.toolLists = make(map[jsonrpc.ID]struct{})
-		}
-		if len(c.toolLists) < maxInFlightToolLists {
-			c.toolLists[req.ID] = struct{}{}
-		}
-		c.mu.Unlock()
-	}
-	if isReq && req.Method == "notifications/initialized" {
-		return c.writeInitialized(ctx, msg)
-	}
-	return c.sdk.Write(ctx, msg)
-}
-
-// writeInitialized forwards notifications/initialized once the standalone
-// GET stream is open, or has definitively failed. From initialized on, a
-// server may send requests that belong to no client request (roots/list on
-// initialized, sampling from a background task), and a streamable server
-// sends those on the GET stream only: a server that finds no stream drops
-// them or parks them where no fresh GET looks (the TypeScript SDK's event
-// store), and the call that waits on them hangs. So the stream is opened
-// first, as the go-sdk client does for its own sessions (sessionUpdated
-// connects the GET before Connect sends initialized); the proxy writes a
-// session's notifications in order, so the client's next message waits
-// behind this one too.
-//
-// A server that refuses the GET before initialized (the spec allows the
-// GET from the initialize response on, when the session id is known, but
-// a server may want initialized first) gets it again after.
-func (c *streamableConn) writeInitialized(ctx context.Context, msg jsonrpc.Message) error {
-	status := c.awaitStandalone(ctx, c.startStandalone())
-	if err := c.sdk.Write(ctx, msg); err != nil {
-		return err
-	}
-	if status >= 400 && status < 500 && status != http.StatusMethodNotAllowed {
-		c.mu.Lock()
-		c.getStart = false
-		c.mu.Unlock()
-		c.awaitStandalone(ctx, c.startStandalone())
-	}
-	return nil
-}
-
-// standaloneWait bounds how long forwarding initialized waits for the
-// upstream to answer the standalone GET: longer than any healthy answer,
-// short enough that a server sitting on the GET delays the session only
-// once, by this much.
-const standaloneWait = 10 * time.Second
-
-// awaitStandalone waits until the standalone GET started with answered is
-// answered, and returns the answer's HTTP status: 200 when the stream is
-// open, 0 when no answer came (nil answered, retries ran out, or the wait
-// was cut short).
-func (c *streamableConn) awaitStandalone(ctx context.Context, answered <-chan int) int {
-	if answered == nil {
-		return 0
-	}
-	t := time.NewTimer(standaloneWait)
-	defer t.Stop()
-	select {
-	case status := <-answered:
-		return status
-	case <-t.C:
-		c.u.Logger.Warn("upstream did not answer the event stream request in time; forwarding initialized without it, so requests the server sends before it opens may be lost",
-			slog.String("upstream", c.u.URL), slog.Duration("waited", standaloneWait))
-	case <-ctx.Done():
-	case <-c.ctx.Done():
-	}
-	return 0
-}
-
-// maxInFlightToolLists bounds the tools/list calls a connection watches
-// for the tool schemas of their responses.
-const maxInFlightToolLists = 64
-
-// startStandalone opens the GET stream for server-initiated messages, once,
-// for protocol versions that have it (before 2026-07-28). The channel it
-// returns receives the HTTP status of the first definitive answer (see
-// standaloneLoop); nil means no stream is opened.
-func (c *streamableConn) startStandalone() <-chan int {
-	v := c.rt.version.Load()
-	if v == nil || *v >= "2026-07-28" {
-		return nil
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.getStart || c.closed {
-		return nil
-	}
-	c.getStart = true
-	answered := make(chan int, 1)
-	// Added under mu, which Close takes before it waits: an Add racing
-	// the Wait would let the loop outlive Close.
-	c.wg.Add(1)
-	go c.standaloneLoop(answered)
-	return answered
-}
-
-// standaloneLoop runs the GET stream, reconnecting while that makes sense.
-// It sends on answered, once, the status of the first answer that settles
-// whether the stream is open: 200, or a refusal that is not retried (405,
-// other 4xx); 0 when the attempts ran out without one.
-func (c *streamableConn) standaloneLoop(answered chan<- int) {
-	defer c.wg.Done()
-	sent := false
-	answer := func(status int) {
-		if !sent {
-			sent = true
-			answered <- status
-		}
-	}
-	defer answer(0)
-	ctx := c.ctx
-	lastID := ""
-	for attempt := 0; attempt < 5; {
-		got, retry := c.standaloneOnce(ctx, &lastID, answer)
-		if !retry || ctx.Err() != nil {
-			return
-		}
-		if got {
-			attempt = 0
-		} else {
-			attempt++
-		}
-		select {
-		case <-time.After(time.Duration(attempt+1) * 500 * time.Millisecond):
-		case <-ctx.Done():
-			return
-		}
-	}
-	c.u.Logger.Warn("upstream event stream kept failing; server-initiated notifications are no longer received", slog.String("upstream", c.u.URL))
-}
-
-// standaloneOnce runs one GET stream. It reports whether any event arrived
-// and whether reconnecting makes sense; it passes to answer the status of an
-// answer that settles whether the stream is open.
-func (c *streamableConn) standaloneOnce(ctx context.Context, lastID *string, answer func(status int)) (got, retry bool) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.u.URL, nil)
-	if err != nil {
-		return false, false
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	if sid := c.sdk.SessionID(); sid != "" {
-		req.Header.Set(HeaderSessionID, sid)
-	}
-	if *lastID != "" {
-		req.Header.Set("Last-Event-ID", *lastID)
-	}
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return false, true
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		// 405 (no stream offered) and other 4xx: the server does not want one.
-		if resp.StatusCode < 500 {
-			answer(resp.StatusCode)
-		}
-		return false, resp.StatusCode >= 500
-	}
-	// A server registers the stream before it sends the headers (the go-sdk
-	// and TypeScript servers both do), so from here on what it sends for
-	// the session has somewhere to go.
-	answer(http.StatusOK)
-	r := newSSEReader(resp.Body, int(c.u.MaxMessageBytes))
-	for {
-		ev, err := r.Next()
-		var big *sseTooLarge
-		if errors.As(err, &big) {
-			continue // rt's filter answered it already; this reader only skips it
-		}
-		if err != nil {
-			// The stream ended (cleanly or not): reconnect and resume.
-			return got, true
-		}
-		if ev.ID != "" {
-			*lastID = ev.ID
-		}
-		if ev.Name != "" && ev.Name != "message" {
-			continue
-		}
-		msg, err := jsonrpc.DecodeMessage(ev.Data)
-		if err != nil {
-			c.u.Logger.Warn("upstream sent a malformed event; skipped", slog.String("upstream", c.u.URL), slog.Any("error", err))
-			continue
-		}
-		got = true
-		select {
-		case c.in <- msg:
-		case <-ctx.Done():
-			return got, false
-		}
-	}
-}
-
-func (c *streamableConn) Close() error {
-	var err error
-	c.once.Do(func() {
-		c.mu.Lock()
-		c.closed = true
-		c.mu.Unlock()
-		c.cancel()
-		err = c.sdk.Close()
-		c.wg.Wait()
-	})
-	return err
-}
-
-func (c *streamableConn) SessionID() string { return c.sdk.SessionID() }
 
 // dialStdio starts the route's command with a clean environment plus the
 // credential's variables. Its stdout is read as a LineConn, which bounds

@@ -489,24 +489,35 @@ type jsonBody struct {
 
 func (b *jsonBody) Read(p []byte) (int, error) {
 	if b.out == nil {
-		data, err := io.ReadAll(io.LimitReader(b.src, b.t.max+1))
-		switch {
-		case err != nil:
+		data, err := b.t.checkedJSON(b.req, b.src)
+		if err != nil {
 			return 0, err
-		case int64(len(data)) > b.t.max:
-			b.t.logger.Warn("upstream answer over the message cap refused", slog.Int64("limit", b.t.max))
-			data = b.t.errorBody(b.req, data[:min(len(data), peekHeadBytes)], b.t.tooLargeMessage())
-			b.src.Close() // do not read the rest of it
-		default:
-			if reason, ok := checkUpstreamMessage(data); !ok {
-				b.t.logger.Warn("upstream sent an unusable answer; refused", slog.String("reason", reason))
-				data = b.t.errorBody(b.req, data, b.t.unusableMessage(reason))
-			}
 		}
 		b.out = bytes.NewReader(data)
 		b.guard.markAnswered()
 	}
 	return b.out.Read(p)
+}
+
+// checkedJSON reads an application/json answer whole, up to the cap, and
+// returns it, or in its place a JSON-RPC error for the call req carried
+// when it is over the cap or unusable.
+func (t *injectingTransport) checkedJSON(req *http.Request, src io.ReadCloser) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(src, t.max+1))
+	switch {
+	case err != nil:
+		return nil, err
+	case int64(len(data)) > t.max:
+		t.logger.Warn("upstream answer over the message cap refused", slog.Int64("limit", t.max))
+		data = t.errorBody(req, data[:min(len(data), peekHeadBytes)], t.tooLargeMessage())
+		src.Close() // do not read the rest of it
+	default:
+		if reason, ok := checkUpstreamMessage(data); !ok {
+			t.logger.Warn("upstream sent an unusable answer; refused", slog.String("reason", reason))
+			data = t.errorBody(req, data, t.unusableMessage(reason))
+		}
+	}
+	return data, nil
 }
 
 func (b *jsonBody) Close() error { return b.src.Close() }
@@ -528,7 +539,17 @@ type sseFilter struct {
 
 func newSSEFilter(t *injectingTransport, req *http.Request, src io.ReadCloser) *sseFilter {
 	// A small buffer: there is one filter per response stream.
-	r := &sseReader{r: bufio.NewReaderSize(src, sseReadBuf), max: int(min(t.max, int64(maxInt))), keepEmpty: true}
+	return newSSEFilterSize(t, req, src, sseReadBuf)
+}
+
+// idleStreamBuf is the read buffer of a standalone event stream, which is
+// idle nearly all its life and held for all of it: small, because the
+// response body it reads is buffered by net/http already, so a small
+// buffer costs calls, not system calls.
+const idleStreamBuf = 512
+
+func newSSEFilterSize(t *injectingTransport, req *http.Request, src io.ReadCloser, size int) *sseFilter {
+	r := &sseReader{r: bufio.NewReaderSize(src, size), max: int(min(t.max, int64(maxInt))), keepEmpty: true}
 	return &sseFilter{t: t, req: req, src: src, r: r}
 }
 
@@ -537,26 +558,52 @@ func (f *sseFilter) Read(p []byte) (int, error) {
 		if f.err != nil {
 			return 0, f.err
 		}
-		f.next()
+		f.out.Reset()
+		ev, pass, err := f.event()
+		switch {
+		case err != nil:
+			f.err = err
+		case pass:
+			writeEvent(&f.out, ev)
+		default:
+			f.out.WriteString(": refused event\n\n")
+		}
 	}
 	return f.out.Read(p)
 }
 
 func (f *sseFilter) Close() error { return f.src.Close() }
 
-// next reads one event and writes what to pass on into out, or sets err.
-func (f *sseFilter) next() {
-	f.out.Reset()
+// nextEvent returns the next event the filter passes on, for a reader of
+// events that would otherwise parse the filter's output again.
+func (f *sseFilter) nextEvent() (sseEvent, error) {
+	for {
+		if f.err != nil {
+			return sseEvent{}, f.err
+		}
+		ev, pass, err := f.event()
+		if err != nil {
+			f.err = err
+			return sseEvent{}, err
+		}
+		if pass {
+			return ev, nil
+		}
+	}
+}
+
+// event reads one event and returns what to pass on of it, or pass false
+// when nothing of it is passed on (a comment on the wire).
+func (f *sseFilter) event() (out sseEvent, pass bool, err error) {
 	ev, err := f.r.Next()
 	var big *sseTooLarge
 	switch {
 	case errors.As(err, &big):
 		f.t.logger.Warn("upstream event over the message cap refused", slog.Int64("limit", f.t.max))
-		f.refuse(ev.ID, big.head, f.t.tooLargeMessage())
-		return
+		out, pass = f.refuse(ev.ID, big.head, f.t.tooLargeMessage())
+		return out, pass, nil
 	case err != nil:
-		f.err = err
-		return
+		return sseEvent{}, false, err
 	}
 	if f.t.legacySSE {
 		// The SDK's legacy client takes the first event as the endpoint
@@ -564,41 +611,42 @@ func (f *sseFilter) next() {
 		switch {
 		case !f.sawEndpoint && ev.Name == "endpoint":
 			f.sawEndpoint = true
-			f.checkEndpoint(ev)
-			return
+			if err := f.checkEndpoint(ev); err != nil {
+				return sseEvent{}, false, err
+			}
+			return ev, true, nil
 		case len(ev.Data) == 0 || (ev.Name != "" && ev.Name != "message"):
-			f.skip("")
-			return
+			out, pass = f.skip("")
+			return out, pass, nil
 		}
 	}
 	if len(ev.Data) > 0 && (ev.Name == "" || ev.Name == "message") {
 		if reason, ok := checkUpstreamMessage(ev.Data); !ok {
 			f.t.logger.Warn("upstream sent an unusable event; refused", slog.String("reason", reason))
-			f.refuse(ev.ID, ev.Data, f.t.unusableMessage(reason))
-			return
+			out, pass = f.refuse(ev.ID, ev.Data, f.t.unusableMessage(reason))
+			return out, pass, nil
 		}
 		if !isRequest(ev.Data) {
 			f.guard.markAnswered()
 		}
 	}
-	writeEvent(&f.out, ev)
+	return ev, true, nil
 }
 
 // skip passes on nothing of an event but its id, so that a resumed stream
 // still starts after it; the legacy SSE client would take even that for a
-// message, so it gets a comment.
-func (f *sseFilter) skip(eventID string) {
+// message, so it gets nothing.
+func (f *sseFilter) skip(eventID string) (sseEvent, bool) {
 	if eventID != "" && !f.t.legacySSE {
-		writeEvent(&f.out, sseEvent{ID: eventID})
-		return
+		return sseEvent{ID: eventID}, true
 	}
-	f.out.WriteString(": refused event\n\n")
+	return sseEvent{}, false
 }
 
 // refuse replaces a refused event by an error for the call it answered:
 // the call the stream is for, or the one the event names. A refused
 // notification or request is dropped (see skip).
-func (f *sseFilter) refuse(eventID string, head []byte, msg string) {
+func (f *sseFilter) refuse(eventID string, head []byte, msg string) (sseEvent, bool) {
 	id, isResp := peekID(head)
 	switch {
 	case id.IsValid() && !isResp:
@@ -607,12 +655,11 @@ func (f *sseFilter) refuse(eventID string, head []byte, msg string) {
 		id = requestID(f.req)
 	}
 	if !id.IsValid() {
-		f.skip(eventID)
-		return
+		return f.skip(eventID)
 	}
 	data, _ := jsonrpc.EncodeMessage(&jsonrpc.Response{ID: id, Error: &jsonrpc.Error{Code: CodeUpstreamError, Message: msg}})
 	f.guard.markAnswered()
-	writeEvent(&f.out, sseEvent{ID: eventID, Name: "message", Data: data})
+	return sseEvent{ID: eventID, Name: "message", Data: data}, true
 }
 
 // isRequest reports whether the head of a message shows it is a request or
@@ -621,21 +668,19 @@ func isRequest(head []byte) bool {
 	return bytes.Contains(head, []byte(`"method"`))
 }
 
-// checkEndpoint passes a legacy SSE endpoint event on if it names the
-// route's origin, and ends the stream otherwise: the SDK would POST every
+// checkEndpoint refuses a legacy SSE endpoint event that names another
+// origin than the route's, which ends the stream: the SDK would POST every
 // message of the session there.
-func (f *sseFilter) checkEndpoint(ev sseEvent) {
+func (f *sseFilter) checkEndpoint(ev sseEvent) error {
 	u, err := f.req.URL.Parse(strings.TrimSpace(string(ev.Data)))
 	if err != nil {
-		f.err = fmt.Errorf("upstream sent an endpoint event that is not a URL; check the route points at a legacy SSE MCP server")
-		return
+		return fmt.Errorf("upstream sent an endpoint event that is not a URL; check the route points at a legacy SSE MCP server")
 	}
 	if err := f.t.checkOrigin(u, true); err != nil {
 		f.t.endpointErr.Store(err.(*CrossOriginError))
-		f.err = err
-		return
+		return err
 	}
-	writeEvent(&f.out, ev)
+	return nil
 }
 
 // writeEvent serializes ev as the SSE wire form.
