@@ -543,3 +543,43 @@ func TestAuditVerifyExitCodes(t *testing.T) {
 		})
 	}
 }
+
+// TestREADMEConfigTableListsEveryServeFlag keeps the README's configuration
+// reference complete: every serve flag (but --print-config, which is no
+// setting) has a row, with its environment variable.
+func TestREADMEConfigTableListsEveryServeFlag(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for _, line := range strings.Split(string(readme), "\n") {
+		if strings.HasPrefix(line, "| `--") {
+			rows = append(rows, line)
+		}
+	}
+	for _, f := range serveCommand().Flags {
+		name := f.Names()[0]
+		if name == "print-config" {
+			continue
+		}
+		found := false
+		for _, row := range rows {
+			cells := strings.SplitN(row, "|", 4)
+			if len(cells) < 4 || !strings.Contains(cells[1], "`--"+name+"`") {
+				continue
+			}
+			found = true
+			if ev, ok := f.(interface{ GetEnvVars() []string }); ok {
+				for _, v := range ev.GetEnvVars() {
+					if !strings.Contains(cells[2], "`"+v+"`") {
+						t.Errorf("README config row of --%s does not name its variable %s", name, v)
+					}
+				}
+			}
+		}
+		if !found {
+			t.Errorf("README's configuration table has no row for --%s: add one (flag, variable, default, meaning)", name)
+		}
+	}
+}
