@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -303,22 +302,21 @@ func (a *auditor) write(batch []storage.AuditRecord) error {
 }
 
 // argumentsSHA256 returns the hex SHA-256 of params.arguments of a
-// tools/call as the upstream gets it: the upstream transports re-encode
-// params compact (encoding/json, HTML characters unescaped), which is
-// json.Compact of the value, and tracing changes only params._meta. Empty
-// when there are no arguments. params must be valid JSON: the call's name
-// was read from them with jsonrpcx.Members, which checks.
+// tools/call as the upstream gets it: the upstream transports forward
+// params as they came (transport.ForwardedForm), and tracing changes only
+// params._meta. Empty when there are no arguments. params must be valid
+// JSON: the call's name was read from them with jsonrpcx.Members, which
+// checks.
 func argumentsSHA256(params json.RawMessage) string {
 	vals, err := jsonrpcx.ValidMembers(params, "params of tools/call", "arguments")
 	if err != nil || len(vals[0]) == 0 {
 		return ""
 	}
-	var buf bytes.Buffer
-	buf.Grow(len(vals[0]))
-	if err := json.Compact(&buf, vals[0]); err != nil {
+	form, ok := transport.ForwardedForm(vals[0])
+	if !ok {
 		return ""
 	}
-	return hexSHA256(buf.Bytes())
+	return hexSHA256(form)
 }
 
 // hexSHA256 is the hex SHA-256 of b.

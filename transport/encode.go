@@ -68,17 +68,29 @@ func appendPlain(dst []byte, msg jsonrpc.Message) ([]byte, bool) {
 	}
 	if len(raw) > 0 {
 		dst = append(dst, member...)
-		if bytes.IndexByte(raw, '\n') >= 0 || bytes.IndexByte(raw, '\r') >= 0 {
-			var b bytes.Buffer
-			if json.Compact(&b, raw) != nil {
-				return dst[:start], false // let the SDK's encoder report it
-			}
-			dst = append(dst, b.Bytes()...)
-		} else {
-			dst = append(dst, raw...)
+		form, ok := ForwardedForm(raw)
+		if !ok {
+			return dst[:start], false // let the SDK's encoder report it
 		}
+		dst = append(dst, form...)
 	}
 	return append(dst, '}'), true
+}
+
+// ForwardedForm returns a JSON value as the gateway writes it upstream:
+// as it came, or compacted when it spans lines (a line-delimited transport
+// cannot carry a newline). ok is false when it must be compacted and is not
+// valid JSON. What is hashed for the audit log uses it, so a hash is of the
+// bytes the upstream received.
+func ForwardedForm(raw []byte) (form []byte, ok bool) {
+	if bytes.IndexByte(raw, '\n') < 0 && bytes.IndexByte(raw, '\r') < 0 {
+		return raw, true
+	}
+	var b bytes.Buffer
+	if json.Compact(&b, raw) != nil {
+		return nil, false
+	}
+	return b.Bytes(), true
 }
 
 // plainText reports whether s is printable ASCII that a JSON string holds
