@@ -15,18 +15,12 @@ make_tmp interop
 
 "$SCRIPT_DIR/ts-interop.sh" --install-only
 
-(cd "$REPO" && go build -o "$TMP/echoserver" ./examples/echoserver)
-upport="$(free_port)"
-"$TMP/echoserver" -addr "127.0.0.1:$upport" >"$TMP/echoserver.log" 2>&1 &
-PIDS+=($!)
-wait_http echoserver "${PIDS[-1]}" "http://127.0.0.1:$upport/mcp"
-
+start_echoserver
 start_mcpgw "$TMP"
-mcpgw_route_add "$TMP" echo "http://127.0.0.1:$upport/mcp"
+mcpgw_route_add "$TMP" echo "$ECHO_URL"
 MCPGW_TOKEN="$(mcpgw_token "$TMP" interop 10m)"
 export MCPGW_TOKEN
-target="http://127.0.0.1:$upport/mcp"
-url="ws://${GW_URL#http://}/v1/mcp?target=$(python3 -c 'import sys,urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$target")&org=interop&account=interop"
+url="ws://${GW_URL#http://}/v1/mcp?target=$(python3 -c 'import sys,urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$ECHO_URL")&org=interop&account=interop"
 out="$("$SCRIPT_DIR/ts-interop.sh" "$url" echo '{"text":"hello from typescript"}')" || {
 	log "TypeScript client failed; gateway log:"
 	tail -n 20 "$TMP/mcpgw.log" >&2

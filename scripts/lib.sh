@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # what it sets is read by the scripts that source it
 # Helpers for the scripts under scripts/: logging, a temp dir with a cleanup
 # trap that stops what the script started, loopback ports, waiting for a URL,
 # `npm ci` once per lockfile, and a throwaway mcpgw node. Source it first
@@ -125,6 +125,19 @@ npm_ci_once() {
 # package_version PACKAGE_JSON: print the version field, read with $NODE.
 package_version() {
 	"${NODE:-node}" -p 'require(process.argv[1]).version' "$1"
+}
+
+# start_echoserver: build examples/echoserver into TMP and start it on a
+# free loopback port (log: TMP/echoserver.log); sets ECHO_URL, its MCP
+# endpoint, once it answers.
+start_echoserver() {
+	local port
+	(cd "$REPO" && go build -o "$TMP/echoserver" ./examples/echoserver)
+	port="$(free_port)"
+	"$TMP/echoserver" -addr "127.0.0.1:$port" >"$TMP/echoserver.log" 2>&1 &
+	PIDS+=("$!")
+	ECHO_URL="http://127.0.0.1:$port/mcp"
+	wait_http echoserver "${PIDS[-1]}" "$ECHO_URL"
 }
 
 # start_mcpgw DIR: start a fresh single-node mcpgw ($MCPGW_BIN serve) with

@@ -20,14 +20,9 @@ need node curl python3
 npm_ci_once "$SRC" "$DEST" node_modules/@modelcontextprotocol/sdk
 make_tmp ts-legacy
 
-(cd "$REPO" && go build -o "$TMP/echoserver" ./examples/echoserver)
-upport="$(free_port)"
-"$TMP/echoserver" -addr "127.0.0.1:$upport" >"$TMP/echoserver.log" 2>&1 &
-PIDS+=($!)
-wait_http echoserver "${PIDS[-1]}" "http://127.0.0.1:$upport/mcp"
-
+start_echoserver
 start_mcpgw "$TMP"
-mcpgw_route_add "$TMP" echo "http://127.0.0.1:$upport/mcp"
+mcpgw_route_add "$TMP" echo "$ECHO_URL"
 MCPGW_TOKEN="$(mcpgw_token "$TMP" legacy 10m)"
 export MCPGW_TOKEN
 url="$GW_URL/v1/sse/echo?org=legacy&account=legacy"
