@@ -419,29 +419,11 @@ func gaugeValue(t testing.TB, g prometheus.Gauge) float64 {
 // pairs; 0 when there is none.
 func metricValue(t testing.TB, n *Node, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := n.metrics.registry.Gather()
-	if err != nil {
-		t.Fatal(err)
+	m, ok := seriesOf(t, n, name, labels...)
+	if !ok {
+		return 0
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue metrics
-				}
-			}
-			return m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return 0
+	return m.GetCounter().GetValue() + m.GetGauge().GetValue()
 }
 
 func counterValue(c prometheus.Counter) float64 {

@@ -21,6 +21,7 @@ import (
 	"github.com/mcpgw/mcpgw/adminapi"
 	"github.com/mcpgw/mcpgw/client"
 	"github.com/mcpgw/mcpgw/gateway"
+	"github.com/mcpgw/mcpgw/internal/clocktest"
 	"github.com/mcpgw/mcpgw/internal/oauthtest"
 	"github.com/mcpgw/mcpgw/oauth"
 	"github.com/mcpgw/mcpgw/storage"
@@ -166,13 +167,7 @@ func leadership(t *testing.T, nodes []*Node) (*Node, uint64) {
 // poll waits for cond with a deadline generous enough for a loaded machine.
 func poll(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	clocktest.Poll(t, d, what, cond)
 }
 
 // callAll makes calls echo calls on every session at once and returns

@@ -49,17 +49,23 @@ func TestRuleValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := tt.rule.Validate()
-			if tt.wantErr == "" {
-				if err != nil {
-					t.Fatalf("Validate() = %v, want nil", err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("Validate() = %v, want error containing %q", err, tt.wantErr)
-			}
+			checkValidate(t, tt.rule.Validate(), tt.wantErr)
 		})
+	}
+}
+
+// checkValidate fails t unless err is what a Validate table case wants:
+// nil for an empty wantErr, else an error containing wantErr.
+func checkValidate(t *testing.T, err error, wantErr string) {
+	t.Helper()
+	if wantErr == "" {
+		if err != nil {
+			t.Fatalf("Validate() = %v, want nil", err)
+		}
+		return
+	}
+	if err == nil || !strings.Contains(err.Error(), wantErr) {
+		t.Fatalf("Validate() = %v, want error containing %q", err, wantErr)
 	}
 }
 

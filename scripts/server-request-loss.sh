@@ -24,10 +24,8 @@
 # something could not be started.
 set -euo pipefail
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$SCRIPT_DIR/.." && pwd)"
-CACHE="${CACHE:-$REPO/.cache}"
-export CACHE
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 MCPGW_BIN="${MCPGW_BIN:?set MCPGW_BIN to the mcpgw binary}"
 LOSS_SERVER="${LOSS_SERVER:-ts}"
 LOSS_TRIES="${LOSS_TRIES:-20}"
@@ -35,38 +33,9 @@ LOSS_TOOL="${LOSS_TOOL:-test_sampling}"
 LOSS_REQUEST_MS="${LOSS_REQUEST_MS:-3000}"
 LOSS_TIMEOUT_MS="${LOSS_TIMEOUT_MS:-15000}"
 
-log() { echo "server-request-loss: $*" >&2; }
-
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/mcpgw-loss.XXXXXX")"
-PIDS=()
-# shellcheck disable=SC2317 # invoked by the EXIT trap
-cleanup() {
-	local pid
-	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-NODE="$("$SCRIPT_DIR/node22.sh" | tail -n1)"
-free_port() {
-	"$NODE" -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
-}
-# wait_http NAME PID URL: poll URL until it answers, the process dies, or 30s pass.
-wait_http() {
-	local name="$1" pid="$2" url="$3" deadline=$((SECONDS + 30))
-	until curl -s -o /dev/null --max-time 1 "$url"; do
-		kill -0 "$pid" 2>/dev/null || {
-			log "$name exited early"
-			return 1
-		}
-		((SECONDS < deadline)) || {
-			log "$name did not answer at $url within 30s"
-			return 1
-		}
-		sleep 0.1
-	done
-}
+make_tmp loss
+require_node22
+need curl
 
 "$SCRIPT_DIR/ts-interop.sh" --install-only
 upport="$(free_port)"
@@ -90,14 +59,9 @@ esac
 PIDS+=($!)
 wait_http "$LOSS_SERVER-server" "${PIDS[-1]}" "$upstream"
 
-gwport="$(free_port)"
-adminport="$(free_port)"
-admin="http://127.0.0.1:$adminport"
-"$MCPGW_BIN" serve --data-dir "$TMP/data" --vault-key "$TMP/vault.key" --http "127.0.0.1:$gwport" --admin "127.0.0.1:$adminport" >"$TMP/mcpgw.log" 2>&1 &
-PIDS+=($!)
-wait_http mcpgw "${PIDS[-1]}" "$admin/healthz"
-"$MCPGW_BIN" route add --admin "$admin" --data-dir "$TMP/data" loss "$upstream" >&2
-MCPGW_TOKEN="$("$MCPGW_BIN" token issue --admin "$admin" --data-dir "$TMP/data" --service loss --org loss --ttl 1h)"
+start_mcpgw "$TMP"
+mcpgw_route_add "$TMP" loss "$upstream"
+MCPGW_TOKEN="$(mcpgw_token "$TMP" loss 1h)"
 
 target="$("$NODE" -p 'encodeURIComponent(process.argv[1])' "$upstream")"
 measure() {
@@ -107,5 +71,5 @@ measure() {
 }
 log "server $LOSS_SERVER, $LOSS_TRIES tries per path, tool $LOSS_TOOL, server gives the client ${LOSS_REQUEST_MS} ms to answer"
 measure direct "$upstream" ""
-measure gateway-http "http://127.0.0.1:$gwport/v1/mcp/loss?org=loss&account=loss" "$MCPGW_TOKEN"
-measure gateway-ws "ws://127.0.0.1:$gwport/v1/mcp?target=$target&org=loss&account=loss" "$MCPGW_TOKEN"
+measure gateway-http "$GW_URL/v1/mcp/loss?org=loss&account=loss" "$MCPGW_TOKEN"
+measure gateway-ws "ws://${GW_URL#http://}/v1/mcp?target=$target&org=loss&account=loss" "$MCPGW_TOKEN"

@@ -20,13 +20,10 @@
 # The tools/call result is printed as JSON on stdout; exit 1 on any error.
 set -euo pipefail
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$SCRIPT_DIR/.." && pwd)"
-CACHE="${CACHE:-$REPO/.cache}"
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 SRC="$SCRIPT_DIR/ts-interop"
 DEST="$CACHE/ts-interop"
-
-log() { echo "ts-interop: $*" >&2; }
 
 install_only=0
 if [[ "${1:-}" == "--install-only" ]]; then
@@ -50,33 +47,16 @@ elif command -v node >/dev/null 2>&1; then
 	minor="${ver#*.}"
 	minor="${minor%%.*}"
 	if ((major < 20 || (major == 20 && minor < 10))); then
-		log "need Node >= 22 (or 20.10+), have v$ver"
-		exit 1
+		die "need Node >= 22 (or 20.10+), have v$ver"
 	fi
 	NODE_FLAGS=(--experimental-websocket)
 else
-	log "no node found"
-	exit 1
+	die "no node found"
 fi
-command -v npm >/dev/null 2>&1 || {
-	log "npm not found"
-	exit 1
-}
-
-# Install (idempotent: keyed on the lockfile's checksum).
-mkdir -p "$DEST"
-stamp="$DEST/.installed-lock.sha256"
-want="$(sha256sum "$SRC/package-lock.json" | cut -d' ' -f1)"
-have="$(cat "$stamp" 2>/dev/null || true)"
-if [[ "$want" != "$have" || ! -d "$DEST/node_modules/@modelcontextprotocol/sdk" ]]; then
-	log "installing dependencies into $DEST"
-	cp "$SRC/package.json" "$SRC/package-lock.json" "$SRC/.npmrc" "$DEST/"
-	(cd "$DEST" && PATH="$(dirname "$NODE"):$PATH" npm ci --no-audit --no-fund --loglevel=error) >&2
-	echo "$want" >"$stamp"
-fi
+npm_ci_once "$SRC" "$DEST" node_modules/@modelcontextprotocol/sdk
 
 if ((install_only)); then
-	log "installed ($("$NODE" -p 'require(process.argv[1]).version' "$DEST/node_modules/@modelcontextprotocol/sdk/package.json") of @modelcontextprotocol/sdk)"
+	log "installed ($(package_version "$DEST/node_modules/@modelcontextprotocol/sdk/package.json") of @modelcontextprotocol/sdk)"
 	exit 0
 fi
 

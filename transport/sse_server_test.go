@@ -12,6 +12,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpgw/mcpgw/internal/clocktest"
 )
 
 // connTransport hands an open connection to an mcp.Server or mcp.Client.
@@ -247,14 +249,8 @@ func TestSSEServerClose(t *testing.T) {
 	}
 }
 
-// waitUntil polls cond until it holds or a generous deadline passes.
+// waitUntil polls cond until it holds or 15s pass.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	clocktest.Poll(t, 15*time.Second, what, cond)
 }

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mcpgw/mcpgw/internal/certtest"
+	"github.com/mcpgw/mcpgw/internal/clocktest"
 	"github.com/mcpgw/mcpgw/internal/logtest"
 	"github.com/mcpgw/mcpgw/internal/syslogtest"
 	"github.com/mcpgw/mcpgw/storage"
@@ -90,13 +91,7 @@ func startSink(t *testing.T, l *storage.AuditLog, url string, mutate ...func(*Sy
 // waitFor polls cond until it holds or 20s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	clocktest.Poll(t, 20*time.Second, what, cond)
 }
 
 // delivered indexes received messages by record id, checking every copy
