@@ -66,6 +66,10 @@ type session struct {
 	// finished holds the write contexts of answered calls whose upstream
 	// write has not returned yet; guarded by mu.
 	finished map[jsonrpc.ID]context.CancelFunc
+	// spanStarts holds, per method and tool, the span names and start
+	// options of its calls, built once per session rather than per call;
+	// guarded by mu, at most maxSpanStarts entries.
+	spanStarts map[spanStartKey]*spanStart
 }
 
 // sessionEnd is why the gateway ended a session whose token stopped being
