@@ -101,6 +101,8 @@ type pendingCall struct {
 	// span and upSpan are the call's gateway and upstream spans; nil when
 	// tracing is off.
 	span, upSpan trace.Span
+	// spanStart holds the attributes the spans get as they end.
+	spanStart *spanStart
 	// argsSHA256 and resultSHA256 are the payload hashes the call's audit
 	// record carries (Options.AuditHashPayloads); empty otherwise.
 	argsSHA256, resultSHA256 string

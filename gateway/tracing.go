@@ -179,13 +179,27 @@ func metaTraceContext(params json.RawMessage) (metaCarrier, bool, error) {
 // spanStartKey names the calls that share a spanStart.
 type spanStartKey struct{ method, tool string }
 
-// spanStart is how a call's two spans start: their names and options,
-// the same for every call of one method and tool in a session, shared
-// read-only by them.
+// spanStart is how a call's two spans start and end: their names and
+// attributes, the same for every call of one method and tool in a
+// session, shared read-only by them.
+//
+// The attributes are set once, as a span ends, rather than some at start
+// and the outcome at end: the SDK then sizes the span's attributes once
+// instead of three times. Nothing reads them before the span ends: the
+// samplers mcpgw configures decide on the trace id and the parent alone.
 type spanStart struct {
-	gateway, upstream         string
-	gatewayOpts, upstreamOpts []trace.SpanStartOption
+	gateway, upstream string
+	// gatewayAttrs and upstreamAttrs are the spans' attributes but the
+	// outcome; gatewayOK and upstreamOK those of a call that ended ok.
+	gatewayAttrs, upstreamAttrs []attribute.KeyValue
+	gatewayOK, upstreamOK       []attribute.KeyValue
 }
+
+// serverSpan and clientSpan start a call's gateway and upstream spans.
+var (
+	serverSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+	clientSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
+)
 
 // maxSpanStarts bounds a session's spanStarts, since tool names are the
 // client's to choose; calls beyond it build their own.
@@ -204,11 +218,14 @@ func (s *session) spanStartFor(method, tool string) *spanStart {
 	if tool != "" {
 		attrs = append(attrs, attrTool.String(tool))
 	}
+	ok := attrOutcome.String("ok")
 	st = &spanStart{
-		gateway:      "gateway " + method,
-		upstream:     "upstream " + method,
-		gatewayOpts:  []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...)},
-		upstreamOpts: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs[:2]...)},
+		gateway:       "gateway " + method,
+		upstream:      "upstream " + method,
+		gatewayAttrs:  attrs,
+		upstreamAttrs: attrs[:2:2],
+		gatewayOK:     append(attrs[:len(attrs):len(attrs)], ok),
+		upstreamOK:    append(attrs[:2:2], ok),
 	}
 	s.mu.Lock()
 	if s.spanStarts == nil {
@@ -245,9 +262,10 @@ func (s *session) startCall(req *jsonrpc.Request, pc *pendingCall) (*jsonrpc.Req
 		}
 	}
 	st := s.spanStartFor(req.Method, pc.tool)
-	gctx, span := s.g.tracer.Start(parent, st.gateway, st.gatewayOpts...)
+	pc.spanStart = st
+	gctx, span := s.g.tracer.Start(parent, st.gateway, serverSpan...)
 	pc.span = span
-	_, up := s.g.tracer.Start(gctx, st.upstream, st.upstreamOpts...)
+	_, up := s.g.tracer.Start(gctx, st.upstream, clientSpan...)
 	pc.upSpan = up
 	sc := up.SpanContext()
 	if !sc.IsSampled() {
@@ -285,25 +303,13 @@ func traceparent(sc trace.SpanContext) string {
 	return string(b[:])
 }
 
-// outcomeAttrs holds the outcome attribute of each outcome the proxy
-// names, sparing building one per span.
-var outcomeAttrs = map[string][]attribute.KeyValue{}
-
-func init() {
-	for _, o := range []string{"ok", "error", "tool_error", "refused", "cancelled"} {
-		outcomeAttrs[o] = []attribute.KeyValue{attrOutcome.String(o)}
-	}
-}
-
 // endCall ends a call's spans with its outcome.
 func endCall(pc pendingCall, outcome string, err error) {
 	if pc.span == nil {
 		return
 	}
-	attrs, ok := outcomeAttrs[outcome]
-	status := ""
+	code, failed := int64(0), false
 	if err != nil {
-		code, failed := int64(0), false
 		if rerr, isRPC := err.(*jsonrpc.Error); isRPC {
 			code, failed = callErrorCode(rerr)
 		} else {
@@ -314,22 +320,32 @@ func endCall(pc pendingCall, outcome string, err error) {
 				code, failed = jsonrpc.CodeInternalError, true
 			}
 		}
-		if failed {
-			attrs, ok = []attribute.KeyValue{attrOutcome.String(outcome), attrCode.Int64(code)}, true
-			// The message may quote upstream text; only the code is kept.
-			status = "code " + strconv.FormatInt(code, 10)
-		}
 	}
-	if !ok {
-		attrs = []attribute.KeyValue{attrOutcome.String(outcome)}
+	status := ""
+	if failed {
+		// The message may quote upstream text; only the code is kept.
+		status = "code " + strconv.FormatInt(code, 10)
 	}
-	for _, sp := range [...]trace.Span{pc.upSpan, pc.span} {
+	st := pc.spanStart
+	if st == nil {
+		st = &spanStart{}
+	}
+	for i, sp := range [...]trace.Span{pc.upSpan, pc.span} {
 		if sp == nil {
 			continue
 		}
-		sp.SetAttributes(attrs...)
-		if status != "" {
+		attrs, okAttrs := st.upstreamAttrs, st.upstreamOK
+		if i == 1 {
+			attrs, okAttrs = st.gatewayAttrs, st.gatewayOK
+		}
+		switch {
+		case failed:
+			sp.SetAttributes(append(attrs[:len(attrs):len(attrs)], attrOutcome.String(outcome), attrCode.Int64(code))...)
 			sp.SetStatus(codes.Error, status)
+		case outcome == "ok" && okAttrs != nil:
+			sp.SetAttributes(okAttrs...)
+		default:
+			sp.SetAttributes(append(attrs[:len(attrs):len(attrs)], attrOutcome.String(outcome))...)
 		}
 		sp.End()
 	}
