@@ -105,7 +105,7 @@ func TestCallSpans(t *testing.T) {
 			for _, sp := range spans {
 				attrs := map[string]string{}
 				for _, a := range sp.Attributes {
-					attrs[string(a.Key)] = a.Value.Emit()
+					attrs[string(a.Key)] = a.Value.String()
 				}
 				if len(attrs) != len(sp.Attributes) {
 					t.Errorf("span %q has a duplicate attribute: %v", sp.Name, sp.Attributes)
