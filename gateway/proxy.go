@@ -66,6 +66,10 @@ type session struct {
 	// finished holds the write contexts of answered calls whose upstream
 	// write has not returned yet; guarded by mu.
 	finished map[jsonrpc.ID]context.CancelFunc
+	// spanStarts holds, per method and tool, the span names and start
+	// options of its calls, built once per session rather than per call;
+	// guarded by mu, at most maxSpanStarts entries.
+	spanStarts map[spanStartKey]*spanStart
 }
 
 // sessionEnd is why the gateway ended a session whose token stopped being
@@ -97,6 +101,8 @@ type pendingCall struct {
 	// span and upSpan are the call's gateway and upstream spans; nil when
 	// tracing is off.
 	span, upSpan trace.Span
+	// spanStart holds the attributes the spans get as they end.
+	spanStart *spanStart
 	// argsSHA256 and resultSHA256 are the payload hashes the call's audit
 	// record carries (Options.AuditHashPayloads); empty otherwise.
 	argsSHA256, resultSHA256 string

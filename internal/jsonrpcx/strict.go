@@ -89,16 +89,32 @@ func ValidMembers(data []byte, where string, keys ...string) ([]json.RawMessage,
 	return members(data, where, keys)
 }
 
+// ValidMembersInto is ValidMembers writing the value of keys[n] to
+// vals[n] (len(vals) must be len(keys)) instead of into a new slice, so a
+// caller on a hot path can keep vals on its stack. vals is cleared first.
+func ValidMembersInto(data []byte, where string, keys []string, vals []json.RawMessage) error {
+	clear(vals)
+	return membersInto(data, where, keys, vals)
+}
+
 // members is Members on data already known to be valid JSON.
 func members(data []byte, where string, keys []string) ([]json.RawMessage, error) {
+	vals := make([]json.RawMessage, len(keys))
+	if err := membersInto(data, where, keys, vals); err != nil {
+		return nil, err
+	}
+	return vals, nil
+}
+
+// membersInto is members recording the values in vals.
+func membersInto(data []byte, where string, keys []string, vals []json.RawMessage) error {
 	i := skipSpace(data, 0)
 	if i >= len(data) || data[i] != '{' {
-		return nil, ErrNotObject
+		return ErrNotObject
 	}
-	vals := make([]json.RawMessage, len(keys))
 	i = skipSpace(data, i+1)
 	if data[i] == '}' {
-		return vals, nil
+		return nil
 	}
 	for {
 		kend := skipString(data, i)
@@ -107,11 +123,11 @@ func members(data []byte, where string, keys []string) ([]json.RawMessage, error
 		i = skipSpace(data, i+1) // the colon
 		vend := skipValue(data, i)
 		if err := checkKey(rawKey, data[i:vend], where, keys, vals); err != nil {
-			return nil, err
+			return err
 		}
 		i = skipSpace(data, vend)
 		if data[i] == '}' {
-			return vals, nil
+			return nil
 		}
 		i = skipSpace(data, i+1) // the comma
 	}
