@@ -95,6 +95,10 @@ func testFailoverRacingClose(t *testing.T, addr func(testNode) string) {
 	var releaseOnce sync.Once
 	release := func() { releaseOnce.Do(func() { close(closeReturned) }) }
 	t.Cleanup(release)
+	// racedClosed is set when the connection the racing dial returned is
+	// closed: Close returning before then means it did not wait for the
+	// failover, or the failover leaked what it dialed.
+	var racedClosed atomic.Bool
 	dialB := tr.dialers[1]
 	tr.dialers[1] = func(ctx context.Context) (mcp.Connection, error) {
 		if !armed.CompareAndSwap(true, false) {
@@ -105,7 +109,11 @@ func testFailoverRacingClose(t *testing.T, addr func(testNode) string) {
 		case <-ctx.Done():
 		case <-closeReturned:
 		}
-		return dialB(context.Background())
+		conn, err := dialB(context.Background())
+		if err != nil {
+			return nil, err
+		}
+		return closeRecorder{conn, &racedClosed}, nil
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -129,16 +137,31 @@ func testFailoverRacingClose(t *testing.T, addr func(testNode) string) {
 		t.Fatal("the session never tried to fail over to node b")
 	}
 	sess.Close()
-	if got := failoverGoroutines(); got != 0 {
-		t.Fatalf("%d failover goroutines still running after Close returned, want 0", got)
+	if !racedClosed.Load() {
+		t.Fatal("Close returned before the failover closed the connection it dialed")
 	}
 	release()
 
+	// A goroutine Close waited for has done its work but may not have
+	// exited yet (wg.Done runs before the goroutine ends), so its absence
+	// is polled, not asserted the instant Close returns.
 	deadline := time.Now().Add(20 * time.Second)
-	for b.Sessions() != 0 || up.Sessions() != 0 {
+	for failoverGoroutines() != 0 || b.Sessions() != 0 || up.Sessions() != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("20s after Close: node b carries %d sessions and the upstream %d, want 0 and 0", b.Sessions(), up.Sessions())
+			t.Fatalf("20s after Close: %d failover goroutines still running, node b carries %d sessions and the upstream %d, want 0, 0 and 0",
+				failoverGoroutines(), b.Sessions(), up.Sessions())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// closeRecorder is a connection that records its Close.
+type closeRecorder struct {
+	mcp.Connection
+	closed *atomic.Bool
+}
+
+func (c closeRecorder) Close() error {
+	c.closed.Store(true)
+	return c.Connection.Close()
 }

@@ -81,11 +81,18 @@ func TestUpstreamConnectionsReused(t *testing.T) {
 					t.Fatalf("call %d: %v", i, err)
 				}
 			}
-			// One call at a time needs one warm connection; allow one more
-			// for a connection the upstream or a stream end retired.
+			// Reuse bounds the connections by how many requests are open at
+			// once, not by the number of calls; without it every call costs
+			// a connection. One call at a time is not one request at a
+			// time, though: the SDK hands a POST's result on before it reads
+			// the end of that POST's event stream, so the next POST can find
+			// the connection still busy and net/http dials another (which
+			// then stays pooled), and net/http retires a connection whose
+			// request write it did not see complete within 50ms. Both
+			// happen under CPU load; neither grows with the number of calls.
 			t.Logf("%d calls, %d new upstream connections (%d before)", calls, conns.Load()-before, before)
-			if n := conns.Load() - before; n > 2 {
-				t.Fatalf("%d calls opened %d upstream connections, want at most 2 (connections are not reused)", calls, n)
+			if n, most := conns.Load()-before, int64(calls/10); n > most {
+				t.Fatalf("%d calls opened %d upstream connections, want at most %d (connections are not reused)", calls, n, most)
 			}
 		})
 	}

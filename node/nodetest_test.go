@@ -127,7 +127,15 @@ func tokenOpts(n *Node) []client.Option {
 // issueToken issues a service token through the admin API.
 func issueToken(t testing.TB, n *Node, service string, orgs []string, ttl string) adminapi.IssuedToken {
 	t.Helper()
+	// A node that has started but has no leader yet (its first election
+	// is slow under CPU load) refuses with 503 and Retry-After: retried,
+	// as a script would, within a deadline.
+	deadline := time.Now().Add(20 * time.Second)
 	resp := adminDo(t, n, http.MethodPost, "/v1/tokens", adminapi.IssueTokenRequest{Service: service, Orgs: orgs, TTL: ttl})
+	for resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "" && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		resp = adminDo(t, n, http.MethodPost, "/v1/tokens", adminapi.IssueTokenRequest{Service: service, Orgs: orgs, TTL: ttl})
+	}
 	var tok adminapi.IssuedToken
 	if resp.StatusCode != http.StatusCreated {
 		var e adminapi.ErrorBody

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/cluster"
+	"github.com/mcpgw/mcpgw/policy"
 	"github.com/mcpgw/mcpgw/transport"
 )
 
@@ -21,6 +22,12 @@ const admitWait = 2 * time.Second
 // cluster acknowledged before the node started: until then it may hold old
 // routes and miss revocations, so it admits no sessions and is not ready.
 // It retries (no leader yet, leader changing) until the node closes.
+//
+// Caught up also means holding a service-token signing key. A fresh
+// cluster's first leader creates it in Start, but only if it won its first
+// election within RaftApplyTimeout; a slower election (a loaded machine, a
+// slow disk) leaves that to here, once the node leads. Without it the
+// cluster could never issue a token.
 func (n *Node) catchUp() {
 	changes, stop := n.raft.Observe()
 	n.clusterWG.Add(1)
@@ -31,6 +38,9 @@ func (n *Node) catchUp() {
 		for {
 			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.RaftApplyTimeout)
 			index, err := n.raft.ReadIndex(ctx)
+			if err == nil {
+				err = n.ensureFirstSigningKey(ctx)
+			}
 			cancel()
 			if err == nil {
 				close(n.caughtUp)
@@ -49,6 +59,43 @@ func (n *Node) catchUp() {
 			}
 		}
 	}()
+}
+
+// ensureFirstSigningKey makes sure this node's state holds a signing key
+// after a ReadIndex: the leader creates the cluster's first one if it has
+// none; a follower has to wait for the leader's.
+func (n *Node) ensureFirstSigningKey(ctx context.Context) error {
+	keys, err := n.store.TokenKeys()
+	if err != nil || len(keys) > 0 {
+		return err
+	}
+	if n.raft.Status().State != "Leader" {
+		return errors.New("no service-token signing key replicated from the leader yet")
+	}
+	if err := n.ensureSigningKeyOnLeader(ctx); err != nil {
+		return fmt.Errorf("create the cluster's first service-token signing key: %w", err)
+	}
+	return nil
+}
+
+// tokenKeyring is the keyring the admin use cases issue tokens with. Until
+// the node has caught up after its start its state may lack a signing key
+// the cluster has, or one the node is about to create (see catchUp), so a
+// keyring without an active key waits for that, bounded by admitWait; the
+// issue then fails only if the cluster really has no key.
+func (n *Node) tokenKeyring() (*policy.Keyring, error) {
+	kr, err := n.gw.Keyring()
+	if err != nil || kr.ActiveKeyID() != "" || n.raft == nil || n.isCaughtUp() {
+		return kr, err
+	}
+	t := time.NewTimer(admitWait)
+	defer t.Stop()
+	select {
+	case <-n.caughtUp:
+	case <-n.ctx.Done():
+	case <-t.C:
+	}
+	return n.gw.Keyring()
 }
 
 func (n *Node) isCaughtUp() bool {

@@ -21,7 +21,7 @@ func (n *Node) newAdmin() (*admin.Service, error) {
 		Writes:      n.writes,
 		VaultKeys:   n.ring,
 		VaultRing:   n.ring,
-		Keyring:     n.gw.Keyring,
+		Keyring:     n.tokenKeyring,
 		SigningKeys: n.addSigningKey,
 		// The admin API checks what it writes by the rules the data path
 		// reads it with.
