@@ -316,6 +316,18 @@ func (s *Service) StepUpOAuth(ctx context.Context, req StepUpRequest) error {
 	if err := s.markConsent(ctx, rec, c); err != nil {
 		return err
 	}
+	// The refused call's sign-in link is started on this node next and
+	// must ask for the wider scopes: wait (briefly) until this node's copy
+	// holds the mark the leader applied.
+	if _, err := s.found(ctx, func() (bool, error) {
+		cur, err := s.d.State.Credential(req.Org, req.Account, req.Route)
+		if ok, err := exists(err); !ok || err != nil {
+			return false, err
+		}
+		return cur.OAuth != nil && cur.OAuth.Consent != nil && slices.Equal(cur.OAuth.Consent.Scopes, scopes), nil
+	}); err != nil {
+		return err
+	}
 	s.event(OAuthEvent{Kind: storage.AuditStepUp, Org: req.Org, Account: req.Account, Route: req.Route, Issuer: issuer,
 		Outcome: OAuthEventNeedsConsent, Error: "insufficient_scope: the upstream asks for " + strings.Join(scopes, " ")})
 	s.opts.Logger.Info("oauth step-up needed", "org", req.Org, "account", req.Account, "route", req.Route, "issuer", issuer, "scopes", strings.Join(scopes, " "))

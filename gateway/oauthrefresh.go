@@ -105,7 +105,14 @@ func (c *credentialSource) reauthorize(ctx context.Context, status int, challeng
 			c.g.logger.Warn("oauth step-up not recorded", slog.String("org", c.aad.Org), slog.String("account", c.aad.Account), slog.String("route", c.aad.Route), slog.Any("error", err))
 		}
 		scopes, _ := oauth.StepUpScopes(ch, strings.Fields(cred.OAuth.Scope))
-		return false, consentError(c.aad, &storage.CredentialConsent{Reason: storage.ConsentStepUp, Error: "insufficient_scope", Description: ch.ErrorDescription, Scopes: scopes})
+		ce := consentError(c.aad, &storage.CredentialConsent{Reason: storage.ConsentStepUp, Error: "insufficient_scope", Description: ch.ErrorDescription, Scopes: scopes})
+		// The call carries a sign-in link asking for the wider scopes, as
+		// a session needing consent does, so the user can approve them
+		// and the caller retry.
+		if cr := c.g.consentRefusal(ctx, sessionSpec{route: c.route, org: c.aad.Org, account: c.aad.Account}, ce); cr != nil {
+			return false, cr.ref
+		}
+		return false, ce
 	case http.StatusUnauthorized:
 	default:
 		return false, nil

@@ -483,13 +483,19 @@ func TestOAuthStepUp(t *testing.T) {
 	if err == nil && !res.IsError {
 		t.Fatal("admin_echo without the admin scope succeeded")
 	}
-	msg := ""
-	if err != nil {
-		msg = err.Error()
-	} else {
-		msg = res.Content[0].(*mcp.TextContent).Text
+	// The refused call carries a sign-in link for the wider scopes.
+	var werr *jsonrpc.Error
+	if !errors.As(err, &werr) || werr.Code != transport.CodeConsentRequired {
+		t.Fatalf("admin_echo without the admin scope: %v (result %+v), want code %d", err, res, transport.CodeConsentRequired)
 	}
-	checkMessage(t, msg, "needs a new consent", "insufficient_scope", "admin", "mcpgw oauth url")
+	var data transport.ConsentData
+	if err := json.Unmarshal(werr.Data, &data); err != nil {
+		t.Fatalf("consent data %s: %v", werr.Data, err)
+	}
+	checkMessage(t, data.Reason, "insufficient_scope", "admin")
+	if lu, err := url.Parse(data.AuthorizationURL); err != nil || lu.Query().Get("scope") != "read write offline_access admin" {
+		t.Fatalf("step-up sign-in link %q, want one asking for scope %q", data.AuthorizationURL, "read write offline_access admin")
+	}
 	// Not blocking: what the grant covers still works.
 	callText(t, ctx, sess, "echo", "still fine")
 

@@ -386,7 +386,7 @@ func (t *injectingTransport) explainRefusal(req *http.Request, resp *http.Respon
 		rerr = &jsonrpc.Error{Code: CodeUpstreamError, Message: reauthErr.Error()}
 		switch {
 		case errors.As(reauthErr, &ref):
-			rerr.Code = ref.Code
+			rerr.Code, rerr.Data = ref.Code, ref.Data
 		case errors.As(reauthErr, &coded):
 			rerr.Code = coded.RefusalCode()
 		}

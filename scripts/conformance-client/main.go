@@ -38,7 +38,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpgw/mcpgw/transport"
 )
 
 const (
@@ -138,8 +141,13 @@ func run(ctx context.Context, serverURL string) error {
 			return nil
 		}
 		// A refusal carrying a sign-in link (more consent needed, e.g. for
-		// more scopes): open it as the user would, then call again.
-		link := signInLink(refusal)
+		// more scopes): open it as the user would, then call again. The
+		// gateway puts it in the error's data (code -32090), the text of
+		// an elicitation or tool error may carry it too.
+		link := consentLink(err)
+		if link == "" {
+			link = signInLink(refusal)
+		}
 		if link == "" || consents >= maxConsents {
 			return fmt.Errorf("tools/call test-tool through the gateway: %s", refusal)
 		}
@@ -148,6 +156,22 @@ func run(ctx context.Context, serverURL string) error {
 			return err
 		}
 	}
+}
+
+// consentLink returns the authorization URL of a consent-required error
+// (code -32090, data.authorizationUrl), "" for any other error.
+func consentLink(err error) string {
+	var werr *jsonrpc.Error
+	if !errors.As(err, &werr) || werr.Code != transport.CodeConsentRequired {
+		return ""
+	}
+	var data struct {
+		AuthorizationURL string `json:"authorizationUrl"`
+	}
+	if json.Unmarshal(werr.Data, &data) != nil {
+		return ""
+	}
+	return data.AuthorizationURL
 }
 
 // signInLink returns the first URL in s that carries an OAuth state, "" if
