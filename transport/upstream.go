@@ -21,6 +21,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpgw/mcpgw/internal/connlimit"
 )
 
 // The upstream wire protocols Dial speaks, by the names routes store
@@ -97,7 +99,7 @@ func NewHTTPClient() *http.Client {
 var defaultHTTPClient = NewHTTPClient()
 
 // Adder receives byte counts; a prometheus.Counter is one.
-type Adder interface{ Add(float64) }
+type Adder = connlimit.Adder
 
 // NewCountedHTTPClient is NewHTTPClient whose connections add the bytes
 // they read to in and those they write to out (the bytes on the wire, TLS
@@ -111,31 +113,9 @@ func NewCountedHTTPClient(in, out Adder) *http.Client {
 		if err != nil {
 			return nil, err
 		}
-		return &countedConn{Conn: conn, in: in, out: out}, nil
+		return connlimit.CountBytes(conn, in, out), nil
 	}
 	return c
-}
-
-// countedConn counts the bytes through a connection.
-type countedConn struct {
-	net.Conn
-	in, out Adder
-}
-
-func (c *countedConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.in.Add(float64(n))
-	}
-	return n, err
-}
-
-func (c *countedConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	if n > 0 {
-		c.out.Add(float64(n))
-	}
-	return n, err
 }
 
 // Dial connects to the upstream.

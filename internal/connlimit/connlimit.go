@@ -135,7 +135,7 @@ type Listener struct {
 	OnAccept func()
 	// BytesIn and BytesOut, if set, receive the bytes read from and
 	// written to accepted connections.
-	BytesIn, BytesOut interface{ Add(float64) }
+	BytesIn, BytesOut Adder
 }
 
 // Accept waits for a connection within the caps.
@@ -153,7 +153,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 			}
 			release := sync.OnceFunc(func() { l.Limiter.Release(remote) })
 			if l.BytesIn != nil && l.BytesOut != nil {
-				return &countedConn{conn: conn{Conn: c, release: release}, in: l.BytesIn, out: l.BytesOut}, nil
+				c = CountBytes(c, l.BytesIn, l.BytesOut)
 			}
 			return &conn{Conn: c, release: release}, nil
 		}
@@ -184,10 +184,19 @@ func (c *conn) Close() error {
 	return err
 }
 
-// countedConn is a conn that counts its bytes.
+// Adder receives byte counts; a prometheus.Counter is one.
+type Adder interface{ Add(float64) }
+
+// CountBytes returns c with the bytes read from it added to in and the
+// bytes written to it added to out.
+func CountBytes(c net.Conn, in, out Adder) net.Conn {
+	return &countedConn{Conn: c, in: in, out: out}
+}
+
+// countedConn counts the bytes through a connection.
 type countedConn struct {
-	conn
-	in, out interface{ Add(float64) }
+	net.Conn
+	in, out Adder
 }
 
 func (c *countedConn) Read(p []byte) (int, error) {
