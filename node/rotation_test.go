@@ -345,36 +345,10 @@ func TestRotationRacingCalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const workers, calls = 6, 20
-	var ok, retryable atomic.Int32
-	var wg sync.WaitGroup
-	errs := make(chan error, workers*calls)
-	for range workers {
-		wg.Go(func() {
-			for range calls {
-				res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "token", Arguments: map[string]any{"text": ""}})
-				var werr *jsonrpc.Error
-				switch {
-				case err == nil && !res.IsError && slices.Contains([]string{"tok-A", "tok-B", "tok-C"}, res.Content[0].(*mcp.TextContent).Text):
-					ok.Add(1)
-				case errors.As(err, &werr) && werr.Code == transport.CodeUpstreamError && strings.Contains(werr.Message, "retry"):
-					retryable.Add(1)
-				default:
-					errs <- fmt.Errorf("call: %v, %v", res, err)
-				}
-			}
-		})
-	}
-	up.rotate(t, n, "tok-B")
-	up.rotate(t, n, "tok-C")
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	if got, want := ok.Load()+retryable.Load(), int32(workers*calls); got != want {
-		t.Fatalf("%d calls answered, want %d", got, want)
-	}
+	answered, retryable := raceRotations(t, ctx, sess, 6, 20, &mcp.CallToolParams{Name: "token", Arguments: map[string]any{"text": ""}}, func() {
+		up.rotate(t, n, "tok-B")
+		up.rotate(t, n, "tok-C")
+	})
 	if got, want := callText(t, ctx, sess, "token", ""), "tok-C"; got != want {
 		t.Fatalf("after the rotations: %q, want %q", got, want)
 	}
@@ -392,7 +366,7 @@ func TestRotationRacingCalls(t *testing.T) {
 	if conns < 2 || conns > 3 {
 		t.Errorf("upstream saw %d connections, want 2 or 3: %q", conns, up.seen())
 	}
-	t.Logf("%d calls answered by the upstream, %d with the retryable error; %d upstream connections", ok.Load(), retryable.Load(), conns)
+	t.Logf("%d calls answered by the upstream, %d with the retryable error; %d upstream connections", answered, retryable, conns)
 }
 
 // TestRotationCredentialRemoved: removing the credential of a route that
@@ -637,41 +611,15 @@ func TestRotationStdioRacingCalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const workers, calls = 4, 15
-	var ok, retryable atomic.Int32
-	var wg sync.WaitGroup
-	errs := make(chan error, workers*calls)
-	for range workers {
-		wg.Go(func() {
-			for range calls {
-				res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: "getenv", Arguments: map[string]any{"text": "FILES_TOKEN"}})
-				var werr *jsonrpc.Error
-				switch {
-				case err == nil && !res.IsError && slices.Contains([]string{"tok-A", "tok-B", "tok-C"}, res.Content[0].(*mcp.TextContent).Text):
-					ok.Add(1)
-				case errors.As(err, &werr) && werr.Code == transport.CodeUpstreamError && strings.Contains(werr.Message, "retry"):
-					retryable.Add(1)
-				default:
-					errs <- fmt.Errorf("call: %v, %v", res, err)
-				}
-			}
-		})
-	}
-	putCredential(t, n, "acme", "alice", "files", "env", "FILES_TOKEN=tok-B\n")
-	putCredential(t, n, "acme", "alice", "files", "env", "FILES_TOKEN=tok-C\n")
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	if got, want := ok.Load()+retryable.Load(), int32(workers*calls); got != want {
-		t.Fatalf("%d calls answered, want %d", got, want)
-	}
+	answered, retryable := raceRotations(t, ctx, sess, 4, 15, &mcp.CallToolParams{Name: "getenv", Arguments: map[string]any{"text": "FILES_TOKEN"}}, func() {
+		putCredential(t, n, "acme", "alice", "files", "env", "FILES_TOKEN=tok-B\n")
+		putCredential(t, n, "acme", "alice", "files", "env", "FILES_TOKEN=tok-C\n")
+	})
 	if got, want := callText(t, ctx, sess, "getenv", "FILES_TOKEN"), "tok-C"; got != want {
 		t.Fatalf("after the rotations: %q, want %q", got, want)
 	}
 	waitFor(t, "one process for the session", func() bool { return n.gw.UpstreamProcesses("files") == 1 })
-	t.Logf("%d calls answered by the upstream, %d with the retryable error", ok.Load(), retryable.Load())
+	t.Logf("%d calls answered by the upstream, %d with the retryable error", answered, retryable)
 }
 
 // TestRotationOldConnectionTraffic: while the old connection drains, what
@@ -825,4 +773,41 @@ func (c *capturingTransport) Connect(ctx context.Context) (mcp.Connection, error
 	conn, err := c.Transport.Connect(ctx)
 	c.conn = conn
 	return conn, err
+}
+
+// raceRotations makes workers × calls concurrent calls of params on sess
+// while rotate replaces the credential, and checks that each gets an
+// answer: from the upstream with one of the credentials tok-A, tok-B or
+// tok-C, or the documented retryable error. It returns how many of each.
+func raceRotations(t *testing.T, ctx context.Context, sess *mcp.ClientSession, workers, calls int, params *mcp.CallToolParams, rotate func()) (answered, retryable int32) {
+	t.Helper()
+	var ok, retry atomic.Int32
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*calls)
+	for range workers {
+		wg.Go(func() {
+			for range calls {
+				res, err := sess.CallTool(ctx, params)
+				var werr *jsonrpc.Error
+				switch {
+				case err == nil && !res.IsError && slices.Contains([]string{"tok-A", "tok-B", "tok-C"}, res.Content[0].(*mcp.TextContent).Text):
+					ok.Add(1)
+				case errors.As(err, &werr) && werr.Code == transport.CodeUpstreamError && strings.Contains(werr.Message, "retry"):
+					retry.Add(1)
+				default:
+					errs <- fmt.Errorf("call: %v, %v", res, err)
+				}
+			}
+		})
+	}
+	rotate()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got, want := ok.Load()+retry.Load(), int32(workers*calls); got != want {
+		t.Fatalf("%d calls answered, want %d", got, want)
+	}
+	return ok.Load(), retry.Load()
 }
