@@ -118,21 +118,33 @@ func (s *Service) RefreshOAuth(ctx context.Context, req RefreshRequest) error {
 	}
 }
 
-func (s *Service) refresh(ctx context.Context, req RefreshRequest) error {
-	aad := vault.AAD{Org: req.Org, Account: req.Account, Route: req.Route}
-	rec, err := s.d.State.Credential(req.Org, req.Account, req.Route)
+// storedOAuth returns the oauth credential of (org, account, route) and
+// its unsealed token set when the stored ciphertext is still sealed, the one
+// a session saw refused; ok is false when it is gone, not oauth, or was
+// replaced meanwhile (someone refreshed or consented already), and when skip
+// says so of the record before it is unsealed.
+func (s *Service) storedOAuth(org, account, route string, sealed []byte, skip func(storage.Credential) bool) (rec storage.Credential, cred vault.Credential, ok bool, err error) {
+	rec, err = s.d.State.Credential(org, account, route)
 	found, err := exists(err)
 	switch {
 	case err != nil:
-		return internal("read credential", err)
-	case !found, !bytes.Equal(rec.Sealed, req.Sealed), rec.Kind != string(vault.KindOAuth):
-		return nil
-	case rec.OAuth != nil && rec.OAuth.Consent.Blocks():
-		return nil
+		return rec, cred, false, internal("read credential", err)
+	case !found, !bytes.Equal(rec.Sealed, sealed), rec.Kind != string(vault.KindOAuth), skip != nil && skip(rec):
+		return rec, cred, false, nil
 	}
-	cred, err := s.d.VaultKeys.Load().Unseal(rec.Sealed, aad)
+	cred, err = s.d.VaultKeys.Load().Unseal(rec.Sealed, vault.AAD{Org: org, Account: account, Route: route})
 	if err != nil {
-		return internal("unseal credential", err)
+		return rec, cred, false, internal("unseal credential", err)
+	}
+	return rec, cred, true, nil
+}
+
+func (s *Service) refresh(ctx context.Context, req RefreshRequest) error {
+	rec, cred, ok, err := s.storedOAuth(req.Org, req.Account, req.Route, req.Sealed, func(rec storage.Credential) bool {
+		return rec.OAuth != nil && rec.OAuth.Consent.Blocks()
+	})
+	if !ok || err != nil {
+		return err
 	}
 	meta := storage.CredentialOAuth{}
 	if rec.OAuth != nil {
@@ -154,7 +166,7 @@ func (s *Service) refresh(ctx context.Context, req RefreshRequest) error {
 			Description: "the token set was stored by hand, so the gateway does not know its authorization server"}, "no issuer recorded")
 	}
 	crec, err := s.d.OAuthState.OAuthClient(meta.Issuer)
-	found, err = exists(err)
+	found, err := exists(err)
 	if err != nil {
 		return internal("read oauth client", err)
 	}
@@ -288,17 +300,9 @@ type StepUpRequest struct {
 // for it asks for them. The token set stays in use meanwhile: it still
 // works for what it grants.
 func (s *Service) StepUpOAuth(ctx context.Context, req StepUpRequest) error {
-	rec, err := s.d.State.Credential(req.Org, req.Account, req.Route)
-	found, err := exists(err)
-	switch {
-	case err != nil:
-		return internal("read credential", err)
-	case !found, !bytes.Equal(rec.Sealed, req.Sealed), rec.Kind != string(vault.KindOAuth):
-		return nil
-	}
-	cred, err := s.d.VaultKeys.Load().Unseal(rec.Sealed, vault.AAD{Org: req.Org, Account: req.Account, Route: req.Route})
-	if err != nil {
-		return internal("unseal credential", err)
+	rec, cred, ok, err := s.storedOAuth(req.Org, req.Account, req.Route, req.Sealed, nil)
+	if !ok || err != nil {
+		return err
 	}
 	scopes, ok := oauth.StepUpScopes(req.Challenge, strings.Fields(cred.OAuth.Scope))
 	if !ok {
