@@ -202,7 +202,7 @@ func (s *OTLP) run() {
 		delivered = s.cursor
 		saved     = s.cursor
 		savedAt   = time.Now()
-		backoff   = s.cfg.MinBackoff
+		retry     = newBackoff(s.cfg.MinBackoff, s.cfg.MaxBackoff)
 		failed    bool
 	)
 	save := func() {
@@ -219,9 +219,8 @@ func (s *OTLP) run() {
 	saveTimer := time.NewTicker(s.cfg.SaveEvery)
 	defer saveTimer.Stop()
 	wait := func() bool {
-		t := time.NewTimer(backoff)
+		t := time.NewTimer(retry.next())
 		defer t.Stop()
-		backoff = min(2*backoff, s.cfg.MaxBackoff)
 		select {
 		case <-s.ctx.Done():
 			return false
@@ -231,10 +230,8 @@ func (s *OTLP) run() {
 	}
 	for s.ctx.Err() == nil {
 		more := s.cfg.Log.Appended()
-		recs, err := s.cfg.Log.After(delivered, s.cfg.Batch)
+		recs, err := s.readBatch(s.cfg.Log, s.logger, "audit OTLP", "collector", delivered, s.cfg.Batch)
 		if err != nil {
-			s.errs.WithLabelValues(errLog).Inc()
-			s.logger.Error("audit OTLP: reading the audit log failed; run `mcpgw audit verify`", slog.Any("error", err))
 			if !wait() {
 				return
 			}
@@ -251,10 +248,6 @@ func (s *OTLP) run() {
 			}
 			continue
 		}
-		if first := recs[0].Seq; first > delivered+1 {
-			s.logger.Warn("audit OTLP: records were pruned by retention before they were shipped; raise --audit-max-records or --audit-max-age, or check the collector",
-				slog.Uint64("from_seq", delivered+1), slog.Uint64("to_seq", first-1))
-		}
 		if err := s.export(recs); err != nil {
 			if s.ctx.Err() != nil {
 				return
@@ -263,7 +256,7 @@ func (s *OTLP) run() {
 			s.connected.Set(0)
 			failed = true
 			s.logger.Warn(fmt.Sprintf("audit OTLP: exporting to %s failed: %v; records wait in the audit log and are sent again: check the collector runs and --audit-otlp-endpoint names its OTLP/HTTP port", s.cfg.Endpoint, err),
-				slog.Duration("retry_in", backoff), slog.Uint64("resend_from_seq", delivered+1))
+				slog.Duration("retry_in", retry.cur), slog.Uint64("resend_from_seq", delivered+1))
 			if !wait() {
 				return
 			}
@@ -277,7 +270,7 @@ func (s *OTLP) run() {
 		delivered = recs[len(recs)-1].Seq
 		s.shipped.Add(float64(len(recs)))
 		s.setLag(s.cfg.Log, delivered)
-		backoff = s.cfg.MinBackoff
+		retry.reset()
 		if time.Since(savedAt) >= s.cfg.SaveEvery {
 			save()
 		}

@@ -245,6 +245,39 @@ func newSinkMetrics(sink string, reg prometheus.Registerer) (sinkMetrics, error)
 	return m, nil
 }
 
+// readBatch returns up to n records of log after seq after. A failed read
+// is counted and logged; records retention pruned before they were shipped
+// are warned about, naming the peer to check. prefix names the sink in the
+// log lines ("audit syslog").
+func (m *sinkMetrics) readBatch(log Log, logger *slog.Logger, prefix, peer string, after uint64, n int) ([]storage.AuditRecord, error) {
+	recs, err := log.After(after, n)
+	if err != nil {
+		m.errs.WithLabelValues(errLog).Inc()
+		logger.Error(prefix+": reading the audit log failed; run `mcpgw audit verify`", slog.Any("error", err))
+		return nil, err
+	}
+	if len(recs) > 0 && recs[0].Seq > after+1 {
+		logger.Warn(prefix+": records were pruned by retention before they were shipped; raise --audit-max-records or --audit-max-age, or check the "+peer,
+			slog.Uint64("from_seq", after+1), slog.Uint64("to_seq", recs[0].Seq-1))
+	}
+	return recs, nil
+}
+
+// backoff is the wait between a sink's attempts after a failure: from min,
+// doubling up to max, back to min after a success.
+type backoff struct{ min, max, cur time.Duration }
+
+func newBackoff(lo, hi time.Duration) backoff { return backoff{min: lo, max: hi, cur: lo} }
+
+// next returns the wait now and doubles the one after.
+func (b *backoff) next() time.Duration {
+	d := b.cur
+	b.cur = min(2*b.cur, b.max)
+	return d
+}
+
+func (b *backoff) reset() { b.cur = b.min }
+
 // setLag sets the lag gauge: the records of log after sent.
 func (m *sinkMetrics) setLag(log Log, sent uint64) {
 	if head, _, err := log.AuditHead(); err == nil && head >= sent {
@@ -362,10 +395,10 @@ func (s *Syslog) run() {
 		sent      = s.cursor
 		// mark is sent as of the previous tick, on connection mark.gen:
 		// what a tick finding that connection still up confirms.
-		mark    struct{ gen, sent uint64 }
-		backoff = s.cfg.MinBackoff
-		buf     []byte
-		failed  bool // the last attempt failed: the next success is logged
+		mark   struct{ gen, sent uint64 }
+		retry  = newBackoff(s.cfg.MinBackoff, s.cfg.MaxBackoff)
+		buf    []byte
+		failed bool // the last attempt failed: the next success is logged
 	)
 	tick := time.NewTicker(s.cfg.ConfirmAfter)
 	defer tick.Stop()
@@ -395,12 +428,11 @@ func (s *Syslog) run() {
 			c = nil
 		}
 		failed = true
-		s.logger.Warn(err.Error(), slog.Duration("retry_in", backoff), slog.Uint64("resend_from_seq", confirmed+1))
+		s.logger.Warn(err.Error(), slog.Duration("retry_in", retry.cur), slog.Uint64("resend_from_seq", confirmed+1))
 	}
 	wait := func() bool {
-		t := time.NewTimer(backoff)
+		t := time.NewTimer(retry.next())
 		defer t.Stop()
-		backoff = min(2*backoff, s.cfg.MaxBackoff)
 		for {
 			select {
 			case <-s.ctx.Done():
@@ -456,20 +488,14 @@ func (s *Syslog) run() {
 			}
 		}
 		more := s.cfg.Log.Appended()
-		recs, err := s.cfg.Log.After(sent, s.cfg.Batch)
+		recs, err := s.readBatch(s.cfg.Log, s.logger, "audit syslog", "receiver", sent, s.cfg.Batch)
 		if err != nil {
-			s.errs.WithLabelValues(errLog).Inc()
-			s.logger.Error("audit syslog: reading the audit log failed; run `mcpgw audit verify`", slog.Any("error", err))
 			if !wait() {
 				return
 			}
 			continue
 		}
 		if len(recs) > 0 {
-			if first := recs[0].Seq; first > sent+1 {
-				s.logger.Warn("audit syslog: records were pruned by retention before they were shipped; raise --audit-max-records or --audit-max-age, or check the receiver",
-					slog.Uint64("from_seq", sent+1), slog.Uint64("to_seq", first-1))
-			}
 			buf = buf[:0]
 			for i := range recs {
 				if buf, err = s.appendMessage(buf, &recs[i]); err != nil {
@@ -495,7 +521,7 @@ func (s *Syslog) run() {
 			sent = recs[len(recs)-1].Seq
 			s.shipped.Add(float64(len(recs)))
 			s.setLag(s.cfg.Log, sent)
-			backoff = s.cfg.MinBackoff
+			retry.reset()
 			if cap(buf) > 4<<20 {
 				buf = nil // one batch of large records need not stay
 			}
