@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/mcpgw/mcpgw/admin"
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/vault"
 )
@@ -18,11 +19,15 @@ import (
 // metrics, each present from the start.
 var listenerNames = []string{"session", "admin", "unix", "quic"}
 
-// OAuthEvents are the values of mcpgw_oauth_flows_total's event label:
+// oauthFlowEvents are the values of mcpgw_oauth_flows_total's event label:
 // started (an authorization URL was handed out), completed (its callback
 // stored the tokens), failed (starting or completing a flow failed).
 // Refreshes and step-ups have their own counters (oauthMetrics).
-var OAuthEvents = []string{"started", "completed", "failed"}
+var oauthFlowEvents = []string{admin.ConsentStarted, admin.ConsentCompleted, oauthFlowFailed}
+
+// oauthFlowFailed is the event of a consent flow that failed to start or
+// complete.
+const oauthFlowFailed = "failed"
 
 // metrics are the node's own Prometheus instruments (listeners, process),
 // on the node's registry, which the gateway registers the data path's
@@ -37,7 +42,7 @@ type metrics struct {
 	listenerBytes      *prometheus.CounterVec   // listener, direction
 	vaultSeconds       *prometheus.HistogramVec // op: seal, unseal
 	vaultErrors        *prometheus.CounterVec   // op
-	oauthFlows         *prometheus.CounterVec   // event, one of OAuthEvents
+	oauthFlows         *prometheus.CounterVec   // event, one of oauthFlowEvents
 	raft               *raftCollector
 }
 
@@ -84,7 +89,7 @@ func newMetrics(version, revision string) *metrics {
 		m.vaultSeconds.WithLabelValues(string(op))
 		m.vaultErrors.WithLabelValues(string(op))
 	}
-	for _, e := range OAuthEvents {
+	for _, e := range oauthFlowEvents {
 		m.oauthFlows.WithLabelValues(e)
 	}
 	m.registry.MustRegister(buildInfo, m.quicConnsActive, m.connsRefusedTotal, m.connsAcceptedTotal, m.listenerBytes,
@@ -154,7 +159,7 @@ func (m *metrics) observeVault(op vault.Op, d time.Duration, err error) {
 	}
 }
 
-// oauthEvent counts one upstream OAuth flow event, one of OAuthEvents.
+// oauthEvent counts one upstream OAuth flow event, one of oauthFlowEvents.
 func (m *metrics) oauthEvent(event string) { m.oauthFlows.WithLabelValues(event).Inc() }
 
 // registerNode registers the instruments that read the node at each

@@ -19,7 +19,7 @@ func TestNodeMetrics(t *testing.T) {
 		t.Errorf("mcpgw_build_info{version=1.2.3,revision=abc123} = %v, want 1", got)
 	}
 	waitFor(t, "the node to be ready", func() bool { return metricValue(t, n, "mcpgw_node_ready") == 1 })
-	for _, e := range OAuthEvents {
+	for _, e := range oauthFlowEvents {
 		if _, ok := seriesOf(t, n, "mcpgw_oauth_flows_total", "event", e); !ok {
 			t.Errorf("mcpgw_oauth_flows_total{event=%q} is not exported", e)
 		}

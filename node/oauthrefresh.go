@@ -144,7 +144,7 @@ func (n *Node) oauthEvent(m *oauthMetrics) func(admin.OAuthEvent) {
 		case storage.AuditOAuthConsent:
 			event := e.Trigger
 			if e.Outcome != admin.OAuthEventOK {
-				event = "failed"
+				event = oauthFlowFailed
 			}
 			n.metrics.oauthEvent(event)
 		case storage.AuditStepUp:
