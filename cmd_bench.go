@@ -40,7 +40,7 @@ Examples:
 			&cli.IntFlag{Name: "idle-sessions", Usage: "instead of load, open this many idle sessions per target and report the memory each costs"},
 			&cli.BoolFlag{Name: "smoke", Usage: "a short run over every target and both protocols (1 session, 2 workers, 1s); fails on any error"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
-			&cli.StringFlag{Name: "profile-dir", Usage: "save Go profiles of the gateway the bench starts into this directory: CPU of each load run (cpu-<target>-<protocol>.pb.gz), heap of each idle run (heap-…)"},
+			&cli.StringFlag{Name: "profile-dir", Usage: "save Go profiles of the gateway the bench starts into this directory: CPU of each load run (cpu-<target>-<protocol>.pb.gz), heap and goroutines of each idle run (heap-…, goroutine-…); created if missing"},
 			&cli.StringFlag{Name: "upstream", Usage: "base URL of a running mcpgw bench-upstream, or the URL of another MCP server with an echo tool (default: start one)"},
 			&cli.IntFlag{Name: "upstream-pid", Usage: "process id of --upstream, to measure its CPU and memory"},
 			&cli.StringFlag{Name: "target", Usage: "streamable HTTP URL of another MCP proxy fronting --upstream, measured as target \"target\" against direct, its CPU from --target-pid (use --targets direct,target)"},

@@ -80,8 +80,8 @@ type Config struct {
 	// ProfileDir, when set, receives Go profiles of the gateway the bench
 	// starts (which then serves them, as `serve --pprof`): a CPU profile of
 	// the middle of each load run (cpu-<target>-<protocol>.pb.gz) and a heap
-	// profile of each idle run with its sessions open
-	// (heap-<target>-<protocol>.pb.gz). Default "": none.
+	// and a goroutine profile of each idle run with its sessions open
+	// (heap-<target>-<protocol>.pb.gz, goroutine-…). Default "": none.
 	ProfileDir string
 
 	// Progress receives a status line twice a second (with carriage
@@ -255,6 +255,11 @@ type runner struct {
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.ProfileDir != "" {
+		if err := os.MkdirAll(cfg.ProfileDir, 0o755); err != nil {
+			return nil, fmt.Errorf("--profile-dir: %w; name a directory the bench may create and write", err)
+		}
 	}
 	targets := slices.Clone(cfg.Targets)
 	if i := slices.Index(targets, TargetDirect); i > 0 {
@@ -677,6 +682,7 @@ func (r *runner) idle(ctx context.Context, tgt, proto string) Result {
 	r.settle(ctx)
 	after, g1 := r.sample(), goroutines()
 	r.profile(ctx, "heap", tgt, proto, "/debug/pprof/heap?gc=1")
+	r.profile(ctx, "goroutine", tgt, proto, "/debug/pprof/goroutine")
 	res.ErrorSample = errs.sample()
 	st := &IdleStats{Sessions: len(sessions)}
 	per := func(b, a *ProcSample) *float64 {
