@@ -145,11 +145,40 @@ func (s *session) run(ctx context.Context) {
 		defer span.End()
 	}
 
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); defer cancel(); s.clientToServer(ctx) }()
-	go func() { defer wg.Done(); defer cancel(); s.serverToClient(ctx) }()
-	<-ctx.Done()
+	// The session's own goroutine reads the client. What ends the session
+	// first (the client, the upstream, a revoked token, the node shutting
+	// down) cancels ctx, and shutdown then closes both sides, which ends
+	// the read. An upstream connection that delivers what it receives on
+	// its own goroutines (the streamable HTTP client) needs no goroutine
+	// reading it; any other is read by one.
+	shut := make(chan struct{})
+	context.AfterFunc(ctx, func() { defer close(shut); s.shutdown(ctx) })
+	var reader sync.WaitGroup
+	if d, ok := s.up.(transport.Deliverer); ok {
+		d.DeliverTo(func(msg jsonrpc.Message, err error) {
+			if !s.fromUpstream(ctx, msg, err) {
+				cancel()
+			}
+		})
+	} else {
+		reader.Go(func() { defer cancel(); s.serverToClient(ctx) })
+	}
+	s.clientToServer(ctx)
+	cancel()
+	<-shut
+	reader.Wait()
+	if s.oneShot {
+		s.logger.Debug("stateless request session closed", slog.Duration("duration", time.Since(start)))
+		return
+	}
+	s.logger.Info("session closed", slog.Duration("duration", time.Since(start)))
+	s.auditClose(time.Since(start))
+}
+
+// shutdown closes both sides of a session that is ending, in the order
+// that gives its caller the clearest answer, and answers the calls still
+// outstanding.
+func (s *session) shutdown(ctx context.Context) {
 	if end := s.ended.Load(); end != nil {
 		// The caller learns at once that its token ended the session; the
 		// upstream, which may take seconds to close a session with calls
@@ -161,28 +190,22 @@ func (s *session) run(ctx context.Context) {
 			s.down.Close()
 		}
 		s.up.Close()
-	} else {
-		s.up.Close()
-		s.failPending(ctx)
-		if ga, ok := s.down.(interface{ CloseGoingAway() error }); ok && s.g.ctx.Err() != nil {
-			// Everything read has been answered: tell the client that what
-			// it sent since was never processed, so it may resend it
-			// elsewhere.
-			ga.CloseGoingAway()
-		} else {
-			s.down.Close()
-		}
-	}
-	wg.Wait()
-	if s.oneShot {
-		s.logger.Debug("stateless request session closed", slog.Duration("duration", time.Since(start)))
 		return
 	}
-	s.logger.Info("session closed", slog.Duration("duration", time.Since(start)))
-	s.auditClose(time.Since(start))
+	s.up.Close()
+	s.failPending(ctx)
+	if ga, ok := s.down.(interface{ CloseGoingAway() error }); ok && s.g.ctx.Err() != nil {
+		// Everything read has been answered: tell the client that what
+		// it sent since was never processed, so it may resend it
+		// elsewhere.
+		ga.CloseGoingAway()
+	} else {
+		s.down.Close()
+	}
 }
 
-// clientToServer forwards downstream messages upstream.
+// clientToServer forwards downstream messages upstream until the client's
+// stream ends, then waits for the calls it is still writing.
 func (s *session) clientToServer(ctx context.Context) {
 	var writes sync.WaitGroup
 	defer writes.Wait()
@@ -453,40 +476,51 @@ func (s *session) answerFailedWrite(ctx context.Context, req *jsonrpc.Request, e
 	s.complete(ctx, &jsonrpc.Response{ID: req.ID, Error: rerr})
 }
 
-// serverToClient forwards upstream messages downstream.
+// serverToClient forwards upstream messages downstream, for upstream
+// connections that are read rather than deliver.
 func (s *session) serverToClient(ctx context.Context) {
 	for {
 		msg, err := s.up.Read(ctx)
-		if err != nil {
-			if me, ok := transport.AsMessageError(err); ok {
-				s.logger.Warn("upstream sent an unusable message; skipped", slog.Any("error", err))
-				if !me.ID.IsValid() {
-					continue
-				}
-				// Fail the call the message answered, or tell the upstream
-				// its request was refused, rather than leave either waiting.
-				s.rm.upstreamError("unusable_message")
-				if me.Response {
-					s.complete(ctx, &jsonrpc.Response{ID: me.ID, Error: rpcError(transport.CodeUpstreamError,
-						fmt.Sprintf("upstream of route %q answered with an unusable message: %s", s.route.Name, me.Message), nil)})
-				} else if err := s.up.Write(ctx, &jsonrpc.Response{ID: me.ID, Error: &jsonrpc.Error{Code: me.Code, Message: me.Message}}); err != nil {
-					s.logger.Debug("upstream write failed", slog.Any("error", err))
-				}
-				continue
-			}
-			if ctx.Err() == nil {
-				s.upstreamEnded.Store(true)
-				s.logger.Info("upstream ended the session", slog.Any("error", err))
-			}
+		if !s.fromUpstream(ctx, msg, err) {
 			return
 		}
-		s.g.metrics.msgServerToClient.Inc()
-		if resp, ok := msg.(*jsonrpc.Response); ok {
-			s.complete(ctx, resp)
-			continue
-		}
-		s.writeDown(ctx, msg)
 	}
+}
+
+// fromUpstream forwards one message the upstream sent (or handles the
+// error reading it); false when the upstream's stream has ended. It may run
+// on several goroutines at once.
+func (s *session) fromUpstream(ctx context.Context, msg jsonrpc.Message, err error) bool {
+	if err != nil {
+		if me, ok := transport.AsMessageError(err); ok {
+			s.logger.Warn("upstream sent an unusable message; skipped", slog.Any("error", err))
+			if !me.ID.IsValid() {
+				return true
+			}
+			// Fail the call the message answered, or tell the upstream
+			// its request was refused, rather than leave either waiting.
+			s.rm.upstreamError("unusable_message")
+			if me.Response {
+				s.complete(ctx, &jsonrpc.Response{ID: me.ID, Error: rpcError(transport.CodeUpstreamError,
+					fmt.Sprintf("upstream of route %q answered with an unusable message: %s", s.route.Name, me.Message), nil)})
+			} else if err := s.up.Write(ctx, &jsonrpc.Response{ID: me.ID, Error: &jsonrpc.Error{Code: me.Code, Message: me.Message}}); err != nil {
+				s.logger.Debug("upstream write failed", slog.Any("error", err))
+			}
+			return true
+		}
+		if ctx.Err() == nil {
+			s.upstreamEnded.Store(true)
+			s.logger.Info("upstream ended the session", slog.Any("error", err))
+		}
+		return false
+	}
+	s.g.metrics.msgServerToClient.Inc()
+	if resp, ok := msg.(*jsonrpc.Response); ok {
+		s.complete(ctx, resp)
+		return true
+	}
+	s.writeDown(ctx, msg)
+	return true
 }
 
 // complete delivers a response for a tracked call and records its outcome.

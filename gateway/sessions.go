@@ -412,9 +412,14 @@ func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return // Accept has written the HTTP error
 	}
 	s.down = down
+	// The session runs on a goroutine of its own and the handler returns:
+	// the HTTP server's state for the hijacked connection (its buffers
+	// among it) is freed rather than held for the session's life.
 	g.sessions.Add(1)
-	defer g.sessions.Done()
-	s.run(g.ctx)
+	go func() {
+		defer g.sessions.Done()
+		s.run(g.ctx)
+	}()
 }
 
 // openStreamable starts a streamable HTTP session for the transport layer.

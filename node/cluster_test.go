@@ -329,7 +329,7 @@ func TestClusterAdminErrors(t *testing.T) {
 	}
 	// Two voters: with one gone the other has no quorum.
 	nodes[0].Close()
-	resp := adminDo(t, nodes[1], http.MethodPost, "/v1/routes", storage.Route{Name: "r", URL: "http://127.0.0.1:1/mcp"})
+	resp := adminDoOnce(t, nodes[1], http.MethodPost, "/v1/routes", storage.Route{Name: "r", URL: "http://127.0.0.1:1/mcp"})
 	var e adminapi.ErrorBody
 	json.NewDecoder(resp.Body).Decode(&e)
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(e.Error, "leader") {

@@ -161,6 +161,24 @@ func shortTempDir(t testing.TB) string {
 // adminDo calls the admin API with the node's token.
 func adminDo(t testing.TB, n *Node, method, path string, body any) *http.Response {
 	t.Helper()
+	// A node that cannot confirm its copy is current (it knows no leader
+	// for a moment, or its barrier is slow under CPU load) refuses before
+	// doing anything, with 503 and Mcpgw-Consistency: unconfirmed: retried
+	// within a deadline, as the admin client retries it on another node.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp := adminDoOnce(t, n, method, path, body)
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(adminapi.ConsistencyHeader) != adminapi.ConsistencyUnconfirmed || time.Now().After(deadline) {
+			return resp
+		}
+		resp.Body.Close()
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// adminDoOnce is adminDo without the retry: for tests of the refusal.
+func adminDoOnce(t testing.TB, n *Node, method, path string, body any) *http.Response {
+	t.Helper()
 	var buf bytes.Buffer
 	if body != nil {
 		json.NewEncoder(&buf).Encode(body)

@@ -439,3 +439,30 @@ func TestLineConnUnblocks(t *testing.T) {
 		}
 	})
 }
+
+// TestLineConnReadsInline: Reads whose context cannot end read the stream
+// on the caller's goroutine (a framed session holds no goroutine for it);
+// the first Read whose context can end starts the reader it needs, and
+// what was read inline before is not lost.
+func TestLineConnReadsInline(t *testing.T) {
+	server, client := pipe(t)
+	c := NewLineConn(server, LineOptions{})
+	defer c.Close()
+	go client.Write([]byte("{\"jsonrpc\":\"2.0\",\"method\":\"a\"}\n{\"jsonrpc\":\"2.0\",\"method\":\"b\"}\n"))
+	msg, err := c.Read(context.WithoutCancel(context.Background()))
+	if err != nil || msg.(*jsonrpc.Request).Method != "a" {
+		t.Fatalf("inline Read = %v, %v; want notification a", msg, err)
+	}
+	if n := goroutinesIn("(*LineConn).readLoop"); n != 0 {
+		t.Fatalf("%d read loops after an inline Read, want 0", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	msg, err = c.Read(ctx)
+	if err != nil || msg.(*jsonrpc.Request).Method != "b" {
+		t.Fatalf("Read = %v, %v; want notification b", msg, err)
+	}
+	if n := goroutinesIn("(*LineConn).readLoop"); n != 1 {
+		t.Fatalf("%d read loops after a Read whose context can end, want 1", n)
+	}
+}

@@ -37,6 +37,9 @@ type LineConn struct {
 	err      error                // why the stream ended; set before failed is closed
 	done     chan struct{}        // closed by Close
 	wg       sync.WaitGroup       // readLoop
+	looping  bool                 // readLoop was started (or can no longer be); only Read uses it
+	loopMu   sync.Mutex           // orders starting readLoop with Close's Wait
+	closed   bool                 // Close has begun; guarded by loopMu
 
 	wmu  sync.Mutex // serialises writes so lines never interleave
 	wbuf []byte     // guarded by wmu
@@ -72,32 +75,42 @@ func newLineConn(rwc io.ReadWriteCloser, br *bufio.Reader, opts LineOptions) *Li
 		failed:   make(chan struct{}),
 		done:     make(chan struct{}),
 	}
-	c.wg.Add(1)
-	go c.readLoop()
 	return c
 }
 
-// readLoop reads lines until the stream ends. Reading in a goroutine of its
-// own lets Read honour its context whatever the stream supports.
+// next reads the next message from the stream: a message, a *MessageError
+// for an unusable line, or the error that ended the stream.
+func (c *LineConn) next() (jsonrpc.Message, *MessageError, error) {
+	for {
+		line, err := readLine(c.br, int(min(c.max, int64(maxInt))), true)
+		switch {
+		case errors.Is(err, errLineTooLong):
+			return nil, tooLarge(c.max, line), nil
+		case err != nil:
+			return nil, nil, fmt.Errorf("%w: %v", mcp.ErrConnectionClosed, err)
+		case isBlank(line):
+			continue
+		}
+		msg, err := c.decode(line)
+		if err != nil {
+			merr, _ := AsMessageError(err)
+			return nil, merr, nil
+		}
+		return msg, nil, nil
+	}
+}
+
+// readLoop reads lines until the stream ends, for Reads whose context can
+// end: reading in a goroutine of its own lets Read honour its context
+// whatever the stream supports.
 func (c *LineConn) readLoop() {
 	defer c.wg.Done()
 	for {
-		line, err := readLine(c.br, int(min(c.max, int64(maxInt))), true)
-		var msg jsonrpc.Message
-		var merr *MessageError
-		switch {
-		case errors.Is(err, errLineTooLong):
-			merr = tooLarge(c.max, line)
-		case err != nil:
-			c.err = fmt.Errorf("%w: %v", mcp.ErrConnectionClosed, err)
+		msg, merr, err := c.next()
+		if err != nil {
+			c.err = err
 			close(c.failed)
 			return
-		case isBlank(line):
-			continue
-		default:
-			if msg, err = c.decode(line); err != nil {
-				merr, _ = AsMessageError(err)
-			}
 		}
 		if merr != nil {
 			select {
@@ -128,7 +141,38 @@ func isBlank(line []byte) bool {
 
 // Read returns the next message, a *MessageError for an unusable line, or
 // an error wrapping mcp.ErrConnectionClosed once the stream has ended.
+// Reads are not concurrent. As long as every Read's context cannot end
+// (a session's reader ends the read by closing the connection), Read reads
+// the stream itself; the first Read whose context can end starts a
+// goroutine that reads on for it and every later Read.
 func (c *LineConn) Read(ctx context.Context) (jsonrpc.Message, error) {
+	if ctx.Done() == nil && !c.looping {
+		select {
+		case <-c.done:
+			return nil, mcp.ErrConnectionClosed
+		default:
+		}
+		msg, merr, err := c.next()
+		switch {
+		case err != nil:
+			return nil, err
+		case merr != nil:
+			return nil, merr
+		}
+		return msg, nil
+	}
+	if !c.looping {
+		c.looping = true
+		c.loopMu.Lock()
+		if !c.closed {
+			c.wg.Add(1)
+			go c.readLoop()
+		} else {
+			c.err = mcp.ErrConnectionClosed
+			close(c.failed)
+		}
+		c.loopMu.Unlock()
+	}
 	select {
 	case msg := <-c.incoming:
 		return msg, nil
@@ -184,6 +228,9 @@ func (c *LineConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 // call more than once and concurrently with Read and Write.
 func (c *LineConn) Close() error {
 	c.closeOnce.Do(func() {
+		c.loopMu.Lock()
+		c.closed = true
+		c.loopMu.Unlock()
 		close(c.done)
 		c.closeErr = c.rwc.Close()
 		c.wg.Wait()

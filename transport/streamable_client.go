@@ -39,7 +39,10 @@ type streamableConn struct {
 	client *http.Client // requests go through rt
 	rt     *injectingTransport
 
-	in     chan upstreamItem
+	in chan upstreamItem
+	// push, when set (DeliverTo), receives what in would; set before the
+	// first Write, so before any goroutine reads it.
+	push   func(jsonrpc.Message, error)
 	ctx    context.Context // ends when the connection closes
 	cancel context.CancelFunc
 	failed chan struct{}
@@ -74,13 +77,20 @@ func newStreamableConn(u Upstream, client *http.Client, rt *injectingTransport) 
 	return c
 }
 
-// fail ends the connection for every Read with err.
+// fail ends the connection for every Read (or the DeliverTo function)
+// with err.
 func (c *streamableConn) fail(err error) {
 	c.fail1.Do(func() {
 		c.err = err
 		close(c.failed)
+		if c.push != nil {
+			c.push(nil, err)
+		}
 	})
 }
+
+// DeliverTo implements Deliverer.
+func (c *streamableConn) DeliverTo(fn func(jsonrpc.Message, error)) { c.push = fn }
 
 func (c *streamableConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 	select {
@@ -101,11 +111,18 @@ func (c *streamableConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 	}
 }
 
-// deliver hands one message the upstream sent to Read; false when the
-// connection or ctx ended first.
+// deliver hands one message the upstream sent to Read (or the DeliverTo
+// function); false when the connection or ctx ended first.
 func (c *streamableConn) deliver(ctx context.Context, it upstreamItem) bool {
 	if resp, ok := it.msg.(*jsonrpc.Response); ok {
 		c.observeResponse(resp)
+	}
+	if c.push != nil {
+		if c.ctx.Err() != nil || ctx.Err() != nil {
+			return false
+		}
+		c.push(it.msg, it.err)
+		return true
 	}
 	select {
 	case c.in <- it:
@@ -738,7 +755,9 @@ func (c *streamableConn) standaloneLoop(answered chan<- int) {
 // and whether reconnecting makes sense; it passes to answer the status of an
 // answer that settles whether the stream is open.
 func (c *streamableConn) standaloneOnce(ctx context.Context, lastID *string, answer func(status int)) (got, retry bool) {
-	resp, err := c.get(ctx, *lastID)
+	// The stream is held for the session's life: on a connection of its
+	// own (see roundTripOwnConn).
+	resp, err := c.get(withLongLived(ctx), *lastID)
 	if err != nil {
 		return false, true
 	}

@@ -93,7 +93,7 @@ func NewHTTPClient() *http.Client {
 	// than the buffer is written past it).
 	t.WriteBufferSize = 1 << 10
 	t.Proxy = nil // upstream egress is decided by routes, never by environment proxies
-	return &http.Client{Transport: t}
+	return &http.Client{Transport: &upstreamTransport{Transport: t}}
 }
 
 var defaultHTTPClient = NewHTTPClient()
@@ -106,7 +106,7 @@ type Adder = connlimit.Adder
 // included), for the gateway's traffic metrics.
 func NewCountedHTTPClient(in, out Adder) *http.Client {
 	c := NewHTTPClient()
-	t := c.Transport.(*http.Transport)
+	t := c.Transport.(*upstreamTransport).Transport
 	dial := t.DialContext
 	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := dial(ctx, network, addr)
@@ -116,6 +116,21 @@ func NewCountedHTTPClient(in, out Adder) *http.Client {
 		return connlimit.CountBytes(conn, in, out), nil
 	}
 	return c
+}
+
+// A Deliverer is an upstream connection that hands each message it
+// receives straight to the proxy, on the goroutine that received it (the
+// request a call's answer came on, the event stream's reader), instead of
+// queueing it for Read. The proxy then needs no goroutine of its own
+// reading the connection, and a call's answer reaches the client without
+// passing between goroutines.
+type Deliverer interface {
+	// DeliverTo sends every message received from then on to fn, and the
+	// error that ends the connection (what Read would return) once. fn
+	// may be called from several goroutines at once; the messages of one
+	// stream come in order. Call it once, before the first Write; Read is
+	// not used after.
+	DeliverTo(fn func(msg jsonrpc.Message, err error))
 }
 
 // Dial connects to the upstream.

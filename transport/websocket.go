@@ -1,10 +1,12 @@
 package transport
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -44,7 +46,7 @@ func (o WebSocketOptions) withDefaults() WebSocketOptions {
 // have authenticated r and checked its Origin already: the upgrade itself
 // accepts any origin the caller let through.
 func AcceptWebSocket(w http.ResponseWriter, r *http.Request, opts WebSocketOptions) (mcp.Connection, error) {
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	c, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
 		Subprotocols:       []string{Subprotocol},
 		InsecureSkipVerify: true, // Origin is checked by the caller's allow-list
 	})
@@ -52,6 +54,37 @@ func AcceptWebSocket(w http.ResponseWriter, r *http.Request, opts WebSocketOptio
 		return nil, err
 	}
 	return newWSConn(c, opts), nil
+}
+
+// wsBufferSize is the size of an accepted WebSocket's read and write
+// buffers, held for the session's whole life, idle nearly all of it.
+// Messages larger than a buffer are read and written past it.
+const wsBufferSize = 2 << 10
+
+// smallBuffers is a ResponseWriter whose Hijack hands the connection on
+// with buffers of wsBufferSize rather than the HTTP server's 4 KiB ones
+// (the server's own connection state, freed once the handler returns,
+// holds another 4 KiB besides).
+type smallBuffers struct{ http.ResponseWriter }
+
+func (s smallBuffers) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := brw.Writer.Flush(); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	r := brw.Reader
+	if r.Buffered() == 0 {
+		// A client that sent frames before the upgrade's answer keeps
+		// the server's buffer, which holds them.
+		r = bufio.NewReaderSize(conn, wsBufferSize)
+	}
+	return conn, bufio.NewReadWriter(r, bufio.NewWriterSize(conn, wsBufferSize)), nil
 }
 
 // DialWebSocket opens a WebSocket MCP connection to url with the given
