@@ -58,6 +58,13 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintln(w, "memory: RSS growth (/proc VmRSS) ÷ sessions, each target on a freshly started gateway when the bench starts it; +open p50: minus direct's (the upstream's initialize)")
 	} else {
 		fmt.Fprintln(w, "latency in ms; +p50/+p99/+open p50: minus direct's in this run (direct's open is the upstream's initialize); CPU: /proc utime+stime, 10 ms ticks, ÷ calls")
+		for _, res := range r.Results {
+			if res.Target == TargetDirect && res.CPUPerCall.Gateway != nil && res.ElapsedSec > 0 {
+				// What the gateway spends with none of its sessions open:
+				// background work, part of every gateway row's µs/call.
+				fmt.Fprintf(w, "gateway CPU while direct ran (%s): %.1f ms/s\n", res.Protocol, *res.CPUPerCall.Gateway*float64(res.Calls)/res.ElapsedSec/1e3)
+			}
+		}
 	}
 	for _, res := range r.Results {
 		for _, e := range res.ErrorSample {

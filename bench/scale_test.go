@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync/atomic"
+	"strings"
 	"testing"
 )
 
@@ -134,5 +135,31 @@ func TestScaleDescribe(t *testing.T) {
 				t.Fatalf("describe()=%q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestWriteTextScale checks that the text report states the scale, how
+// sessions opened, +open p50 and the gateway's CPU while direct ran.
+func TestWriteTextScale(t *testing.T) {
+	gw, direct, added := 30.0, 1000.0, 250.0
+	rep := &Report{Mode: "load", Sessions: 8, Concurrency: 8, DurationSec: 6, OpenConcurrency: 1,
+		Scale: Scale{Routes: 1000, Credentials: 10000, Rules: 1000, RoutesSec: 1, CredentialsSec: 20, RulesSec: 2},
+		Results: []Result{
+			{Target: TargetDirect, Protocol: Protocol20251125, Calls: 6000, ElapsedSec: 6, CPUPerCall: CPUPerCall{Gateway: &gw}, Open: OpenStats{Sessions: 8, P50Micros: direct}},
+			{Target: TargetWS, Protocol: Protocol20251125, Calls: 6000, ElapsedSec: 6, Open: OpenStats{Sessions: 8, P50Micros: direct + added, AddedP50Micros: &added}},
+		}}
+	var b strings.Builder
+	if err := rep.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"gateway holds: 1000 extra routes, 10000 credentials, 1000 rules; created in routes 1.00s (1000/s), credentials 20.00s (500/s), rules 2.00s (500/s); sessions opened 1 at a time\n",
+		"open p50  +open p50",
+		"1.25      +0.25",
+		"gateway CPU while direct ran (2025-11-25): 30.0 ms/s\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("text report lacks %q:\n%s", want, b.String())
+		}
 	}
 }
