@@ -3,8 +3,8 @@ package bench
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
