@@ -55,7 +55,8 @@ type Config struct {
 	// Routes, Credentials and Rules, when positive, grow the gateway's
 	// configuration before the run, through its admin API, so that a run
 	// measures the per-call cost at that scale (see Scale): compare with a
-	// run without them. They stay on a gateway given by Gateway.
+	// run without them. They stay on a gateway given by Gateway; with
+	// IdleSessions, each target's freshly started gateway gets them anew.
 	// Default 0.
 	Routes, Credentials, Rules int
 
