@@ -28,6 +28,9 @@ Examples:
    mcpgw bench --rate 2000 --targets direct,ws   # latency at a given load
    mcpgw bench --idle-sessions 2000 --targets ws,quic
    mcpgw bench --smoke                           # CI: fails on any error, never on speed
+   mcpgw bench --targets direct,ws --duration 6s
+   mcpgw bench --targets direct,ws --duration 6s --routes 1000 --credentials 10000 --rules 1000
+                                                 # run both: gateway µs/call and +p50 at scale vs without
    mcpgw bench --upstream http://127.0.0.1:9100 --target http://127.0.0.1:9200/mcp --target-pid 4242
                                                  # another proxy fronting a running bench-upstream`,
 		Flags: []cli.Flag{
@@ -38,6 +41,10 @@ Examples:
 			&cli.DurationFlag{Name: "duration", Value: def.Duration, Usage: "how long each target is driven"},
 			&cli.Float64Flag{Name: "rate", Usage: "calls per second in total at fixed times (latency at a given load); 0: as fast as answers come"},
 			&cli.IntFlag{Name: "idle-sessions", Usage: "instead of load, open this many idle sessions per target and report the memory each costs"},
+			&cli.IntFlag{Name: "open-concurrency", Usage: "sessions opened at once; open p50 (and +open p50, the gateway's share beside direct's initialize) is of one open only when 1 (default: 1 for load runs, 16 for --idle-sessions)"},
+			&cli.IntFlag{Name: "routes", Usage: "before measuring, add this many extra routes (bench-extra-<i>, never called) to the gateway; to see the cost of scale, run once with and once without --routes, --credentials and --rules and compare gateway µs/call and +p50"},
+			&cli.IntFlag{Name: "credentials", Usage: "before measuring, store this many credentials for org bench, accounts acct-<i>, over the bench's and the extra routes (the bench's own account gets none); compare with a run without"},
+			&cli.IntFlag{Name: "rules", Usage: "before measuring, add this many policy rules for route *: one allowing echo to org bench, the rest for tools other_<i>_* the bench never calls, so every call is checked against all; compare with a run without"},
 			&cli.BoolFlag{Name: "smoke", Usage: "a short run over every target and both protocols (1 session, 2 workers, 1s); fails on any error"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 			&cli.StringFlag{Name: "profile-dir", Usage: "save Go profiles of the gateway the bench starts into this directory: CPU of each load run (cpu-<target>-<protocol>.pb.gz), heap and goroutines of each idle run (heap-…, goroutine-…); created if missing"},
@@ -45,7 +52,7 @@ Examples:
 			&cli.IntFlag{Name: "upstream-pid", Usage: "process id of --upstream, to measure its CPU and memory"},
 			&cli.StringFlag{Name: "target", Usage: "streamable HTTP URL of another MCP proxy fronting --upstream, measured as target \"target\" against direct, its CPU from --target-pid (use --targets direct,target)"},
 			&cli.IntFlag{Name: "target-pid", Usage: "process id of the proxy at --target, to measure its CPU and memory"},
-			&cli.StringFlag{Name: "gateway-admin", Usage: "admin API URL of a running gateway to measure (default: start one); the bench adds routes bench and bench-stateless to it"},
+			&cli.StringFlag{Name: "gateway-admin", Usage: "admin API URL of a running gateway to measure (default: start one); the bench adds routes bench and bench-stateless to it, and leaves there what --routes, --credentials and --rules add (rules for route * then govern all its routes: use a gateway kept for benchmarks)"},
 			&cli.StringFlag{Name: "admin-token", EnvVars: []string{"MCPGW_ADMIN_TOKEN"}, Usage: "admin token of --gateway-admin"},
 			&cli.StringFlag{Name: "gateway-http", Usage: "host:port of the running gateway's WebSocket and streamable HTTP listener"},
 			&cli.StringFlag{Name: "gateway-quic", Usage: "host:port of the running gateway's QUIC listener"},
@@ -81,6 +88,8 @@ func runBench(c *cli.Context) error {
 	}
 	cfg.Rate = c.Float64("rate")
 	cfg.IdleSessions = c.Int("idle-sessions")
+	cfg.OpenConcurrency = c.Int("open-concurrency")
+	cfg.Routes, cfg.Credentials, cfg.Rules = c.Int("routes"), c.Int("credentials"), c.Int("rules")
 	cfg.ProfileDir = c.String("profile-dir")
 	cfg.Upstream = c.String("upstream")
 	cfg.UpstreamPID = c.Int("upstream-pid")

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/urfave/cli/v2"
 
+	"github.com/mcpgw/mcpgw/adminapi"
 	"github.com/mcpgw/mcpgw/bench"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/node"
@@ -128,9 +130,15 @@ func TestBenchIdleSessions(t *testing.T) {
 	if got, want := len(rep.Results), 2; got != want {
 		t.Fatalf("%d results, want %d", got, want)
 	}
+	if got, want := rep.OpenConcurrency, 16; got != want {
+		t.Errorf("idle sessions opened %d at a time, want %d by default", got, want)
+	}
 	for _, res := range rep.Results {
 		if res.Idle == nil || res.Idle.Sessions != 20 {
 			t.Fatalf("%s: idle stats %+v, want 20 sessions", res.Target, res.Idle)
+		}
+		if res.Open.AddedP50Micros != nil {
+			t.Errorf("%s: +open p50 %v without a direct result", res.Target, *res.Open.AddedP50Micros)
 		}
 		if res.Idle.GatewayRSSPerSession == nil || res.Idle.GatewayGoroutinesPerSession == nil {
 			t.Errorf("%s: gateway memory or goroutines not measured: %+v", res.Target, res.Idle)
@@ -256,6 +264,12 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"no sessions", []string{"--sessions", "0"}, "must be positive"},
 		{"running gateway without upstream", []string{"--gateway-admin", "http://127.0.0.1:1"}, "needs --upstream"},
 		{"running gateway without admin or token", []string{"--gateway-http", "127.0.0.1:1", "--upstream", "http://127.0.0.1:1"}, "needs --gateway-admin"},
+		{"negative open concurrency", []string{"--open-concurrency", "-1"}, "--open-concurrency -1 must not be negative (0: 1 for load runs, 16 for --idle-sessions)"},
+		{"negative credentials", []string{"--credentials", "-5"}, "--routes 0, --credentials -5 and --rules 0 must not be negative"},
+		{"scale without a gateway target", []string{"--targets", "direct", "--routes", "10"},
+			"--routes, --credentials and --rules grow the gateway's configuration, but --targets names no gateway target: add ws, quic, unix or http"},
+		{"scale on a running gateway without its admin API", []string{"--gateway-http", "127.0.0.1:1", "--upstream", "http://127.0.0.1:1", "--token", "t", "--rules", "10"},
+			"--routes, --credentials and --rules are created through the admin API: pass --gateway-admin (and --admin-token) of the running gateway"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -267,5 +281,106 @@ func TestBenchUsageErrors(t *testing.T) {
 				t.Fatalf("error %q, want it to say %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestBenchScale runs load with extra routes, credentials and rules on the
+// gateway the bench starts: every call must still succeed (the rules name
+// route * and so govern the bench's route too), sessions open one at a
+// time, and the report says at what scale it ran.
+func TestBenchScale(t *testing.T) {
+	rep := runBenchCLI(t, "--targets", "direct,ws", "--duration", "1s", "--sessions", "3", "--concurrency", "2",
+		"--routes", "20", "--credentials", "50", "--rules", "20")
+	sc := rep.Scale
+	if got, want := [3]int{sc.Routes, sc.Credentials, sc.Rules}, [3]int{20, 50, 20}; got != want {
+		t.Fatalf("report's scale %v, want %v", got, want)
+	}
+	if sc.RoutesSec <= 0 || sc.CredentialsSec <= 0 || sc.RulesSec <= 0 {
+		t.Errorf("report lacks how long creating the scale took: %+v", sc)
+	}
+	if got, want := rep.OpenConcurrency, 1; got != want {
+		t.Errorf("sessions opened %d at a time, want %d by default for load", got, want)
+	}
+	for _, res := range rep.Results {
+		if res.Calls == 0 || res.Open.Sessions != 3 {
+			t.Errorf("%s: %d calls over %d sessions, want calls over 3", res.Target, res.Calls, res.Open.Sessions)
+		}
+		if got := res.Open.AddedP50Micros != nil; got != (res.Target != bench.TargetDirect) {
+			t.Errorf("%s: +open p50 given: %v, want it for gateway targets only", res.Target, got)
+		}
+	}
+	var text bytes.Buffer
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"gateway holds: 20 extra routes, 50 credentials, 20 rules; created in routes ", "sessions opened 1 at a time", "+open p50"} {
+		if !strings.Contains(text.String(), s) {
+			t.Errorf("text report lacks %q:\n%s", s, text.String())
+		}
+	}
+}
+
+// TestBenchScaleRunningGateway checks what --routes, --credentials and
+// --rules leave on a running gateway given by --gateway-admin, read back
+// through its admin API.
+func TestBenchScaleRunningGateway(t *testing.T) {
+	up := httptest.NewServer(bench.EchoHandler())
+	t.Cleanup(up.Close)
+	n := startTestNode(t)
+	rep := runBenchCLI(t, "--targets", "direct,ws", "--protocol", "2025-11-25,2026-07-28", "--sessions", "1", "--concurrency", "1", "--duration", "300ms",
+		"--upstream", up.URL, "--gateway-admin", "http://"+n.AdminAddr(), "--admin-token", n.AdminToken(), "--gateway-http", n.HTTPAddr(),
+		"--routes", "4", "--credentials", "12", "--rules", "5")
+	if got, want := len(rep.Results), 4; got != want {
+		t.Fatalf("%d results, want %d", got, want)
+	}
+	a := adminapi.NewClient("http://"+n.AdminAddr(), n.AdminToken(), nil)
+	ctx := context.Background()
+
+	var routes []adminapi.Route
+	if err := a.Do(ctx, "GET", "/v1/routes", nil, &routes); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range routes {
+		names = append(names, r.Name)
+		if strings.HasPrefix(r.Name, "bench-extra-") && strings.HasPrefix(up.URL+bench.StatefulPath, r.URL) {
+			t.Errorf("extra route %s at %s answers for the bench's target", r.Name, r.URL)
+		}
+	}
+	slices.Sort(names)
+	if got, want := strings.Join(names, " "), "bench bench-extra-0 bench-extra-1 bench-extra-2 bench-extra-3 bench-stateless"; got != want {
+		t.Fatalf("routes %s, want %s", got, want)
+	}
+
+	var creds []adminapi.CredentialInfo
+	if err := a.Do(ctx, "GET", "/v1/credentials", nil, &creds); err != nil {
+		t.Fatal(err)
+	}
+	perRoute := map[string]int{}
+	for _, c := range creds {
+		if c.Org != "bench" || !strings.HasPrefix(c.Account, "acct-") {
+			t.Errorf("credential for org %q, account %q, want org bench and accounts acct-<i>: the bench's own account must get none", c.Org, c.Account)
+		}
+		perRoute[c.Route]++
+	}
+	if got, want := len(creds), 12; got != want {
+		t.Fatalf("%d credentials stored, want %d", got, want)
+	}
+	if got, want := len(perRoute), 6; got != want {
+		t.Errorf("credentials on %d routes (%v), want all %d: the bench's and the extra ones", got, perRoute, want)
+	}
+
+	var rules []adminapi.Rule
+	if err := a.Do(ctx, "GET", "/v1/rules", nil, &rules); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range rules {
+		ids = append(ids, r.ID+"="+r.Effect+":"+r.Org+":"+r.Route+":"+r.Tool)
+	}
+	slices.Sort(ids)
+	want := "bench-allow-echo=allow:bench:*:echo bench-other-1=deny:*:*:other_1_* bench-other-2=allow:*:*:other_2_* bench-other-3=deny:*:*:other_3_* bench-other-4=allow:*:*:other_4_*"
+	if got := strings.Join(ids, " "); got != want {
+		t.Fatalf("rules %s, want %s", got, want)
 	}
 }

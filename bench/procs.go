@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/mcpgw/mcpgw/adminapi"
 )
 
 // UpstreamCommand is the hidden mcpgw command that serves the echo
@@ -270,7 +272,7 @@ func (a *admin) do(ctx context.Context, method, path string, in, out any) error 
 
 // putRoute creates or replaces an internal streamable HTTP route.
 func (a *admin) putRoute(ctx context.Context, name, url string) error {
-	return a.do(ctx, http.MethodPost, "/v1/routes", map[string]string{"name": name, "url": url, "transport": "streamable", "kind": "internal"}, nil)
+	return a.do(ctx, http.MethodPost, "/v1/routes", adminapi.Route{Name: name, URL: url, Transport: "streamable", Kind: "internal"}, nil)
 }
 
 // issueToken issues a service token for org.

@@ -47,6 +47,18 @@ type Config struct {
 	IdleSessions int
 	// Payload is the text each echo call sends. Default "hello".
 	Payload string
+	// OpenConcurrency is how many sessions open at once. Default 0: one
+	// at a time for load runs, so that open p50 is the latency of one
+	// open rather than of a queue, and 16 for IdleSessions.
+	OpenConcurrency int
+
+	// Routes, Credentials and Rules, when positive, grow the gateway's
+	// configuration before the run, through its admin API, so that a run
+	// measures the per-call cost at that scale (see Scale): compare with a
+	// run without them. They stay on a gateway given by Gateway; with
+	// IdleSessions, each target's freshly started gateway gets them anew.
+	// Default 0.
+	Routes, Credentials, Rules int
 
 	// Exe is the mcpgw binary whose `bench-upstream` and `serve` commands
 	// run the upstream and the gateway. Required unless both are given.
@@ -140,6 +152,22 @@ func (c *Config) Validate() error {
 	if c.IdleSessions == 0 && (c.Sessions < 1 || c.Concurrency < 1 || c.Duration <= 0) {
 		return fmt.Errorf("--sessions %d, --concurrency %d and --duration %v must be positive", c.Sessions, c.Concurrency, c.Duration)
 	}
+	if c.OpenConcurrency < 0 {
+		return fmt.Errorf("--open-concurrency %d must not be negative (0: 1 for load runs, 16 for --idle-sessions)", c.OpenConcurrency)
+	}
+	if c.Routes < 0 || c.Credentials < 0 || c.Rules < 0 {
+		return fmt.Errorf("--routes %d, --credentials %d and --rules %d must not be negative", c.Routes, c.Credentials, c.Rules)
+	}
+	if c.Routes > 0 || c.Credentials > 0 || c.Rules > 0 {
+		switch {
+		case c.Target != "":
+			return errors.New("--routes, --credentials and --rules grow mcpgw's configuration: they do not apply to another proxy at --target")
+		case !needsGateway(c.Targets):
+			return errors.New("--routes, --credentials and --rules grow the gateway's configuration, but --targets names no gateway target: add ws, quic, unix or http")
+		case c.Gateway != nil && c.Gateway.Admin == "":
+			return errors.New("--routes, --credentials and --rules are created through the admin API: pass --gateway-admin (and --admin-token) of the running gateway")
+		}
+	}
 	if c.Rate < 0 {
 		return fmt.Errorf("--rate %v must not be negative (0: as fast as answers come)", c.Rate)
 	}
@@ -161,7 +189,11 @@ type Report struct {
 	DurationSec float64   `json:"duration_s"`
 	Rate        float64   `json:"rate,omitempty"`
 	Idle        int       `json:"idle_sessions,omitempty"`
-	Results     []Result  `json:"results"`
+	// OpenConcurrency is how many sessions opened at once.
+	OpenConcurrency int `json:"open_concurrency"`
+	// Scale is what the gateway held besides the bench's own routes.
+	Scale   Scale    `json:"scale"`
+	Results []Result `json:"results"`
 }
 
 // Errors returns the number of failed calls and session opens.
@@ -222,6 +254,10 @@ type OpenStats struct {
 	Errors    uint64  `json:"errors"`
 	PerSec    float64 `json:"per_s"`
 	P50Micros float64 `json:"p50_us"`
+	// AddedP50Micros is P50Micros minus direct's in the same run: direct's
+	// open is the upstream's initialize, so this is the gateway's share;
+	// nil without a direct result.
+	AddedP50Micros *float64 `json:"added_p50_us,omitempty"`
 }
 
 // IdleStats is the memory idle sessions cost.
@@ -245,8 +281,24 @@ type runner struct {
 	gateway  *gatewayProc
 	ep       *endpoints
 
+	// scale is what setup created on the gateway, with its timings; nil
+	// until a setup has created it.
+	scale *Scale
+
 	profMu  sync.Mutex
 	profErr error // the first profile that could not be saved; guarded by profMu
+}
+
+// openConcurrency is OpenConcurrency with its default applied.
+func (c *Config) openConcurrency() int {
+	switch {
+	case c.OpenConcurrency > 0:
+		return c.OpenConcurrency
+	case c.IdleSessions > 0:
+		return 16
+	default:
+		return 1
+	}
 }
 
 // Run measures every target under every protocol and returns the report.
@@ -265,7 +317,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if i := slices.Index(targets, TargetDirect); i > 0 {
 		targets = append([]string{TargetDirect}, slices.Delete(targets, i, i+1)...)
 	}
-	rep := &Report{Started: time.Now().UTC(), Mode: "load", Sessions: cfg.Sessions, Concurrency: cfg.Concurrency, DurationSec: cfg.Duration.Seconds(), Rate: cfg.Rate, Idle: cfg.IdleSessions}
+	rep := &Report{Started: time.Now().UTC(), Mode: "load", Sessions: cfg.Sessions, Concurrency: cfg.Concurrency, DurationSec: cfg.Duration.Seconds(), Rate: cfg.Rate, Idle: cfg.IdleSessions,
+		OpenConcurrency: cfg.openConcurrency(), Scale: Scale{Routes: cfg.Routes, Credentials: cfg.Credentials, Rules: cfg.Rules}}
 	if cfg.Rate > 0 {
 		rep.Mode = "rate"
 	}
@@ -303,12 +356,21 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
+			if r.scale != nil {
+				rep.Scale = *r.scale
+			}
 			if tgt == TargetDirect {
 				direct = &res
-			} else if direct != nil && cfg.IdleSessions == 0 && res.Calls > 0 && direct.Calls > 0 {
-				res.RatioToDirect = res.CallsPerSec / direct.CallsPerSec
-				a50, a99 := res.Latency.P50-direct.Latency.P50, res.Latency.P99-direct.Latency.P99
-				res.AddedP50, res.AddedP99 = &a50, &a99
+			} else if direct != nil {
+				if cfg.IdleSessions == 0 && res.Calls > 0 && direct.Calls > 0 {
+					res.RatioToDirect = res.CallsPerSec / direct.CallsPerSec
+					a50, a99 := res.Latency.P50-direct.Latency.P50, res.Latency.P99-direct.Latency.P99
+					res.AddedP50, res.AddedP99 = &a50, &a99
+				}
+				if res.Open.Sessions > 0 && direct.Open.Sessions > 0 {
+					a := res.Open.P50Micros - direct.Open.P50Micros
+					res.Open.AddedP50Micros = &a
+				}
 			}
 			rep.Results = append(rep.Results, res)
 		}
@@ -365,13 +427,24 @@ func (r *runner) setup(ctx context.Context, targets []string) error {
 			r.gateway, gw = g, g.addrs
 		}
 		if gw.Admin != "" {
-			a := &admin{base: strings.TrimSuffix(gw.Admin, "/"), token: gw.AdminToken, http: &http.Client{Timeout: 30 * time.Second}}
+			a := &admin{base: strings.TrimSuffix(gw.Admin, "/"), token: gw.AdminToken, http: &http.Client{Timeout: 30 * time.Second, Transport: pooledTransport(bulkWorkers)}}
+			var routes []string
 			for _, p := range r.cfg.Protocols {
+				if slices.Contains(routes, routeName(p)) {
+					continue
+				}
+				routes = append(routes, routeName(p))
 				if err := a.putRoute(ctx, routeName(p), up[p]); err != nil {
 					r.teardown()
 					return err
 				}
 			}
+			sc, err := r.createScale(ctx, a, routes, up[r.cfg.Protocols[0]])
+			if err != nil {
+				r.teardown()
+				return err
+			}
+			r.scale = &sc
 			if token == "" {
 				var err error
 				if token, err = a.issueToken(ctx, benchOrg); err != nil {
@@ -485,10 +558,12 @@ func (e *errorLog) sample() []string {
 	return out
 }
 
-// openAll opens n sessions, 16 at a time, and reports how fast.
+// openAll opens n sessions, OpenConcurrency at a time, and reports how
+// fast.
 func (r *runner) openAll(ctx context.Context, tgt, proto string, n int, errs *errorLog) ([]*mcp.ClientSession, OpenStats) {
 	sessions := make([]*mcp.ClientSession, n)
-	hists := make([]Histogram, 16)
+	workers := r.cfg.openConcurrency()
+	hists := make([]Histogram, workers)
 	var next atomic.Int64
 	roots := make([]*x509.CertPool, n)
 	for i := range roots {
@@ -496,7 +571,7 @@ func (r *runner) openAll(ctx context.Context, tgt, proto string, n int, errs *er
 	}
 	start := time.Now()
 	var wg sync.WaitGroup
-	for w := range min(16, n) {
+	for w := range min(workers, n) {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1) - 1)
