@@ -61,6 +61,9 @@ type Node struct {
 
 	adminToken []byte
 	ring       *vaultRing
+	// reseals counts the resealer's passes and the passes among them that
+	// scanned every record, for tests.
+	reseals struct{ passes, scans atomic.Int64 }
 	audit      nodeAudit
 
 	lns listeners

@@ -52,15 +52,25 @@ func (n *Node) runResealer() {
 		quick := time.NewTicker(resealInterval / 8)
 		defer quick.Stop()
 		var seen string // the keyring as of the last pass
+		// settled is the keyring as of the last pass that found it holding
+		// the active key alone: no record can be sealed with another key
+		// then (the FSM refuses records under keys no longer in it), so
+		// passes skip scanning every record until the keyring changes.
+		var settled string
 		var last time.Time
 		force := true
 		for {
 			if n.raft.Status().State == "Leader" {
 				now := keyringDigest(n.store)
 				if force || now != seen || time.Since(last) >= resealInterval {
+					scan := force || now != settled
 					force = false
-					if err := n.resealPass(n.ctx); err != nil && n.ctx.Err() == nil {
+					single, err := n.resealPass(n.ctx, scan)
+					if err != nil && n.ctx.Err() == nil {
 						n.logger.Warn("vault reseal pass stopped; it resumes at the next one", slog.Any("error", err))
+					}
+					if err == nil && single {
+						settled = now
 					}
 					seen, last = now, time.Now()
 				}
@@ -167,16 +177,19 @@ func (n *Node) resealOAuth(ctx context.Context, keys *vault.Keys, active string,
 	return nil
 }
 
-// resealPass does one round of the resealer's work.
-func (n *Node) resealPass(ctx context.Context) error {
+// resealPass does one round of the resealer's work; with scan false it
+// skips looking through the credentials and signing keys (the keyring
+// holds one key, which seals them all). It reports whether the keyring
+// holds the active key alone.
+func (n *Node) resealPass(ctx context.Context, scan bool) (single bool, err error) {
 	if err := n.initKeyring(ctx); err != nil {
-		return err
+		return false, err
 	}
 	keys := n.vaultKeys()
 	active := keys.Current().ID()
 	dks, err := n.store.DataKeys()
 	if err != nil {
-		return err
+		return false, err
 	}
 	isDataKey := map[string]storage.DataKeyState{}
 	for _, dk := range dks {
@@ -185,8 +198,22 @@ func (n *Node) resealPass(ctx context.Context) error {
 	if isDataKey[active] != storage.DataKeyActive {
 		// This node cannot open the active key (its key file is behind):
 		// another leader has to do the work.
-		return nil
+		return false, nil
 	}
+	single = len(dks) == 1
+	n.reseals.passes.Add(1)
+	if !scan && single {
+		// Expired OAuth flows are still deleted.
+		var batch []cluster.Command
+		return single, n.resealOAuth(ctx, keys, active, map[string]int{}, &batch)
+	}
+	n.reseals.scans.Add(1)
+	return single, n.resealRecords(ctx, keys, active, dks)
+}
+
+// resealRecords moves every record not sealed with the active key to it
+// and retires the decrypt-only keys nothing references any more.
+func (n *Node) resealRecords(ctx context.Context, keys *vault.Keys, active string, dks []storage.DataKey) error {
 	refs := map[string]int{}
 	var batch []cluster.Command
 	var batchBytes int

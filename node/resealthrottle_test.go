@@ -69,3 +69,26 @@ func TestResealerIsThrottled(t *testing.T) {
 		}
 	}
 }
+
+// TestSettledResealerSkipsScans: once the keyring holds the active key
+// alone, the leader's periodic reseal passes no longer read every record
+// (each such pass decoded all credentials: ~100 ms every 2 s at 10,000),
+// and a rotation makes them scan again until it has finished.
+func TestSettledResealerSkipsScans(t *testing.T) {
+	n := startNode(t)
+	addRoute(t, n, storage.Route{Name: "gh", URL: "http://127.0.0.1:1/mcp"})
+	seedCredentials(t, n, "gh", 20, "v")
+	waitFor(t, "a first reseal pass", func() bool { return n.reseals.scans.Load() > 0 })
+	// Two periodic passes (resealInterval apart) after a settled one.
+	scans, passes := n.reseals.scans.Load(), n.reseals.passes.Load()
+	waitFor(t, "two more periodic passes", func() bool { return n.reseals.passes.Load() >= passes+2 })
+	if got := n.reseals.scans.Load(); got > scans+1 {
+		t.Fatalf("%d record scans in %d passes with one key in the keyring, want at most one (the pass that found it settled)", got-scans, n.reseals.passes.Load()-passes)
+	}
+	scans = n.reseals.scans.Load()
+	res := rotateDataKey(t, n)
+	waitResealed(t, n, res.KeyID)
+	if n.reseals.scans.Load() == scans {
+		t.Fatal("the rotation was resealed without a scan")
+	}
+}
