@@ -64,7 +64,7 @@ type Node struct {
 	// reseals counts the resealer's passes and the passes among them that
 	// scanned every record, for tests.
 	reseals struct{ passes, scans atomic.Int64 }
-	audit      nodeAudit
+	audit   nodeAudit
 
 	lns listeners
 	// servingCert is the certificate the TLS listeners present; Reload
