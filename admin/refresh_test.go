@@ -3,9 +3,11 @@ package admin
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/mcpgw/mcpgw/internal/clocktest"
 	"github.com/mcpgw/mcpgw/internal/oauthtest"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/vault"
@@ -128,4 +130,42 @@ func TestRefreshOAuthWithoutRefreshToken(t *testing.T) {
 	if err := f.svc.RefreshOAuth(context.Background(), RefreshRequest{Org: "acme", Account: "alice", Route: "docs", Sealed: now.Sealed}); err != nil || as.RefreshGrants() != 0 {
 		t.Fatalf("refresh of a marked credential = %v, %d requests; want nil at once", err, as.RefreshGrants())
 	}
+}
+
+// countingState counts the refresher's reads of the state.
+type countingState struct {
+	State
+	generations, reads atomic.Int32
+}
+
+func (c *countingState) Generation() uint64 {
+	c.generations.Add(1)
+	return c.State.Generation()
+}
+
+func (c *countingState) Credentials() ([]storage.Credential, error) {
+	c.reads.Add(1)
+	return c.State.Credentials()
+}
+
+// TestRefresherReadsCredentialsOnChange: the refresher reads the stored
+// credentials again only when the state changed, not every tick (with
+// 10,000 stored, each read cost tens of milliseconds).
+func TestRefresherReadsCredentialsOnChange(t *testing.T) {
+	f, _, _ := oauthFixture(t)
+	consented(t, f)
+	cs := &countingState{State: f.svc.d.State}
+	f.svc.d.State = cs
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); f.svc.RunOAuthRefresher(ctx, time.Millisecond) }()
+	defer func() { cancel(); <-done }()
+	clocktest.Poll(t, 20*time.Second, "20 refresher ticks", func() bool { return cs.generations.Load() >= 20 })
+	if got := cs.reads.Load(); got != 1 {
+		t.Fatalf("%d reads of the credentials in %d ticks with nothing written, want 1", got, cs.generations.Load())
+	}
+	if _, _, err := f.svc.PutRoute(context.Background(), storage.Route{Name: "other", URL: "http://127.0.0.1:1/mcp"}); err != nil {
+		t.Fatal(err)
+	}
+	clocktest.Poll(t, 20*time.Second, "a read after a write", func() bool { return cs.reads.Load() == 2 })
 }

@@ -34,6 +34,9 @@ type State interface {
 	AuditCheckpoints(node string) ([]storage.AuditCheckpoint, error)
 	AppliedIndex() (uint64, error)
 	Snapshot(w io.Writer) (int64, error)
+	// Generation changes after every committed write: readers that keep
+	// what they derived from the state re-read it only when it moved.
+	Generation() uint64
 }
 
 var _ State = (*storage.Store)(nil)
