@@ -76,7 +76,7 @@ func TestStreamableAbandonedSessionReaped(t *testing.T) {
 	gone := openStreamableSession(t, endpoint)
 	resp := streamableRequest(t, http.MethodPost, endpoint, "application/json", gone,
 		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"bye"}}}`)
-	if got := readSSEReply(t, resp).text(t); got != "bye" {
+	if got := readPOSTReply(t, resp).text(t); got != "bye" {
 		t.Fatalf("echo=%q, want %q", got, "bye")
 	}
 	var goneChild []int
@@ -131,7 +131,7 @@ func TestStreamableAbandonedSessionReaped(t *testing.T) {
 	// the abandon timeout too: its open stream kept it.
 	resp = streamableRequest(t, http.MethodPost, endpoint, "application/json", kept,
 		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"here"}}}`)
-	if got := readSSEReply(t, resp).text(t); got != "here" {
+	if got := readPOSTReply(t, resp).text(t); got != "here" {
 		t.Fatalf("echo on the session holding a GET stream=%q, want %q", got, "here")
 	}
 	if got, want := n.gw.StreamableSessions(), 1; got != want {

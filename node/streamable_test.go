@@ -148,12 +148,21 @@ func streamableRequest(t *testing.T, method, rawURL, contentType, sessionID, bod
 	return resp
 }
 
-// readSSEReply reads the JSON-RPC message of the first event of a POST's
-// event stream.
-func readSSEReply(t *testing.T, resp *http.Response) rpcReply {
+// readPOSTReply reads the JSON-RPC message a POST was answered with: its
+// JSON body (a lone call answered at once) or the first event of its event
+// stream.
+func readPOSTReply(t *testing.T, resp *http.Response) rpcReply {
 	t.Helper()
-	if got, want := resp.Header.Get("Content-Type"), "text/event-stream"; got != want {
-		t.Fatalf("Content-Type=%q, want %q", got, want)
+	switch ct := resp.Header.Get("Content-Type"); ct {
+	case "application/json":
+		var r rpcReply
+		if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+			t.Fatalf("JSON answer: %v", err)
+		}
+		return r
+	case "text/event-stream":
+	default:
+		t.Fatalf("Content-Type=%q, want application/json or text/event-stream", ct)
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(nil, 1<<20)
@@ -183,7 +192,7 @@ func openStreamableSession(t *testing.T, endpoint string) string {
 	if id == "" {
 		t.Fatal("initialize answered without a session id")
 	}
-	if r := readSSEReply(t, resp); r.Error != nil {
+	if r := readPOSTReply(t, resp); r.Error != nil {
 		t.Fatalf("initialize: %v", r.Error.Message)
 	}
 	resp = streamableRequest(t, http.MethodPost, endpoint, "application/json", id, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
@@ -255,7 +264,7 @@ func TestStreamableDelete(t *testing.T) {
 
 	resp := streamableRequest(t, http.MethodPost, endpoint, "application/json", id,
 		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"alive"}}}`)
-	if got := readSSEReply(t, resp).text(t); got != "alive" {
+	if got := readPOSTReply(t, resp).text(t); got != "alive" {
 		t.Fatalf("echo=%q, want %q", got, "alive")
 	}
 

@@ -165,7 +165,7 @@ func TestStrictToolNameStreamable(t *testing.T) {
 			id := 100 + i
 			resp := streamableRequest(t, http.MethodPost, endpoint, "application/json", sid,
 				`{"jsonrpc":"2.0","id":`+jsonString(id)+`,"method":"tools/call","params":`+tc.params+`}`)
-			r := readSSEReply(t, resp)
+			r := readPOSTReply(t, resp)
 			if got, want := string(r.ID), jsonString(id); got != want {
 				t.Fatalf("reply id %s, want %s", got, want)
 			}
@@ -176,7 +176,7 @@ func TestStrictToolNameStreamable(t *testing.T) {
 	}
 	resp := streamableRequest(t, http.MethodPost, endpoint, "application/json", sid,
 		`{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}`)
-	if got, want := readSSEReply(t, resp).text(t), "echo: hi"; got != want {
+	if got, want := readPOSTReply(t, resp).text(t), "echo: hi"; got != want {
 		t.Fatalf("echo=%q, want %q", got, want)
 	}
 	if got, want := strings.Join(u.ranTools(), ","), "echo"; got != want {

@@ -314,7 +314,7 @@ func TestStreamableSessionDriver(t *testing.T) {
 	}
 	// Another token of the same service that allows org1 drives it.
 	resp := streamableRequest(t, http.MethodPost, endpoint(a2.Token), "application/json", id, ping)
-	if r := readSSEReply(t, resp); r.Error != nil || string(r.ID) != "7" {
+	if r := readPOSTReply(t, resp); r.Error != nil || string(r.ID) != "7" {
 		t.Fatalf("ping with a second token of the service: %+v", r)
 	}
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -93,7 +94,9 @@ func (h *httpSession) leave() {
 	h.mu.Unlock()
 }
 
-// sseStream is one open HTTP response carrying server-sent events.
+// sseStream is one open HTTP response carrying server-sent events, or,
+// for a POST whose one call is answered before anything else is sent on
+// it, that answer as a JSON body.
 type sseStream struct {
 	w         http.ResponseWriter
 	mu        sync.Mutex // serialises writes to w
@@ -102,6 +105,13 @@ type sseStream struct {
 	finished  chan struct{}
 	endOnce   sync.Once
 	header    http.Header // the POST's request headers, for its calls' trace context
+	// unstarted is set while a POST's response has no headers yet: the
+	// first message decides between JSON and an event stream. Guarded by
+	// mu.
+	unstarted bool
+	// startLate sends the event stream's headers of a POST whose first
+	// message is slow to come; nil when started at once.
+	startLate *time.Timer
 }
 
 // errStreamDetached is returned when a message is sent to a stream whose
@@ -112,7 +122,40 @@ func newSSEStream(w http.ResponseWriter) *sseStream {
 	return &sseStream{w: w, finished: make(chan struct{})}
 }
 
-func (st *sseStream) send(msg jsonrpc.Message) error {
+// headerWait is how long a POST's response waits for its first message
+// before it starts as an event stream anyway: a client (or a proxy in
+// between) may give up on a response whose headers never come, while it
+// waits on an open stream.
+const headerWait = time.Second
+
+// newPOSTStream returns the stream of a POST carrying calls: its headers
+// wait for the first message (headerWait at most), so that a lone call
+// answered at once gets its answer as one JSON response, written with the
+// handler's return, instead of an event stream's headers, event and end,
+// each written and flushed on its own.
+func newPOSTStream(w http.ResponseWriter) *sseStream {
+	st := &sseStream{w: w, finished: make(chan struct{}), unstarted: true}
+	st.startLate = time.AfterFunc(headerWait, st.start)
+	return st
+}
+
+// start sends the event stream's headers if nothing has been sent yet.
+func (st *sseStream) start() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.startLocked()
+}
+
+func (st *sseStream) startLocked() {
+	if st.unstarted && !st.detached {
+		st.unstarted = false
+		startSSE(st.w)
+	}
+}
+
+// send writes msg on the stream; last says it answers the stream's last
+// outstanding call.
+func (st *sseStream) send(msg jsonrpc.Message, last bool) error {
 	data, err := encodeMessage(msg)
 	if err != nil {
 		return err
@@ -121,6 +164,19 @@ func (st *sseStream) send(msg jsonrpc.Message) error {
 	defer st.mu.Unlock()
 	if st.detached {
 		return errStreamDetached
+	}
+	if st.unstarted {
+		st.startLate.Stop()
+		if _, ok := msg.(*jsonrpc.Response); ok && last {
+			st.unstarted = false
+			h := st.w.Header()
+			h.Set("Content-Type", "application/json")
+			h.Set("Content-Length", strconv.Itoa(len(data)))
+			st.w.WriteHeader(http.StatusOK)
+			_, err := st.w.Write(data)
+			return err
+		}
+		st.startLocked()
 	}
 	return writeSSE(st.w, "", data)
 }
@@ -131,9 +187,14 @@ func (st *sseStream) end() { st.endOnce.Do(func() { close(st.finished) }) }
 // goroutine may hold the stream after the handler stopped waiting for it (the
 // client hung up, the session closed); detach waits out a send in progress
 // and turns later ones into errors, since a ResponseWriter must not be used
-// once its handler has returned.
+// once its handler has returned. A POST's stream that sent nothing yet
+// starts (and so ends) as an empty event stream.
 func (st *sseStream) detach() {
 	st.mu.Lock()
+	if st.startLate != nil {
+		st.startLate.Stop()
+	}
+	st.startLocked()
 	st.detached = true
 	st.mu.Unlock()
 }
@@ -185,7 +246,7 @@ func (h *httpSession) servePOST(w http.ResponseWriter, r *http.Request, msgs []j
 		msgs = forward
 	}
 	if len(calls) > 0 {
-		st = newSSEStream(w)
+		st = newPOSTStream(w)
 		st.header = r.Header
 		defer st.detach()
 		h.mu.Lock()
@@ -208,16 +269,12 @@ func (h *httpSession) servePOST(w http.ResponseWriter, r *http.Request, msgs []j
 			}
 		}
 		// Once in h.open the stream may be handed a server request (it
-		// is the newest POST stream): it waits on st.mu until the headers
-		// are out.
-		st.mu.Lock()
+		// is the newest POST stream).
 		h.open = append(h.open, st)
 		h.mu.Unlock()
-		startSSE(w)
-		st.mu.Unlock()
 		for _, id := range dups {
 			if err := st.send(&jsonrpc.Response{ID: id, Error: &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest,
-				Message: fmt.Sprintf("duplicate id %v in batch: an earlier element uses it; give every call in a batch its own id", id.Raw())}}); err != nil {
+				Message: fmt.Sprintf("duplicate id %v in batch: an earlier element uses it; give every call in a batch its own id", id.Raw())}}, false); err != nil {
 				h.logger.Debug("client stream write failed", slog.String("session", h.id), slog.Any("error", err))
 			}
 		}
@@ -405,7 +462,7 @@ func (h *httpSession) Write(_ context.Context, msg jsonrpc.Message) error {
 		}
 	}
 	h.mu.Unlock()
-	err := st.send(msg)
+	err := st.send(msg, last)
 	if last {
 		st.end()
 	}
