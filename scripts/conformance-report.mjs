@@ -213,7 +213,16 @@ function main() {
     printFailures("gateway", gateway);
 
     const gwStatus = new Map();
-    for (const checks of gateway.values()) for (const c of checks) gwStatus.set(c.key, c.status);
+    // The gateway answers a POST whose lone call is answered at once with
+    // a JSON body rather than an event stream; the suite reports that as
+    // INFO ("SSE streams optional"): the same outcome as a pass.
+    const jsonInstead = new Set();
+    for (const checks of gateway.values()) {
+      for (const c of checks) {
+        gwStatus.set(c.key, c.status);
+        if (c.status === "INFO" && /SSE streams optional/.test(c.message)) jsonInstead.add(c.key);
+      }
+    }
 
     // Non-exempt: passing directly ⇒ passing through the gateway.
     for (const [scenario, checks] of direct) {
@@ -221,7 +230,9 @@ function main() {
       for (const c of checks) {
         if (c.status !== "SUCCESS") continue;
         const st = gwStatus.get(c.key);
-        if (st !== "SUCCESS" && known.has(scenario)) {
+        if (jsonInstead.has(c.key)) {
+          console.log(`  ${c.key}: the gateway answered with JSON, which the suite accepts (INFO: SSE streams optional)`);
+        } else if (st !== "SUCCESS" && known.has(scenario)) {
           knownSeen++;
           console.log(`  known difference: ${c.key} passes directly but ${st ?? "is missing"} through the gateway (${known.get(scenario)})`);
         } else if (st !== "SUCCESS") {
