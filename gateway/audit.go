@@ -67,6 +67,10 @@ type auditor struct {
 	// disk (AuditSyncAlways). Unbuffered: the writer takes every record
 	// waiting when it starts a commit, so they share it.
 	syncq chan auditWait
+	// full tells the writer that the queue holds a full batch
+	// (auditBatchMax records) while it lingers. Buffered by one: recorders
+	// never wait on it.
+	full chan struct{}
 	// Set by configure, before start.
 	always     bool
 	flushEvery time.Duration
@@ -105,6 +109,7 @@ func newAuditor(logger *slog.Logger, reg prometheus.Registerer, queueLen int) *a
 		logger:     logger,
 		queue:      make(chan *storage.AuditRecord, queueLen),
 		syncq:      make(chan auditWait),
+		full:       make(chan struct{}, 1),
 		flushEvery: auditLinger,
 		records: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mcpgw_audit_records_total", Help: "Audit records written to the audit log.",
@@ -167,6 +172,12 @@ func (a *auditor) record(r storage.AuditRecord) {
 	}
 	select {
 	case a.queue <- &r:
+		if len(a.queue) >= auditBatchMax {
+			select { // a full batch: the writer need not linger
+			case a.full <- struct{}{}:
+			default:
+			}
+		}
 	default:
 		a.dropped(1, a.droppedFull, nil)
 	}
@@ -203,6 +214,10 @@ func (a *auditor) dropped(n int, c prometheus.Counter, err error) {
 	a.logger.Warn("audit records dropped: the audit log is not keeping up; check the disk of the data dir", attrs...)
 }
 
+// run is the writer. With records queued it lingers without taking them
+// one by one (a receive per record woke the writer per record, which cost
+// as much CPU as the commit's share): it takes them all when the flush
+// interval is up, or when a recorder says the queue holds a full batch.
 func (a *auditor) run() {
 	defer close(a.done)
 	prune := time.NewTicker(auditPruneEvery)
@@ -211,9 +226,22 @@ func (a *auditor) run() {
 	linger.Stop()
 	batch := make([]storage.AuditRecord, 0, auditBatchMax)
 	var waiters []chan error
+	// flush commits what is in batch and queued, in batches of at most
+	// auditBatchMax: every record queued by then is due (the first one has
+	// waited the flush interval, or a batch is full), and so is a full
+	// batch queued meanwhile.
 	flush := func() {
 		linger.Stop()
-		if len(batch) > 0 {
+		for due := len(batch) + len(a.queue); due > 0 || len(a.queue) >= auditBatchMax; {
+			batch = a.fill(batch)
+			select {
+			case <-a.full: // taken with this batch
+			default:
+			}
+			if len(batch) == 0 {
+				return
+			}
+			due -= len(batch)
 			err := a.write(batch)
 			batch = batch[:0]
 			for _, w := range waiters {
@@ -222,22 +250,35 @@ func (a *auditor) run() {
 			waiters = waiters[:0]
 		}
 	}
+	// lingering: records are queued, and linger runs for the oldest.
+	lingering := false
 	for {
+		// Lingering, the writer waits for the timer or a full batch;
+		// otherwise for the first record (a full batch signalled while a
+		// commit ran is acted on once that record is taken).
+		queue, full := a.queue, a.full
+		if lingering {
+			queue = nil
+		} else {
+			full = nil
+		}
 		select {
-		case r := <-a.queue:
-			if batch = append(batch, *r); len(batch) == 1 {
-				linger.Reset(a.flushEvery)
-			}
-			if len(batch) == auditBatchMax {
-				flush()
-			}
+		case r := <-queue:
+			batch = append(batch, *r)
+			lingering = true
+			linger.Reset(a.flushEvery)
+		case <-full:
+			flush()
+			lingering = false
 		case w := <-a.syncq:
 			// Someone waits: commit now, with every record waiting too.
 			batch, waiters = append(batch, *w.r), append(waiters, w.done)
 			batch, waiters = a.fillSync(batch, waiters)
 			flush()
+			lingering = false
 		case <-linger.C:
 			flush()
+			lingering = false
 		case <-prune.C:
 			if _, err := a.log.Prune(time.Now()); err != nil {
 				a.logger.Error("audit log retention failed", slog.Any("error", err))
