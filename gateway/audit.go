@@ -224,10 +224,11 @@ func (a *auditor) dropped(n int, c prometheus.Counter, err error) {
 	a.logger.Warn("audit records dropped: the audit log is not keeping up; check the disk of the data dir", attrs...)
 }
 
-// run is the writer. With records queued it lingers without taking them
-// one by one (a receive per record woke the writer per record, which cost
-// as much CPU as the commit's share): it takes them all when the flush
-// interval is up, or when a recorder says the queue holds a full batch.
+// run is the writer. Once a record is queued it lingers without taking
+// the ones that follow, so it wakes once per batch rather than once per
+// record (at 1,500 calls/s the wake-ups cost as much CPU as the commits):
+// it takes them all when the flush interval is up, or when a recorder
+// says the queue holds a full batch.
 func (a *auditor) run() {
 	defer close(a.done)
 	prune := time.NewTicker(auditPruneEvery)
