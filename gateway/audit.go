@@ -39,8 +39,8 @@ const (
 // gathers records before a commit, and so about what a crash can lose.
 //
 // A commit costs two fdatasyncs and a few page writes whatever it carries:
-// at 1,500 calls/s, 5ms (about 11 records a commit) made the writer cost
-// ~57us of CPU per record, 50ms (~80 a commit) ~9us (BenchmarkAuditWriter).
+// at 1,500 calls/s, 5ms (about 10 records a commit) makes the writer cost
+// ~60us of CPU per record, 50ms (~78 a commit) ~12us (BenchmarkAuditWriter).
 // 50ms is still well inside what other audit trails accept: auditd's
 // default flushes every 50 records, etcd commits its bbolt backend every
 // 100ms, and Vault's file audit device never syncs. Who needs no loss at
@@ -286,8 +286,8 @@ func (a *auditor) run() {
 			batch, waiters = append(batch, *w.r), append(waiters, w.done)
 			// Recorders the last commit released are on their way with
 			// their next record: one pass of the scheduler lets them
-			// join this commit (43 records a commit instead of 31 with
-			// 64 recorders, BenchmarkAuditWriter/always).
+			// join this commit (about 45 records a commit instead of 31
+			// with 64 recorders, BenchmarkAuditWriter/always).
 			runtime.Gosched()
 			batch, waiters = a.fillSync(batch, waiters)
 			flush()
