@@ -224,3 +224,84 @@ func TestAuditorSyncAlways(t *testing.T) {
 		t.Fatal("record after close blocked")
 	}
 }
+
+// TestAuditorFullBatchCommitsAtOnce: with a flush interval no test waits
+// out, every full batch (auditBatchMax records) is committed as soon as it
+// is queued, including one that fills up while another is being
+// committed; what does not fill a batch waits for the interval, or close.
+func TestAuditorFullBatchCommitsAtOnce(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	l, err := storage.OpenAudit(filepath.Join(t.TempDir(), storage.AuditFile), storage.AuditOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	a := newAuditor(slog.New(slog.DiscardHandler), prometheus.NewRegistry(), 4*auditBatchMax)
+	a.configure(AuditSyncBatch, time.Hour)
+	// The first commit waits until the second batch is queued behind it.
+	queued, proceed := make(chan struct{}), make(chan struct{})
+	var first sync.Once
+	hook := func() { first.Do(func() { close(queued); <-proceed }) }
+	a.writeHook.Store(&hook)
+	a.start(l, "node-a")
+	defer a.close() // before the log closes, on a failure
+	const rest = 10
+	for i := range 3*auditBatchMax + rest {
+		if i == auditBatchMax+1 {
+			<-queued // the first batch is being committed
+		}
+		a.record(storage.AuditRecord{Kind: storage.AuditToolCall, Tool: fmt.Sprint("tool-", i), Outcome: storage.AuditOK})
+	}
+	close(proceed)
+	// The commit is counted once it returned: poll that, then the log.
+	waitCommits(t, a, 3)
+	if seq, _, err := l.AuditHead(); seq != 3*auditBatchMax || err != nil {
+		t.Fatalf("AuditHead() = %d, %v after 3 commits of %d queued with an hour's flush interval, want the %d of three full batches", seq, err, 3*auditBatchMax+rest, 3*auditBatchMax)
+	}
+	a.close()
+	if n, err := l.Verify(); n != 3*auditBatchMax+rest || err != nil {
+		t.Fatalf("Verify() = %d, %v; want %d, nil", n, err, 3*auditBatchMax+rest)
+	}
+}
+
+// TestAuditorLingerSharesCommit: records queued within one flush interval
+// of the first share its commit.
+func TestAuditorLingerSharesCommit(t *testing.T) {
+	l, err := storage.OpenAudit(filepath.Join(t.TempDir(), storage.AuditFile), storage.AuditOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	a := newAuditor(slog.New(slog.DiscardHandler), prometheus.NewRegistry(), 4096)
+	// Long enough that a loaded machine queues 100 records within it.
+	a.configure(AuditSyncBatch, 2*time.Second)
+	a.start(l, "node-a")
+	defer a.close()
+	start := time.Now()
+	for i := range 100 {
+		a.record(storage.AuditRecord{Kind: storage.AuditToolCall, Tool: fmt.Sprint("tool-", i), Outcome: storage.AuditOK})
+	}
+	if time.Since(start) > time.Second {
+		t.Skip("the machine is too loaded to queue 100 records within the flush interval")
+	}
+	waitCommits(t, a, 1)
+	if seq, _, err := l.AuditHead(); seq != 100 || err != nil {
+		t.Fatalf("AuditHead() = %d, %v after the first commit, want all 100 records queued within the flush interval", seq, err)
+	}
+}
+
+// waitCommits waits (20s at most) until a's writer has committed n
+// batches, and fails if it committed more.
+func waitCommits(t *testing.T, a *auditor, n float64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for histogramCount(a.writeSeconds) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%v commits after 20s, want %v", histogramCount(a.writeSeconds), n)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the writer, not synchronising
+	}
+	if got := histogramCount(a.writeSeconds); got != n {
+		t.Fatalf("%v commits, want %v", got, n)
+	}
+}

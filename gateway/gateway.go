@@ -59,7 +59,7 @@ type Options struct {
 	AuditSync AuditSync
 	// AuditFlushInterval bounds, with AuditSyncBatch, how long a record
 	// waits in memory before its batch is committed, and so what a crash
-	// can lose. Default 5ms.
+	// can lose. Default DefaultAuditFlushInterval (50ms).
 	AuditFlushInterval time.Duration
 	// AuditHashPayloads records in each tool call's audit record the
 	// SHA-256 of its arguments as forwarded and of its result as the
@@ -157,7 +157,7 @@ func (o *Options) withDefaults() Options {
 		r.AuditSync = AuditSyncBatch
 	}
 	if r.AuditFlushInterval <= 0 {
-		r.AuditFlushInterval = auditLinger
+		r.AuditFlushInterval = DefaultAuditFlushInterval
 	}
 	if r.MaxMessageBytes <= 0 {
 		r.MaxMessageBytes = transport.DefaultMaxMessageBytes

@@ -141,7 +141,10 @@ type Config struct {
 	// record is committed and synced. Default "batch".
 	AuditSync string
 	// AuditFlushInterval is, with AuditSync "batch", the longest a record
-	// waits in memory before it is committed. Default 5ms.
+	// waits in memory before it is committed, and so about what a crash
+	// loses. Default 50ms (gateway.DefaultAuditFlushInterval): a commit
+	// costs the same CPU whether it carries 10 records or 100, and 50ms
+	// keeps the records at risk near auditd's default of 50.
 	AuditFlushInterval time.Duration
 	// AuditHashPayloads records in each tool call's audit record the
 	// SHA-256 of its arguments (as forwarded) and of its result (as the
@@ -278,7 +281,7 @@ func DefaultConfig() Config {
 		SessionAbandonTimeout:   transport.DefaultAbandonTimeout,
 		MaxStdioPerRoute:        gateway.DefaultMaxStdioPerRoute,
 		AuditSync:               string(gateway.AuditSyncBatch),
-		AuditFlushInterval:      5 * time.Millisecond,
+		AuditFlushInterval:      gateway.DefaultAuditFlushInterval,
 		AuditCheckpointInterval: 5 * time.Second,
 		AuditSyslogFacility:     auditsink.DefaultSyslogConfig().Facility,
 		AuditSyslogAppName:      auditsink.DefaultSyslogConfig().AppName,

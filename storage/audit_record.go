@@ -202,6 +202,26 @@ func chainLink(b []byte) (seq uint64, prev, hash string, err error) {
 	return seq, string(body[j+len(`,"prev":"`) : len(body)-1]), string(b[len(body)+len(hashField) : len(b)-2]), nil
 }
 
+// canonicalTime reads the time of a record in canonical form, whose
+// encoding starts {"seq":N,"time":"…", as decoding it would.
+func canonicalTime(body []byte) (time.Time, bool) {
+	rest, ok := bytes.CutPrefix(body, []byte(`{"seq":`))
+	i := bytes.IndexByte(rest, ',')
+	if !ok || i < 1 {
+		return time.Time{}, false
+	}
+	rest, ok = bytes.CutPrefix(rest[i:], []byte(`,"time":"`))
+	j := bytes.IndexByte(rest, '"')
+	if !ok || j < 0 {
+		return time.Time{}, false
+	}
+	var t time.Time
+	if err := t.UnmarshalJSON(body[len(body)-len(rest)-1 : len(body)-len(rest)+j+1]); err != nil {
+		return time.Time{}, false
+	}
+	return t, true
+}
+
 // decodeAuditRecord parses a stored record after checking its hash.
 func decodeAuditRecord(b []byte) (AuditRecord, error) {
 	if _, err := checkHash(b); err != nil {
