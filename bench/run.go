@@ -848,6 +848,15 @@ func still(a, b *ProcSample) bool {
 // progress prints a status line twice a second until the returned func is
 // called.
 func (r *runner) progress(tgt, proto string, start time.Time, calls *atomic.Uint64, errs *errorLog) func() {
+	return r.statusLine(func() string {
+		el := time.Since(start)
+		return fmt.Sprintf("%-6s %s  %4.1fs/%v  %d calls (%.0f/s)  %d errors", tgt, proto, el.Seconds(), r.cfg.Duration, calls.Load(), float64(calls.Load())/el.Seconds(), errs.n.Load())
+	})
+}
+
+// statusLine rewrites line() on the terminal twice a second until the
+// returned func is called, which clears it.
+func (r *runner) statusLine(line func() string) func() {
 	if r.cfg.Progress == nil {
 		return func() {}
 	}
@@ -862,8 +871,7 @@ func (r *runner) progress(tgt, proto string, start time.Time, calls *atomic.Uint
 				fmt.Fprint(r.cfg.Progress, "\r\033[K")
 				return
 			case <-t.C:
-				el := time.Since(start)
-				fmt.Fprintf(r.cfg.Progress, "\r\033[K%-6s %s  %4.1fs/%v  %d calls (%.0f/s)  %d errors", tgt, proto, el.Seconds(), r.cfg.Duration, calls.Load(), float64(calls.Load())/el.Seconds(), errs.n.Load())
+				fmt.Fprint(r.cfg.Progress, "\r\033[K"+line())
 			}
 		}
 	})

@@ -153,26 +153,10 @@ func (r *runner) bulk(ctx context.Context, what string, n, serial int, put func(
 // progressBulk prints how far a bulk creation is, twice a second, until
 // the returned func is called.
 func (r *runner) progressBulk(what string, n int, start time.Time, done *atomic.Int64) func() {
-	if r.cfg.Progress == nil {
-		return func() {}
-	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(500 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				fmt.Fprint(r.cfg.Progress, "\r\033[K")
-				return
-			case <-t.C:
-				d := done.Load()
-				fmt.Fprintf(r.cfg.Progress, "\r\033[Kcreating %s  %d/%d  (%.0f/s)", what, d, n, float64(d)/time.Since(start).Seconds())
-			}
-		}
+	return r.statusLine(func() string {
+		d := done.Load()
+		return fmt.Sprintf("creating %s  %d/%d  (%.0f/s)", what, d, n, float64(d)/time.Since(start).Seconds())
 	})
-	return func() { close(stop); wg.Wait() }
 }
 
 // describe is the scale as a report line.

@@ -17,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/mcpgw/mcpgw/client"
+	"github.com/mcpgw/mcpgw/internal/cputime"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/policy"
 	"github.com/mcpgw/mcpgw/storage"
@@ -150,7 +151,7 @@ func BenchmarkAuditWriter(b *testing.B) {
 				a.start(l, "n1")
 			}
 			b.ReportAllocs()
-			cpu := processCPU()
+			cpu := cputime.Process()
 			start := time.Now()
 			if tc.sync == AuditSyncAlways {
 				var next atomic.Int64
@@ -177,7 +178,7 @@ func BenchmarkAuditWriter(b *testing.B) {
 			}
 			a.close()
 			elapsed := time.Since(start)
-			b.ReportMetric(float64((processCPU()-cpu).Nanoseconds())/float64(b.N)/1e3, "cpu-µs/record")
+			b.ReportMetric(float64((cputime.Process()-cpu).Nanoseconds())/float64(b.N)/1e3, "cpu-µs/record")
 			if n := histogramCount(a.writeSeconds); n > 0 {
 				b.ReportMetric(float64(b.N)/n, "records/commit")
 			}

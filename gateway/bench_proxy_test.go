@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/mcpgw/mcpgw/client"
+	"github.com/mcpgw/mcpgw/internal/cputime"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/storage"
 )
@@ -91,9 +92,9 @@ func benchCalls(b *testing.B, sess *mcp.ClientSession) {
 	b.ReportAllocs()
 	// CPU of every party (client, gateway, upstream: one process), which
 	// the machine's load inflates less than the latency.
-	cpu := processCPU()
+	cpu := cputime.Process()
 	defer func() {
-		b.ReportMetric(float64((processCPU()-cpu).Nanoseconds())/float64(max(b.N, 1))/1e3, "cpu-µs/op")
+		b.ReportMetric(float64((cputime.Process()-cpu).Nanoseconds())/float64(max(b.N, 1))/1e3, "cpu-µs/op")
 	}()
 	for b.Loop() {
 		start := time.Now()

@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/mcpgw/mcpgw/client"
+	"github.com/mcpgw/mcpgw/internal/cputime"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/storage"
 )
@@ -334,8 +335,8 @@ func BenchmarkCallTracing(b *testing.B) {
 	req := &jsonrpc.Request{ID: id, Method: "tools/call",
 		Params: json.RawMessage(`{"name":"echo","arguments":{"text":"hello"},"_meta":{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}`)}
 	b.ReportAllocs()
-	cpu := processCPU()
-	defer func() { b.ReportMetric(float64((processCPU()-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op") }()
+	cpu := cputime.Process()
+	defer func() { b.ReportMetric(float64((cputime.Process()-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op") }()
 	for b.Loop() {
 		pc := pendingCall{method: req.Method, tool: "echo"}
 		fwd, h, rerr := s.startCall(req, &pc)

@@ -3,21 +3,11 @@ package storage
 import (
 	"fmt"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
-)
 
-// processCPU is the CPU time the process has used, user and system:
-// benchmarks divide it by records to report what a record costs the node
-// however long the disk takes to sync (wall time is mostly waiting).
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+	"github.com/mcpgw/mcpgw/internal/cputime"
+)
 
 // benchRecord is a tool call record the size the gateway writes: ids,
 // address, route, tool, credential key id, latency. Time is left for
@@ -67,7 +57,7 @@ func BenchmarkAuditAppend(b *testing.B) {
 				}
 				batch := make([]AuditRecord, n)
 				b.ReportAllocs()
-				start, cpu := i, processCPU()
+				start, cpu := i, cputime.Process()
 				for b.Loop() {
 					for j := range batch {
 						batch[j] = benchRecord(i)
@@ -78,7 +68,7 @@ func BenchmarkAuditAppend(b *testing.B) {
 					}
 				}
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(i-start), "ns/record")
-				b.ReportMetric(float64((processCPU()-cpu).Nanoseconds())/float64(i-start), "cpu-ns/record")
+				b.ReportMetric(float64((cputime.Process()-cpu).Nanoseconds())/float64(i-start), "cpu-ns/record")
 			})
 		}
 	}
