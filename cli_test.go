@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/mcpgw/mcpgw/adminapi"
 	"github.com/mcpgw/mcpgw/internal/logtest"
+	"github.com/mcpgw/mcpgw/internal/tcptest"
 	"github.com/mcpgw/mcpgw/internal/upstreamtest"
 	"github.com/mcpgw/mcpgw/node"
 )
@@ -120,7 +120,7 @@ func TestREADMERouteExamples(t *testing.T) {
 // TestExitCodes: 0 ok, 1 error, 2 usage, and each usage error says what
 // was wrong.
 func TestExitCodes(t *testing.T) {
-	down := closedAddr(t)
+	down := tcptest.FreeAddr(t)
 	tests := []struct {
 		name   string
 		args   string
@@ -155,18 +155,6 @@ func TestExitCodes(t *testing.T) {
 			}
 		})
 	}
-}
-
-// closedAddr returns a loopback address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }
 
 // TestJSONOnEveryList: every list and status command prints JSON with
@@ -264,7 +252,7 @@ func TestCompletion(t *testing.T) {
 // next when one is down.
 func TestAdminFailover(t *testing.T) {
 	n := startTestNode(t)
-	stdout, stderr, code := runMain(t, "route", "list", "--admin", closedAddr(t)+","+n.AdminAddr(), "--admin-token", n.AdminToken(), "--wait", "0")
+	stdout, stderr, code := runMain(t, "route", "list", "--admin", tcptest.FreeAddr(t)+","+n.AdminAddr(), "--admin-token", n.AdminToken(), "--wait", "0")
 	if code != 0 || !strings.Contains(stdout, "NAME") {
 		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
 	}
@@ -274,7 +262,7 @@ func TestAdminFailover(t *testing.T) {
 // still starting waits for it, saying so once, and `mcpgw wait --ready`
 // returns once it is up.
 func TestAdminCommandWaitsForStartingNode(t *testing.T) {
-	addr := closedAddr(t)
+	addr := tcptest.FreeAddr(t)
 	dataDir := filepath.Join(t.TempDir(), "data") // a first run: serve creates it
 	var stdout, stderr, waitOut, waitErr logtest.Buffer
 	var code, waitCode int
@@ -351,7 +339,7 @@ func TestOperatorMistakesWarn(t *testing.T) {
 	n := startTestNode(t)
 	admin := []string{"--admin", n.AdminAddr(), "--admin-token", n.AdminToken()}
 	up := upstreamtest.StartHTTP(t, upstreamtest.New().StreamableHandler()) + "/mcp"
-	down := "http://" + closedAddr(t) + "/mcp"
+	down := "http://" + tcptest.FreeAddr(t) + "/mcp"
 	steps := []struct {
 		name   string
 		args   []string
@@ -522,7 +510,7 @@ func TestAuditVerifyExitCodes(t *testing.T) {
 	}
 	intact := answer(adminapi.AuditVerifyResult{Node: "n1", Checked: 5, OK: true})
 	broken := answer(adminapi.AuditVerifyResult{Node: "n2", Checked: 3, OK: false, BrokenSeq: 4, Error: "hash mismatch"})
-	down := "http://" + closedAddr(t)
+	down := "http://" + tcptest.FreeAddr(t)
 	tests := []struct {
 		name   string
 		admin  string

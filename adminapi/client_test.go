@@ -9,19 +9,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-)
 
-// freeAddr returns a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
+	"github.com/mcpgw/mcpgw/internal/tcptest"
+)
 
 // serve answers every request with status on a real loopback listener at
 // addr ("" for a new port) and counts them.
@@ -49,7 +39,7 @@ func serve(t *testing.T, addr string, status int, hits *atomic.Int32) string {
 func TestClientFailover(t *testing.T) {
 	var okHits, errHits atomic.Int32
 	ok := serve(t, "", http.StatusOK, &okHits)
-	down := freeAddr(t)
+	down := tcptest.FreeAddr(t)
 	a := NewClient(down+","+ok, "tok", nil)
 	if err := a.Do(context.Background(), http.MethodGet, "/v1/routes", nil, nil); err != nil {
 		t.Fatalf("Do with the first address down: %v", err)
@@ -74,7 +64,7 @@ func TestClientFailover(t *testing.T) {
 // TestClientWaitsForStartingNode: with StartWait, a request to a node that
 // refuses connections waits, calling Waiting once, until it listens.
 func TestClientWaitsForStartingNode(t *testing.T) {
-	addr := freeAddr(t)
+	addr := tcptest.FreeAddr(t)
 	var waits atomic.Int32
 	started := make(chan struct{})
 	var hits atomic.Int32
@@ -95,7 +85,7 @@ func TestClientWaitsForStartingNode(t *testing.T) {
 	}
 
 	// Without StartWait, it fails at once, naming the address once.
-	down := freeAddr(t)
+	down := tcptest.FreeAddr(t)
 	err := NewClient(down, "tok", nil).Do(context.Background(), http.MethodGet, "/v1/routes", nil, nil)
 	want := "admin API unreachable at http://" + down + ": connect: connection refused (is `mcpgw serve` running? set --admin or MCPGW_ADMIN)"
 	if err == nil || err.Error() != want {

@@ -3,27 +3,15 @@ package cluster_test
 import (
 	"context"
 	"errors"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/mcpgw/mcpgw/cluster"
 	"github.com/mcpgw/mcpgw/cluster/clustertest"
+	"github.com/mcpgw/mcpgw/internal/tcptest"
 	"github.com/mcpgw/mcpgw/storage"
 )
-
-// deadAddr returns a loopback address where nothing listens.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 // startLoneNode opens a raft member with a certificate from the cluster's
 // CA for certID that belongs to no cluster, and returns its address.
@@ -76,8 +64,8 @@ func TestJoinRefusesNodeItCannotReach(t *testing.T) {
 		addr    string
 		wantErr string
 	}{
-		{"nothing listens, via leader", leader, "node9", deadAddr(t), "cannot be reached"},
-		{"nothing listens, via follower", follower, "node9", deadAddr(t), "cannot be reached"},
+		{"nothing listens, via leader", leader, "node9", tcptest.FreeAddr(t), "cannot be reached"},
+		{"nothing listens, via follower", follower, "node9", tcptest.FreeAddr(t), "cannot be reached"},
 		{"certificate from another CA", leader, "foreign", foreign, "cannot be reached"},
 		{"certificate names another node", follower, "node-y", wrongID, `presents the certificate of node "node-x"`},
 	}

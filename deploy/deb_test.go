@@ -3,7 +3,6 @@ package deploy_test
 import (
 	"bufio"
 	"bytes"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mcpgw/mcpgw/internal/tcptest"
 )
 
 // debEnv names the .deb under test. Building it needs nfpm from the Go
@@ -282,9 +283,9 @@ func firstStart(t *testing.T) {
 	for _, m := range regexp.MustCompile(`(?m)^Environment=(.*)$`).FindAllSubmatch(unit, -1) {
 		env = append(env, string(m[1]))
 	}
-	admin := freePort(t)
+	admin := tcptest.FreeAddr(t)
 	cmd := exec.Command("/usr/bin/mcpgw", "serve",
-		"--http", freePort(t), "--admin", admin, "--quic", "", "--raft", freePort(t))
+		"--http", tcptest.FreeAddr(t), "--admin", admin, "--quic", "", "--raft", tcptest.FreeAddr(t))
 	cmd.Dir = "/var/lib/mcpgw"
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
@@ -348,16 +349,4 @@ func firstStart(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Errorf("mcpgw serve still running 30s after SIGTERM (the unit's TimeoutStopSec):\n%s", logs.Bytes())
 	}
-}
-
-// freePort returns a loopback address that was free a moment ago; serve
-// needs fixed addresses, raft's above all, as it advertises its own.
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }

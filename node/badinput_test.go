@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -19,21 +18,10 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpgw/mcpgw/client"
+	"github.com/mcpgw/mcpgw/internal/tcptest"
 	"github.com/mcpgw/mcpgw/storage"
 	"github.com/mcpgw/mcpgw/transport"
 )
-
-// closedPort returns a loopback address nothing listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 // sessionURL is the WebSocket/streamable endpoint of n for target.
 func sessionURL(n *Node, scheme, target, org, account string) string {
@@ -168,7 +156,7 @@ func upgradeRequest(t *testing.T, rawURL, host string, header http.Header) (int,
 func TestUnknownTarget(t *testing.T) {
 	n, route := gatewayTo(t)
 	u, _ := url.Parse(route.URL)
-	otherPort := closedPort(t)
+	otherPort := tcptest.FreeAddr(t)
 	tests := []struct {
 		name    string
 		target  string
@@ -286,10 +274,10 @@ func TestMissingParameters(t *testing.T) {
 
 func TestUpstreamDown(t *testing.T) {
 	n := startNode(t, func(c *Config) { c.ConnectTimeout = 3 * time.Second })
-	down := "http://" + closedPort(t)
+	down := "http://" + tcptest.FreeAddr(t)
 	addRoute(t, n, storage.Route{Name: "down", URL: down + "/mcp"})
 	addRoute(t, n, storage.Route{Name: "sse-down", URL: down + "/sse", Transport: storage.TransportSSE})
-	addRoute(t, n, storage.Route{Name: "ws-down", URL: "ws://" + closedPort(t) + "/mcp", Transport: storage.TransportWebSocket})
+	addRoute(t, n, storage.Route{Name: "ws-down", URL: "ws://" + tcptest.FreeAddr(t) + "/mcp", Transport: storage.TransportWebSocket})
 	addRoute(t, n, storage.Route{Name: "no-such-command", Transport: storage.TransportStdio, Command: []string{"mcpgw-test-no-such-command", "--flag"}})
 
 	t.Run("streamable", func(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mcpgw/mcpgw/internal/clocktest"
 	"github.com/mcpgw/mcpgw/internal/jsonrpcx"
+	"github.com/mcpgw/mcpgw/internal/tcptest"
 )
 
 // goroutinesIn counts the goroutines whose stack holds frame.
@@ -100,20 +101,9 @@ func TestStandaloneStreamOnOwnConnection(t *testing.T) {
 // while the server has not answered returns the context's error, and
 // leaves nothing open.
 func TestRoundTripOwnConnEndsWithContext(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			accepted <- c // reads nothing, answers nothing
-		}
-	}()
+	addr, accepted := tcptest.Silent(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(withLongLived(ctx), http.MethodGet, "http://"+ln.Addr().String()+"/mcp", nil)
+	req, _ := http.NewRequestWithContext(withLongLived(ctx), http.MethodGet, "http://"+addr+"/mcp", nil)
 	done := make(chan error, 1)
 	go func() {
 		_, err := NewHTTPClient().Do(req)

@@ -7,7 +7,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,6 +22,7 @@ import (
 	"github.com/mcpgw/mcpgw/internal/clocktest"
 	"github.com/mcpgw/mcpgw/internal/logtest"
 	"github.com/mcpgw/mcpgw/internal/syslogtest"
+	"github.com/mcpgw/mcpgw/internal/tcptest"
 	"github.com/mcpgw/mcpgw/storage"
 )
 
@@ -333,17 +333,7 @@ func BenchmarkSyslogMessage(b *testing.B) {
 // TestSyslogCloseUnblocksWrite: a receiver that accepts and never reads
 // does not hold up Close (a node's shutdown) for the write timeout.
 func TestSyslogCloseUnblocksWrite(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			accepted <- c
-		}
-	}()
+	addr, accepted := tcptest.Silent(t)
 	l := openLog(t)
 	recs := make([]storage.AuditRecord, 5000)
 	for i := range recs {
@@ -352,7 +342,7 @@ func TestSyslogCloseUnblocksWrite(t *testing.T) {
 	if err := l.Append(recs); err != nil {
 		t.Fatal(err)
 	}
-	s := startSink(t, l, "tcp://"+ln.Addr().String(), func(c *SyslogConfig) { c.WriteTimeout = time.Minute })
+	s := startSink(t, l, "tcp://"+addr, func(c *SyslogConfig) { c.WriteTimeout = time.Minute })
 	c := <-accepted
 	defer c.Close()
 	// 20 MiB do not fit the socket buffers: after a few batches (1 MiB
