@@ -16,8 +16,8 @@ import (
 )
 
 // echoServer is a StreamableServer whose sessions answer every call with an
-// empty result.
-func echoServer(t *testing.T) (*StreamableServer, string) {
+// empty result, after before (when set) has seen the call.
+func echoServer(t *testing.T, before func(c mcp.Connection, call *jsonrpc.Request)) (*StreamableServer, string) {
 	t.Helper()
 	s := NewStreamableServer(func(*http.Request) (func(*http.Request) error, func(mcp.Connection), error) {
 		return func(*http.Request) error { return nil }, func(c mcp.Connection) {
@@ -27,6 +27,9 @@ func echoServer(t *testing.T) (*StreamableServer, string) {
 					return
 				}
 				if req, ok := msg.(*jsonrpc.Request); ok && req.IsCall() {
+					if before != nil {
+						before(c, req)
+					}
 					c.Write(context.Background(), &jsonrpc.Response{ID: req.ID, Result: []byte(`{}`)})
 				}
 			}
@@ -44,7 +47,7 @@ func echoServer(t *testing.T) (*StreamableServer, string) {
 // have their answer, so request handlers return while the session may
 // still be writing to their stream. Run with -race.
 func TestStreamableClientLeavesMidResponse(t *testing.T) {
-	_, url := echoServer(t)
+	_, url := echoServer(t, nil)
 	for i := 0; i < 200; i++ {
 		ctx, cancel := context.WithCancel(context.Background())
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
@@ -78,35 +81,22 @@ func TestStreamableClientLeavesMidResponse(t *testing.T) {
 // stream whose headers come first.
 func TestPOSTAnswerForm(t *testing.T) {
 	release := make(chan struct{}) // the slow call's answer waits for it
-	s := NewStreamableServer(func(*http.Request) (func(*http.Request) error, func(mcp.Connection), error) {
-		return func(*http.Request) error { return nil }, func(c mcp.Connection) {
-			for {
-				msg, err := c.Read(context.Background())
-				if err != nil {
-					return
-				}
-				req, ok := msg.(*jsonrpc.Request)
-				if !ok || !req.IsCall() {
-					continue
-				}
-				switch req.Method {
-				case "slow":
-					<-release
-				case "chatty":
-					c.Write(context.Background(), &jsonrpc.Request{Method: "notifications/message", Params: []byte(`{"level":"info","data":"x"}`)})
-				}
-				c.Write(context.Background(), &jsonrpc.Response{ID: req.ID, Result: []byte(`{}`)})
-			}
-		}, nil
-	}, nil)
-	ts := httptest.NewServer(s)
-	defer func() { ts.Close(); s.Close() }()
 	var releaseOnce sync.Once
 	unblock := func() { releaseOnce.Do(func() { close(release) }) }
-	defer unblock() // before the server closes, should the test fail first
+	_, url := echoServer(t, func(c mcp.Connection, call *jsonrpc.Request) {
+		switch call.Method {
+		case "slow":
+			<-release
+		case "chatty":
+			c.Write(context.Background(), &jsonrpc.Request{Method: "notifications/message", Params: []byte(`{"level":"info","data":"x"}`)})
+		}
+	})
+	// Registered after the server's cleanup, so it runs first: a failing
+	// test does not leave the slow call holding the server's Close.
+	t.Cleanup(unblock)
 	post := func(method string) (*http.Response, time.Duration) {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, ts.URL, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"`+method+`"}`))
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"`+method+`"}`))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Accept", "application/json, text/event-stream")
 		start := time.Now()
