@@ -15,13 +15,25 @@ import (
 // whole life on a plain-HTTP upstream (see streamTransport).
 type upstreamTransport struct {
 	*http.Transport
+	kept keptConns
 }
 
 func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme == "http" && longLived(req.Context()) {
-		return roundTripOwnConn(t.DialContext, req)
+	if req.URL.Scheme == "http" {
+		switch ctx := req.Context(); {
+		case longLived(ctx):
+			return roundTripOwnConn(t.DialContext, req)
+		case wantsKeptConn(ctx):
+			return t.kept.roundTrip(t.DialContext, req)
+		}
 	}
 	return t.Transport.RoundTrip(req)
+}
+
+// CloseIdleConnections closes the idle connections of both transports.
+func (t *upstreamTransport) CloseIdleConnections() {
+	t.Transport.CloseIdleConnections()
+	t.kept.closeIdle()
 }
 
 // longLivedKey marks a request whose answer is read for as long as the
@@ -76,7 +88,8 @@ func roundTripOwnConn(dial func(ctx context.Context, network, addr string) (net.
 		c.close()
 		return nil, ctxErr(ctx, err)
 	}
-	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, streamReadBuf), req)
+	lim := &headerLimit{r: conn, left: -1}
+	resp, err := readResponse(bufio.NewReaderSize(lim, streamReadBuf), lim, req)
 	if err != nil {
 		stop()
 		c.close()

@@ -208,7 +208,9 @@ func (c *streamableConn) post(ctx context.Context, msg jsonrpc.Message) error {
 	if r, ok := msg.(*jsonrpc.Request); ok && r.IsCall() {
 		call = r
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.u.URL, bytes.NewReader(body))
+	// On a connection the gateway keeps, read on this goroutine (see
+	// keptConns).
+	hreq, err := http.NewRequestWithContext(withKeptConn(ctx), http.MethodPost, c.u.URL, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}

@@ -92,6 +92,7 @@ func NewHTTPClient() *http.Client {
 	// 3 KiB a session, and costs nothing on writes (a request body larger
 	// than the buffer is written past it).
 	t.WriteBufferSize = 1 << 10
+	t.MaxResponseHeaderBytes = maxUpstreamHeaderBytes
 	t.Proxy = nil // upstream egress is decided by routes, never by environment proxies
 	return &http.Client{Transport: &upstreamTransport{Transport: t}}
 }

@@ -8,9 +8,11 @@
 package connlimit
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 )
 
 // Reason says why a connection was refused.
@@ -205,6 +207,15 @@ func (c *countedConn) Read(p []byte) (int, error) {
 		c.in.Add(float64(n))
 	}
 	return n, err
+}
+
+// SyscallConn is the counted connection's, for callers that look at the
+// socket itself.
+func (c *countedConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.New("the connection has no socket of its own")
 }
 
 func (c *countedConn) Write(p []byte) (int, error) {

@@ -195,7 +195,26 @@ type gateway struct {
 	done           chan error
 }
 
+// startGateway starts a node on free loopback ports. A port found free can
+// be taken by another process before the node binds it (scenarios run side
+// by side): the node then exits saying so, and starts again, afresh, on
+// other ports.
 func startGateway(ctx context.Context, bin, dir string) (*gateway, error) {
+	for attempt := 1; ; attempt++ {
+		g, err := startGatewayOnce(ctx, bin, dir)
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return g, err
+		}
+		log.Printf("a port was taken before mcpgw bound it; starting it again on other ports")
+		for _, name := range []string{"data", "vault.key", "mcpgw.log"} {
+			if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+func startGatewayOnce(ctx context.Context, bin, dir string) (*gateway, error) {
 	httpAddr, err := freeAddr()
 	if err != nil {
 		return nil, err
