@@ -33,20 +33,6 @@ const (
 	keptWriteBuf    = 1 << 10
 )
 
-// keptConnKey marks a request to send on a kept connection.
-type keptConnKey struct{}
-
-// withKeptConn marks ctx's request (a POST of the gateway's own client)
-// to go on a kept connection when its upstream is plain HTTP.
-func withKeptConn(ctx context.Context) context.Context {
-	return context.WithValue(ctx, keptConnKey{}, true)
-}
-
-func wantsKeptConn(ctx context.Context) bool {
-	v, _ := ctx.Value(keptConnKey{}).(bool)
-	return v
-}
-
 // keptConn is one connection with its buffers.
 type keptConn struct {
 	conn net.Conn

@@ -35,7 +35,7 @@ func keptServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int
 // body.
 func keptPOST(t *testing.T, client *http.Client, ctx context.Context, url, body string) (string, error) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(withKeptConn(ctx), http.MethodPost, url, strings.NewReader(body))
+	req, err := http.NewRequestWithContext(withConnUse(ctx, useKeptConn), http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestKeptConnsNotReusedUnfinished(t *testing.T) {
 	})
 	client := NewHTTPClient()
 	defer client.CloseIdleConnections()
-	req, _ := http.NewRequestWithContext(withKeptConn(context.Background()), http.MethodPost, ts.URL+"/long", strings.NewReader("x"))
+	req, _ := http.NewRequestWithContext(withConnUse(context.Background(), useKeptConn), http.MethodPost, ts.URL+"/long", strings.NewReader("x"))
 	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)

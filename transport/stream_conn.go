@@ -20,10 +20,10 @@ type upstreamTransport struct {
 
 func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Scheme == "http" {
-		switch ctx := req.Context(); {
-		case longLived(ctx):
+		switch connUseOf(req.Context()) {
+		case useOwnConn:
 			return roundTripOwnConn(t.DialContext, req)
-		case wantsKeptConn(ctx):
+		case useKeptConn:
 			return t.kept.roundTrip(t.DialContext, req)
 		}
 	}
@@ -36,19 +36,29 @@ func (t *upstreamTransport) CloseIdleConnections() {
 	t.kept.closeIdle()
 }
 
-// longLivedKey marks a request whose answer is read for as long as the
-// session lasts.
-type longLivedKey struct{}
+// connUse says which connection a request of the gateway's own client
+// goes on when its upstream is plain HTTP; requests without one go
+// through net/http's transport.
+type connUse int
 
-// withLongLived marks ctx's request as an event stream held for the
-// session's life.
-func withLongLived(ctx context.Context) context.Context {
-	return context.WithValue(ctx, longLivedKey{}, true)
+const (
+	// useOwnConn: an event stream held for the session's life, on a
+	// connection of its own (roundTripOwnConn).
+	useOwnConn connUse = iota + 1
+	// useKeptConn: a POST, on a connection the gateway keeps (keptConns).
+	useKeptConn
+)
+
+type connUseKey struct{}
+
+// withConnUse marks ctx's request to go on a connection of use u.
+func withConnUse(ctx context.Context, u connUse) context.Context {
+	return context.WithValue(ctx, connUseKey{}, u)
 }
 
-func longLived(ctx context.Context) bool {
-	v, _ := ctx.Value(longLivedKey{}).(bool)
-	return v
+func connUseOf(ctx context.Context) connUse {
+	u, _ := ctx.Value(connUseKey{}).(connUse)
+	return u
 }
 
 // streamReadBuf is the read buffer of a connection of its own: the

@@ -103,7 +103,7 @@ func TestStandaloneStreamOnOwnConnection(t *testing.T) {
 func TestRoundTripOwnConnEndsWithContext(t *testing.T) {
 	addr, accepted := tcptest.Silent(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(withLongLived(ctx), http.MethodGet, "http://"+addr+"/mcp", nil)
+	req, _ := http.NewRequestWithContext(withConnUse(ctx, useOwnConn), http.MethodGet, "http://"+addr+"/mcp", nil)
 	done := make(chan error, 1)
 	go func() {
 		_, err := NewHTTPClient().Do(req)

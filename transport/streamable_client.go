@@ -210,7 +210,7 @@ func (c *streamableConn) post(ctx context.Context, msg jsonrpc.Message) error {
 	}
 	// On a connection the gateway keeps, read on this goroutine (see
 	// keptConns).
-	hreq, err := http.NewRequestWithContext(withKeptConn(ctx), http.MethodPost, c.u.URL, bytes.NewReader(body))
+	hreq, err := http.NewRequestWithContext(withConnUse(ctx, useKeptConn), http.MethodPost, c.u.URL, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -759,7 +759,7 @@ func (c *streamableConn) standaloneLoop(answered chan<- int) {
 func (c *streamableConn) standaloneOnce(ctx context.Context, lastID *string, answer func(status int)) (got, retry bool) {
 	// The stream is held for the session's life: on a connection of its
 	// own (see roundTripOwnConn).
-	resp, err := c.get(withLongLived(ctx), *lastID)
+	resp, err := c.get(withConnUse(ctx, useOwnConn), *lastID)
 	if err != nil {
 		return false, true
 	}
