@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -178,5 +179,55 @@ func TestKeptConnsContextEnds(t *testing.T) {
 	}
 	if got := conns.Load(); got != 2 {
 		t.Fatalf("%d connections, want 2 (the cancelled call's is not kept)", got)
+	}
+}
+
+// TestKeptConnsNoDesync: bytes an upstream sends past the end of an
+// answer are never read as the next call's answer: the connection they
+// came on is not used again.
+func TestKeptConnsNoDesync(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n := conns.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					// The first connection smuggles a second answer after
+					// the first one.
+					answer := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nc%03d", n)
+					if n == 1 {
+						answer += "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"
+					}
+					if _, err := io.WriteString(c, answer); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	client := NewHTTPClient()
+	defer client.CloseIdleConnections()
+	url := "http://" + ln.Addr().String()
+	for i, want := range []string{"c001", "c002"} {
+		got, err := keptPOST(t, client, context.Background(), url, "x")
+		if err != nil || got != want {
+			t.Fatalf("POST %d = %q, %v; want %q", i, got, err, want)
+		}
 	}
 }
