@@ -38,4 +38,17 @@
 // Closing a stream ends its session only; resetting it (RESET_STREAM or
 // STOP_SENDING) does the same. Closing the QUIC connection ends all of its
 // sessions.
+//
+// # Upstream HTTP connections
+//
+// The gateway's own streamable HTTP client (streamable_client.go) sends a
+// call's POST to a plain-HTTP upstream on a connection it keeps
+// (kept_conn.go), writing the request and reading the answer on the
+// goroutine that sends the call, and holds a session's standalone event
+// stream on a connection of its own (stream_conn.go). Both write and read
+// with net/http's own request writer and response reader; TLS upstreams,
+// and every other request, go through net/http's transport. Above all of
+// them, injectingTransport decides where a request may go and injects the
+// route's credential. What the client receives it hands to the session on
+// the goroutine that read it (Deliverer).
 package transport
