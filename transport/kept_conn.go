@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 )
@@ -38,7 +39,7 @@ type keptConn struct {
 	conn net.Conn
 	lim  *headerLimit // between conn and br
 	br   *bufio.Reader
-	bw   *bufio.Writer
+	bw   *bufio.Writer // nil: requests are written through a buffer of their own
 	addr string
 	// expire closes the connection once it has been idle keptIdleTimeout.
 	expire *time.Timer
@@ -50,23 +51,15 @@ type keptConn struct {
 // request is written, a failure is the call's, as with net/http (a POST
 // is not replayed).
 func (k *keptConns) roundTrip(dial func(ctx context.Context, network, addr string) (net.Conn, error), req *http.Request) (*http.Response, error) {
-	addr := req.URL.Host
-	if req.URL.Port() == "" {
-		addr = net.JoinHostPort(req.URL.Hostname(), "80")
-	}
+	addr := hostPort(req.URL)
 	ctx := req.Context()
 	for attempt := 0; ; attempt++ {
 		kc, reused := k.get(addr)
 		if kc == nil {
-			if dial == nil {
-				dial = (&net.Dialer{Timeout: DialTimeout}).DialContext
-			}
-			c, err := dial(ctx, "tcp", addr)
-			if err != nil {
+			var err error
+			if kc, err = dialConn(ctx, dial, addr, keptReadBuf, keptWriteBuf); err != nil {
 				return nil, err
 			}
-			lim := &headerLimit{r: c, left: -1}
-			kc = &keptConn{conn: c, lim: lim, br: bufio.NewReaderSize(lim, keptReadBuf), bw: bufio.NewWriterSize(c, keptWriteBuf), addr: addr}
 		}
 		if attempt > 0 && req.GetBody != nil {
 			body, err := req.GetBody()
@@ -84,8 +77,36 @@ func (k *keptConns) roundTrip(dial func(ctx context.Context, network, addr strin
 	}
 }
 
+// hostPort is the address a plain-HTTP request's URL names.
+func hostPort(u *url.URL) string {
+	if u.Port() == "" {
+		return net.JoinHostPort(u.Hostname(), "80")
+	}
+	return u.Host
+}
+
+// dialConn opens a connection to addr, read through a buffer of readBuf
+// bytes, and written through one of writeBuf bytes kept with it (0: each
+// request through a buffer of its own, dropped once written).
+func dialConn(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error), addr string, readBuf, writeBuf int) (*keptConn, error) {
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: DialTimeout}).DialContext
+	}
+	c, err := dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	lim := &headerLimit{r: c, left: -1}
+	kc := &keptConn{conn: c, lim: lim, br: bufio.NewReaderSize(lim, readBuf), addr: addr}
+	if writeBuf > 0 {
+		kc.bw = bufio.NewWriterSize(c, writeBuf)
+	}
+	return kc, nil
+}
+
 // send writes req on kc and reads the answer's headers; written reports
-// whether the whole request was written.
+// whether the whole request was written. A nil k never keeps kc: it is
+// closed with the answer's body.
 func (k *keptConns) send(kc *keptConn, req *http.Request) (resp *http.Response, written bool, err error) {
 	ctx := req.Context()
 	// The end of the call's context closes the connection, which ends a
@@ -96,10 +117,12 @@ func (k *keptConns) send(kc *keptConn, req *http.Request) (resp *http.Response, 
 		kc.conn.Close()
 		return nil, written, ctxErr(ctx, err)
 	}
-	if err := req.Write(kc.bw); err != nil {
-		return fail(err)
+	if kc.bw == nil {
+		err = req.Write(kc.conn)
+	} else if err = req.Write(kc.bw); err == nil {
+		err = kc.bw.Flush()
 	}
-	if err := kc.bw.Flush(); err != nil {
+	if err != nil {
 		return fail(err)
 	}
 	written = true
@@ -114,7 +137,7 @@ func (k *keptConns) send(kc *keptConn, req *http.Request) (resp *http.Response, 
 		}
 		break
 	}
-	body := &keptBody{ReadCloser: resp.Body, k: k, kc: kc, stop: stop, reuse: !resp.Close && !req.Close}
+	body := &keptBody{ReadCloser: resp.Body, k: k, kc: kc, stop: stop, reuse: k != nil && !resp.Close && !req.Close}
 	if resp.Body == http.NoBody || resp.ContentLength == 0 {
 		body.finish(true)
 		resp.Body = http.NoBody
@@ -194,7 +217,8 @@ func (k *keptConns) closeIdle() {
 }
 
 // keptBody is an answer's body on a kept connection: read to its end, it
-// gives the connection back; closed before, it closes it.
+// gives the connection back; closed before, it closes it. With k nil (a
+// connection of its own) it is closed either way.
 type keptBody struct {
 	io.ReadCloser
 	k     *keptConns

@@ -1,13 +1,10 @@
 package transport
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
-	"sync"
 )
 
 // upstreamTransport is the HTTP transport upstream requests go through:
@@ -72,41 +69,20 @@ const streamReadBuf = 1 << 10
 // hold, for each such stream idle for hours, a goroutine reading the
 // connection and one waiting to write to it, and a 4 KiB read buffer. The
 // stream's own reader is the only goroutine here. Only plain HTTP: over
-// TLS net/http multiplexes the streams over HTTP/2.
+// TLS net/http multiplexes the streams over HTTP/2. It is a kept
+// connection's send (keptConns) on a connection that is never kept.
 func roundTripOwnConn(dial func(ctx context.Context, network, addr string) (net.Conn, error), req *http.Request) (*http.Response, error) {
 	if req.Body != nil && req.Body != http.NoBody {
 		req.Body.Close()
 		return nil, errors.New("a request on a connection of its own carries no body")
 	}
-	addr := req.URL.Host
-	if req.URL.Port() == "" {
-		addr = net.JoinHostPort(req.URL.Hostname(), "80")
-	}
-	ctx := req.Context()
-	if dial == nil {
-		dial = (&net.Dialer{Timeout: DialTimeout}).DialContext
-	}
-	conn, err := dial(ctx, "tcp", addr)
+	kc, err := dialConn(req.Context(), dial, hostPort(req.URL), streamReadBuf, 0)
 	if err != nil {
 		return nil, err
 	}
-	c := &ownConn{conn: conn}
-	stop := context.AfterFunc(ctx, c.close)
-	// Write goes through a buffer of its own, dropped once written.
-	if err := req.Write(conn); err != nil {
-		stop()
-		c.close()
-		return nil, ctxErr(ctx, err)
-	}
-	lim := &headerLimit{r: conn, left: -1}
-	resp, err := readResponse(bufio.NewReaderSize(lim, streamReadBuf), lim, req)
-	if err != nil {
-		stop()
-		c.close()
-		return nil, ctxErr(ctx, err)
-	}
-	resp.Body = &ownConnBody{ReadCloser: resp.Body, conn: c, stop: stop}
-	return resp, nil
+	var never *keptConns
+	resp, _, err := never.send(kc, req)
+	return resp, err
 }
 
 // ctxErr is the context's error when it ended the request, else err.
@@ -115,28 +91,4 @@ func ctxErr(ctx context.Context, err error) error {
 		return ctx.Err()
 	}
 	return err
-}
-
-// ownConn is the connection of one stream.
-type ownConn struct {
-	conn net.Conn
-	once sync.Once
-}
-
-func (c *ownConn) close() { c.once.Do(func() { c.conn.Close() }) }
-
-// ownConnBody is an answer's body read from a connection of its own.
-type ownConnBody struct {
-	io.ReadCloser
-	conn *ownConn
-	stop func() bool // stops closing the connection when the request's context ends
-}
-
-// Close closes the connection first: the body's own Close reads what is
-// left of it, which for an event stream is forever.
-func (b *ownConnBody) Close() error {
-	b.stop()
-	b.conn.close()
-	b.ReadCloser.Close()
-	return nil
 }
