@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/url"
 	"strconv"
-	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -108,12 +107,7 @@ type OTLP struct {
 	emitter otellog.Logger
 	staged  *stage
 
-	cursor uint64 // set by Start
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{}
-
-	closeOnce sync.Once
+	loop
 }
 
 // stage is the processor the sink's logger provider hands records to: it
@@ -165,26 +159,14 @@ func NewOTLP(cfg OTLPConfig) (*OTLP, error) {
 // unreachable collector is no error: the sink retries until Close, the
 // records waiting in the audit log.
 func (s *OTLP) Start() error {
-	cursor, err := s.cfg.Log.SinkCursor(OTLPCursor)
-	if err != nil {
-		return err
-	}
-	s.cursor = cursor
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.done = make(chan struct{})
-	go s.run()
-	return nil
+	return s.start(s.cfg.Log, OTLPCursor, s.run)
 }
 
 // Close stops shipping and saves the cursor; an export in flight is
 // abandoned (its records go again at the next start). It is safe to call
 // more than once, and without Start.
 func (s *OTLP) Close() error {
-	s.closeOnce.Do(func() {
-		if s.cancel != nil {
-			s.cancel()
-			<-s.done
-		}
+	s.stop(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		s.exp.Shutdown(ctx)

@@ -157,14 +157,47 @@ type Syslog struct {
 
 	sinkMetrics
 
-	// Set by Start.
-	tlsConf *tls.Config
-	cursor  uint64 // where the run loop starts
-	ctx     context.Context
-	cancel  context.CancelFunc
-	done    chan struct{}
+	tlsConf *tls.Config // set by Start
+	loop
+}
+
+// loop is a sink's shipping goroutine: started at the sink's cursor,
+// stopped by cancelling ctx.
+type loop struct {
+	cursor uint64 // where the run loop starts
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{} // closed when run returns
 
 	closeOnce sync.Once
+}
+
+// start reads the cursor called name in l and runs run on a goroutine of
+// its own, which must close done when it returns.
+func (lp *loop) start(l Log, name string, run func()) error {
+	cursor, err := l.SinkCursor(name)
+	if err != nil {
+		return err
+	}
+	lp.cursor = cursor
+	lp.ctx, lp.cancel = context.WithCancel(context.Background())
+	lp.done = make(chan struct{})
+	go run()
+	return nil
+}
+
+// stop ends the run loop and waits for it, once; then, also once, it
+// calls after (may be nil). Without start it only calls after.
+func (lp *loop) stop(after func()) {
+	lp.closeOnce.Do(func() {
+		if lp.cancel != nil {
+			lp.cancel()
+			<-lp.done
+		}
+		if after != nil {
+			after()
+		}
+	})
 }
 
 // Reasons of mcpgw_audit_sink_errors_total.
@@ -315,27 +348,13 @@ func (s *Syslog) Start() error {
 		s.cfg.Hostname = h
 	}
 	s.cfg.Hostname = sanitizeHeader(s.cfg.Hostname, 255)
-	cursor, err := s.cfg.Log.SinkCursor(SyslogCursor)
-	if err != nil {
-		return err
-	}
-	s.cursor = cursor
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.done = make(chan struct{})
-	go s.run()
-	return nil
+	return s.start(s.cfg.Log, SyslogCursor, s.run)
 }
 
 // Close stops shipping, records the cursor and closes the connection. It
 // is safe to call more than once, and without Start.
 func (s *Syslog) Close() error {
-	s.closeOnce.Do(func() {
-		if s.cancel == nil {
-			return
-		}
-		s.cancel()
-		<-s.done
-	})
+	s.stop(nil)
 	return nil
 }
 
