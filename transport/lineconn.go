@@ -38,8 +38,7 @@ type LineConn struct {
 	done     chan struct{}        // closed by Close
 	wg       sync.WaitGroup       // readLoop
 	looping  bool                 // readLoop was started (or can no longer be); only Read uses it
-	loopMu   sync.Mutex           // orders starting readLoop with Close's Wait
-	closed   bool                 // Close has begun; guarded by loopMu
+	loopMu   sync.Mutex           // orders starting readLoop with closing done (and Close's Wait)
 
 	wmu  sync.Mutex // serialises writes so lines never interleave
 	wbuf []byte     // guarded by wmu
@@ -164,12 +163,11 @@ func (c *LineConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 	if !c.looping {
 		c.looping = true
 		c.loopMu.Lock()
-		if !c.closed {
+		select {
+		case <-c.done: // closed: the select below says so
+		default:
 			c.wg.Add(1)
 			go c.readLoop()
-		} else {
-			c.err = mcp.ErrConnectionClosed
-			close(c.failed)
 		}
 		c.loopMu.Unlock()
 	}
@@ -229,9 +227,8 @@ func (c *LineConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 func (c *LineConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.loopMu.Lock()
-		c.closed = true
-		c.loopMu.Unlock()
 		close(c.done)
+		c.loopMu.Unlock()
 		c.closeErr = c.rwc.Close()
 		c.wg.Wait()
 	})
